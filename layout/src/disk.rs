@@ -1,0 +1,141 @@
+//! The disk layout of DESIGN.md: four GPT partitions with the Discoverable
+//! Partitions Specification type GUIDs.
+
+use crate::guid::Guid;
+
+pub const SECTOR: u64 = 512;
+pub const MIB: u64 = 1024 * 1024;
+/// Partitions start on 1 MiB boundaries.
+pub const ALIGN: u64 = MIB;
+
+pub const ESP_TYPE: Guid = Guid::from_const("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+/// DPS "Root Partition (x86-64)".
+pub const ROOT_X86_64_TYPE: Guid = Guid::from_const("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
+/// DPS "Variable Data Partition" (/var).
+pub const DATA_TYPE: Guid = Guid::from_const("4D21B016-B534-45C2-A9FB-5C16E091FD2D");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    pub fn label(self) -> &'static str {
+        match self {
+            Slot::A => ROOT_A_LABEL,
+            Slot::B => ROOT_B_LABEL,
+        }
+    }
+
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+}
+
+pub const ESP_LABEL: &str = "esp";
+pub const ROOT_A_LABEL: &str = "root-a";
+pub const ROOT_B_LABEL: &str = "root-b";
+pub const DATA_LABEL: &str = "data";
+
+#[derive(Clone, Copy, Debug)]
+pub struct PartitionSpec {
+    pub label: &'static str,
+    pub type_guid: Guid,
+    pub size: u64,
+}
+
+/// The ESP holds systemd-boot and one kernel per slot.
+pub const ESP_SIZE: u64 = 64 * MIB;
+/// Each root slot holds an EROFS image and its dm-verity hash tree.
+pub const ROOT_SIZE: u64 = 512 * MIB;
+/// Small on purpose: PID1 grows it to the end of the disk at first boot.
+pub const DATA_SIZE: u64 = 32 * MIB;
+
+pub const PARTITIONS: [PartitionSpec; 4] = [
+    PartitionSpec {
+        label: ESP_LABEL,
+        type_guid: ESP_TYPE,
+        size: ESP_SIZE,
+    },
+    PartitionSpec {
+        label: ROOT_A_LABEL,
+        type_guid: ROOT_X86_64_TYPE,
+        size: ROOT_SIZE,
+    },
+    PartitionSpec {
+        label: ROOT_B_LABEL,
+        type_guid: ROOT_X86_64_TYPE,
+        size: ROOT_SIZE,
+    },
+    PartitionSpec {
+        label: DATA_LABEL,
+        type_guid: DATA_TYPE,
+        size: DATA_SIZE,
+    },
+];
+
+/// The partition's unique GUID (PARTUUID) for an image of `version`:
+/// derived, so builds are reproducible and the kernel command line can name
+/// the root partition before the disk exists.
+pub fn partition_uuid(version: &str, label: &str) -> Guid {
+    Guid::derive(&format!("{version}/partition/{label}"))
+}
+
+pub fn disk_guid(version: &str) -> Guid {
+    Guid::derive(&format!("{version}/disk"))
+}
+
+/// Byte offsets of each partition in a fresh image: `(spec, start, end)`.
+pub fn plan() -> Vec<(PartitionSpec, u64, u64)> {
+    let mut at = ALIGN;
+    PARTITIONS
+        .iter()
+        .map(|p| {
+            let start = at;
+            at += p.size;
+            (*p, start, at)
+        })
+        .collect()
+}
+
+/// Size of a fresh image: the partitions plus room for the backup GPT.
+pub fn image_size() -> u64 {
+    plan().last().map(|(_, _, end)| end + ALIGN).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_have_equal_size_and_partitions_are_aligned() {
+        assert_eq!(PARTITIONS[1].size, PARTITIONS[2].size);
+        for (p, start, end) in plan() {
+            assert_eq!(start % ALIGN, 0, "{}", p.label);
+            assert_eq!((end - start) % SECTOR, 0);
+        }
+    }
+
+    #[test]
+    fn partuuids_differ_per_label_and_version() {
+        assert_ne!(
+            partition_uuid("1", ROOT_A_LABEL),
+            partition_uuid("1", ROOT_B_LABEL)
+        );
+        assert_ne!(
+            partition_uuid("1", ROOT_A_LABEL),
+            partition_uuid("2", ROOT_A_LABEL)
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! Facts that more than one part of Berth needs, defined once: the disk
+//! layout and its GPT, where things live in the image, the kernel command
+//! line that sets up the verified root, and the lines PID1 prints that
+//! tools read.
+
+pub mod cmdline;
+pub mod disk;
+pub mod gpt;
+pub mod guid;
+pub mod paths;
+
+pub use guid::Guid;
+
+/// The OS version this tree builds; it names boot entries and derives UUIDs.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What PID1 prints on the console, for people and for the test harness.
+pub mod console {
+    /// `berth: ready in X.XXX s (firmware+loader A s, kernel B s, userspace C s)`
+    pub const READY_PREFIX: &str = "berth: ready in ";
+    /// Printed (and repeated) when early boot failed and the machine stays
+    /// up in the emergency state.
+    pub const EMERGENCY_PREFIX: &str = "berth: EMERGENCY: ";
+    /// Printed right before the final reboot/poweroff system call.
+    pub const SHUTDOWN_DONE: &str = "berth: shutdown complete";
+}

@@ -1,0 +1,21 @@
+//! Where things live in the image and at run time.
+
+/// PID1. `/sbin/init` links here.
+pub const INIT: &str = "/usr/bin/berth-init";
+/// Berth's own binaries go here.
+pub const BIN_DIR: &str = "/usr/bin";
+/// The data partition is mounted here.
+pub const DATA_MOUNT: &str = "/var";
+/// The writable half of the /etc overlay, on the data partition.
+pub const ETC_UPPER: &str = "/var/lib/berth/etc/upper";
+pub const ETC_WORK: &str = "/var/lib/berth/etc/work";
+/// Where PID1 keeps its own state on the data partition.
+pub const STATE_DIR: &str = "/var/lib/berth";
+/// Identifies the build: `VERSION_ID=`, `BERTH_SLOT=` and friends.
+pub const OS_RELEASE: &str = "/usr/lib/os-release";
+/// The console that carries a root shell under a hypervisor (virtio
+/// console). Whoever holds the hypervisor console holds the machine; on bare
+/// metal the device does not exist and no shell runs.
+pub const ADMIN_CONSOLE: &str = "/dev/hvc0";
+/// The shell run on the admin console.
+pub const SHELL: &str = "/usr/bin/sh";
