@@ -45,20 +45,10 @@ mod tests {
 
     #[test]
     fn cmdline_sets_up_verity_root_and_names_slot() {
-        let v = Verity {
-            data_blocks: 100,
-            hash_start_block: 101,
-            root_hash: "ab".into(),
-            salt: "cd".into(),
-        };
+        let v = Verity { data_blocks: 100, hash_start_block: 101, root_hash: "ab".into(), salt: "cd".into() };
         let p = Guid::derive("p");
         let c = kernel_cmdline(Slot::B, p, &v);
-        assert!(
-            c.contains(&format!(
-                "0 800 verity 1 PARTUUID={p} PARTUUID={p} 4096 4096 100 101 sha256 ab cd"
-            )),
-            "{c}"
-        );
+        assert!(c.contains(&format!("0 800 verity 1 PARTUUID={p} PARTUUID={p} 4096 4096 100 101 sha256 ab cd")), "{c}");
         assert!(c.contains("root=/dev/dm-0"));
         assert_eq!(slot_of(&c), Some(Slot::B));
         assert_eq!(slot_of("quiet"), None);

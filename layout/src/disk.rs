@@ -63,26 +63,10 @@ pub const ROOT_SIZE: u64 = 512 * MIB;
 pub const DATA_SIZE: u64 = 32 * MIB;
 
 pub const PARTITIONS: [PartitionSpec; 4] = [
-    PartitionSpec {
-        label: ESP_LABEL,
-        type_guid: ESP_TYPE,
-        size: ESP_SIZE,
-    },
-    PartitionSpec {
-        label: ROOT_A_LABEL,
-        type_guid: ROOT_X86_64_TYPE,
-        size: ROOT_SIZE,
-    },
-    PartitionSpec {
-        label: ROOT_B_LABEL,
-        type_guid: ROOT_X86_64_TYPE,
-        size: ROOT_SIZE,
-    },
-    PartitionSpec {
-        label: DATA_LABEL,
-        type_guid: DATA_TYPE,
-        size: DATA_SIZE,
-    },
+    PartitionSpec { label: ESP_LABEL, type_guid: ESP_TYPE, size: ESP_SIZE },
+    PartitionSpec { label: ROOT_A_LABEL, type_guid: ROOT_X86_64_TYPE, size: ROOT_SIZE },
+    PartitionSpec { label: ROOT_B_LABEL, type_guid: ROOT_X86_64_TYPE, size: ROOT_SIZE },
+    PartitionSpec { label: DATA_LABEL, type_guid: DATA_TYPE, size: DATA_SIZE },
 ];
 
 /// The partition's unique GUID (PARTUUID) for an image of `version`:
@@ -129,13 +113,7 @@ mod tests {
 
     #[test]
     fn partuuids_differ_per_label_and_version() {
-        assert_ne!(
-            partition_uuid("1", ROOT_A_LABEL),
-            partition_uuid("1", ROOT_B_LABEL)
-        );
-        assert_ne!(
-            partition_uuid("1", ROOT_A_LABEL),
-            partition_uuid("2", ROOT_A_LABEL)
-        );
+        assert_ne!(partition_uuid("1", ROOT_A_LABEL), partition_uuid("1", ROOT_B_LABEL));
+        assert_ne!(partition_uuid("1", ROOT_A_LABEL), partition_uuid("2", ROOT_A_LABEL));
     }
 }

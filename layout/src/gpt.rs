@@ -21,13 +21,7 @@ pub enum GptError {
     #[error("no valid GPT: primary header: {primary}; backup header: {backup}")]
     NoValidTable { primary: String, backup: String },
     #[error("partition {label:?} ({first}..={last}) lies outside the usable sectors {usable_first}..={usable_last}")]
-    OutOfBounds {
-        label: String,
-        first: u64,
-        last: u64,
-        usable_first: u64,
-        usable_last: u64,
-    },
+    OutOfBounds { label: String, first: u64, last: u64, usable_first: u64, usable_last: u64 },
     #[error("partitions {a:?} and {b:?} overlap")]
     Overlap { a: String, b: String },
     #[error("partition name {0:?} is longer than 36 UTF-16 units")]
@@ -106,9 +100,8 @@ impl Gpt {
         if name.encode_utf16().count() > NAME_UNITS {
             return Err(GptError::NameTooLong(name.to_string()));
         }
-        let index = (0..NUM_ENTRIES)
-            .find(|i| !self.partitions.iter().any(|p| p.index == *i))
-            .ok_or(GptError::TableFull)?;
+        let index =
+            (0..NUM_ENTRIES).find(|i| !self.partitions.iter().any(|p| p.index == *i)).ok_or(GptError::TableFull)?;
         self.partitions.push(Partition {
             index,
             type_guid,
@@ -128,28 +121,16 @@ impl Gpt {
     }
 
     pub fn by_type(&self, type_guid: Guid) -> impl Iterator<Item = &Partition> {
-        self.partitions
-            .iter()
-            .filter(move |p| p.type_guid == type_guid)
+        self.partitions.iter().filter(move |p| p.type_guid == type_guid)
     }
 
     /// The disk is now `total_sectors` long (it was enlarged): move the
     /// backup table to the new end and widen the usable range.
     pub fn resize_disk(&mut self, total_sectors: u64) -> Result<(), GptError> {
         let array = entry_array_sectors(self.sector_size);
-        let needed = self
-            .partitions
-            .iter()
-            .map(|p| p.last_lba)
-            .max()
-            .unwrap_or(0)
-            + 2
-            + array;
+        let needed = self.partitions.iter().map(|p| p.last_lba).max().unwrap_or(0) + 2 + array;
         if total_sectors <= needed {
-            return Err(GptError::DiskTooSmall {
-                needed: needed + 1,
-                have: total_sectors,
-            });
+            return Err(GptError::DiskTooSmall { needed: needed + 1, have: total_sectors });
         }
         self.total_sectors = total_sectors;
         self.last_usable = total_sectors - 2 - array;
@@ -160,12 +141,8 @@ impl Gpt {
     /// follows it. Returns whether it grew.
     pub fn grow_to_end(&mut self, index: usize) -> Result<bool, GptError> {
         let last_usable = self.last_usable;
-        let start = self
-            .partitions
-            .iter()
-            .find(|p| p.index == index)
-            .ok_or(GptError::NoSuchPartition(index))?
-            .first_lba;
+        let start =
+            self.partitions.iter().find(|p| p.index == index).ok_or(GptError::NoSuchPartition(index))?.first_lba;
         // Whatever starts after this partition bounds it.
         let limit = self
             .partitions
@@ -174,11 +151,7 @@ impl Gpt {
             .map(|p| p.first_lba - 1)
             .min()
             .unwrap_or(last_usable);
-        let part = self
-            .partitions
-            .iter_mut()
-            .find(|p| p.index == index)
-            .ok_or(GptError::NoSuchPartition(index))?;
+        let part = self.partitions.iter_mut().find(|p| p.index == index).ok_or(GptError::NoSuchPartition(index))?;
         if part.last_lba >= limit {
             return Ok(false);
         }
@@ -188,10 +161,7 @@ impl Gpt {
 
     pub fn validate(&self) -> Result<(), GptError> {
         for p in &self.partitions {
-            if p.first_lba < self.first_usable
-                || p.last_lba > self.last_usable
-                || p.first_lba > p.last_lba
-            {
+            if p.first_lba < self.first_usable || p.last_lba > self.last_usable || p.first_lba > p.last_lba {
                 return Err(GptError::OutOfBounds {
                     label: p.name.clone(),
                     first: p.first_lba,
@@ -204,10 +174,7 @@ impl Gpt {
         for (i, a) in self.partitions.iter().enumerate() {
             for b in &self.partitions[i + 1..] {
                 if a.first_lba <= b.last_lba && b.first_lba <= a.last_lba {
-                    return Err(GptError::Overlap {
-                        a: a.name.clone(),
-                        b: b.name.clone(),
-                    });
+                    return Err(GptError::Overlap { a: a.name.clone(), b: b.name.clone() });
                 }
             }
         }
@@ -233,21 +200,18 @@ impl Gpt {
     fn encode_header(&self, primary: bool, entries_crc: u32) -> Vec<u8> {
         let array = entry_array_sectors(self.sector_size);
         let backup_lba = self.total_sectors - 1;
-        let (current, other, entries_lba) = if primary {
-            (1, backup_lba, 2)
-        } else {
-            (backup_lba, 1, backup_lba - array)
-        };
+        let (current, other, entries_lba) =
+            if primary { (1u64, backup_lba, 2u64) } else { (backup_lba, 1, backup_lba - array) };
         let mut h = vec![0u8; self.sector_size as usize];
         h[0..8].copy_from_slice(SIGNATURE);
         h[8..12].copy_from_slice(&REVISION.to_le_bytes());
         h[12..16].copy_from_slice(&HEADER_SIZE.to_le_bytes());
-        h[24..32].copy_from_slice(&(current as u64).to_le_bytes());
-        h[32..40].copy_from_slice(&(other as u64).to_le_bytes());
+        h[24..32].copy_from_slice(&current.to_le_bytes());
+        h[32..40].copy_from_slice(&other.to_le_bytes());
         h[40..48].copy_from_slice(&self.first_usable.to_le_bytes());
         h[48..56].copy_from_slice(&self.last_usable.to_le_bytes());
         h[56..72].copy_from_slice(&self.disk_guid.to_gpt_bytes());
-        h[72..80].copy_from_slice(&(entries_lba as u64).to_le_bytes());
+        h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
         h[80..84].copy_from_slice(&(NUM_ENTRIES as u32).to_le_bytes());
         h[84..88].copy_from_slice(&(ENTRY_SIZE as u32).to_le_bytes());
         h[88..92].copy_from_slice(&entries_crc.to_le_bytes());
@@ -295,11 +259,7 @@ impl Gpt {
     /// backup header when the primary is damaged. The returned table keeps
     /// the disk size it was read from, so an enlarged disk shows up as
     /// `last_usable` short of the end (see [`Gpt::resize_disk`]).
-    pub fn read<R: Read + Seek>(
-        r: &mut R,
-        sector_size: u64,
-        total_bytes: u64,
-    ) -> Result<Gpt, GptError> {
+    pub fn read<R: Read + Seek>(r: &mut R, sector_size: u64, total_bytes: u64) -> Result<Gpt, GptError> {
         let total_sectors = total_bytes / sector_size;
         let primary = match read_at(r, sector_size, 1) {
             Ok(h) => parse(r, &h, sector_size, 1),
@@ -363,22 +323,17 @@ fn parse<R: Read + Seek>(r: &mut R, h: &[u8], ss: u64, expected_lba: u64) -> Res
     }
     let current = le64(&h[24..32]);
     if current != expected_lba {
-        return Err(format!(
-            "header says it is at LBA {current}, found at {expected_lba}"
-        ));
+        return Err(format!("header says it is at LBA {current}, found at {expected_lba}"));
     }
     let backup = le64(&h[32..40]);
     let entries_lba = le64(&h[72..80]);
     let count = le32(&h[80..84]) as usize;
     let esize = le32(&h[84..88]) as usize;
     if esize < ENTRY_SIZE || count > 1024 {
-        return Err(format!(
-            "{count} entries of {esize} bytes is not a table this reads"
-        ));
+        return Err(format!("{count} entries of {esize} bytes is not a table this reads"));
     }
     let mut entries = vec![0u8; count * esize];
-    r.seek(SeekFrom::Start(entries_lba * ss))
-        .map_err(|e| e.to_string())?;
+    r.seek(SeekFrom::Start(entries_lba * ss)).map_err(|e| e.to_string())?;
     r.read_exact(&mut entries).map_err(|e| e.to_string())?;
     if crc32fast::hash(&entries) != le32(&h[88..92]) {
         return Err("partition entry array checksum mismatch".into());
@@ -406,11 +361,7 @@ fn parse<R: Read + Seek>(r: &mut R, h: &[u8], ss: u64, expected_lba: u64) -> Res
         });
     }
     // The disk size the table was written for: the backup header is in its last sector.
-    let total_sectors = if expected_lba == 1 {
-        backup + 1
-    } else {
-        current + 1
-    };
+    let total_sectors = if expected_lba == 1 { backup + 1 } else { current + 1 };
     Ok(Gpt {
         disk_guid: guid_at(&h[56..72]),
         sector_size: ss,
@@ -458,9 +409,7 @@ mod tests {
     #[test]
     fn both_headers_damaged_is_an_error_naming_both() {
         let mut disk = Cursor::new(vec![0u8; 16384 * 512]);
-        let err = Gpt::read(&mut disk, 512, 16384 * 512)
-            .unwrap_err()
-            .to_string();
+        let err = Gpt::read(&mut disk, 512, 16384 * 512).unwrap_err().to_string();
         assert!(err.contains("primary") && err.contains("backup"), "{err}");
     }
 
@@ -472,10 +421,7 @@ mod tests {
         // The disk is enlarged (qemu-img resize): zeros appended.
         disk.get_mut().resize(32768 * 512, 0);
         let mut back = Gpt::read(&mut disk, 512, 32768 * 512).unwrap();
-        assert_eq!(
-            back.total_sectors, 16384,
-            "the table still describes the old size"
-        );
+        assert_eq!(back.total_sectors, 16384, "the table still describes the old size");
         back.resize_disk(32768).unwrap();
         let idx = back.by_name("two").unwrap().index;
         assert!(back.grow_to_end(idx).unwrap());
@@ -496,19 +442,14 @@ mod tests {
     #[test]
     fn overlapping_partitions_are_rejected() {
         let mut g = sample(16384);
-        let err = g
-            .add("three", T, Guid::derive("3"), 4000, 5000)
-            .unwrap_err();
+        let err = g.add("three", T, Guid::derive("3"), 4000, 5000).unwrap_err();
         assert!(matches!(err, GptError::Overlap { .. }), "{err}");
     }
 
     #[test]
     fn sgdisk_accepts_the_table() {
         // Cross-check against an independent implementation when present.
-        let Ok(out) = std::process::Command::new("sgdisk")
-            .arg("--version")
-            .output()
-        else {
+        let Ok(out) = std::process::Command::new("sgdisk").arg("--version").output() else {
             panic!("sgdisk (Debian package gdisk) is needed for this test");
         };
         assert!(out.status.success());
@@ -520,24 +461,12 @@ mod tests {
         f.set_len(16384 * 512).unwrap();
         g.write(&mut f).unwrap();
         drop(f);
-        let out = std::process::Command::new("sgdisk")
-            .arg("-v")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = std::process::Command::new("sgdisk").arg("-v").arg(&path).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("No problems found"), "{text}");
-        let out = std::process::Command::new("sgdisk")
-            .arg("-i")
-            .arg("2")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = std::process::Command::new("sgdisk").arg("-i").arg("2").arg(&path).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.contains("'two'") && text.contains("First sector: 4096"),
-            "{text}"
-        );
+        assert!(text.contains("'two'") && text.contains("First sector: 4096"), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

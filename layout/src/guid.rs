@@ -60,17 +60,11 @@ impl Guid {
     /// The 16 bytes as they stand on disk in a GPT (mixed endian).
     pub fn to_gpt_bytes(&self) -> [u8; 16] {
         let b = self.0;
-        [
-            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13],
-            b[14], b[15],
-        ]
+        [b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]
     }
 
     pub fn from_gpt_bytes(d: &[u8; 16]) -> Guid {
-        Guid([
-            d[3], d[2], d[1], d[0], d[5], d[4], d[7], d[6], d[8], d[9], d[10], d[11], d[12], d[13],
-            d[14], d[15],
-        ])
+        Guid([d[3], d[2], d[1], d[0], d[5], d[4], d[7], d[6], d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]])
     }
 }
 
@@ -142,10 +136,7 @@ mod tests {
         // The ESP type GUID as every GPT tool writes it.
         assert_eq!(
             g.to_gpt_bytes(),
-            [
-                0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
-                0xc9, 0x3b
-            ]
+            [0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b]
         );
         assert_eq!(Guid::from_gpt_bytes(&g.to_gpt_bytes()), g);
     }
@@ -153,9 +144,7 @@ mod tests {
     #[test]
     fn malformed_text_is_rejected() {
         assert!("c12a7328f81f11d2ba4b00a0c93ec93b".parse::<Guid>().is_err());
-        assert!("g12a7328-f81f-11d2-ba4b-00a0c93ec93b"
-            .parse::<Guid>()
-            .is_err());
+        assert!("g12a7328-f81f-11d2-ba4b-00a0c93ec93b".parse::<Guid>().is_err());
     }
 
     #[test]

@@ -1,0 +1,202 @@
+//! `berth-image build`: kernel, root, EROFS, verity, ESP, disk, qcow2, in
+//! that order, with a size report at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use berth_layout::cmdline::kernel_cmdline;
+use berth_layout::disk::{self, Slot};
+use berth_layout::{Guid, VERSION};
+use berth_updater::boot_entry::{self, EntryName};
+
+use crate::cmd;
+use crate::context::Context;
+use crate::esp::EspFile;
+use crate::{deps, disk as diskimg, erofs, esp, kernel, manifest, packages, rootfs, verity};
+
+type Error = Box<dyn std::error::Error>;
+
+/// Timestamps inside the image: SOURCE_DATE_EPOCH when set, else a constant.
+fn epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(1_735_689_600)
+}
+
+pub struct SizeReport {
+    pub kernel: u64,
+    pub root_files: usize,
+    pub root_bytes: u64,
+    pub largest: Vec<(String, u64)>,
+    pub erofs: u64,
+    pub root_partition: u64,
+    pub esp_used: u64,
+    pub disk_virtual: u64,
+    pub disk_allocated: u64,
+    pub qcow2: u64,
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.2} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+impl std::fmt::Display for SizeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "size report")?;
+        writeln!(f, "  kernel (bzImage)        {:>12}", mib(self.kernel))?;
+        writeln!(f, "  root tree               {:>12}  ({} files)", mib(self.root_bytes), self.root_files)?;
+        for (path, size) in &self.largest {
+            writeln!(f, "      {:<36} {:>12}", path, mib(*size))?;
+        }
+        writeln!(
+            f,
+            "  EROFS (lz4hc)           {:>12}  ({:.0}% of the tree)",
+            mib(self.erofs),
+            100.0 * self.erofs as f64 / self.root_bytes.max(1) as f64
+        )?;
+        writeln!(f, "  root slot (+ verity)    {:>12}  of {}", mib(self.root_partition), mib(disk::ROOT_SIZE))?;
+        writeln!(f, "  ESP contents            {:>12}  of {}", mib(self.esp_used), mib(disk::ESP_SIZE))?;
+        writeln!(f, "  disk (virtual)          {:>12}", mib(self.disk_virtual))?;
+        writeln!(f, "  disk (allocated)        {:>12}", mib(self.disk_allocated))?;
+        write!(f, "  berth.qcow2             {:>12}", mib(self.qcow2))
+    }
+}
+
+fn step(name: &str, started: Instant) {
+    eprintln!("build: {name} done ({:.1} s)", started.elapsed().as_secs_f64());
+}
+
+/// Berth's binaries for the image: `cargo build --profile image`.
+fn build_binaries(ctx: &Context, names: &[String]) -> Result<PathBuf, Error> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.current_dir(&ctx.repo).args(["build", "--profile", "image"]);
+    for n in names {
+        c.arg("--bin").arg(n);
+    }
+    let status = c.status().map_err(|e| format!("running cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build --profile image failed ({status})").into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| ctx.repo.join("target"));
+    Ok(target.join("image"))
+}
+
+fn os_release() -> String {
+    format!("NAME=Berth\nID=berth\nVERSION_ID={VERSION}\nPRETTY_NAME=\"Berth {VERSION}\"\n")
+}
+
+/// Builds everything into `ctx.out` and returns the size report.
+pub fn build(ctx: &Context) -> Result<SizeReport, Error> {
+    deps::ensure()?;
+    let t0 = Instant::now();
+    let work = ctx.out.join("work");
+    std::fs::create_dir_all(&work)?;
+    let dir = ctx.image_build_dir();
+    let image = manifest::image(&dir)?;
+    let lock = manifest::lock(&dir)?;
+    let pins = lock.pins_for(&image, &manifest::lock_path(&dir))?;
+
+    let t = Instant::now();
+    let kernel = kernel::build(ctx)?;
+    step("kernel", t);
+
+    let t = Instant::now();
+    let bins = build_binaries(ctx, &image.berth_binaries)?;
+    step("berth binaries", t);
+
+    let t = Instant::now();
+    let debs = packages::fetch(&ctx.cache, &pins)?;
+    let pkgroot = work.join("packages");
+    packages::unpack(&debs, &pkgroot)?;
+    step("packages", t);
+
+    let t = Instant::now();
+    let root = work.join("root");
+    let tree = rootfs::build(&image, &pkgroot, &bins, &dir.join("rootfs"), &os_release(), &root)?;
+    step("root tree", t);
+
+    let t = Instant::now();
+    let root_img = work.join("root-a.img");
+    let erofs_size = erofs::build(&root, &root_img, Guid::derive(&format!("{VERSION}/erofs")), epoch())?;
+    let (verity, root_partition) = verity::append_hash_tree(&root_img, VERSION)?;
+    step("EROFS + verity", t);
+
+    let t = Instant::now();
+    let partuuid = disk::partition_uuid(VERSION, Slot::A.label());
+    let cmdline = kernel_cmdline(Slot::A, partuuid, &verity);
+    let loader_conf = work.join("loader.conf");
+    // timeout 0: straight to the best entry; editor no: the command line
+    // carries the verity root hash and must not be editable at the console.
+    std::fs::write(&loader_conf, "timeout 0\neditor no\n")?;
+    let entry = work.join("entry.conf");
+    std::fs::write(&entry, boot_entry::entry_text(VERSION, Slot::A, &cmdline))?;
+    let sdboot = rootfs::resolve(&pkgroot, &image.systemd_boot)?;
+    let files = [
+        EspFile { source: &sdboot, dest: "/EFI/BOOT/BOOTX64.EFI".into() },
+        EspFile { source: &sdboot, dest: "/EFI/systemd/systemd-bootx64.efi".into() },
+        EspFile { source: &loader_conf, dest: "/loader/loader.conf".into() },
+        EspFile { source: &entry, dest: format!("/loader/entries/{}", EntryName::new(VERSION)) },
+        EspFile { source: &kernel.bzimage, dest: boot_entry::kernel_path(Slot::A) },
+    ];
+    let esp_img = work.join("esp.img");
+    let volume_id = u32::from_be_bytes(esp_volume_id(VERSION));
+    esp::build(&esp_img, disk::ESP_SIZE, volume_id, epoch(), &files)?;
+    step("ESP", t);
+
+    let t = Instant::now();
+    let raw = ctx.raw();
+    diskimg::assemble(
+        &raw,
+        VERSION,
+        &[(disk::ESP_LABEL, esp_img.as_path()), (disk::ROOT_A_LABEL, root_img.as_path())],
+    )?;
+    let qcow2 = ctx.qcow2();
+    diskimg::to_qcow2(&raw, &qcow2)?;
+    std::fs::write(ctx.out.join("cmdline.txt"), format!("{cmdline}\n"))?;
+    std::fs::copy(&kernel.bzimage, ctx.out.join("bzImage"))?;
+    step("disk", t);
+
+    let report = SizeReport {
+        kernel: file_len(&kernel.bzimage),
+        root_files: tree.files.len(),
+        root_bytes: tree.total(),
+        largest: tree.largest(5).into_iter().map(|(p, s)| (p.to_string(), s)).collect(),
+        erofs: erofs_size,
+        root_partition,
+        esp_used: esp::used(&files),
+        disk_virtual: file_len(&raw),
+        disk_allocated: allocated(&raw),
+        qcow2: file_len(&qcow2),
+    };
+    std::fs::write(ctx.out.join("size-report.txt"), format!("{report}\n"))?;
+    eprintln!("build: {} in {:.1} s", raw.display(), t0.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+fn esp_volume_id(version: &str) -> [u8; 4] {
+    let g = Guid::derive(&format!("{version}/esp"));
+    let b = g.as_bytes();
+    [b[0], b[1], b[2], b[3]]
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+fn allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).map(|m| m.blocks() * 512).unwrap_or(0)
+}
+
+/// `berth-image lock`: pins the current archive version of every package.
+pub fn lock(ctx: &Context) -> Result<(), Error> {
+    deps::ensure()?;
+    let dir = ctx.image_build_dir();
+    let image = manifest::image(&dir)?;
+    cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+    let lock = packages::lock(&ctx.cache, &image.packages)?;
+    let path = manifest::lock_path(&dir);
+    std::fs::write(&path, lock.to_toml())?;
+    eprintln!("lock: wrote {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! The root tree: only the files the image names, the shared libraries
+//! their ELF headers ask for, Berth's own binaries and its config files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use crate::cmd::{self, CmdError};
+use crate::manifest::Image;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("image.toml names {path}, which no pinned package contains")]
+    MissingFile { path: String },
+    #[error("{binary} needs {library}, found in no pinned package (searched {searched}); add the package that has it to image-build/image.toml")]
+    MissingLibrary { binary: String, library: String, searched: String },
+    #[error("{path}: not a readable ELF file: {message}")]
+    BadElf { path: String, message: String },
+    #[error("{path}: symbolic links loop")]
+    LinkLoop { path: String },
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
+    move |source| RootfsError::Io { path: path.to_path_buf(), source }
+}
+
+/// What went into the root, for the size report.
+#[derive(Debug, Default)]
+pub struct RootReport {
+    /// Image path -> size in bytes, for every regular file.
+    pub files: BTreeMap<String, u64>,
+}
+
+impl RootReport {
+    pub fn total(&self) -> u64 {
+        self.files.values().sum()
+    }
+
+    pub fn largest(&self, n: usize) -> Vec<(&str, u64)> {
+        let mut v: Vec<(&str, u64)> = self.files.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v.truncate(n);
+        v
+    }
+}
+
+/// Resolves `path` inside the tree at `root`, following symbolic links as
+/// if `root` were `/`.
+pub fn resolve(root: &Path, path: &str) -> Result<PathBuf, RootfsError> {
+    let mut todo: Vec<String> = path.split('/').filter(|c| !c.is_empty()).rev().map(str::to_string).collect();
+    let mut at: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                at.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate: PathBuf = root.join(at.join("/")).join(&c);
+        match std::fs::read_link(&candidate) {
+            Ok(target) => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(RootfsError::LinkLoop { path: path.to_string() });
+                }
+                if target.is_absolute() {
+                    at.clear();
+                }
+                for comp in target.components().rev() {
+                    if let Component::Normal(s) = comp {
+                        todo.push(s.to_string_lossy().into_owned());
+                    } else if comp == Component::ParentDir {
+                        todo.push("..".into());
+                    }
+                }
+            }
+            Err(_) => at.push(c),
+        }
+    }
+    Ok(root.join(at.join("/")))
+}
+
+/// The library search path of the pinned Debian userland.
+const LIB_DIRS: [&str; 3] = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"];
+
+struct Builder<'a> {
+    pkgroot: &'a Path,
+    root: &'a Path,
+    report: RootReport,
+    seen: BTreeSet<String>,
+}
+
+impl Builder<'_> {
+    /// Copies the file at image path `dest` from `src` (dereferenced), keeping its mode.
+    fn install(&mut self, src: &Path, dest: &str) -> Result<(), RootfsError> {
+        let to = self.root.join(dest.trim_start_matches('/'));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::copy(src, &to).map_err(io(src))?;
+        let mode = std::fs::metadata(src).map_err(io(src))?.permissions().mode() & 0o7777;
+        let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).map_err(io(&to))?;
+        let size = std::fs::metadata(&to).map_err(io(&to))?.len();
+        self.report.files.insert(dest.to_string(), size);
+        Ok(())
+    }
+
+    /// Installs a file from the packages and, if it is ELF, what it links against.
+    fn install_with_closure(&mut self, src: &Path, dest: &str) -> Result<(), RootfsError> {
+        if !self.seen.insert(dest.to_string()) {
+            return Ok(());
+        }
+        self.install(src, dest)?;
+        let bytes = std::fs::read(src).map_err(io(src))?;
+        if !bytes.starts_with(b"\x7fELF") {
+            return Ok(());
+        }
+        let elf = goblin::elf::Elf::parse(&bytes)
+            .map_err(|e| RootfsError::BadElf { path: dest.to_string(), message: e.to_string() })?;
+        if let Some(interp) = elf.interpreter {
+            let found = resolve(self.pkgroot, interp)?;
+            if !found.is_file() {
+                return Err(RootfsError::MissingLibrary {
+                    binary: dest.to_string(),
+                    library: interp.to_string(),
+                    searched: interp.to_string(),
+                });
+            }
+            // The root merges /usr too: /lib64/x is /usr/lib64/x.
+            self.install_with_closure(&found, &usr_merged(interp))?;
+        }
+        let libs: Vec<String> = elf.libraries.iter().map(|s| s.to_string()).collect();
+        for lib in libs {
+            let mut hit = None;
+            for dir in LIB_DIRS {
+                let candidate = resolve(self.pkgroot, &format!("{dir}/{lib}"))?;
+                if candidate.is_file() {
+                    hit = Some((candidate, format!("{dir}/{lib}")));
+                    break;
+                }
+            }
+            let (src, dest_lib) = hit.ok_or_else(|| RootfsError::MissingLibrary {
+                binary: dest.to_string(),
+                library: lib.clone(),
+                searched: LIB_DIRS.join(", "),
+            })?;
+            self.install_with_closure(&src, &dest_lib)?;
+        }
+        Ok(())
+    }
+}
+
+fn usr_merged(path: &str) -> String {
+    for d in ["/bin/", "/sbin/", "/lib/", "/lib64/"] {
+        if let Some(rest) = path.strip_prefix(d) {
+            return format!("/usr{d}{rest}");
+        }
+    }
+    path.to_string()
+}
+
+/// Builds the root tree at `root` (replacing it) from the unpacked packages
+/// at `pkgroot`, Berth's binaries in `bins` and the static files of `static_dir`.
+pub fn build(
+    image: &Image,
+    pkgroot: &Path,
+    bins: &Path,
+    static_dir: &Path,
+    os_release: &str,
+    root: &Path,
+) -> Result<RootReport, RootfsError> {
+    if root.exists() {
+        std::fs::remove_dir_all(root).map_err(io(root))?;
+    }
+    for d in [
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "var",
+        "etc",
+        "root",
+        "usr/bin",
+        "usr/sbin",
+        "usr/lib64",
+        "usr/lib/x86_64-linux-gnu",
+    ] {
+        let p = root.join(d);
+        std::fs::create_dir_all(&p).map_err(io(&p))?;
+    }
+    std::fs::set_permissions(root.join("root"), std::fs::Permissions::from_mode(0o700)).map_err(io(root))?;
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).map_err(io(root))?;
+    for d in ["bin", "sbin", "lib", "lib64"] {
+        let link = root.join(d);
+        symlink(format!("usr/{d}"), &link).map_err(io(&link))?;
+    }
+    let mut b = Builder { pkgroot, root, report: RootReport::default(), seen: BTreeSet::new() };
+    for f in &image.files {
+        let src = resolve(pkgroot, f)?;
+        if !src.is_file() {
+            return Err(RootfsError::MissingFile { path: f.clone() });
+        }
+        b.install_with_closure(&src, f)?;
+    }
+    for name in &image.berth_binaries {
+        b.install_with_closure(&bins.join(name), &format!("{}/{name}", berth_layout::paths::BIN_DIR))?;
+    }
+    let init = root.join("usr/sbin/init");
+    let init_target = format!(
+        "../bin/{}",
+        Path::new(berth_layout::paths::INIT).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    );
+    symlink(init_target, &init).map_err(io(&init))?;
+
+    busybox_links(image, pkgroot, root)?;
+    copy_static(static_dir, static_dir, root, &mut b)?;
+
+    let rel = root.join(berth_layout::paths::OS_RELEASE.trim_start_matches('/'));
+    std::fs::write(&rel, os_release).map_err(io(&rel))?;
+    b.report.files.insert(berth_layout::paths::OS_RELEASE.to_string(), os_release.len() as u64);
+    let etc_rel = root.join("etc/os-release");
+    symlink("../usr/lib/os-release", &etc_rel).map_err(io(&etc_rel))?;
+    Ok(b.report)
+}
+
+/// One link per busybox applet, unless a real tool of that name is there.
+fn busybox_links(image: &Image, pkgroot: &Path, root: &Path) -> Result<(), RootfsError> {
+    let bb = resolve(pkgroot, &image.busybox)?;
+    let list = cmd::stdout(Command::new(&bb).arg("--list"))?;
+    let mut names: Vec<&str> = list.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    names.sort_unstable();
+    for name in names {
+        if image.busybox_skip.iter().any(|s| s == name) || name.contains('/') {
+            continue;
+        }
+        let exists = ["usr/bin", "usr/sbin"].iter().any(|d| root.join(d).join(name).symlink_metadata().is_ok());
+        if exists {
+            continue;
+        }
+        let link = root.join("usr/bin").join(name);
+        symlink("busybox", &link).map_err(io(&link))?;
+    }
+    Ok(())
+}
+
+/// Copies image-build/rootfs/ into the root. Secrets stay private.
+fn copy_static(base: &Path, dir: &Path, root: &Path, b: &mut Builder) -> Result<(), RootfsError> {
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).map_err(io(dir))?.filter_map(Result::ok).map(|e| e.path()).collect();
+    entries.sort();
+    for src in entries {
+        let rel = src.strip_prefix(base).map_err(|_| RootfsError::MissingFile { path: src.display().to_string() })?;
+        if src.is_dir() {
+            copy_static(base, &src, root, b)?;
+            continue;
+        }
+        let dest = format!("/{}", rel.display());
+        b.install(&src, &dest)?;
+        if dest == "/etc/shadow" {
+            let to = root.join("etc/shadow");
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).map_err(io(&to))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_follows_links_inside_the_tree() {
+        let t = std::env::temp_dir().join(format!("berth-resolve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        std::fs::create_dir_all(t.join("usr/lib/x")).unwrap();
+        symlink("usr/lib", t.join("lib")).unwrap();
+        std::fs::write(t.join("usr/lib/x/libz.so.1.2"), b"z").unwrap();
+        symlink("libz.so.1.2", t.join("usr/lib/x/libz.so.1")).unwrap();
+        // An absolute link is taken relative to the tree, not the host.
+        symlink("/lib/x/libz.so.1", t.join("usr/lib/abs")).unwrap();
+        assert_eq!(resolve(&t, "/lib/x/libz.so.1").unwrap(), t.join("usr/lib/x/libz.so.1.2"));
+        assert_eq!(resolve(&t, "/usr/lib/abs").unwrap(), t.join("usr/lib/x/libz.so.1.2"));
+        symlink("loop2", t.join("loop1")).unwrap();
+        symlink("loop1", t.join("loop2")).unwrap();
+        assert!(matches!(resolve(&t, "/loop1"), Err(RootfsError::LinkLoop { .. })));
+        std::fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn legacy_paths_map_into_usr() {
+        assert_eq!(usr_merged("/lib64/ld-linux-x86-64.so.2"), "/usr/lib64/ld-linux-x86-64.so.2");
+        assert_eq!(usr_merged("/usr/bin/x"), "/usr/bin/x");
+    }
+}

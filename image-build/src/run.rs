@@ -1,0 +1,130 @@
+//! `berth-image run`: boots the image under QEMU + OVMF, interactively on
+//! the terminal or headless as a smoke test.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_qemu::{boot_timeout, shutdown_timeout, BootReport, Vm, VmConfig, GIB};
+
+use crate::build;
+use crate::context::Context;
+
+type Error = Box<dyn std::error::Error>;
+
+/// The disk a `run` VM gets: room for the data partition to grow into.
+const RUN_DISK: u64 = 8 * GIB;
+
+pub struct RunOptions {
+    pub smoke: bool,
+    pub kvm: bool,
+    pub memory_mib: u32,
+}
+
+fn ensure_image(ctx: &Context) -> Result<(), Error> {
+    if !ctx.qcow2().exists() {
+        build::build(ctx)?;
+    }
+    Ok(())
+}
+
+pub fn run(ctx: &Context, opts: &RunOptions) -> Result<(), Error> {
+    crate::deps::ensure()?;
+    ensure_image(ctx)?;
+    if opts.smoke {
+        smoke(ctx, opts).map(|_| ())
+    } else {
+        interactive(ctx, opts)
+    }
+}
+
+/// A persistent VM in `target/berth/run/`: its overlay keeps /etc and /var
+/// across runs, and starts over when the image is rebuilt (an overlay on a
+/// changed base would be garbage).
+fn interactive(ctx: &Context, opts: &RunOptions) -> Result<(), Error> {
+    let dir = ctx.out.join("run");
+    std::fs::create_dir_all(&dir)?;
+    let overlay = dir.join("overlay.qcow2");
+    if newer(&ctx.qcow2(), &overlay) {
+        let _ = std::fs::remove_file(&overlay);
+        let _ = std::fs::remove_file(dir.join("vars.fd"));
+    }
+    eprintln!("run: booting {} (VM state in {})", ctx.qcow2().display(), dir.display());
+    eprintln!("run: Ctrl-a c switches between the console, the admin shell and the QEMU monitor; Ctrl-a x quits");
+    let cfg = VmConfig::new()
+        .name("run")
+        .disk(ctx.qcow2())
+        .disk_size(RUN_DISK)
+        .memory_mib(opts.memory_mib)
+        .kvm(opts.kvm)
+        .serial_to_stdio(true)
+        .work_dir(&dir);
+    let mut vm = Vm::start(cfg)?;
+    let status = vm.wait()?;
+    eprintln!("run: QEMU exited ({status})");
+    Ok(())
+}
+
+fn newer(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a).and_then(|m| m.modified()), std::fs::metadata(b).and_then(|m| m.modified())) {
+        (Ok(ma), Ok(mb)) => ma > mb,
+        _ => true,
+    }
+}
+
+/// What one headless boot measured.
+pub struct SmokeResult {
+    pub report: BootReport,
+    pub pid1_rss_kib: Option<u64>,
+    pub shutdown: Duration,
+}
+
+/// Boots a throwaway overlay, waits for the ready line, reads PID1's RSS,
+/// powers off over ACPI and waits for QEMU to exit.
+pub fn smoke_once(ctx: &Context, opts: &RunOptions, name: &str) -> Result<SmokeResult, Error> {
+    let cfg = VmConfig::new().name(name).disk(ctx.qcow2()).disk_size(4 * GIB).memory_mib(opts.memory_mib).kvm(opts.kvm);
+    let mut vm = Vm::start(cfg)?;
+    let report = vm.wait_ready(boot_timeout())?;
+    let rss = vm.sh("grep VmRSS /proc/1/status").ok().and_then(|o| parse_rss_kib(&o.output));
+    let t = Instant::now();
+    vm.powerdown()?;
+    let status = vm.wait_exit(shutdown_timeout())?;
+    let shutdown = t.elapsed();
+    let console = vm.console_text();
+    if !console.contains(berth_layout::console::SHUTDOWN_DONE) {
+        return Err(format!(
+            "the VM exited ({status}) without a clean shutdown:\n{}",
+            berth_qemu::tail(&console, 40)
+        )
+        .into());
+    }
+    Ok(SmokeResult { report, pid1_rss_kib: rss, shutdown })
+}
+
+pub fn parse_rss_kib(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|n| n.parse().ok())
+}
+
+fn smoke(ctx: &Context, opts: &RunOptions) -> Result<SmokeResult, Error> {
+    let r = smoke_once(ctx, opts, "smoke")?;
+    println!("boot report");
+    println!("  firmware+loader  {}", r.report.firmware_loader.map(|s| format!("{s:.3} s")).unwrap_or_else(|| "n/a".into()));
+    println!("  kernel           {:.3} s", r.report.kernel);
+    println!("  userspace        {:.3} s", r.report.userspace);
+    println!("  ready in         {:.3} s", r.report.total);
+    if let Some(rss) = r.pid1_rss_kib {
+        println!("  PID1 RSS         {rss} KiB");
+    }
+    println!("  ACPI power-off   {:.1} s (clean)", r.shutdown.as_secs_f64());
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_is_read_from_proc_status() {
+        assert_eq!(parse_rss_kib("VmRSS:\t    1234 kB\n"), Some(1234));
+        assert_eq!(parse_rss_kib("nothing"), None);
+    }
+}
