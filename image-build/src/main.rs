@@ -79,7 +79,9 @@ fn main() -> ExitCode {
         Command::Kernel => kernel::build(&ctx).map(|k| println!("{}", k.bzimage.display())).map_err(Into::into),
         Command::Build => build::build(&ctx).map(|report| println!("{report}")),
         Command::Run { smoke, kvm, memory } => run::run(&ctx, &run::RunOptions { smoke, kvm, memory_mib: memory }),
-        Command::Bench { boots, kvm } => bench::bench(&ctx, &run::RunOptions { smoke: true, kvm, memory_mib: 1024 }, boots),
+        Command::Bench { boots, kvm } => {
+            bench::bench(&ctx, &run::RunOptions { smoke: true, kvm, memory_mib: 1024 }, boots)
+        }
         Command::Test { cargo_args } => suite::run(&ctx, &cargo_args),
     };
     match result {

@@ -22,6 +22,7 @@ pub struct Image {
     pub files: Vec<String>,
     pub busybox: String,
     pub busybox_skip: Vec<String>,
+    pub power_commands: Vec<String>,
     pub systemd_boot: String,
     pub berth_binaries: Vec<String>,
 }
@@ -104,9 +105,9 @@ mod tests {
     fn a_bad_key_is_reported_with_file_and_line() {
         let dir = std::env::temp_dir().join(format!("berth-manifest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("image.toml"), "packages = []\nfiles = []\nbusybox = \"b\"\nbusybox_skip = []\nsystemd_boot = \"s\"\nberth_binaries = []\nextra = 1\n").unwrap();
+        std::fs::write(dir.join("image.toml"), "packages = []\nfiles = []\nbusybox = \"b\"\nbusybox_skip = []\npower_commands = []\nsystemd_boot = \"s\"\nberth_binaries = []\nextra = 1\n").unwrap();
         let err = image(&dir).unwrap_err().to_string();
-        assert!(err.contains("image.toml") && err.contains("line 7") && err.contains("extra"), "{err}");
+        assert!(err.contains("image.toml") && err.contains("line 8") && err.contains("extra"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

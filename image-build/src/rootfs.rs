@@ -220,7 +220,11 @@ pub fn build(
         "../bin/{}",
         Path::new(berth_layout::paths::INIT).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     );
-    symlink(init_target, &init).map_err(io(&init))?;
+    symlink(&init_target, &init).map_err(io(&init))?;
+    for name in &image.power_commands {
+        let link = root.join("usr/sbin").join(name);
+        symlink(&init_target, &link).map_err(io(&link))?;
+    }
 
     busybox_links(image, pkgroot, root)?;
     copy_static(static_dir, static_dir, root, &mut b)?;

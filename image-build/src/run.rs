@@ -91,23 +91,27 @@ pub fn smoke_once(ctx: &Context, opts: &RunOptions, name: &str) -> Result<SmokeR
     let shutdown = t.elapsed();
     let console = vm.console_text();
     if !console.contains(berth_layout::console::SHUTDOWN_DONE) {
-        return Err(format!(
-            "the VM exited ({status}) without a clean shutdown:\n{}",
-            berth_qemu::tail(&console, 40)
-        )
-        .into());
+        return Err(
+            format!("the VM exited ({status}) without a clean shutdown:\n{}", berth_qemu::tail(&console, 40)).into()
+        );
     }
     Ok(SmokeResult { report, pid1_rss_kib: rss, shutdown })
 }
 
 pub fn parse_rss_kib(text: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|n| n.parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
 }
 
 fn smoke(ctx: &Context, opts: &RunOptions) -> Result<SmokeResult, Error> {
     let r = smoke_once(ctx, opts, "smoke")?;
     println!("boot report");
-    println!("  firmware+loader  {}", r.report.firmware_loader.map(|s| format!("{s:.3} s")).unwrap_or_else(|| "n/a".into()));
+    println!(
+        "  firmware+loader  {}",
+        r.report.firmware_loader.map(|s| format!("{s:.3} s")).unwrap_or_else(|| "n/a".into())
+    );
     println!("  kernel           {:.3} s", r.report.kernel);
     println!("  userspace        {:.3} s", r.report.userspace);
     println!("  ready in         {:.3} s", r.report.total);

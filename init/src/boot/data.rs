@@ -1,0 +1,337 @@
+//! The data partition: grow it to the end of the disk, format it once,
+//! check it on every later boot, mount it on /var, and put the /etc overlay
+//! on it.
+
+use std::path::{Path, PathBuf};
+
+use berth_layout::disk::MIB;
+use berth_layout::gpt::GptError;
+use berth_layout::paths::{DATA_MOUNT, ETC_UPPER, ETC_WORK};
+use nix::mount::MsFlags;
+
+use super::discover::{self, RootDisk};
+use super::ext4::{self, Content};
+use super::mounts::{self, MountError};
+use super::system::{MountSpec, System};
+use crate::reaper::ExitStatus;
+
+pub const MKE2FS: &str = "/usr/sbin/mke2fs";
+pub const E2FSCK: &str = "/usr/sbin/e2fsck";
+pub const RESIZE2FS: &str = "/usr/sbin/resize2fs";
+/// The filesystem's label, as `mke2fs -L` sets it.
+pub const FS_LABEL: &str = "data";
+/// A partition this much bigger than its filesystem gets the filesystem
+/// grown. resize2fs may leave a too-small last block group unused; the
+/// slack keeps that from running resize2fs on every boot.
+pub const RESIZE_SLACK: u64 = 8 * MIB;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("no PARTUUID= on the kernel command line: cannot tell which disk holds the root")]
+    NoPartuuid,
+    #[error("no disk has a root partition with PARTUUID {partuuid} (scanned: {scanned})")]
+    RootDiskNotFound { partuuid: String, scanned: String },
+    #[error("the root partition PARTUUID {partuuid} is on several disks ({disks}); refusing to pick one")]
+    AmbiguousRoot { partuuid: String, disks: String },
+    #[error(
+        "{disk}: no partition of type {} labelled {:?}",
+        berth_layout::disk::DATA_TYPE,
+        berth_layout::disk::DATA_LABEL
+    )]
+    NoDataPartition { disk: PathBuf },
+    #[error("{disk}: partition {number} has no entry in /sys/class/block/{disk}")]
+    NoPartitionDevice { disk: String, number: usize },
+    #[error("{disk}: growing the partition table: {source}")]
+    Grow { disk: PathBuf, source: GptError },
+    #[error("{disk}: writing the partition table: {source}")]
+    WriteTable { disk: PathBuf, source: std::io::Error },
+    #[error("{disk}: telling the kernel partition {number} now has {length} bytes (BLKPG): {source}")]
+    Blkpg { disk: PathBuf, number: usize, length: u64, source: std::io::Error },
+    #[error("{device}: the kernel reports {have} bytes after resizing it to {want}")]
+    KernelSize { device: PathBuf, have: u64, want: u64 },
+    #[error("{device}: holds neither an ext4 filesystem nor zeros; not formatting it, as it may hold data")]
+    UnknownContent { device: PathBuf },
+    #[error("{device}: running {tool}: {source}")]
+    Spawn { device: PathBuf, tool: &'static str, source: std::io::Error },
+    #[error("{device}: {tool} failed ({status})")]
+    Tool { device: PathBuf, tool: &'static str, status: ExitStatus },
+    #[error("{device}: e2fsck found errors it could not fix ({status})")]
+    Fsck { device: PathBuf, status: ExitStatus },
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("creating {path}: {source}")]
+    Mkdir { path: PathBuf, source: std::io::Error },
+}
+
+/// What `e2fsck -p` said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsck {
+    Clean,
+    Repaired,
+    /// Exit 2: errors fixed, "the system should be rebooted". That matters
+    /// for the root; the data partition is not mounted yet, so go on.
+    RebootRecommended,
+}
+
+impl Fsck {
+    /// e2fsck's exit code is a bit mask: 1 fixed, 2 reboot, 4 left
+    /// uncorrected, 8 operational error, ...
+    pub fn from_status(status: ExitStatus) -> Option<Fsck> {
+        match status.code()? {
+            0 => Some(Fsck::Clean),
+            1 => Some(Fsck::Repaired),
+            2 | 3 => Some(Fsck::RebootRecommended),
+            _ => None,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Fsck::Clean => "clean",
+            Fsck::Repaired => "repaired",
+            Fsck::RebootRecommended => "repaired, reboot recommended",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// First boot: formatted, `bytes` large.
+    Formatted {
+        bytes: u64,
+    },
+    Checked(Fsck),
+}
+
+/// The facts of this boot's data partition setup, for the console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataReport {
+    pub device: PathBuf,
+    /// Partition size before and after growing, in bytes.
+    pub grew: Option<(u64, u64)>,
+    pub prepared: Prepared,
+    /// Set when the filesystem was smaller than its partition.
+    pub resized: Option<Resize>,
+}
+
+/// Growing the filesystem to its partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resize {
+    /// Filesystem size before and after, in bytes.
+    Grew { from: u64, to: u64 },
+    /// The filesystem is mounted and whole, only smaller than it could be:
+    /// a warning, not a reason to keep the machine from serving.
+    Failed { fs: u64, partition: u64, error: String },
+}
+
+fn mib(bytes: u64) -> u64 {
+    bytes / MIB
+}
+
+impl DataReport {
+    pub fn lines(&self) -> Vec<String> {
+        let dev = self.device.display();
+        let mut out = Vec::new();
+        if let Some((from, to)) = self.grew {
+            out.push(format!("data: grew {dev} from {} to {} MiB", mib(from), mib(to)));
+        }
+        let state = match self.prepared {
+            Prepared::Formatted { bytes } => {
+                out.push(format!("data: formatted {dev} ({} MiB)", mib(bytes)));
+                "new"
+            }
+            Prepared::Checked(f) => f.describe(),
+        };
+        out.push(format!("data: mounted {dev} on {DATA_MOUNT} ({state})"));
+        match &self.resized {
+            Some(Resize::Grew { from, to }) => {
+                out.push(format!("data: resized the filesystem on {dev} from {} to {} MiB", mib(*from), mib(*to)))
+            }
+            Some(Resize::Failed { fs, partition, error }) => out.push(format!(
+                "data: WARNING: the filesystem on {dev} stays at {} MiB of its {} MiB partition: {error}",
+                mib(*fs),
+                mib(*partition)
+            )),
+            None => {}
+        }
+        out
+    }
+}
+
+/// The data partition as found on the boot disk.
+#[derive(Clone, Debug)]
+pub struct DataPartition {
+    pub index: usize,
+    pub number: usize,
+    /// Kernel name: `vda4`, `nvme0n1p4`.
+    pub name: String,
+    pub device: PathBuf,
+}
+
+fn find_data(sys: &dyn System, root: &RootDisk) -> Result<DataPartition, DataError> {
+    let part =
+        discover::data_partition(&root.gpt).ok_or_else(|| DataError::NoDataPartition { disk: root.device.clone() })?;
+    let name = discover::partition_name(sys, &root.name, part.number())?;
+    Ok(DataPartition { index: part.index, number: part.number(), device: Path::new("/dev").join(&name), name })
+}
+
+/// Grows the data partition to the end of an enlarged disk. Returns its
+/// old and new size when it grew.
+fn grow(sys: &mut dyn System, root: &RootDisk, data: &DataPartition) -> Result<Option<(u64, u64)>, DataError> {
+    let ss = root.sector_size;
+    let disk_sectors = root.size_bytes / ss;
+    if disk_sectors < root.gpt.total_sectors {
+        // A shrunk disk: the backup table is gone. Nothing here can fix
+        // that safely; the primary table still describes the partitions.
+        crate::info!("data: {} is smaller than its partition table says; not resizing", root.device.display());
+        return Ok(None);
+    }
+    let grow_err = |source| DataError::Grow { disk: root.device.clone(), source };
+    let mut gpt = root.gpt.clone();
+    if disk_sectors > gpt.total_sectors {
+        gpt.resize_disk(disk_sectors).map_err(grow_err)?;
+    }
+    let grew = gpt.grow_to_end(data.index).map_err(grow_err)?;
+    if gpt == root.gpt {
+        return Ok(None);
+    }
+    let write_err = |source| DataError::WriteTable { disk: root.device.clone(), source };
+    let mut disk = sys.open_disk(&root.device, true).map_err(write_err)?;
+    gpt.write(&mut disk).map_err(|source| DataError::Grow { disk: root.device.clone(), source })?;
+    disk.sync_all().map_err(write_err)?;
+    drop(disk);
+    if !grew {
+        // Only the backup table moved to the new end of the disk.
+        return Ok(None);
+    }
+    let (old, new) = match (
+        root.gpt.partitions.iter().find(|p| p.index == data.index),
+        gpt.partitions.iter().find(|p| p.index == data.index),
+    ) {
+        (Some(old), Some(new)) => (old.clone(), new.clone()),
+        _ => {
+            return Err(grow_err(GptError::NoSuchPartition(data.index)));
+        }
+    };
+    let start = new.first_lba * ss;
+    let length = new.sectors() * ss;
+    // BLKRRPART would fail with EBUSY: the root is in use on this disk.
+    sys.resize_partition(&root.device, data.number, start, length).map_err(|source| DataError::Blkpg {
+        disk: root.device.clone(),
+        number: data.number,
+        length,
+        source,
+    })?;
+    let have = discover::kernel_partition_bytes(sys, &data.name)?;
+    if have != length {
+        return Err(DataError::KernelSize { device: data.device.clone(), have, want: length });
+    }
+    Ok(Some((old.sectors() * ss, length)))
+}
+
+fn tool(sys: &mut dyn System, device: &Path, tool: &'static str, argv: &[&str]) -> Result<ExitStatus, DataError> {
+    sys.run(argv).map_err(|source| DataError::Spawn { device: device.to_path_buf(), tool, source })
+}
+
+fn mkdir(sys: &mut dyn System, path: &str, mode: u32) -> Result<(), DataError> {
+    sys.create_dir_all(Path::new(path), mode).map_err(|source| DataError::Mkdir { path: path.into(), source })
+}
+
+/// Finds, grows, formats or checks, and mounts the data partition on /var.
+pub fn setup(sys: &mut dyn System) -> Result<DataReport, DataError> {
+    let root = discover::find_root_disk(sys)?;
+    let data = find_data(sys, &root)?;
+    let grew = grow(sys, &root, &data)?;
+    let device = data.device.clone();
+    let dev = device.to_string_lossy().into_owned();
+    let head =
+        sys.read_at(&device, 0, ext4::HEAD).map_err(|source| DataError::Read { path: device.clone(), source })?;
+    let part_bytes = discover::kernel_partition_bytes(sys, &data.name)?;
+    let (prepared, fs) = match ext4::classify(&head) {
+        Content::Unknown => return Err(DataError::UnknownContent { device }),
+        Content::Blank => {
+            // Lazy init and no discard: the image ships the partition zeroed,
+            // so writing or discarding it all again would only slow the first boot.
+            let status = tool(
+                sys,
+                &device,
+                "mke2fs",
+                &[
+                    MKE2FS,
+                    "-t",
+                    "ext4",
+                    "-L",
+                    FS_LABEL,
+                    "-E",
+                    "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+                    "-F",
+                    &dev,
+                ],
+            )?;
+            if !status.success() {
+                return Err(DataError::Tool { device, tool: "mke2fs", status });
+            }
+            (Prepared::Formatted { bytes: part_bytes }, None)
+        }
+        Content::Ext4(sb) => {
+            let status = tool(sys, &device, "e2fsck", &[E2FSCK, "-p", &dev])?;
+            let fsck = Fsck::from_status(status).ok_or(DataError::Fsck { device: device.clone(), status })?;
+            (Prepared::Checked(fsck), Some(sb))
+        }
+    };
+    let spec = MountSpec {
+        source: dev.clone(),
+        target: DATA_MOUNT.into(),
+        fstype: "ext4".into(),
+        flags: MsFlags::MS_NOATIME,
+        data: None,
+    };
+    sys.mount(&spec).map_err(|source| MountError::Mount {
+        fstype: spec.fstype.clone(),
+        target: spec.target.clone(),
+        source,
+    })?;
+    let mut resized = None;
+    if let Some(sb) = fs {
+        if part_bytes >= sb.bytes() + RESIZE_SLACK {
+            // Online: the filesystem is mounted, which resize2fs needs to
+            // grow it without a full check first.
+            let failed = |error: String| Resize::Failed { fs: sb.bytes(), partition: part_bytes, error };
+            resized = Some(match tool(sys, &device, "resize2fs", &[RESIZE2FS, &dev]) {
+                Ok(status) if status.success() => {
+                    let after = sys
+                        .read_at(&device, 0, 4096)
+                        .ok()
+                        .and_then(|h| ext4::parse(&h))
+                        .map_or(part_bytes, |s| s.bytes());
+                    Resize::Grew { from: sb.bytes(), to: after }
+                }
+                Ok(status) => failed(format!("resize2fs failed ({status})")),
+                Err(e) => failed(e.to_string()),
+            });
+        }
+    }
+    mkdir(sys, "/var/log", 0o755)?;
+    mkdir(sys, "/var/tmp", 0o1777)?;
+    Ok(DataReport { device, grew, prepared, resized })
+}
+
+/// /etc becomes the image's /etc with a writable upper layer on /var.
+pub fn etc_overlay(sys: &mut dyn System) -> Result<(), DataError> {
+    mkdir(sys, ETC_UPPER, 0o755)?;
+    mkdir(sys, ETC_WORK, 0o755)?;
+    let spec = MountSpec {
+        source: "overlay".into(),
+        target: "/etc".into(),
+        fstype: "overlay".into(),
+        flags: MsFlags::empty(),
+        // lowerdir=/etc is resolved before the overlay covers it.
+        data: Some(format!("lowerdir=/etc,upperdir={ETC_UPPER},workdir={ETC_WORK}")),
+    };
+    match mounts::mount_once(sys, &spec) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,258 @@
+//! Which disk holds the running root, and where its data partition is.
+//!
+//! The kernel set the root up from `PARTUUID=` on its command line
+//! (dm-mod.create), so the disk whose GPT has a root partition with one of
+//! those unique GUIDs is the boot disk. Other disks are never touched.
+
+use std::path::{Path, PathBuf};
+
+use berth_layout::disk::{DATA_LABEL, DATA_TYPE, ROOT_X86_64_TYPE};
+use berth_layout::gpt::{Gpt, Partition};
+use berth_layout::Guid;
+
+use super::data::DataError;
+use super::system::{Disk, System};
+
+pub const SYS_BLOCK: &str = "/sys/class/block";
+pub const CMDLINE: &str = "/proc/cmdline";
+
+/// Devices that are never the boot disk, and some of which are slow or
+/// odd to open (floppies, optical drives, the verity device itself).
+const NOT_DISKS: [&str; 5] = ["dm-", "ram", "zram", "sr", "fd"];
+
+/// Smallest disk worth reading a GPT from: the two tables alone take 67
+/// sectors.
+const MIN_DISK_BYTES: u64 = 1024 * 1024;
+/// Largest partition entry array read. A header that claims more is
+/// corrupt or hostile, and reading it would mean a huge allocation, which
+/// aborts rather than fails.
+const MAX_ENTRY_ARRAY: u64 = 1024 * 1024;
+
+/// The GUIDs named `PARTUUID=` on a kernel command line.
+pub fn partuuids(cmdline: &str) -> Vec<Guid> {
+    let mut out: Vec<Guid> = Vec::new();
+    for g in cmdline
+        .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .filter_map(|w| w.strip_prefix("PARTUUID="))
+        .filter_map(|g| g.get(..36)?.parse().ok())
+    {
+        if !out.contains(&g) {
+            out.push(g);
+        }
+    }
+    out
+}
+
+/// Whether a GPT header, if it is one, describes an entry array this
+/// process can afford to read.
+fn header_is_sane(h: &[u8]) -> bool {
+    if h.get(..8) != Some(b"EFI PART".as_slice()) {
+        return true;
+    }
+    let le32 = |o: usize| h.get(o..o + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+    match (le32(80), le32(84)) {
+        (Some(count), Some(size)) => u64::from(count) * u64::from(size) <= MAX_ENTRY_ARRAY,
+        _ => false,
+    }
+}
+
+fn read_sector(disk: &mut Box<dyn Disk>, lba: u64, ss: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut buf = vec![0u8; usize::try_from(ss).unwrap_or(512)];
+    disk.seek(SeekFrom::Start(lba * ss))?;
+    disk.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Reads and validates the GPT of `disk`. Guards the cases layout's reader
+/// does not: tiny disks, odd sector sizes, oversized entry arrays, and
+/// partitions that end before they start.
+pub fn read_table(disk: &mut Box<dyn Disk>) -> Result<Gpt, String> {
+    let ss = disk.sector_size();
+    let size = disk.size_bytes();
+    if !matches!(ss, 512 | 4096) {
+        return Err(format!("sector size {ss} is not 512 or 4096"));
+    }
+    if size < MIN_DISK_BYTES {
+        return Err(format!("{size} bytes is too small for a GPT"));
+    }
+    for lba in [1, size / ss - 1] {
+        let h = read_sector(disk, lba, ss).map_err(|e| e.to_string())?;
+        if !header_is_sane(&h) {
+            return Err(format!("GPT header at LBA {lba} has an oversized entry array"));
+        }
+    }
+    let gpt = Gpt::read(disk, ss, size).map_err(|e| e.to_string())?;
+    gpt.validate().map_err(|e| e.to_string())?;
+    Ok(gpt)
+}
+
+/// Whether `gpt` holds a root partition with one of `wanted` as its GUID.
+pub fn holds_root(gpt: &Gpt, wanted: &[Guid]) -> bool {
+    gpt.by_type(ROOT_X86_64_TYPE).any(|p| wanted.contains(&p.unique_guid))
+}
+
+/// The data partition of a Berth disk.
+pub fn data_partition(gpt: &Gpt) -> Option<&Partition> {
+    gpt.by_type(DATA_TYPE).find(|p| p.name == DATA_LABEL)
+}
+
+/// The boot disk as found.
+#[derive(Debug)]
+pub struct RootDisk {
+    /// Kernel name: `vda`, `nvme0n1`.
+    pub name: String,
+    pub device: PathBuf,
+    pub gpt: Gpt,
+    pub sector_size: u64,
+    pub size_bytes: u64,
+}
+
+fn text(sys: &dyn System, path: &Path) -> Option<String> {
+    sys.read_file(path).ok().map(|b| String::from_utf8_lossy(&b).trim().to_string())
+}
+
+/// Scans the whole disks in /sys/class/block for the one holding the root.
+pub fn find_root_disk(sys: &mut dyn System) -> Result<RootDisk, DataError> {
+    let cmdline =
+        sys.read_file(Path::new(CMDLINE)).map_err(|source| DataError::Read { path: CMDLINE.into(), source })?;
+    let wanted = partuuids(&String::from_utf8_lossy(&cmdline));
+    if wanted.is_empty() {
+        return Err(DataError::NoPartuuid);
+    }
+    let names =
+        sys.read_dir(Path::new(SYS_BLOCK)).map_err(|source| DataError::Read { path: SYS_BLOCK.into(), source })?;
+    let mut found = Vec::new();
+    let mut scanned = Vec::new();
+    for name in names {
+        let sys_dir = Path::new(SYS_BLOCK).join(&name);
+        if NOT_DISKS.iter().any(|p| name.starts_with(p)) || sys.exists(&sys_dir.join("partition")) {
+            continue;
+        }
+        let device = Path::new("/dev").join(&name);
+        let mut disk = match sys.open_disk(&device, false) {
+            Ok(d) => d,
+            Err(e) => {
+                scanned.push(format!("{name} ({e})"));
+                continue;
+            }
+        };
+        match read_table(&mut disk) {
+            Ok(gpt) if holds_root(&gpt, &wanted) => {
+                scanned.push(name.clone());
+                found.push(RootDisk {
+                    name,
+                    device,
+                    gpt,
+                    sector_size: disk.sector_size(),
+                    size_bytes: disk.size_bytes(),
+                });
+            }
+            Ok(_) => scanned.push(format!("{name} (no matching root partition)")),
+            Err(e) => scanned.push(format!("{name} ({e})")),
+        }
+    }
+    let wanted = wanted.iter().map(Guid::to_string).collect::<Vec<_>>().join(", ");
+    if found.len() > 1 {
+        // Two disks from the same image carry the same derived GUIDs;
+        // growing or formatting the wrong one would destroy its data.
+        return Err(DataError::AmbiguousRoot {
+            partuuid: wanted,
+            disks: found.iter().map(|d| d.name.clone()).collect::<Vec<_>>().join(", "),
+        });
+    }
+    found.pop().ok_or_else(|| DataError::RootDiskNotFound {
+        partuuid: wanted,
+        scanned: if scanned.is_empty() { "no disks".into() } else { scanned.join(", ") },
+    })
+}
+
+/// The kernel's name for partition `number` of `disk` (`vda4`,
+/// `nvme0n1p4`), from the `partition` files in sysfs rather than guessed.
+pub fn partition_name(sys: &dyn System, disk: &str, number: usize) -> Result<String, DataError> {
+    let dir = Path::new(SYS_BLOCK).join(disk);
+    let entries = sys.read_dir(&dir).map_err(|source| DataError::Read { path: dir.clone(), source })?;
+    entries
+        .into_iter()
+        .find(|e| text(sys, &dir.join(e).join("partition")).and_then(|t| t.parse::<usize>().ok()) == Some(number))
+        .ok_or_else(|| DataError::NoPartitionDevice { disk: disk.to_string(), number })
+}
+
+/// A partition's size as the kernel sees it, in bytes.
+pub fn kernel_partition_bytes(sys: &dyn System, name: &str) -> Result<u64, DataError> {
+    let path = Path::new(SYS_BLOCK).join(name).join("size");
+    let t = text(sys, &path).ok_or_else(|| DataError::Read {
+        path: path.clone(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    t.parse::<u64>().map(|sectors| sectors * 512).map_err(|_| DataError::Read {
+        path,
+        source: std::io::Error::other(format!("{t:?} is not a number of sectors")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::real::RealSystem;
+    use berth_layout::disk::{partition_uuid, ESP_TYPE};
+
+    #[test]
+    fn finds_partuuids_in_dm_mod_create() {
+        let g = partition_uuid("0.1.0", "root-a");
+        let cmdline = format!(
+            "console=ttyS0 dm-mod.create=\"root,,,ro,0 800 verity 1 PARTUUID={g} PARTUUID={g} 4096\" dm-mod.waitfor=PARTUUID={g} root=/dev/dm-0"
+        );
+        assert_eq!(partuuids(&cmdline), vec![g]);
+        assert!(partuuids("root=/dev/vda2 PARTUUID=nonsense").is_empty());
+    }
+
+    /// A Berth-shaped disk image in a temp file, written with layout's GPT.
+    fn image(path: &Path, root_guid: Guid) {
+        let mib = 2048;
+        let mut gpt = Gpt::new(Guid::derive("disk"), 512, 16 * mib);
+        gpt.add("esp", ESP_TYPE, Guid::derive("esp"), mib, 2 * mib - 1).unwrap();
+        gpt.add("root-a", ROOT_X86_64_TYPE, root_guid, 2 * mib, 4 * mib - 1).unwrap();
+        gpt.add("data", DATA_TYPE, Guid::derive("data"), 4 * mib, 6 * mib - 1).unwrap();
+        let mut f = std::fs::File::create(path).unwrap();
+        f.set_len(16 * mib * 512).unwrap();
+        gpt.write(&mut f).unwrap();
+    }
+
+    #[test]
+    fn recognises_the_boot_disk_in_an_image_file() {
+        let dir = std::env::temp_dir().join(format!("berth-discover-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ours = partition_uuid("0.1.0", "root-a");
+        image(&dir.join("ours.img"), ours);
+        image(&dir.join("other.img"), partition_uuid("9.9.9", "root-a"));
+        std::fs::write(dir.join("blank.img"), vec![0u8; 4 << 20]).unwrap();
+        let wanted = vec![ours];
+        let mut sys = RealSystem::default();
+
+        let mut disk = sys.open_disk(&dir.join("ours.img"), false).unwrap();
+        let gpt = read_table(&mut disk).unwrap();
+        assert!(holds_root(&gpt, &wanted));
+        let data = data_partition(&gpt).unwrap();
+        assert_eq!((data.number(), data.first_lba), (3, 4 * 2048));
+
+        let mut other = sys.open_disk(&dir.join("other.img"), false).unwrap();
+        assert!(!holds_root(&read_table(&mut other).unwrap(), &wanted));
+
+        let mut blank = sys.open_disk(&dir.join("blank.img"), false).unwrap();
+        let err = read_table(&mut blank).unwrap_err();
+        assert!(err.contains("no valid GPT"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_entry_array_is_refused() {
+        let mut h = vec![0u8; 512];
+        h[..8].copy_from_slice(b"EFI PART");
+        h[80..84].copy_from_slice(&1024u32.to_le_bytes());
+        h[84..88].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!header_is_sane(&h));
+        h[84..88].copy_from_slice(&128u32.to_le_bytes());
+        assert!(header_is_sane(&h));
+    }
+}

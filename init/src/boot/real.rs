@@ -1,0 +1,220 @@
+//! The real [`System`]: system calls on the running machine.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use super::system::{Disk, MountSpec, System};
+use crate::reaper::{ExitStatus, Reaper};
+use crate::{shutdown, spawn};
+
+nix::ioctl_read_bad!(blksszget, 0x1268, libc::c_int);
+nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+nix::ioctl_write_ptr_bad!(blkpg, 0x1269, BlkpgIoctlArg);
+
+const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
+
+/// `struct blkpg_ioctl_arg` from linux/blkpg.h.
+#[repr(C)]
+pub struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+
+/// `struct blkpg_partition` from linux/blkpg.h.
+#[repr(C)]
+struct BlkpgPartition {
+    start: libc::c_longlong,
+    length: libc::c_longlong,
+    pno: libc::c_int,
+    devname: [libc::c_char; 64],
+    volname: [libc::c_char; 64],
+}
+
+#[derive(Clone, Copy)]
+pub struct RealSystem {
+    reaper: &'static Reaper,
+}
+
+impl Default for RealSystem {
+    fn default() -> Self {
+        RealSystem { reaper: Reaper::global() }
+    }
+}
+
+fn refuse_during_shutdown() -> io::Result<()> {
+    // A boot thread still running when shutdown starts must not mount or
+    // write behind the shutdown's back.
+    if shutdown::in_progress() {
+        return Err(io::Error::other("shutting down"));
+    }
+    Ok(())
+}
+
+/// A block device, or a regular file standing in for one (tests, images).
+pub struct BlockFile {
+    file: File,
+    sector_size: u64,
+    size: u64,
+}
+
+impl BlockFile {
+    pub fn open(path: &Path, writable: bool) -> io::Result<BlockFile> {
+        let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_block_device() {
+            return Ok(BlockFile { size: meta.len(), file, sector_size: 512 });
+        }
+        let fd = file.as_raw_fd();
+        let mut ss: libc::c_int = 0;
+        let mut size: u64 = 0;
+        // SAFETY: both ioctls write one integer through a valid pointer.
+        unsafe {
+            blksszget(fd, &mut ss).map_err(io::Error::from)?;
+            blkgetsize64(fd, &mut size).map_err(io::Error::from)?;
+        }
+        Ok(BlockFile { file, sector_size: u64::try_from(ss).unwrap_or(0), size })
+    }
+}
+
+impl Read for BlockFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+impl Write for BlockFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for BlockFile {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
+impl Disk for BlockFile {
+    fn sector_size(&self) -> u64 {
+        self.sector_size
+    }
+    fn size_bytes(&self) -> u64 {
+        self.size
+    }
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".berth-tmp");
+    path.with_file_name(name)
+}
+
+impl System for RealSystem {
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut f = File::open(path)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len);
+        f.take(u64::try_from(len).unwrap_or(u64::MAX)).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(path)? {
+            if let Ok(n) = e?.file_name().into_string() {
+                names.push(n);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn create_dir_all(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+        refuse_during_shutdown()?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+
+    fn write_file(&mut self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        refuse_during_shutdown()?;
+        let tmp = tmp_path(path);
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    fn mount(&mut self, m: &MountSpec) -> nix::Result<()> {
+        if shutdown::in_progress() {
+            return Err(nix::errno::Errno::ESHUTDOWN);
+        }
+        nix::mount::mount(Some(m.source.as_str()), &m.target, Some(m.fstype.as_str()), m.flags, m.data.as_deref())
+    }
+
+    fn open_disk(&mut self, dev: &Path, writable: bool) -> io::Result<Box<dyn Disk>> {
+        if writable {
+            refuse_during_shutdown()?;
+        }
+        Ok(Box::new(BlockFile::open(dev, writable)?))
+    }
+
+    fn resize_partition(&mut self, disk: &Path, number: usize, start: u64, length: u64) -> io::Result<()> {
+        refuse_during_shutdown()?;
+        let f = File::open(disk)?;
+        let too_big = || io::Error::other("partition offset or size beyond 2^63");
+        let mut part = BlkpgPartition {
+            start: i64::try_from(start).map_err(|_| too_big())?,
+            length: i64::try_from(length).map_err(|_| too_big())?,
+            pno: libc::c_int::try_from(number).map_err(|_| too_big())?,
+            devname: [0; 64],
+            volname: [0; 64],
+        };
+        let arg = BlkpgIoctlArg {
+            op: BLKPG_RESIZE_PARTITION,
+            flags: 0,
+            datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+            data: (&mut part as *mut BlkpgPartition).cast(),
+        };
+        // SAFETY: arg points at a live blkpg_partition of the declared size.
+        unsafe { blkpg(f.as_raw_fd(), &arg) }.map_err(io::Error::from)?;
+        Ok(())
+    }
+
+    fn run(&mut self, argv: &[&str]) -> io::Result<ExitStatus> {
+        refuse_during_shutdown()?;
+        let Some((program, args)) = argv.split_first() else {
+            return Err(io::Error::other("empty command line"));
+        };
+        let mut cmd = spawn::clean_command(program);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null());
+        self.reaper.run(&mut cmd)
+    }
+
+    fn set_hostname(&mut self, name: &str) -> io::Result<()> {
+        nix::unistd::sethostname(name).map_err(io::Error::from)
+    }
+
+    fn random(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        File::open("/dev/urandom")?.read_exact(buf)
+    }
+}

@@ -1,0 +1,62 @@
+//! What early boot needs from the machine, behind one trait: the real
+//! implementation makes system calls, the fake in the tests records them.
+
+use std::fmt;
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+use crate::reaper::ExitStatus;
+
+/// One mount(2) call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountSpec {
+    pub source: String,
+    pub target: PathBuf,
+    pub fstype: String,
+    pub flags: MsFlags,
+    pub data: Option<String>,
+}
+
+impl fmt::Display for MountSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} on {}", self.fstype, self.source, self.target.display())?;
+        if let Some(d) = &self.data {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A whole disk opened for its partition table.
+pub trait Disk: Read + Write + Seek {
+    /// Logical sector size (BLKSSZGET).
+    fn sector_size(&self) -> u64;
+    /// Size in bytes (BLKGETSIZE64).
+    fn size_bytes(&self) -> u64;
+    fn sync_all(&mut self) -> io::Result<()>;
+}
+
+pub trait System {
+    fn exists(&self, path: &Path) -> bool;
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Up to `len` bytes at `offset` (fewer at the end of the file).
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// The names in a directory.
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Creates `path` and its parents; `path` itself gets exactly `mode`
+    /// (the umask does not apply).
+    fn create_dir_all(&mut self, path: &Path, mode: u32) -> io::Result<()>;
+    /// Replaces `path` atomically (a crash leaves the old or the new file).
+    fn write_file(&mut self, path: &Path, data: &[u8], mode: u32) -> io::Result<()>;
+    fn mount(&mut self, m: &MountSpec) -> nix::Result<()>;
+    fn open_disk(&mut self, dev: &Path, writable: bool) -> io::Result<Box<dyn Disk>>;
+    /// Tells the kernel that partition `number` of `disk` now spans
+    /// `length` bytes from `start` (BLKPG_RESIZE_PARTITION).
+    fn resize_partition(&mut self, disk: &Path, number: usize, start: u64, length: u64) -> io::Result<()>;
+    /// Runs a program to completion (stdout discarded, stderr to the console).
+    fn run(&mut self, argv: &[&str]) -> io::Result<ExitStatus>;
+    fn set_hostname(&mut self, name: &str) -> io::Result<()>;
+    fn random(&mut self, buf: &mut [u8]) -> io::Result<()>;
+}

@@ -1,0 +1,26 @@
+//! berth-init: PID1 of Berth.
+//!
+//! PID1 must never panic and never exit: when it dies the kernel panics and
+//! the machine is gone, taking the logs of what went wrong with it. So the
+//! crate denies the panicking shortcuts, every failure is a value that says
+//! what failed where, and `main` still wraps the event loop in
+//! `catch_unwind` as the last line of defence.
+//!
+//! Everything that touches the machine (mounts, block devices, processes) in
+//! early boot goes through [`boot::System`], so the boot sequence is
+//! unit-tested against a recording fake without root.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+pub mod log;
+
+pub mod boot;
+pub mod emergency;
+pub mod mountinfo;
+pub mod pid1;
+pub mod power_button;
+pub mod reaper;
+pub mod shell;
+pub mod shutdown;
+pub mod spawn;
+pub mod timing;

@@ -1,0 +1,323 @@
+//! What VM to start: disk, size, firmware options, how the console is shown.
+
+use std::path::{Path, PathBuf};
+
+use crate::host::Host;
+use crate::vm::VmPaths;
+
+/// A VM to start with [`crate::Vm::start`]. Builder-style:
+///
+/// ```no_run
+/// # use berth_qemu::{VmConfig, GIB};
+/// let cfg = VmConfig::new().name("data").disk_size(4 * GIB).memory_mib(2048);
+/// ```
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Names the working directory (`<name>-<pid>-<n>`).
+    pub name: String,
+    /// The base disk image (qcow2 or raw; never written). `None`: no disk,
+    /// the firmware alone (for harness self-tests).
+    pub disk: Option<PathBuf>,
+    /// Grow the VM's overlay to this many bytes before boot (like a user
+    /// who gives the machine a bigger disk).
+    pub disk_size: Option<u64>,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// `-accel kvm -cpu host` instead of TCG. Off by default: KVM hangs on
+    /// the development machines (see QEMU.md).
+    pub kvm: bool,
+    /// `-no-reboot`: a guest reboot makes QEMU exit.
+    pub no_reboot: bool,
+    /// The consoles on this process's terminal (`berth-image run`): the
+    /// serial console's output, the admin shell (which has the keyboard
+    /// first) and the QEMU monitor share it; Ctrl-a c moves the keyboard to
+    /// the next, Ctrl-a x quits QEMU, Ctrl-C goes to the guest. All of it is
+    /// logged to `console.log` (so [`crate::Vm::wait_ready`] still works);
+    /// [`crate::Vm::sh`] does not (the shell is the terminal's).
+    pub serial_to_stdio: bool,
+    /// Use this directory instead of a fresh one under [`crate::vms_dir`].
+    /// It is kept afterwards, and an overlay and EFI variables already in
+    /// it are used again: a persistent VM.
+    pub work_dir: Option<PathBuf>,
+    /// The network arguments. Default: user networking on a virtio NIC
+    /// without an option ROM (no iPXE: OVMF boots the disk).
+    pub net: Vec<String>,
+    /// An i6300esb watchdog device (default on).
+    pub watchdog: bool,
+    /// More QEMU arguments, appended last.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig::new()
+    }
+}
+
+impl VmConfig {
+    /// The defaults: [`crate::default_image`], 1024 MiB, 1 CPU, TCG.
+    pub fn new() -> VmConfig {
+        VmConfig {
+            name: "vm".into(),
+            disk: Some(crate::default_image()),
+            disk_size: None,
+            memory_mib: 1024,
+            cpus: 1,
+            kvm: false,
+            no_reboot: false,
+            serial_to_stdio: false,
+            work_dir: None,
+            net: default_net(),
+            watchdog: true,
+            extra_args: Vec::new(),
+        }
+    }
+
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub fn disk(mut self, base: impl AsRef<Path>) -> Self {
+        self.disk = Some(base.as_ref().to_path_buf());
+        self
+    }
+
+    /// No disk at all: the VM runs the firmware only.
+    pub fn no_disk(mut self) -> Self {
+        self.disk = None;
+        self
+    }
+
+    pub fn disk_size(mut self, bytes: u64) -> Self {
+        self.disk_size = Some(bytes);
+        self
+    }
+
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    pub fn kvm(mut self, on: bool) -> Self {
+        self.kvm = on;
+        self
+    }
+
+    pub fn no_reboot(mut self, on: bool) -> Self {
+        self.no_reboot = on;
+        self
+    }
+
+    pub fn serial_to_stdio(mut self, on: bool) -> Self {
+        self.serial_to_stdio = on;
+        self
+    }
+
+    pub fn work_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.work_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Replaces the network arguments (empty: no NIC at all).
+    pub fn net(mut self, args: Vec<String>) -> Self {
+        self.net = args;
+        self
+    }
+
+    pub fn watchdog(mut self, on: bool) -> Self {
+        self.watchdog = on;
+        self
+    }
+
+    /// Appends one QEMU argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    /// The full QEMU command line (without the program) for this VM.
+    pub(crate) fn qemu_args(&self, host: &Host, paths: &VmPaths, with_disk: bool) -> Vec<String> {
+        let p = |p: &Path| p.display().to_string();
+        let mut a: Vec<String> = Vec::new();
+        let push = |a: &mut Vec<String>, items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        push(&mut a, &["-name", &self.name, "-M", "q35"]);
+        if self.kvm {
+            push(&mut a, &["-accel", "kvm", "-cpu", "host"]);
+        } else {
+            // systemd-boot 252 records its timestamps (LoaderTimeInitUSec,
+            // LoaderTimeExecUSec) only when CPUID does not say "hypervisor",
+            // since a virtualized TSC need not count from reset. Under TCG
+            // the TSC is QEMU's own and does, so the emulated CPU leaves the
+            // bit out and the boot report gets its firmware+loader part.
+            push(&mut a, &["-accel", "tcg", "-cpu", "qemu64,-hypervisor"]);
+        }
+        push(&mut a, &["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
+        push(
+            &mut a,
+            &[
+                "-drive",
+                &format!("if=pflash,format=raw,readonly=on,file={}", drive_path(&host.ovmf_code)),
+                "-drive",
+                &format!("if=pflash,format=raw,file={}", drive_path(&paths.vars)),
+            ],
+        );
+        if with_disk {
+            push(
+                &mut a,
+                &[
+                    "-drive",
+                    &format!("if=none,id=disk0,format=qcow2,file={}", drive_path(&paths.overlay)),
+                    "-device",
+                    "virtio-blk-pci,drive=disk0,bootindex=1",
+                ],
+            );
+        }
+        if self.net.is_empty() {
+            push(&mut a, &["-nic", "none"]);
+        } else {
+            a.extend(self.net.iter().cloned());
+        }
+        push(
+            &mut a,
+            &[
+                "-qmp",
+                &format!("unix:{},server=on,wait=off", p(&paths.qmp_sock)),
+                "-display",
+                "none",
+                "-device",
+                "virtio-serial-pci",
+            ],
+        );
+        if self.serial_to_stdio {
+            // One multiplexer on the terminal for the serial console, the
+            // admin shell (which has the keyboard first) and the monitor;
+            // Ctrl-a c moves the keyboard on. All their output is logged.
+            push(
+                &mut a,
+                &[
+                    "-chardev",
+                    &format!("stdio,id=ser,mux=on,signal=off,logfile={},logappend=on", drive_path(&paths.console)),
+                    "-serial",
+                    "chardev:ser",
+                    "-device",
+                    "virtconsole,chardev=ser",
+                    "-mon",
+                    "chardev=ser,mode=readline",
+                ],
+            );
+        } else {
+            push(
+                &mut a,
+                &[
+                    "-chardev",
+                    &format!("file,id=ser,path={},append=on", drive_path(&paths.console)),
+                    "-serial",
+                    "chardev:ser",
+                    "-chardev",
+                    &format!("socket,id=admin,path={},server=on,wait=off", drive_path(&paths.admin_sock)),
+                    "-device",
+                    "virtconsole,chardev=admin",
+                    "-monitor",
+                    "none",
+                ],
+            );
+        }
+        // An entropy source, as clouds give one: without it the first boot
+        // waits seconds for the kernel's RNG (mke2fs asks for random UUIDs).
+        push(&mut a, &["-device", "virtio-rng-pci"]);
+        if self.watchdog {
+            push(&mut a, &["-device", "i6300esb"]);
+        }
+        if self.no_reboot {
+            push(&mut a, &["-no-reboot"]);
+        }
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+}
+
+/// The default NIC: user networking, virtio, no option ROM.
+pub fn default_net() -> Vec<String> {
+    vec!["-netdev".into(), "user,id=net0".into(), "-device".into(), "virtio-net-pci,netdev=net0,romfile=".into()]
+}
+
+/// A path inside a QEMU option string: commas are doubled.
+fn drive_path(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Host {
+        Host {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            qemu_img: "/usr/bin/qemu-img".into(),
+            ovmf_code: crate::OVMF_CODE.into(),
+            ovmf_vars: crate::OVMF_VARS.into(),
+        }
+    }
+
+    fn joined(cfg: &VmConfig, disk: bool) -> String {
+        let paths = VmPaths::in_dir(Path::new("/vms/a,b"));
+        cfg.qemu_args(&host(), &paths, disk).join(" ")
+    }
+
+    #[test]
+    fn default_command_line_is_tcg_q35_ovmf_overlay_and_sockets() {
+        let a = joined(&VmConfig::new(), true);
+        for want in [
+            "-M q35",
+            "-accel tcg -cpu qemu64,-hypervisor",
+            "-m 1024",
+            "-smp 1",
+            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+            "if=pflash,format=raw,file=/vms/a,,b/vars.fd",
+            "format=qcow2,file=/vms/a,,b/overlay.qcow2",
+            "virtio-blk-pci,drive=disk0,bootindex=1",
+            "virtio-net-pci,netdev=net0,romfile=",
+            "socket,id=admin,path=/vms/a,,b/admin.sock,server=on,wait=off",
+            "virtconsole,chardev=admin",
+            "-qmp unix:/vms/a,b/qmp.sock,server=on,wait=off",
+            "file,id=ser,path=/vms/a,,b/console.log,append=on",
+            "-serial chardev:ser",
+            "-device i6300esb",
+            "-device virtio-rng-pci",
+        ] {
+            assert!(a.contains(want), "{want:?} missing from {a}");
+        }
+        assert!(!a.contains("-no-reboot"));
+        assert!(!a.contains("kvm"));
+    }
+
+    #[test]
+    fn options_change_the_command_line() {
+        let cfg = VmConfig::new()
+            .kvm(true)
+            .no_reboot(true)
+            .memory_mib(2048)
+            .cpus(2)
+            .serial_to_stdio(true)
+            .net(vec![])
+            .watchdog(false)
+            .arg("-S");
+        let a = joined(&cfg, false);
+        assert!(a.contains("-accel kvm -cpu host"), "{a}");
+        assert!(a.contains("-no-reboot"), "{a}");
+        assert!(a.contains("-m 2048 -smp 2"), "{a}");
+        assert!(a.contains("stdio,id=ser,mux=on,signal=off,logfile="), "{a}");
+        assert!(a.contains("virtconsole,chardev=ser"), "{a}");
+        assert!(!a.contains("admin.sock"), "{a}");
+        assert!(a.contains("-nic none"), "{a}");
+        assert!(!a.contains("overlay.qcow2"), "{a}");
+        assert!(!a.contains("i6300esb"), "{a}");
+        assert!(a.ends_with("-S"), "{a}");
+    }
+}

@@ -1,0 +1,86 @@
+//! What the host needs to run Berth VMs, found once.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// OVMF's code, mapped read-only as the first pflash of every VM.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// OVMF's empty variable store; each VM gets its own copy.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// The one line that installs everything the harness needs (Debian).
+pub const INSTALL_HINT: &str = "apt-get install qemu-system-x86 qemu-utils ovmf";
+
+/// The programs and firmware the harness runs.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub qemu: PathBuf,
+    pub qemu_img: PathBuf,
+    pub ovmf_code: PathBuf,
+    pub ovmf_vars: PathBuf,
+}
+
+impl Host {
+    /// Finds `qemu-system-x86_64`, `qemu-img` and OVMF, or names everything
+    /// that is missing together with the `apt-get install` line.
+    pub fn check() -> Result<Host> {
+        let mut missing = Vec::new();
+        let qemu = find_program("qemu-system-x86_64");
+        let qemu_img = find_program("qemu-img");
+        if qemu.is_none() {
+            missing.push("qemu-system-x86_64 (package qemu-system-x86)".to_string());
+        }
+        if qemu_img.is_none() {
+            missing.push("qemu-img (package qemu-utils)".to_string());
+        }
+        for f in [OVMF_CODE, OVMF_VARS] {
+            if !Path::new(f).is_file() {
+                missing.push(format!("{f} (package ovmf)"));
+            }
+        }
+        match (qemu, qemu_img) {
+            (Some(qemu), Some(qemu_img)) if missing.is_empty() => {
+                Ok(Host { qemu, qemu_img, ovmf_code: OVMF_CODE.into(), ovmf_vars: OVMF_VARS.into() })
+            }
+            _ => Err(Error::HostMissing { missing }),
+        }
+    }
+}
+
+/// `name` on `$PATH`, or in the sbin directories (e2fsck lives there and
+/// they are not on every user's path).
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// Like [`find_program`], or an error naming the Debian package.
+pub(crate) fn require_program(name: &str, package: &str) -> Result<PathBuf> {
+    find_program(name).ok_or_else(|| Error::HostMissing { missing: vec![format!("{name} (package {package})")] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_sh_and_not_nonsense() {
+        assert!(find_program("sh").is_some());
+        assert!(find_program("no-such-program-berth").is_none());
+    }
+
+    #[test]
+    fn missing_message_has_the_install_line() {
+        let e = Error::HostMissing { missing: vec!["qemu-img (package qemu-utils)".into()] }.to_string();
+        assert!(e.contains("qemu-img"), "{e}");
+        assert!(e.contains("apt-get install qemu-system-x86 qemu-utils ovmf"), "{e}");
+    }
+}

@@ -1,0 +1,80 @@
+//! Boot: the image comes up to PID1's ready line on a dm-verity + EROFS
+//! read-only root, and the ACPI power button shuts it down cleanly.
+
+use berth_layout::console::SHUTDOWN_DONE;
+use berth_layout::paths::INIT;
+use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig};
+
+/// The root mount in /proc/self/mountinfo: (major:minor, options, fs type, source).
+fn root_mount(mountinfo: &str) -> Option<(String, String, String, String)> {
+    mountinfo
+        .lines()
+        .rev()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let f: Vec<&str> = left.split_whitespace().collect();
+            let r: Vec<&str> = right.split_whitespace().collect();
+            (f.len() >= 6 && f[4] == "/" && r.len() >= 2)
+                .then(|| (f[2].to_string(), f[5].to_string(), r[0].to_string(), r[1].to_string()))
+        })
+        // The last mount on / is the one in effect.
+        .next()
+}
+
+#[test]
+fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
+    let mut vm = Vm::start(VmConfig::new().name("boot")).expect("starting the VM");
+    let report = vm.wait_ready(boot_timeout()).expect("booting to ready");
+    eprintln!("boot report: {report:?}");
+    assert!(report.total > 0.0, "{report:?}");
+    assert!(report.kernel > 0.0, "{report:?}");
+    assert!(report.userspace > 0.0, "{report:?}");
+    if let Some(fw) = report.firmware_loader {
+        assert!(fw > 0.0, "{report:?}");
+    }
+
+    // PID1 is berth-init (started as /sbin/init, so its comm is "init").
+    let exe = vm.sh_ok("readlink /proc/1/exe");
+    assert_eq!(exe.trim(), INIT, "PID1's executable");
+
+    // / is EROFS, read-only, on the device-mapper device "root" over vda2.
+    let mountinfo = vm.read_file("/proc/self/mountinfo").expect("reading mountinfo");
+    let (devno, opts, fstype, source) =
+        root_mount(&mountinfo).unwrap_or_else(|| panic!("no / in mountinfo:\n{mountinfo}"));
+    assert_eq!(fstype, "erofs", "/ is mounted from {source}:\n{mountinfo}");
+    assert!(opts.split(',').any(|o| o == "ro"), "/ is not read-only ({opts})");
+    let dm_dev = vm.read_file("/sys/block/dm-0/dev").expect("dm-0 exists");
+    assert_eq!(devno, dm_dev.trim(), "/ ({source}) is not on dm-0:\n{mountinfo}");
+    let dm_name = vm.read_file("/sys/block/dm-0/dm/name").expect("dm name");
+    assert_eq!(dm_name.trim(), "root");
+    let slaves = vm.list_dir("/sys/block/dm-0/slaves").expect("listing dm-0's slaves");
+    assert_eq!(slaves, ["vda2"], "dm-0 sits on root-a");
+    let cmdline = vm.read_file("/proc/cmdline").expect("/proc/cmdline");
+    assert!(
+        cmdline.contains(" verity ") && cmdline.contains("root=/dev/dm-0"),
+        "the root is set up as dm-verity: {cmdline}"
+    );
+
+    // Writing to / fails.
+    let w = vm.sh("echo x > /berth-write-test").expect("running the write");
+    assert_ne!(w.status, 0, "writing to / succeeded: {}", w.output);
+    assert!(w.output.contains("Read-only file system"), "writing to / failed, but not as read-only: {}", w.output);
+
+    // The ACPI power button shuts the machine down cleanly.
+    vm.powerdown().expect("pressing the power button");
+    let st = vm.wait_exit(shutdown_timeout()).expect("QEMU exits after the power button");
+    assert!(st.success(), "QEMU exited with {st}");
+    let console = vm.console_text();
+    assert!(
+        console.contains(SHUTDOWN_DONE),
+        "no {SHUTDOWN_DONE:?} on the console:\n{}",
+        berth_qemu::tail(&console, 40)
+    );
+}
+
+#[test]
+fn root_mount_is_read_from_mountinfo() {
+    let m = "22 1 254:0 / / ro,relatime shared:1 - erofs /dev/root ro,user_xattr\n\
+             23 22 0:5 / /dev rw,nosuid - devtmpfs devtmpfs rw\n";
+    assert_eq!(root_mount(m), Some(("254:0".into(), "ro,relatime".into(), "erofs".into(), "/dev/root".into())));
+}

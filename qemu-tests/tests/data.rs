@@ -1,0 +1,83 @@
+//! The data partition: grown to the end of an enlarged disk at first boot,
+//! ext4 on /var, and what is written under /var and /etc survives a clean
+//! reboot; after a power-button shutdown the file system is clean.
+
+use berth_layout::console::SHUTDOWN_DONE;
+use berth_layout::disk::{DATA_LABEL, SECTOR};
+use berth_qemu::{boot_timeout, fsck_ext4, shutdown_timeout, Vm, VmConfig, GIB};
+
+fn sysfs_number(vm: &mut Vm, path: &str) -> u64 {
+    let text = vm.read_file(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    text.trim().parse().unwrap_or_else(|e| panic!("{path} holds {text:?}: {e}"))
+}
+
+#[test]
+fn data_partition_grows_persists_across_reboot_and_unmounts_clean() {
+    let disk_size = 4 * GIB;
+    let mut vm =
+        Vm::start(VmConfig::new().name("data").disk_size(disk_size)).expect("starting the VM on an enlarged disk");
+    vm.wait_ready(boot_timeout()).expect("first boot");
+
+    // Grown to the last usable sector of the bigger disk (the backup GPT
+    // takes the last 33 sectors).
+    let disk = sysfs_number(&mut vm, "/sys/class/block/vda/size");
+    assert_eq!(disk * SECTOR, disk_size, "the guest sees the enlarged disk");
+    let start = sysfs_number(&mut vm, "/sys/class/block/vda4/start");
+    let size = sysfs_number(&mut vm, "/sys/class/block/vda4/size");
+    assert_eq!(
+        start + size - 1,
+        disk - 34,
+        "vda4 ({start}+{size}) ends at the disk's last usable sector ({} of {disk})",
+        disk - 34
+    );
+    let df = vm.sh_ok("df -k /var");
+    let kib: u64 = df
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected df output:\n{df}"));
+    // The file system fills the partition, less ext4's own overhead.
+    let part_bytes = size * SECTOR;
+    assert!(kib * 1024 > part_bytes / 10 * 9, "/var has {kib} KiB on a partition of {part_bytes} bytes:\n{df}");
+    let mounts = vm.read_file("/proc/mounts").expect("/proc/mounts");
+    assert!(
+        mounts.lines().any(|l| l.starts_with("/dev/vda4 /var ext4 rw")),
+        "/var is not ext4 on vda4, read-write:\n{mounts}"
+    );
+
+    // Write under /var and /etc, then reboot cleanly (SIGINT to PID1).
+    vm.sh_ok("echo hello > /var/berth-test && echo hello > /etc/berth-test && echo myhost > /etc/hostname");
+    vm.sh_nowait("kill -INT 1").expect("asking PID1 to reboot");
+    vm.wait_ready(boot_timeout()).expect("second boot after the reboot");
+    assert_eq!(vm.console_text().matches(SHUTDOWN_DONE).count(), 1, "the reboot went through a clean shutdown");
+    assert_eq!(vm.read_file("/var/berth-test").expect("/var file"), "hello\n");
+    assert_eq!(vm.read_file("/etc/berth-test").expect("/etc file"), "hello\n");
+    assert_eq!(
+        vm.read_file("/proc/sys/kernel/hostname").expect("hostname").trim(),
+        "myhost",
+        "the hostname comes from the changed /etc/hostname"
+    );
+
+    // Power button; then the file system must be clean from the host.
+    vm.powerdown().expect("power button");
+    let st = vm.wait_exit(shutdown_timeout()).expect("QEMU exits");
+    assert!(st.success(), "QEMU exited with {st}");
+    assert_eq!(vm.console_text().matches(SHUTDOWN_DONE).count(), 2);
+
+    let image = vm.image().expect("the VM's disk");
+    let gpt = image.gpt().expect("the GPT of the VM's disk");
+    assert_eq!(gpt.total_sectors * SECTOR, disk_size, "the GPT covers the disk");
+    let data = gpt.by_name(DATA_LABEL).expect("a data partition");
+    assert_eq!(data.last_lba, gpt.last_usable, "{gpt:?}");
+    let extract = vm.dir().join("data.ext4");
+    image.extract_partition(DATA_LABEL, &extract).expect("extracting the data partition");
+    let fsck = fsck_ext4(&extract).expect("e2fsck");
+    assert!(fsck.clean(), "the data file system is not clean after a clean shutdown:\n{}", fsck.output);
+    let fs_bytes = fsck.size_bytes.unwrap_or(0);
+    let part_bytes = data.sectors() * SECTOR;
+    assert!(
+        fs_bytes <= part_bytes && fs_bytes + 4096 > part_bytes,
+        "the file system ({fs_bytes} bytes) does not fill the partition ({part_bytes} bytes)"
+    );
+}
