@@ -29,12 +29,16 @@ pub enum Action {
     Reboot,
 }
 
-/// What PID1 does on each signal it handles besides SIGCHLD. Ctrl-alt-del
-/// arrives as SIGINT once PID1 has disabled the kernel's hard reboot.
+/// What PID1 does on each signal it handles besides SIGCHLD. The
+/// convention is busybox's (its shell runs its own `reboot`, `poweroff` and
+/// `halt` applets whatever PATH says): SIGTERM reboots, SIGUSR2 powers off,
+/// SIGUSR1 halts (a halted VM is of no use, so it powers off). Ctrl-alt-del
+/// arrives as SIGINT once PID1 has disabled the kernel's hard reboot;
+/// SIGPWR is the UPS convention.
 pub fn action_for_signal(sig: i32) -> Option<Action> {
     match sig {
-        libc::SIGTERM | libc::SIGUSR2 | libc::SIGPWR => Some(Action::Poweroff),
-        libc::SIGINT | libc::SIGUSR1 => Some(Action::Reboot),
+        libc::SIGUSR1 | libc::SIGUSR2 | libc::SIGPWR => Some(Action::Poweroff),
+        libc::SIGTERM | libc::SIGINT => Some(Action::Reboot),
         _ => None,
     }
 }
@@ -43,8 +47,9 @@ pub fn action_for_signal(sig: i32) -> Option<Action> {
 /// of those names it asks PID1 for that action with the matching signal.
 pub fn signal_for_command(argv0: &str) -> Option<i32> {
     match argv0.rsplit('/').next().unwrap_or(argv0) {
-        "reboot" => Some(libc::SIGINT),
-        "poweroff" | "halt" => Some(libc::SIGTERM),
+        "reboot" => Some(libc::SIGTERM),
+        "poweroff" => Some(libc::SIGUSR2),
+        "halt" => Some(libc::SIGUSR1),
         _ => None,
     }
 }
@@ -349,18 +354,18 @@ mod tests {
 
     #[test]
     fn signals_map_to_poweroff_or_reboot() {
-        assert_eq!(action_for_signal(libc::SIGTERM), Some(Action::Poweroff));
+        assert_eq!(action_for_signal(libc::SIGTERM), Some(Action::Reboot));
         assert_eq!(action_for_signal(libc::SIGUSR2), Some(Action::Poweroff));
         assert_eq!(action_for_signal(libc::SIGPWR), Some(Action::Poweroff));
+        assert_eq!(action_for_signal(libc::SIGINT), Some(Action::Reboot));
+        assert_eq!(action_for_signal(libc::SIGUSR1), Some(Action::Poweroff));
+        assert_eq!(action_for_signal(libc::SIGHUP), None);
         for (cmd, action) in
             [("/usr/sbin/reboot", Action::Reboot), ("poweroff", Action::Poweroff), ("halt", Action::Poweroff)]
         {
             assert_eq!(signal_for_command(cmd).and_then(action_for_signal), Some(action), "{cmd}");
         }
         assert_eq!(signal_for_command("berth-init"), None);
-        assert_eq!(action_for_signal(libc::SIGINT), Some(Action::Reboot));
-        assert_eq!(action_for_signal(libc::SIGUSR1), Some(Action::Reboot));
-        assert_eq!(action_for_signal(libc::SIGHUP), None);
     }
 
     #[test]
@@ -372,9 +377,9 @@ mod tests {
     #[test]
     fn processes_that_exit_on_sigterm_are_not_killed() {
         let mut f = Fake::new(Some(Duration::from_secs(1)));
-        let err = run(&mut f, Action::Poweroff, "SIGTERM", &[42]);
+        let err = run(&mut f, Action::Poweroff, "SIGUSR2", &[42]);
         assert_eq!(err, Errno::EPERM);
-        assert_eq!(f.calls[0], "log berth: shutting down (SIGTERM)");
+        assert_eq!(f.calls[0], "log berth: shutting down (SIGUSR2)");
         assert!(!f.calls.contains(&"kill SIGKILL".to_string()));
         assert!(f.elapsed >= Duration::from_secs(1) && f.elapsed < TERM_GRACE);
         let order = [

@@ -74,7 +74,9 @@ fn reset_child() -> io::Result<()> {
 /// terminal and as stdin, stdout and stderr.
 pub fn shell_command(shell: &str, tty: &File) -> io::Result<Command> {
     let mut cmd = clean_command(shell);
-    cmd.env("HOME", "/root")
+    // A login shell ("-sh") reads /etc/profile: the operator's PATH and prompt.
+    cmd.arg0("-sh")
+        .env("HOME", "/root")
         .env("TERM", "linux")
         .stdin(tty.try_clone()?)
         .stdout(tty.try_clone()?)

@@ -59,11 +59,18 @@ fn data_partition_grows_persists_across_reboot_and_unmounts_clean() {
         "the hostname comes from the changed /etc/hostname"
     );
 
+    // `reboot` at the admin shell reboots (busybox's applet signals PID1),
+    // and the machine keeps its identity.
+    let machine_id = vm.read_file("/etc/machine-id").expect("machine-id");
+    vm.sh_nowait("reboot").expect("typing reboot");
+    vm.wait_ready(boot_timeout()).expect("third boot after `reboot`");
+    assert_eq!(vm.read_file("/etc/machine-id").expect("machine-id"), machine_id);
+
     // Power button; then the file system must be clean from the host.
     vm.powerdown().expect("power button");
     let st = vm.wait_exit(shutdown_timeout()).expect("QEMU exits");
     assert!(st.success(), "QEMU exited with {st}");
-    assert_eq!(vm.console_text().matches(SHUTDOWN_DONE).count(), 2);
+    assert_eq!(vm.console_text().matches(SHUTDOWN_DONE).count(), 3);
 
     let image = vm.image().expect("the VM's disk");
     let gpt = image.gpt().expect("the GPT of the VM's disk");
