@@ -16,6 +16,7 @@ pub mod log;
 
 pub mod boot;
 pub mod emergency;
+pub mod journal;
 pub mod mountinfo;
 pub mod pid1;
 pub mod power_button;
@@ -24,3 +25,4 @@ pub mod shell;
 pub mod shutdown;
 pub mod spawn;
 pub mod timing;
+pub mod unit;

@@ -19,3 +19,9 @@ pub const OS_RELEASE: &str = "/usr/lib/os-release";
 pub const ADMIN_CONSOLE: &str = "/dev/hvc0";
 /// The shell run on the admin console.
 pub const SHELL: &str = "/usr/bin/sh";
+/// Units that come with the image (read-only root).
+pub const IMAGE_UNIT_DIR: &str = "/usr/lib/berth/units";
+/// Unit additions and overrides: the administrator's and user data's.
+pub const ETC_UNIT_DIR: &str = "/etc/berth/units";
+/// Service logs and PID1's own log (`berth.log`).
+pub const LOG_DIR: &str = "/var/log/berth";

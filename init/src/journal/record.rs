@@ -1,0 +1,474 @@
+//! One log record, its text form, the clock it carries and how raw output is
+//! cut into records. Pure: no I/O.
+//!
+//! A record is one line:
+//!
+//! ```text
+//! 2026-11-28T23:59:59.123456Z stdout hello world
+//! ```
+//!
+//! UTC in RFC 3339 with microseconds, one space, the stream name, one space,
+//! the text (possibly empty). The text never holds a newline; everything else
+//! the service wrote is kept, invalid UTF-8 as U+FFFD.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+/// Which output a record came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Written by PID1 itself: its own messages in `berth.log`, and notes
+    /// about a unit (lines dropped, ...) in the unit's log.
+    Init,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Init => "init",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Stream> {
+        match s {
+            "stdout" => Some(Stream::Stdout),
+            "stderr" => Some(Stream::Stderr),
+            "init" => Some(Stream::Init),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Wall-clock time in microseconds since the Unix epoch, UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        Timestamp::from_system(SystemTime::now())
+    }
+
+    /// Saturates far outside the years anyone will see (about ±292,000).
+    pub fn from_system(t: SystemTime) -> Timestamp {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            Err(e) => Timestamp(i64::try_from(e.duration().as_micros()).map_or(i64::MIN, |m| -m)),
+        }
+    }
+
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// Parses what [`fmt::Display`] writes: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    pub fn parse(s: &str) -> Option<Timestamp> {
+        let s = s.strip_suffix('Z')?;
+        let (date, time) = s.split_once('T')?;
+        let mut d = date.splitn(3, '-');
+        let year = digits(d.next()?, 4, 6)?;
+        let month = digits(d.next()?, 2, 2)?;
+        let day = digits(d.next()?, 2, 2)?;
+        let (hms, frac) = time.split_once('.')?;
+        let mut t = hms.splitn(3, ':');
+        let hour = digits(t.next()?, 2, 2)?;
+        let minute = digits(t.next()?, 2, 2)?;
+        let second = digits(t.next()?, 2, 2)?;
+        let micros = digits(frac, 6, 6)?;
+        let month_u = u32::try_from(month).ok()?;
+        if !(1..=12).contains(&month_u) || day < 1 || day > i64::from(days_in_month(year, month_u)) {
+            return None;
+        }
+        if hour > 23 || minute > 59 || second > 59 {
+            return None;
+        }
+        let days = days_from_civil(year, month_u, u32::try_from(day).ok()?);
+        let secs = days * 86_400 + (hour * 60 + minute) * 60 + second;
+        // Years beyond about 294,000 do not fit: not a timestamp.
+        Some(Timestamp(secs.checked_mul(MICROS_PER_SECOND)?.checked_add(micros)?))
+    }
+}
+
+/// A field of `min..=max` ASCII digits.
+fn digits(s: &str, min: usize, max: usize) -> Option<i64> {
+    if s.len() < min || s.len() > max || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let days = self.0.div_euclid(MICROS_PER_DAY);
+        let in_day = self.0.rem_euclid(MICROS_PER_DAY);
+        let (y, m, d) = civil_from_days(days);
+        let secs = in_day / MICROS_PER_SECOND;
+        let micros = in_day % MICROS_PER_SECOND;
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    }
+}
+
+pub(crate) fn is_leap(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+pub(crate) fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap(year) => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// Days since 1970-01-01 to (year, month 1-12, day 1-31) in the proleptic
+/// Gregorian calendar. Howard Hinnant's algorithm: the year is shifted to
+/// start on March 1st, so the leap day is the last day of a year, and
+/// counted in 400-year eras of 146097 days.
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1st
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
+    let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month as u32, day as u32)
+}
+
+/// The inverse of [`civil_from_days`].
+pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400); // [0, 399]
+    let m = i64::from(month);
+    let mp = if m > 2 { m - 3 } else { m + 9 }; // [0, 11], March = 0
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1; // [0, 365]
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+    era * 146_097 + doe - 719_468
+}
+
+/// One line of a service's output, or one message of PID1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub time: Timestamp,
+    pub stream: Stream,
+    pub text: String,
+}
+
+impl Record {
+    pub fn new(time: Timestamp, stream: Stream, text: impl Into<String>) -> Record {
+        Record { time, stream, text: text.into() }
+    }
+
+    /// Appends the record's line, with its newline, to `out`.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{} {} ", self.time, self.stream);
+        out.extend_from_slice(self.text.as_bytes());
+        out.push(b'\n');
+    }
+
+    /// The record's line without its newline.
+    pub fn to_line(&self) -> String {
+        format!("{} {} {}", self.time, self.stream, self.text)
+    }
+
+    /// Parses one line (with or without its newline). None for a line that
+    /// is not a record (a torn write after a crash, a foreign file).
+    pub fn parse(line: &str) -> Option<Record> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let (time, rest) = line.split_once(' ')?;
+        // An empty text leaves a trailing space; accept it trimmed as well.
+        let (stream, text) = rest.split_once(' ').unwrap_or((rest, ""));
+        Some(Record { time: Timestamp::parse(time)?, stream: Stream::parse(stream)?, text: text.to_string() })
+    }
+
+    /// Parses a line as bytes, replacing invalid UTF-8.
+    pub fn parse_bytes(line: &[u8]) -> Option<Record> {
+        Record::parse(&String::from_utf8_lossy(line))
+    }
+}
+
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.time, self.stream, self.text)
+    }
+}
+
+/// Cuts a byte stream into lines of at most `max` bytes.
+///
+/// A line longer than `max` is split into pieces, cut before a UTF-8
+/// character rather than through it; the newline itself is not part of the
+/// text. Bytes after the last newline wait for more input or [`finish`].
+///
+/// [`finish`]: LineSplitter::finish
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl LineSplitter {
+    /// The smallest bound that still holds any UTF-8 character.
+    pub const MIN: usize = 4;
+
+    pub fn new(max: usize) -> LineSplitter {
+        LineSplitter { buf: Vec::new(), max: max.max(Self::MIN) }
+    }
+
+    /// Feeds bytes; calls `emit` with each complete line (or piece).
+    pub fn feed(&mut self, data: &[u8], mut emit: impl FnMut(String)) {
+        let mut rest = data;
+        loop {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let (line, after) = rest.split_at_checked(i).unwrap_or((rest, &[]));
+                    self.push(line, &mut emit);
+                    emit(to_text(std::mem::take(&mut self.buf)));
+                    rest = after.get(1..).unwrap_or_default();
+                }
+                None => {
+                    self.push(rest, &mut emit);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The last line when it had no newline (the stream ended).
+    pub fn finish(&mut self) -> Option<String> {
+        if self.buf.is_empty() {
+            None
+        } else {
+            Some(to_text(std::mem::take(&mut self.buf)))
+        }
+    }
+
+    /// Bytes waiting for their newline.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends a newline-free piece, emitting full-size pieces; leaves at
+    /// most `max` bytes in the buffer.
+    fn push(&mut self, bytes: &[u8], emit: &mut impl FnMut(String)) {
+        self.buf.extend_from_slice(bytes);
+        while self.buf.len() > self.max {
+            let cut = cut_point(&self.buf, self.max);
+            let rest = self.buf.split_off(cut);
+            emit(to_text(std::mem::replace(&mut self.buf, rest)));
+        }
+    }
+}
+
+/// Where to cut `buf` (longer than `max`) so no character is split: at
+/// `max`, or up to 3 bytes earlier when `max` falls inside a character.
+fn cut_point(buf: &[u8], max: usize) -> usize {
+    let is_continuation = |i: usize| buf.get(i).is_some_and(|b| b & 0xC0 == 0x80);
+    let mut cut = max;
+    while cut > 0 && max - cut < 3 && is_continuation(cut) {
+        cut -= 1;
+    }
+    if cut == 0 || is_continuation(cut) {
+        // Not a valid character anyway: cut where the bound says.
+        max
+    } else {
+        cut
+    }
+}
+
+fn to_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap_or_else(|| panic!("parse {s}"))
+    }
+
+    #[test]
+    fn known_timestamps_format_as_rfc3339_utc_with_micros() {
+        let cases: &[(i64, &str)] = &[
+            (0, "1970-01-01T00:00:00.000000Z"),
+            (1, "1970-01-01T00:00:00.000001Z"),
+            (-1, "1969-12-31T23:59:59.999999Z"),
+            (951_782_400_000_000, "2000-02-29T00:00:00.000000Z"),
+            (1_709_164_800_000_000, "2024-02-29T00:00:00.000000Z"),
+            (4_107_542_399_000_000, "2100-02-28T23:59:59.000000Z"),
+            (4_107_542_400_000_000, "2100-03-01T00:00:00.000000Z"),
+            (1_795_910_399_123_456, "2026-11-28T23:59:59.123456Z"),
+            (253_402_300_799_999_999, "9999-12-31T23:59:59.999999Z"),
+            (-62_135_596_800_000_000, "0001-01-01T00:00:00.000000Z"),
+            (1_704_067_199_500_000, "2023-12-31T23:59:59.500000Z"),
+        ];
+        for &(micros, text) in cases {
+            assert_eq!(Timestamp(micros).to_string(), text, "{micros}");
+            assert_eq!(Timestamp::parse(text), Some(Timestamp(micros)), "{text}");
+        }
+    }
+
+    #[test]
+    fn extreme_timestamps_neither_panic_nor_lie() {
+        let max = Timestamp(i64::MAX).to_string();
+        assert!(max.starts_with("294247-01-10T04:00:54.775807Z"), "{max}");
+        assert_eq!(Timestamp::parse(&max), Some(Timestamp(i64::MAX)));
+        assert_eq!(Timestamp::parse("999999-12-31T23:59:59.999999Z"), None);
+        let min = Timestamp(i64::MIN).to_string();
+        assert!(min.starts_with('-'), "{min}");
+        assert_eq!(Timestamp::parse(&min), None);
+    }
+
+    #[test]
+    fn system_time_converts_both_sides_of_the_epoch() {
+        let after = UNIX_EPOCH + Duration::from_micros(1_795_910_399_123_456);
+        assert_eq!(Timestamp::from_system(after).to_string(), "2026-11-28T23:59:59.123456Z");
+        let before = UNIX_EPOCH - Duration::from_micros(1_500_000);
+        assert_eq!(Timestamp::from_system(before), Timestamp(-1_500_000));
+        assert_eq!(Timestamp::from_system(before).to_string(), "1969-12-31T23:59:58.500000Z");
+        let now = Timestamp::now().to_string();
+        assert_eq!(now.len(), 27, "{now}");
+    }
+
+    #[test]
+    fn the_calendar_matches_a_day_by_day_walk_with_leap_years() {
+        // Walk from 1600-01-01 to 2500-12-31 one day at a time, with the
+        // month lengths as the only rule, and compare every day.
+        let mut days = days_from_civil(1600, 1, 1);
+        assert_eq!(days, -135_140);
+        for year in 1600..=2500 {
+            for month in 1..=12 {
+                for day in 1..=days_in_month(year, month) {
+                    assert_eq!(civil_from_days(days), (year, month, day), "day {days}");
+                    assert_eq!(days_from_civil(year, month, day), days);
+                    days += 1;
+                }
+            }
+        }
+        assert!(is_leap(2000) && is_leap(2024) && is_leap(1600));
+        assert!(!is_leap(1900) && !is_leap(2100) && !is_leap(2023));
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(2100, 2), 28);
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn malformed_timestamps_are_rejected() {
+        for bad in [
+            "",
+            "2026-11-28T23:59:59.123456",
+            "2026-11-28 23:59:59.123456Z",
+            "2026-11-28T23:59:59Z",
+            "2026-11-28T23:59:59.12345Z",
+            "2026-13-01T00:00:00.000000Z",
+            "2026-02-29T00:00:00.000000Z",
+            "2026-11-31T00:00:00.000000Z",
+            "2026-11-28T24:00:00.000000Z",
+            "2026-11-28T23:60:00.000000Z",
+            "2026-11-28T23:59:60.000000Z",
+            "+026-11-28T23:59:59.123456Z",
+            "2026-1-28T23:59:59.123456Z",
+        ] {
+            assert_eq!(Timestamp::parse(bad), None, "{bad}");
+        }
+        assert_eq!(ts("2024-02-29T12:00:00.000000Z").to_string(), "2024-02-29T12:00:00.000000Z");
+    }
+
+    #[test]
+    fn records_format_and_parse_back() {
+        let r = Record::new(Timestamp(1_795_910_399_123_456), Stream::Stdout, "hello world");
+        let mut out = Vec::new();
+        r.write_line(&mut out);
+        assert_eq!(out, b"2026-11-28T23:59:59.123456Z stdout hello world\n");
+        assert_eq!(r.to_line(), "2026-11-28T23:59:59.123456Z stdout hello world");
+        assert_eq!(Record::parse_bytes(&out), Some(r.clone()));
+        // Spaces inside the text and an empty text survive.
+        let spaced = Record::new(Timestamp(5), Stream::Stderr, "  two  spaces ");
+        assert_eq!(Record::parse(&spaced.to_line()), Some(spaced));
+        let empty = Record::new(Timestamp(5), Stream::Init, "");
+        assert_eq!(empty.to_line(), "1970-01-01T00:00:00.000005Z init ");
+        assert_eq!(Record::parse(&empty.to_line()), Some(empty.clone()));
+        assert_eq!(Record::parse("1970-01-01T00:00:00.000005Z init"), Some(empty));
+        for bad in ["", "hello", "2026-11-28T23:59:59.123456Z", "2026-11-28T23:59:59.123456Z stdou x", "x stdout y"] {
+            assert_eq!(Record::parse(bad), None, "{bad}");
+        }
+    }
+
+    fn split(max: usize, chunks: &[&[u8]]) -> (Vec<String>, Option<String>) {
+        let mut s = LineSplitter::new(max);
+        let mut lines = Vec::new();
+        for c in chunks {
+            s.feed(c, |l| lines.push(l));
+        }
+        (lines, s.finish())
+    }
+
+    #[test]
+    fn lines_are_split_on_newlines_across_reads() {
+        let (lines, last) = split(100, &[b"one\ntw", b"o\n\nthr", b"ee"]);
+        assert_eq!(lines, ["one", "two", ""]);
+        assert_eq!(last.as_deref(), Some("three"));
+        let (lines, last) = split(100, &[b"a\r\nb\n"]);
+        assert_eq!(lines, ["a\r", "b"]);
+        assert_eq!(last, None);
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_the_bound_but_not_through_a_character() {
+        // Exactly the bound: one line, no empty piece after it.
+        let (lines, last) = split(8, &[b"abcdefgh\n"]);
+        assert_eq!((lines, last), (vec!["abcdefgh".to_string()], None));
+        let (lines, last) = split(8, &[b"abcdefghij\n", b"0123456789abcdefghXY"]);
+        assert_eq!(lines, ["abcdefgh", "ij", "01234567", "89abcdef"]);
+        assert_eq!(last.as_deref(), Some("ghXY"));
+        // "é" is two bytes at 7..9: the first piece stops before it.
+        let (lines, _) = split(8, &["abcdefgé xyz\n".as_bytes()]);
+        assert_eq!(lines, ["abcdefg", "é xyz"]);
+        // A four-byte character straddling the bound.
+        let (lines, _) = split(8, &["abcdef😀yz\n".as_bytes()]);
+        assert_eq!(lines, ["abcdef", "😀yz"]);
+        // Invalid UTF-8 is kept, replaced.
+        let (lines, _) = split(100, &[b"bad \xff\xfe end\n"]);
+        assert_eq!(lines, ["bad \u{FFFD}\u{FFFD} end"]);
+        // Only continuation bytes: cut at the bound.
+        let (lines, last) = split(4, &[b"\x80\x80\x80\x80\x80\x80"]);
+        assert_eq!(lines, ["\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}"]);
+        assert_eq!(last.as_deref(), Some("\u{FFFD}\u{FFFD}"));
+    }
+
+    #[test]
+    fn a_huge_line_is_bounded_in_memory() {
+        let mut s = LineSplitter::new(16 * 1024);
+        let mut n = 0;
+        for _ in 0..100 {
+            s.feed(&[b'x'; 10_000], |l| {
+                assert_eq!(l.len(), 16 * 1024);
+                n += 1;
+            });
+            assert!(s.pending() <= 16 * 1024);
+        }
+        assert_eq!(n, 1_000_000 / (16 * 1024));
+        assert_eq!(s.finish().map(|l| l.len()), Some(1_000_000 % (16 * 1024)));
+    }
+}
