@@ -189,7 +189,8 @@ pub fn build(
         "tmp",
         "var",
         "etc",
-        "root",
+        // dropbear's host keys (made at first boot by the ssh-keygen unit).
+        "etc/dropbear",
         "usr/bin",
         "usr/sbin",
         "usr/lib64",
@@ -198,12 +199,16 @@ pub fn build(
         let p = root.join(d);
         std::fs::create_dir_all(&p).map_err(io(&p))?;
     }
-    std::fs::set_permissions(root.join("root"), std::fs::Permissions::from_mode(0o700)).map_err(io(root))?;
     std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).map_err(io(root))?;
     for d in ["bin", "sbin", "lib", "lib64"] {
         let link = root.join(d);
         symlink(format!("usr/{d}"), &link).map_err(io(&link))?;
     }
+    // root's home is on the data partition (its ~/.ssh/authorized_keys must
+    // be writable; /etc/passwd says /var/root, the root-home unit makes it);
+    // /root points there for whatever assumes the usual path.
+    let home = root.join("root");
+    symlink("var/root", &home).map_err(io(&home))?;
     let mut b = Builder { pkgroot, root, report: RootReport::default(), seen: BTreeSet::new() };
     for f in &image.files {
         let src = resolve(pkgroot, f)?;
@@ -258,12 +263,26 @@ fn busybox_links(image: &Image, pkgroot: &Path, root: &Path) -> Result<(), Rootf
 }
 
 /// Copies image-build/rootfs/ into the root. Secrets stay private.
+/// Symbolic links are copied as links, their targets as written (they are
+/// meant for the image, e.g. `iptables -> xtables-nft-multi`).
 fn copy_static(base: &Path, dir: &Path, root: &Path, b: &mut Builder) -> Result<(), RootfsError> {
     let mut entries: Vec<PathBuf> =
         std::fs::read_dir(dir).map_err(io(dir))?.filter_map(Result::ok).map(|e| e.path()).collect();
     entries.sort();
     for src in entries {
         let rel = src.strip_prefix(base).map_err(|_| RootfsError::MissingFile { path: src.display().to_string() })?;
+        if src.symlink_metadata().map_err(io(&src))?.file_type().is_symlink() {
+            let target = std::fs::read_link(&src).map_err(io(&src))?;
+            let to = root.join(rel);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            if to.symlink_metadata().is_ok() {
+                std::fs::remove_file(&to).map_err(io(&to))?;
+            }
+            symlink(&target, &to).map_err(io(&to))?;
+            continue;
+        }
         if src.is_dir() {
             copy_static(base, &src, root, b)?;
             continue;

@@ -75,6 +75,8 @@ fn newer(a: &Path, b: &Path) -> bool {
 pub struct SmokeResult {
     pub report: BootReport,
     pub pid1_rss_kib: Option<u64>,
+    /// `berthctl status` right after the ready line.
+    pub units: String,
     pub shutdown: Duration,
 }
 
@@ -85,6 +87,7 @@ pub fn smoke_once(ctx: &Context, opts: &RunOptions, name: &str) -> Result<SmokeR
     let mut vm = Vm::start(cfg)?;
     let report = vm.wait_ready(boot_timeout())?;
     let rss = vm.sh("grep VmRSS /proc/1/status").ok().and_then(|o| parse_rss_kib(&o.output));
+    let units = vm.sh("berthctl status").map(|o| o.output).unwrap_or_else(|e| format!("berthctl status: {e}\n"));
     let t = Instant::now();
     vm.powerdown()?;
     let status = vm.wait_exit(shutdown_timeout())?;
@@ -95,7 +98,7 @@ pub fn smoke_once(ctx: &Context, opts: &RunOptions, name: &str) -> Result<SmokeR
             format!("the VM exited ({status}) without a clean shutdown:\n{}", berth_qemu::tail(&console, 40)).into()
         );
     }
-    Ok(SmokeResult { report, pid1_rss_kib: rss, shutdown })
+    Ok(SmokeResult { report, pid1_rss_kib: rss, units, shutdown })
 }
 
 pub fn parse_rss_kib(text: &str) -> Option<u64> {
@@ -119,6 +122,10 @@ fn smoke(ctx: &Context, opts: &RunOptions) -> Result<SmokeResult, Error> {
         println!("  PID1 RSS         {rss} KiB");
     }
     println!("  ACPI power-off   {:.1} s (clean)", r.shutdown.as_secs_f64());
+    println!("units at ready");
+    for line in r.units.lines() {
+        println!("  {line}");
+    }
     Ok(r)
 }
 

@@ -14,15 +14,21 @@
 
 pub mod log;
 
+pub mod api;
 pub mod boot;
+pub mod cgroup;
 pub mod emergency;
 pub mod journal;
 pub mod mountinfo;
+pub mod notify;
 pub mod pid1;
 pub mod power_button;
 pub mod reaper;
+pub mod services;
 pub mod shell;
 pub mod shutdown;
 pub mod spawn;
+pub mod status;
+pub mod supervisor;
 pub mod timing;
 pub mod unit;

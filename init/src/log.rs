@@ -142,6 +142,9 @@ pub fn init_console() -> io::Result<()> {
 /// Prints `line` as it is (for the lines tools match: ready, emergency).
 pub fn line(line: impl Into<String>) {
     let line = line.into();
+    // PID1's own log file (berth.log) next to the services' logs; a no-op
+    // until the journal is installed, and it never blocks either.
+    crate::journal::init_line(&line);
     match GLOBAL.get() {
         Some(c) => c.line(line),
         // Tests and the time before init_console: stderr, ignoring errors

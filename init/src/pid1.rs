@@ -9,16 +9,22 @@
 use std::future::{pending, poll_fn};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use berth_layout::paths::{ADMIN_CONSOLE, SHELL};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::boot::data::Prepared;
 use crate::boot::{self, BootFailure, BootReport, RealSystem};
+use crate::journal::{self, Journal};
 use crate::reaper::{ExitStatus, Reaper};
+use crate::services::Services;
 use crate::shutdown::{self, Action, RealOps};
+use crate::supervisor::Settle;
 use crate::{emergency, info, log, power_button, shell, timing};
 
 /// How long to wait before retrying a shell that could not be started.
@@ -26,6 +32,12 @@ const SHELL_RETRY: Duration = Duration::from_secs(10);
 /// Reaping without SIGCHLD, should the signal handler be missing.
 const REAP_FALLBACK: Duration = Duration::from_secs(1);
 const REAP_BACKSTOP: Duration = Duration::from_secs(30);
+/// Shutdown gives the units this long in all to stop (each also has its
+/// own stop timeout); what is left is then killed.
+const STOP_ALL_LIMIT: Duration = Duration::from_secs(90);
+/// A power request from the control API waits this long, so that its reply
+/// leaves before shutdown takes over this thread.
+const POWER_REPLY_GRACE: Duration = Duration::from_millis(200);
 
 type Pending<T> = oneshot::Receiver<Result<T, BootFailure>>;
 
@@ -58,6 +70,9 @@ enum Event {
     ShellDue,
     PowerButton(PathBuf),
     EmergencyDue,
+    PowerRequest(Action),
+    PowerDue,
+    Settled(Settle),
     Tick,
 }
 
@@ -73,6 +88,14 @@ pub struct Pid1 {
     buttons_started: bool,
     button_tx: mpsc::Sender<PathBuf>,
     button_rx: mpsc::Receiver<PathBuf>,
+    services: Option<Services>,
+    /// Whether the units have settled; the ready line waits for it.
+    settle: Option<watch::Receiver<Settle>>,
+    /// CLOCK_MONOTONIC µs of the ready line, for `berthctl analyze`.
+    ready_us: Arc<AtomicU64>,
+    power_tx: mpsc::Sender<Action>,
+    power_rx: mpsc::Receiver<Action>,
+    pending_power: Option<(Action, Instant)>,
 }
 
 struct Signals {
@@ -130,6 +153,19 @@ async fn until(t: Option<Instant>) {
     }
 }
 
+async fn settle_change(rx: &mut Option<watch::Receiver<Settle>>) -> Settle {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                // The supervisor is gone; nothing will settle any more.
+                pending::<()>().await;
+            }
+            r.borrow_and_update().clone()
+        }
+        None => pending().await,
+    }
+}
+
 async fn boot_progress(boot: &mut Boot) -> BootEvent {
     match boot {
         Boot::Mounting(rx) => BootEvent::Mounts(rx.await),
@@ -165,6 +201,16 @@ fn spawn_phase<T: Send + 'static>(
 impl Pid1 {
     pub fn new(start: Duration) -> Pid1 {
         let (button_tx, button_rx) = mpsc::channel(4);
+        let (power_tx, power_rx) = mpsc::channel(4);
+        // Service logs and PID1's own, held in memory until /var is mounted.
+        match Journal::start(journal::Limits::default()) {
+            Ok(j) => {
+                if journal::install(j).is_err() {
+                    info!("journal: already installed");
+                }
+            }
+            Err(e) => info!("journal: {e}; service output is not kept"),
+        }
         Pid1 {
             start,
             reaper: Reaper::global(),
@@ -175,6 +221,12 @@ impl Pid1 {
             buttons_started: false,
             button_tx,
             button_rx,
+            services: None,
+            settle: None,
+            ready_us: Arc::new(AtomicU64::new(0)),
+            power_tx,
+            power_rx,
+            pending_power: None,
         }
     }
 
@@ -195,6 +247,10 @@ impl Pid1 {
         let mut signals = Signals::install();
         // Children that exited before SIGCHLD was handled.
         self.reaper.reap();
+        // After a panic this is a new runtime: the API's tasks died with the old one.
+        if let Some(s) = &mut self.services {
+            s.ensure_server();
+        }
         loop {
             self.advance_boot();
             let event = self.next_event(&mut signals).await;
@@ -212,6 +268,9 @@ impl Pid1 {
             () = until(self.shell.next_attempt) => Event::ShellDue,
             Some(dev) = self.button_rx.recv() => Event::PowerButton(dev),
             () = until(emergency_due) => Event::EmergencyDue,
+            Some(action) = self.power_rx.recv() => Event::PowerRequest(action),
+            () = until(self.pending_power.map(|(_, t)| t)) => Event::PowerDue,
+            s = settle_change(&mut self.settle) => Event::Settled(s),
             () = tokio::time::sleep(backstop) => Event::Tick,
         }
     }
@@ -237,6 +296,17 @@ impl Pid1 {
             Event::PowerButton(dev) => {
                 self.shutdown(Action::Poweroff, &format!("power button {}", dev.display()));
             }
+            Event::PowerRequest(action) => {
+                if self.pending_power.is_none() {
+                    self.pending_power = Some((action, Instant::now() + POWER_REPLY_GRACE));
+                }
+            }
+            Event::PowerDue => {
+                if let Some((action, _)) = self.pending_power.take() {
+                    self.shutdown(action, "requested over the control API");
+                }
+            }
+            Event::Settled(s) => self.units_settled(&s),
             Event::EmergencyDue => {
                 if let Some((line, next)) = &mut self.emergency {
                     log::line(line.clone());
@@ -297,8 +367,13 @@ impl Pid1 {
                 for line in report.lines() {
                     info!("{line}");
                 }
+                if let Some(j) = journal::global() {
+                    if let Err(e) = j.attach(berth_layout::paths::LOG_DIR, Duration::from_secs(2)) {
+                        info!("journal: {}: {e}", berth_layout::paths::LOG_DIR);
+                    }
+                }
                 self.start_shell();
-                self.print_ready();
+                self.start_services(matches!(report.data.prepared, Prepared::Formatted { .. }));
             }
             Ok(Err(failure)) => {
                 self.enter_emergency(&failure.step.to_string(), &failure.error);
@@ -311,12 +386,42 @@ impl Pid1 {
         }
     }
 
+    fn start_services(&mut self, first_boot: bool) {
+        match Services::start(first_boot, self.start, self.ready_us.clone(), self.power_tx.clone()) {
+            Ok(services) => {
+                let settle = services.settle.clone();
+                let now = settle.borrow().clone();
+                self.settle = Some(settle);
+                self.services = Some(services);
+                self.units_settled(&now);
+            }
+            Err(e) => {
+                info!("service manager: {e}; no services run");
+                self.print_ready();
+            }
+        }
+    }
+
+    /// The system is ready once every unit has settled (active, failed,
+    /// skipped): the ready line, and what failed said right after it.
+    fn units_settled(&mut self, s: &Settle) {
+        if !s.settled || self.ready_printed {
+            return;
+        }
+        self.print_ready();
+        if !s.failed.is_empty() {
+            info!("failed units: {} (`berthctl status` says why)", s.failed.join(", "));
+        }
+    }
+
     fn print_ready(&mut self) {
         if self.ready_printed || self.emergency.is_some() {
             return;
         }
         self.ready_printed = true;
-        let userspace = timing::monotonic_now().saturating_sub(self.start);
+        let now = timing::monotonic_now();
+        self.ready_us.store(u64::try_from(now.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let userspace = now.saturating_sub(self.start);
         log::line(timing::ready_line(timing::loader_time(), self.start, userspace));
     }
 
@@ -370,6 +475,10 @@ impl Pid1 {
     }
 
     fn shutdown(&mut self, action: Action, reason: &str) -> ! {
+        if let Some(services) = &mut self.services {
+            info!("stopping units ({reason})");
+            services.stop_all(self.reaper, STOP_ALL_LIMIT);
+        }
         let sessions: Vec<i32> = self.shell.pid.into_iter().collect();
         let err = shutdown::run(&mut RealOps, action, reason, &sessions);
         info!("{action:?} failed: {err}; the machine stays halted here");

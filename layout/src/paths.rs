@@ -25,3 +25,8 @@ pub const IMAGE_UNIT_DIR: &str = "/usr/lib/berth/units";
 pub const ETC_UNIT_DIR: &str = "/etc/berth/units";
 /// Service logs and PID1's own log (`berth.log`).
 pub const LOG_DIR: &str = "/var/log/berth";
+/// PID1's control API (D-Bus, peer to peer; root only): `berthctl` talks
+/// to it. Its directory is 0700, the socket 0600.
+pub const CONTROL_SOCKET: &str = "/run/berth/control.sock";
+/// PID1's runtime directory: the control socket and the units' notify sockets.
+pub const RUN_DIR: &str = "/run/berth";

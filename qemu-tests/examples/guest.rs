@@ -3,7 +3,8 @@
 //!
 //!     cargo run -p berth-qemu --example guest -- 'cat /proc/cmdline' 'mount'
 //!
-//! `BERTH_QEMU_ARGS` appends QEMU arguments (space-separated).
+//! `BERTH_QEMU_ARGS` appends QEMU arguments (space-separated);
+//! `BERTH_GUEST_SETTLE=N` waits N seconds after the admin shell came up.
 
 use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
 
@@ -15,8 +16,12 @@ fn main() -> Result<(), berth_qemu::Error> {
         }
     }
     let mut vm = Vm::start(cfg)?;
-    let report = vm.wait_ready(boot_timeout())?;
-    println!("# ready in {:.3} s", report.total);
+    // The admin shell runs before the services are ready, so this also
+    // looks into a boot that never gets there.
+    vm.wait_for("admin shell on", boot_timeout())?;
+    if let Ok(secs) = std::env::var("BERTH_GUEST_SETTLE") {
+        std::thread::sleep(std::time::Duration::from_secs(secs.parse().unwrap_or(0)));
+    }
     for cmd in std::env::args().skip(1) {
         let out = vm.sh(&cmd)?;
         println!("$ {cmd}\n{}# exit {}", out.output, out.status);

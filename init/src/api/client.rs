@@ -1,0 +1,165 @@
+//! The client side of the control API, as `berthctl` uses it: async, on
+//! any tokio runtime (berthctl runs a current_thread one). Every call has a
+//! deadline, so a stuck PID1 gives an error, not a hung shell.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+use zbus::connection::Builder;
+use zbus::zvariant::DynamicType;
+
+use super::control::ReloadReport;
+use super::wire::{BadReply, WireRecord, WireStatus, WireTimeline};
+use super::{ERROR_PREFIX, INTERFACE, OBJECT_PATH};
+use crate::journal::Record;
+use crate::status::{Timeline, UnitStatus};
+
+/// The deadline of a call, unless said otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Starting and stopping may take a while (a stop waits for the unit's
+/// processes to go).
+pub const START_STOP_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {}: {message}", path.display())]
+    Connect { path: PathBuf, message: String },
+    /// PID1 answered with an error; `message` is its text (`no unit "x"`),
+    /// `name` the D-Bus error's name without the prefix (`NoUnit`).
+    #[error("{message}")]
+    Remote { name: String, message: String },
+    #[error("no answer from berth-init within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl From<BadReply> for ClientError {
+    fn from(e: BadReply) -> ClientError {
+        ClientError::Protocol(e.to_string())
+    }
+}
+
+impl From<zbus::Error> for ClientError {
+    fn from(e: zbus::Error) -> ClientError {
+        match e {
+            zbus::Error::MethodError(name, message, _) => {
+                let name = name.as_str();
+                let short = name.strip_prefix(ERROR_PREFIX).map(|n| n.trim_start_matches('.')).unwrap_or(name);
+                ClientError::Remote { name: short.to_string(), message: message.unwrap_or_else(|| name.to_string()) }
+            }
+            zbus::Error::FDO(e) => ClientError::Remote { name: "fdo".into(), message: e.to_string() },
+            other => ClientError::Protocol(format!("talking to berth-init: {other}")),
+        }
+    }
+}
+
+/// A connection to PID1's control API.
+#[derive(Clone, Debug)]
+pub struct Client {
+    conn: zbus::Connection,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connects to the socket (as root; the server refuses anyone else).
+    pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
+        let failed = |message: String| ClientError::Connect { path: socket.to_path_buf(), message };
+        let setup = async {
+            let stream = UnixStream::connect(socket).await.map_err(|e| failed(e.to_string()))?;
+            Builder::unix_stream(stream)
+                .p2p()
+                .build()
+                .await
+                .map_err(|e| failed(format!("refused ({e}); only root may use it")))
+        };
+        let conn =
+            tokio::time::timeout(DEFAULT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(DEFAULT_TIMEOUT))??;
+        Ok(Client { conn, timeout: DEFAULT_TIMEOUT })
+    }
+
+    /// The deadline for the calls that have none of their own.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    async fn call<A, R>(&self, method: &str, args: &A, timeout: Duration) -> Result<R, ClientError>
+    where
+        A: Serialize + DynamicType,
+        R: DeserializeOwned + zbus::zvariant::Type,
+    {
+        let call = async {
+            let reply = self.conn.call_method(None::<&str>, OBJECT_PATH, Some(INTERFACE), method, args).await?;
+            let body: R = reply.body().deserialize()?;
+            Ok::<R, zbus::Error>(body)
+        };
+        tokio::time::timeout(timeout, call).await.map_err(|_| ClientError::Timeout(timeout))?.map_err(ClientError::from)
+    }
+
+    pub async fn list(&self) -> Result<Vec<UnitStatus>, ClientError> {
+        let units: Vec<WireStatus> = self.call("List", &(), self.timeout).await?;
+        Ok(units.into_iter().map(UnitStatus::try_from).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn status(&self, unit: &str) -> Result<UnitStatus, ClientError> {
+        let status: WireStatus = self.call("Status", &(unit,), self.timeout).await?;
+        Ok(UnitStatus::try_from(status)?)
+    }
+
+    pub async fn start(&self, unit: &str) -> Result<(), ClientError> {
+        self.call("Start", &(unit,), self.timeout.max(START_STOP_TIMEOUT)).await
+    }
+
+    pub async fn stop(&self, unit: &str) -> Result<(), ClientError> {
+        self.call("Stop", &(unit,), self.timeout.max(START_STOP_TIMEOUT)).await
+    }
+
+    pub async fn restart(&self, unit: &str) -> Result<(), ClientError> {
+        self.call("Restart", &(unit,), self.timeout.max(START_STOP_TIMEOUT)).await
+    }
+
+    pub async fn reload(&self) -> Result<ReloadReport, ClientError> {
+        self.call("Reload", &(), self.timeout).await
+    }
+
+    /// The last `n` records of `unit`'s log, oldest first.
+    pub async fn logs(&self, unit: &str, n: u32) -> Result<Vec<Record>, ClientError> {
+        let records: Vec<WireRecord> = self.call("Logs", &(unit, n), self.timeout).await?;
+        records_from(records)
+    }
+
+    /// The last `n` records, and starts following: [`Client::follow_next`]
+    /// returns the ones after them.
+    pub async fn follow(&self, unit: &str, n: u32) -> Result<Vec<Record>, ClientError> {
+        let records: Vec<WireRecord> = self.call("Follow", &(unit, n), self.timeout).await?;
+        records_from(records)
+    }
+
+    /// What was logged since the last reply, waiting up to `wait` (the
+    /// server caps it at 10 s) for something; empty when nothing came.
+    pub async fn follow_next(&self, wait: Duration) -> Result<Vec<Record>, ClientError> {
+        let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+        let records: Vec<WireRecord> = self.call("FollowNext", &(ms,), self.timeout + wait).await?;
+        records_from(records)
+    }
+
+    pub async fn timeline(&self) -> Result<Timeline, ClientError> {
+        let timeline: WireTimeline = self.call("Timeline", &(), self.timeout).await?;
+        Ok(Timeline::from(timeline))
+    }
+
+    pub async fn reboot(&self) -> Result<(), ClientError> {
+        self.call("Reboot", &(), self.timeout).await
+    }
+
+    pub async fn power_off(&self) -> Result<(), ClientError> {
+        self.call("PowerOff", &(), self.timeout).await
+    }
+}
+
+fn records_from(records: Vec<WireRecord>) -> Result<Vec<Record>, ClientError> {
+    Ok(records.into_iter().map(Record::try_from).collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,44 @@
+//! The control API: what `berthctl` talks to.
+//!
+//! A D-Bus interface, peer to peer on a root-only unix socket
+//! ([`berth_layout::paths::CONTROL_SOCKET`]): no bus daemon. PID1 listens
+//! ([`server::serve`]); every accepted connection is checked (SO_PEERCRED:
+//! root only), authenticated with a small, bounded SASL exchange of our own
+//! ([`sasl`]) and then served by zbus in a task of its own, so a client that
+//! sends garbage, stalls or vanishes costs one task and nothing else.
+//!
+//! ```text
+//! interface org.berth.Manager1 at /org/berth/Manager
+//!   List()                      -> a(ssssutusit)       every unit's status
+//!   Status(s unit)              -> (ssssutusit)
+//!   Start(s unit) Stop(s unit) Restart(s unit)
+//!   Reload()                    -> (asasasas)          added removed changed errors
+//!   Logs(s unit, u n)           -> a(xss)              the last n records
+//!   Follow(s unit, u n)         -> a(xss)              the last n, then follow
+//!   FollowNext(u timeout_ms)    -> a(xss)              records after those
+//!   Timeline()                  -> (tta(stttas))
+//!   Reboot() PowerOff()
+//! errors: org.berth.Manager1.Error.{NoUnit,Refused,Failed,Io}, text = the message
+//! ```
+//!
+//! The service manager is behind the [`Control`] trait, so the API (and
+//! berthctl) are tested against a fake.
+
+pub mod analyze;
+pub mod client;
+pub mod control;
+pub mod render;
+pub mod sasl;
+pub mod server;
+pub mod wire;
+
+pub use client::{Client, ClientError};
+pub use control::{Control, ControlError, ReloadReport};
+pub use server::{serve, serve_with, ServerConfig, ServerHandle};
+
+/// The D-Bus interface PID1 serves.
+pub const INTERFACE: &str = "org.berth.Manager1";
+/// The object it is served at.
+pub const OBJECT_PATH: &str = "/org/berth/Manager";
+/// The prefix of the errors it returns.
+pub const ERROR_PREFIX: &str = "org.berth.Manager1.Error";

@@ -1,0 +1,210 @@
+//! berthctl: the command line over PID1's control API, with systemctl's
+//! habits.
+//!
+//! ```text
+//! berthctl [--socket PATH] status [UNIT]     table, or one unit + its last 10 log lines
+//! berthctl start|stop|restart UNIT
+//! berthctl reload                            read the unit files again
+//! berthctl logs UNIT [-f] [-n N]             the last N lines (10), -f: then follow
+//! berthctl reboot | poweroff
+//! berthctl analyze                           boot blame and critical chain
+//! ```
+//!
+//! Exit codes: 0 ok; 1 an error (the message on stderr); 3 `status UNIT`
+//! of a unit that is not active; 2 a usage error (clap's).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use berth_init::api::analyze;
+use berth_init::api::render;
+use berth_init::api::{Client, ClientError};
+use berth_init::journal::Record;
+use berth_layout::paths::CONTROL_SOCKET;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "berthctl", version, about = "Control Berth's PID1: units, logs, power, boot timeline")]
+struct Cli {
+    /// The control socket.
+    #[arg(long, global = true, default_value = CONTROL_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Every unit as a table, or one unit in detail with its last log lines.
+    Status { unit: Option<String> },
+    /// Start a unit.
+    Start { unit: String },
+    /// Stop a unit.
+    Stop { unit: String },
+    /// Stop and start a unit.
+    Restart { unit: String },
+    /// Read the unit files again and apply what changed.
+    Reload,
+    /// A unit's log (`berth`: PID1's own).
+    Logs {
+        unit: String,
+        /// Keep printing new lines as they come.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines to show.
+        #[arg(short = 'n', long = "lines", default_value_t = 10)]
+        lines: u32,
+    },
+    /// Stop everything cleanly and reboot.
+    Reboot,
+    /// Stop everything cleanly and power off.
+    Poweroff,
+    /// How the boot went: time per unit (blame) and the critical chain.
+    Analyze,
+}
+
+/// Log lines `status UNIT` shows.
+const STATUS_LOG_LINES: u32 = 10;
+/// How long one follow call waits on the server.
+const FOLLOW_WAIT: Duration = Duration::from_secs(5);
+
+enum Failure {
+    Client(ClientError),
+    /// stdout went away (`| head`): not an error.
+    Closed,
+    Io(io::Error),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure::Client(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            Failure::Closed
+        } else {
+            Failure::Io(e)
+        }
+    }
+}
+
+fn print(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn print_records(records: &[Record]) -> Result<(), Failure> {
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&r.to_line());
+        text.push('\n');
+    }
+    print(&text)
+}
+
+/// CLOCK_MONOTONIC in microseconds, the clock of the statuses' times.
+fn monotonic_us() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => {
+            let secs = u64::try_from(ts.tv_sec()).unwrap_or(0);
+            let nanos = u64::try_from(ts.tv_nsec()).unwrap_or(0);
+            secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000)
+        }
+        Err(_) => 0,
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    let client = Client::connect(&cli.socket).await?;
+    match cli.command {
+        Command::Status { unit: None } => {
+            let units = client.list().await?;
+            print(&render::status_table(&units, monotonic_us()))?;
+        }
+        Command::Status { unit: Some(unit) } => {
+            let status = client.status(&unit).await?;
+            // The details matter more than the log lines: a log that cannot
+            // be read is said, not fatal.
+            let (logs, note) = match client.logs(&unit, STATUS_LOG_LINES).await {
+                Ok(logs) => (logs, None),
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            print(&render::status_details(&status, monotonic_us(), &logs))?;
+            if let Some(e) = note {
+                let _ = writeln!(io::stderr(), "berthctl: logs: {e}");
+            }
+            if !render::is_active(status.state) {
+                return Ok(3);
+            }
+        }
+        Command::Start { unit } => client.start(&unit).await?,
+        Command::Stop { unit } => client.stop(&unit).await?,
+        Command::Restart { unit } => client.restart(&unit).await?,
+        Command::Reload => {
+            let report = client.reload().await?;
+            let mut text = String::new();
+            for (what, names) in [("added", &report.added), ("removed", &report.removed), ("changed", &report.changed)]
+            {
+                if !names.is_empty() {
+                    text.push_str(&format!("{what}: {}\n", names.join(", ")));
+                }
+            }
+            print(&text)?;
+            if !report.errors.is_empty() {
+                let mut err = String::new();
+                for e in &report.errors {
+                    err.push_str(&format!("berthctl: {e}\n"));
+                }
+                let _ = io::stderr().write_all(err.as_bytes());
+                return Ok(1);
+            }
+        }
+        Command::Logs { unit, follow: false, lines } => {
+            print_records(&client.logs(&unit, lines).await?)?;
+        }
+        Command::Logs { unit, follow: true, lines } => {
+            print_records(&client.follow(&unit, lines).await?)?;
+            loop {
+                print_records(&client.follow_next(FOLLOW_WAIT).await?)?;
+            }
+        }
+        Command::Reboot => client.reboot().await?,
+        Command::Poweroff => client.power_off().await?,
+        Command::Analyze => {
+            let timeline = client.timeline().await?;
+            print(&analyze::report(&timeline))?;
+        }
+    }
+    Ok(0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "berthctl: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::Closed) => ExitCode::SUCCESS,
+        Err(Failure::Client(e)) => {
+            let _ = writeln!(io::stderr(), "berthctl: {e}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Io(e)) => {
+            let _ = writeln!(io::stderr(), "berthctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

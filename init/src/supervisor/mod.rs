@@ -1,0 +1,322 @@
+//! The service manager: starts the units of a [`Plan`], each as soon as
+//! what it needs is ready, keeps them running, and stops them.
+//!
+//! One tokio task (the manager) owns all state; [`SupervisorHandle`]s talk
+//! to it through a channel. Each run of a unit's main process is a task of
+//! its own (the runner: exit status, readiness, health checks, stop
+//! sequence) reporting back to the manager. Child exit statuses come from
+//! the [`Reaper`]: nothing here ever waits for a process itself.
+//!
+//! A unit's life ([`UnitState`](crate::status::UnitState)):
+//!
+//! ```text
+//!            gate: every `requires` ready/skipped, every `after` settled
+//! Waiting ---------------------------------------------------------> conditions
+//!    |  a `requires` failed -> Failed ("dependency X failed")          |      |
+//!    |                                           not met -> Skipped <--+      | met: exec
+//!    v                                                                        v
+//!                  READY=1 / TCP connect / exec'd / oneshot exit 0
+//!               Starting ------------------------------------------------> Active
+//!                  |  exit, start_timeout, spawn error    exit, health check  |
+//!                  +----------------------+----------------------------------+
+//!                                         v
+//!        (main process gone, rest of its group being stopped: Stopping)
+//!                                         v
+//!   policy says restart, fewer than start_limit starts in start_limit_interval?
+//!        yes -> Restarting (reason: "restart in 400ms after: exit status 1")
+//!               -> after Restart::backoff(starts in the window) -> Starting
+//!        no  -> Failed (reason: the start limit, or the failure)
+//!   (a long-running unit that exits 0 after it was ready and is not
+//!    `policy = "always"`: Inactive)
+//!
+//! stop / restart / reload / shutdown: -> Stopping -> Inactive (or the next start)
+//! ```
+//!
+//! The backoff's attempt number is the number of starts within
+//! start_limit_interval, so it starts again from `backoff_initial` once a
+//! unit has run for that long. A failure of a `requires` after the
+//! dependent has started does not stop the dependent (no BindsTo).
+//!
+//! Stopping a run: `stop_signal` (and SIGCONT) to the main process
+//! (`kill_mode = "main"`) or to the whole cgroup (`"group"`, and always at
+//! shutdown); up to `stop_timeout` for the main process to exit and, for a
+//! group stop, the group to empty; then SIGKILL (`cgroup.kill`) and up to
+//! 5 s more. When the main process ends on its own under kill_mode group,
+//! what it left in its group is stopped the same way before anything else
+//! happens; under kill_mode main it stays (containerd's shims).
+//!
+//! [`SupervisorHandle::stop_all`] (shutdown) stops each unit once every
+//! unit that requires it or is ordered after it has stopped (dependents
+//! first, unrelated units in parallel, each within its own timeout) and
+//! always kills the whole group, leftovers of earlier runs included.
+//!
+//! Without cgroups ([`Config::cgroups`] `None`, as an unprivileged
+//! process), "the group" is the session each run is started in.
+
+mod accounts;
+mod exec;
+mod manager;
+mod members;
+mod runner;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use accounts::{resolve as resolve_credentials, Credentials};
+
+use crate::cgroup::Cgroups;
+use crate::journal::Journal;
+use crate::reaper::Reaper;
+use crate::status::{Timeline, UnitStatus};
+use crate::unit::Plan;
+
+use manager::{Event, Manager, Request};
+
+/// How the supervisor runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The units' cgroups; `None`: none (an unprivileged run; stops then
+    /// reach only the processes left in each run's session).
+    pub cgroups: Option<Cgroups>,
+    /// Where the units' notification sockets go (created if missing).
+    pub notify_dir: PathBuf,
+    /// For `conditions.first_boot`.
+    pub first_boot: bool,
+    /// Users and groups, read at each start (no NSS in PID1).
+    pub passwd: PathBuf,
+    pub group: PathBuf,
+    /// CLOCK_MONOTONIC µs at PID1's start, for the timeline.
+    pub pid1_start_us: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            cgroups: None,
+            notify_dir: PathBuf::from(crate::notify::DEFAULT_DIR),
+            first_boot: false,
+            passwd: PathBuf::from("/etc/passwd"),
+            group: PathBuf::from("/etc/group"),
+            pid1_start_us: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("no unit {0}")]
+    NoSuchUnit(String),
+    #[error("{unit} cannot be started: {reason}")]
+    NotStartable { unit: String, reason: String },
+    #[error("the system is shutting down")]
+    ShuttingDown,
+    #[error("the service manager is not running")]
+    Gone,
+}
+
+/// Whether the units have settled, for PID1's ready line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settle {
+    /// No unit is waiting, starting, restarting or stopping: each is
+    /// active, failed, skipped or inactive. Goes back to false when one
+    /// restarts.
+    pub settled: bool,
+    /// Units failed, by name (left-out ones included).
+    pub failed: Vec<String>,
+    /// Units not settled yet.
+    pub pending: Vec<String>,
+}
+
+/// What [`SupervisorHandle::reload`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// New units, being started.
+    pub added: Vec<String>,
+    /// Units gone from the plan, being stopped.
+    pub removed: Vec<String>,
+    /// Units whose definition changed: restarted if they ran.
+    pub changed: Vec<String>,
+}
+
+/// Starts the service manager.
+pub struct Supervisor;
+
+impl Supervisor {
+    /// Starts the manager as a task on the current tokio runtime (PID1's
+    /// current_thread one) and every unit of `plan` as its dependencies
+    /// allow. Units the plan left out are listed as failed, with why.
+    ///
+    /// Service output goes to `journal` (to /dev/null without one). Child
+    /// statuses come from `reaper`; someone must call its `reap()` on
+    /// SIGCHLD (PID1's event loop; [`reap_on_sigchld`] elsewhere).
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn spawn(
+        config: Config,
+        plan: Plan,
+        journal: Option<&'static Journal>,
+        reaper: &'static Reaper,
+    ) -> SupervisorHandle {
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        let (settle_tx, settle_rx) = watch::channel(Settle::default());
+        let manager = Manager::new(config, plan, journal, reaper, req_rx, settle_tx);
+        tokio::spawn(manager.run());
+        SupervisorHandle { tx: req_tx, settle: settle_rx }
+    }
+}
+
+impl Supervisor {
+    /// [`Supervisor::spawn`], but on a thread of its own with its own
+    /// current_thread runtime, so that the manager keeps running whatever
+    /// happens to the caller's event loop (PID1 builds a new runtime after
+    /// a panic in its loop, which ends every task spawned on the old one).
+    pub fn spawn_thread(
+        config: Config,
+        plan: Plan,
+        journal: Option<&'static Journal>,
+        reaper: &'static Reaper,
+    ) -> std::io::Result<SupervisorHandle> {
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        let (settle_tx, settle_rx) = watch::channel(Settle::default());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("supervisor".into()).spawn(move || {
+            let manager = Manager::new(config, plan, journal, reaper, req_rx, settle_tx);
+            rt.block_on(manager.run());
+        })?;
+        Ok(SupervisorHandle { tx: req_tx, settle: settle_rx })
+    }
+}
+
+/// Talks to the manager; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SupervisorHandle {
+    tx: mpsc::UnboundedSender<Request>,
+    settle: watch::Receiver<Settle>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, SupervisorError>>;
+
+impl SupervisorHandle {
+    async fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, SupervisorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(request(tx)).map_err(|_| SupervisorError::Gone)?;
+        rx.await.map_err(|_| SupervisorError::Gone)?
+    }
+
+    /// Every unit, by name.
+    pub async fn list(&self) -> Result<Vec<UnitStatus>, SupervisorError> {
+        self.ask(Request::List).await
+    }
+
+    pub async fn status(&self, name: &str) -> Result<UnitStatus, SupervisorError> {
+        self.ask(|r| Request::Status(name.to_owned(), r)).await
+    }
+
+    /// Starts a unit that is not running (inactive, failed, skipped), with
+    /// a fresh start limit, along with what it requires and wants that is
+    /// not running; answers once it has settled (active, failed, skipped).
+    pub async fn start(&self, name: &str) -> Result<UnitStatus, SupervisorError> {
+        self.ask(|r| Request::Start(name.to_owned(), r)).await
+    }
+
+    /// Stops a unit (its main process or its whole group, as its kill_mode
+    /// says); answers once it is inactive.
+    pub async fn stop(&self, name: &str) -> Result<UnitStatus, SupervisorError> {
+        self.ask(|r| Request::Stop(name.to_owned(), r)).await
+    }
+
+    /// Stops (as [`stop`](Self::stop)) and starts it again with a fresh
+    /// start limit; answers once it has settled.
+    pub async fn restart(&self, name: &str) -> Result<UnitStatus, SupervisorError> {
+        self.ask(|r| Request::Restart(name.to_owned(), r)).await
+    }
+
+    /// Takes a new plan: new units start, removed ones stop (whole group),
+    /// changed ones restart. Answers at once.
+    pub async fn reload(&self, plan: Plan) -> Result<ReloadReport, SupervisorError> {
+        self.ask(|r| Request::Reload(Box::new(plan), r)).await
+    }
+
+    pub async fn timeline(&self) -> Result<Timeline, SupervisorError> {
+        self.ask(Request::Timeline).await
+    }
+
+    /// Shutdown: stops every unit, dependents first, each within its own
+    /// stop_timeout, killing whole groups; nothing starts afterwards.
+    /// Answers when every unit's processes are gone.
+    pub async fn stop_all(&self) -> Result<(), SupervisorError> {
+        self.ask(Request::StopAll).await
+    }
+
+    /// Changes whenever the units' settledness does.
+    pub fn settled(&self) -> watch::Receiver<Settle> {
+        self.settle.clone()
+    }
+
+    /// Waits until every unit has settled.
+    pub async fn wait_settled(&self) -> Result<Settle, SupervisorError> {
+        let mut rx = self.settle.clone();
+        let s = rx.wait_for(|s| s.settled).await.map_err(|_| SupervisorError::Gone)?;
+        Ok(s.clone())
+    }
+}
+
+/// For a manager that is not PID1: makes this process the "subreaper" of
+/// its descendants, so that the orphans of its services (a daemon's
+/// double fork, what a killed main process leaves) become its children,
+/// are reaped, and stay within reach.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// For a manager that is not PID1 (PID1's event loop does this itself):
+/// reaps on every SIGCHLD, and every `backstop` in case a signal is
+/// missed. Runs forever; spawn it.
+pub async fn reap_on_sigchld(reaper: &'static Reaper, backstop: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigchld = signal(SignalKind::child()).ok();
+    loop {
+        reaper.reap();
+        match &mut sigchld {
+            Some(s) => {
+                let _ = tokio::time::timeout(backstop, s.recv()).await;
+            }
+            None => tokio::time::sleep(backstop).await,
+        }
+    }
+}
+
+/// `250ms`, `1.5s`, `2m`: a duration as people write it in unit files.
+pub(crate) fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.checked_rem(60_000) == Some(0) {
+        format!("{}m", ms / 60_000)
+    } else if ms.checked_rem(1000) == Some(0) {
+        format!("{}s", ms / 1000)
+    } else {
+        let frac = format!("{:03}", ms % 1000);
+        format!("{}.{}s", ms / 1000, frac.trim_end_matches('0'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_unit_files() {
+        assert_eq!(human(Duration::from_millis(100)), "100ms");
+        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human(Duration::from_millis(1250)), "1.25s");
+        assert_eq!(human(Duration::from_secs(10)), "10s");
+        assert_eq!(human(Duration::from_secs(120)), "2m");
+    }
+}

@@ -1,0 +1,651 @@
+//! The control API end to end: a fake service manager behind the real
+//! server (on a current_thread runtime of its own, as in PID1), driven by
+//! the real `berthctl` binary and by the client API.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_init::api::{self, Client, ClientError, Control, ControlError, ReloadReport, ServerConfig};
+use berth_init::journal::{Record, Stream, Timestamp};
+use berth_init::shutdown::Action;
+use berth_init::status::{Exit, Timeline, TimelineEntry, UnitState, UnitStatus};
+
+// ---------------------------------------------------------------- the fake
+
+#[derive(Default)]
+struct State {
+    units: Vec<UnitStatus>,
+    calls: Vec<String>,
+    timeline: Option<Timeline>,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<State>>);
+
+impl Fake {
+    fn with_units() -> Fake {
+        let fake = Fake::default();
+        {
+            let mut st = fake.0.lock().unwrap();
+            st.units = vec![
+                unit("network", UnitState::Active, 101, None, 800_000),
+                UnitStatus {
+                    description: "the KV store".into(),
+                    reason: "start limit hit".into(),
+                    restarts: 5,
+                    ..unit("etcd", UnitState::Failed, 0, Some(Exit::Code(1)), 0)
+                },
+                unit("containerd", UnitState::Active, 100, Some(Exit::Signal(9)), 1_500_000),
+            ];
+            st.timeline = Some(boot_timeline());
+        }
+        fake
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.0.lock().unwrap().calls.clone()
+    }
+
+    fn find(&self, name: &str) -> Result<UnitStatus, ControlError> {
+        let st = self.0.lock().unwrap();
+        st.units.iter().find(|u| u.name == name).cloned().ok_or_else(|| ControlError::NoUnit(name.to_string()))
+    }
+
+    fn act(&self, what: &str, name: &str) -> Result<(), ControlError> {
+        self.find(name)?;
+        self.0.lock().unwrap().calls.push(format!("{what} {name}"));
+        Ok(())
+    }
+}
+
+impl Control for Fake {
+    async fn list(&self) -> Vec<UnitStatus> {
+        self.0.lock().unwrap().units.clone()
+    }
+
+    async fn status(&self, unit: &str) -> Result<UnitStatus, ControlError> {
+        self.find(unit)
+    }
+
+    async fn start(&self, unit: &str) -> Result<(), ControlError> {
+        self.act("start", unit)
+    }
+
+    async fn stop(&self, unit: &str) -> Result<(), ControlError> {
+        self.act("stop", unit)
+    }
+
+    async fn restart(&self, unit: &str) -> Result<(), ControlError> {
+        self.act("restart", unit)
+    }
+
+    async fn reload(&self) -> Result<ReloadReport, ControlError> {
+        self.0.lock().unwrap().calls.push("reload".into());
+        Ok(ReloadReport {
+            added: vec!["router".into()],
+            removed: vec![],
+            changed: vec!["etcd".into()],
+            errors: vec!["/etc/berth/units/bad.toml: line 3: unknown key \"exce\"".into()],
+        })
+    }
+
+    async fn timeline(&self) -> Timeline {
+        self.0.lock().unwrap().timeline.clone().unwrap_or(Timeline { pid1_start_us: 0, ready_us: 0, units: vec![] })
+    }
+
+    async fn power(&self, action: Action) {
+        self.0.lock().unwrap().calls.push(format!("{action:?}"));
+    }
+}
+
+fn unit(name: &str, state: UnitState, pid: u32, last_exit: Option<Exit>, ready_after_us: u64) -> UnitStatus {
+    UnitStatus {
+        name: name.into(),
+        description: String::new(),
+        state,
+        reason: String::new(),
+        pid,
+        since_us: 1_000_000,
+        restarts: 0,
+        last_exit,
+        ready_after_us,
+    }
+}
+
+fn entry(name: &str, started: u64, ready: u64, waited_for: &[&str]) -> TimelineEntry {
+    TimelineEntry {
+        name: name.into(),
+        waited_from_us: 0,
+        started_us: started,
+        ready_us: ready,
+        waited_for: waited_for.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn boot_timeline() -> Timeline {
+    Timeline {
+        pid1_start_us: 900_000,
+        ready_us: 4_100_000,
+        units: vec![
+            entry("network", 1_000_000, 1_800_000, &[]),
+            entry("containerd", 1_000_000, 2_500_000, &[]),
+            entry("etcd", 1_800_000, 3_000_000, &["network"]),
+            entry("router", 3_000_000, 4_100_000, &["etcd", "containerd"]),
+            entry("sshd", 1_800_000, 1_850_000, &["network"]),
+        ],
+    }
+}
+
+// ---------------------------------------------------------------- the harness
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("berth-api-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn my_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+type OnHandle = Box<dyn FnOnce(&api::ServerHandle) + Send>;
+
+/// The server on a current_thread runtime in a thread of its own, as in
+/// PID1; stopped (and the thread joined) on drop.
+struct TestServer {
+    dir: TempDir,
+    socket: PathBuf,
+    logs: PathBuf,
+    fake: Fake,
+    /// Runs a closure on the server's handle, in its thread; dropped: stop.
+    calls: Option<tokio::sync::mpsc::UnboundedSender<OnHandle>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    fn start(name: &str) -> TestServer {
+        TestServer::start_with(name, |_| {})
+    }
+
+    /// `prepare` gets the socket path and the config before serving.
+    fn start_with(name: &str, prepare: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let dir = TempDir::new(name);
+        let socket = dir.0.join("run/berth/control.sock");
+        let logs = dir.0.join("log");
+        std::fs::create_dir_all(&logs).unwrap();
+        let mut config = ServerConfig::new(&socket, &logs);
+        config.allowed_uids = vec![0, my_uid()];
+        prepare(&mut config);
+        let fake = Fake::with_units();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (calls_tx, mut calls_rx) = tokio::sync::mpsc::unbounded_channel::<OnHandle>();
+        let control = fake.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                match api::serve_with(control, config) {
+                    Ok(handle) => {
+                        ready_tx.send(Ok(())).unwrap();
+                        while let Some(f) = calls_rx.recv().await {
+                            f(&handle);
+                        }
+                        drop(handle);
+                    }
+                    Err(e) => ready_tx.send(Err(e.to_string())).unwrap(),
+                }
+            });
+        });
+        ready_rx.recv().unwrap().unwrap();
+        TestServer { dir, socket, logs, fake, calls: Some(calls_tx), thread: Some(thread) }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_berthctl")).arg("--socket").arg(&self.socket).args(args).output().unwrap()
+    }
+
+    fn on_handle(&self, f: impl FnOnce(&api::ServerHandle) + Send + 'static) {
+        let (done_tx, done_rx) = mpsc::channel();
+        let call = move |h: &api::ServerHandle| {
+            f(h);
+            let _ = done_tx.send(());
+        };
+        self.calls.as_ref().unwrap().send(Box::new(call)).unwrap();
+        done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+
+    fn write_log(&self, unit: &str, lines: &[(Stream, &str)]) {
+        let mut f =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.logs.join(format!("{unit}.log"))).unwrap();
+        for (i, (stream, text)) in lines.iter().enumerate() {
+            let r = Record::new(Timestamp(1_795_910_399_000_000 + i as i64), *stream, *text);
+            writeln!(f, "{}", r.to_line()).unwrap();
+        }
+    }
+
+    fn client<T>(&self, f: impl AsyncFnOnce(Client) -> T) -> T {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let client = Client::connect(&self.socket).await.unwrap();
+            f(client).await
+        })
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        drop(self.calls.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = &self.dir;
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+// ---------------------------------------------------------------- berthctl
+
+#[test]
+fn status_table_lists_every_unit_sorted_with_the_failed_named() {
+    let s = TestServer::start("table");
+    let o = s.ctl(&["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("UNIT        STATE   SINCE"), "{out}");
+    assert!(lines[0].ends_with("PID  RESTARTS  READY-TIME  LAST-EXIT"), "{out}");
+    assert!(lines[1].starts_with("containerd  active  "), "{out}");
+    assert!(lines[1].contains(" 100  ") && lines[1].contains(" 1.500s ") && lines[1].ends_with("SIGKILL"), "{out}");
+    assert!(lines[2].starts_with("etcd        failed  ") && lines[2].ends_with("exit 1"), "{out}");
+    assert!(lines[2].contains(" 5 "), "{out}");
+    assert!(lines[3].starts_with("network     active  ") && lines[3].contains(" 800ms "), "{out}");
+    assert!(out.ends_with("3 units, 1 failed: etcd\n"), "{out}");
+}
+
+#[test]
+fn status_of_a_unit_shows_details_and_logs_and_exits_3_when_not_active() {
+    let s = TestServer::start("details");
+    let lines: Vec<String> = (0..15).map(|i| format!("etcd line {i}")).collect();
+    let records: Vec<(Stream, &str)> = lines.iter().map(|l| (Stream::Stderr, l.as_str())).collect();
+    s.write_log("etcd", &records);
+
+    let o = s.ctl(&["status", "etcd"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("etcd - the KV store\n     State: failed since @1.000s ("), "{out}");
+    assert!(out.contains("    Reason: start limit hit\n"), "{out}");
+    assert!(out.contains("  Restarts: 5\n"), "{out}");
+    assert!(out.contains(" Last exit: exit 1\n"), "{out}");
+    assert!(!out.contains("etcd line 4\n"), "{out}");
+    assert!(out.contains("Z stderr etcd line 5\n") && out.ends_with("Z stderr etcd line 14\n"), "{out}");
+
+    let o = s.ctl(&["status", "containerd"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("       PID: 100\n"));
+}
+
+#[test]
+fn start_stop_restart_reload_and_power_reach_the_manager() {
+    let s = TestServer::start("actions");
+    for args in [&["start", "etcd"][..], &["stop", "network"], &["restart", "containerd"], &["reboot"], &["poweroff"]] {
+        let o = s.ctl(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "");
+    }
+    let o = s.ctl(&["reload"]);
+    assert_eq!(o.status.code(), Some(1), "unit file errors make reload fail");
+    assert_eq!(stdout(&o), "added: router\nchanged: etcd\n");
+    assert_eq!(stderr(&o), "berthctl: /etc/berth/units/bad.toml: line 3: unknown key \"exce\"\n");
+    assert_eq!(s.fake.calls(), ["start etcd", "stop network", "restart containerd", "Reboot", "Poweroff", "reload"]);
+}
+
+#[test]
+fn an_unknown_unit_is_an_error_with_exit_1() {
+    let s = TestServer::start("unknown");
+    for args in [&["start", "nope"][..], &["stop", "nope"], &["status", "nope"], &["logs", "nope"], &["logs", "../etc"]]
+    {
+        let o = s.ctl(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let unit = args[1];
+        assert_eq!(stderr(&o), format!("berthctl: no unit \"{unit}\"\n"), "{args:?}");
+        assert_eq!(stdout(&o), "");
+    }
+    assert!(s.fake.calls().is_empty());
+}
+
+#[test]
+fn logs_show_the_last_n_records() {
+    let s = TestServer::start("logs");
+    let lines: Vec<String> = (0..20).map(|i| format!("hello {i}")).collect();
+    let records: Vec<(Stream, &str)> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (if i % 2 == 0 { Stream::Stdout } else { Stream::Stderr }, l.as_str()))
+        .collect();
+    s.write_log("containerd", &records);
+
+    let o = s.ctl(&["logs", "containerd", "-n", "3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let got: Vec<&str> = out.lines().collect();
+    assert_eq!(got.len(), 3, "{out}");
+    assert!(got[0].ends_with("Z stderr hello 17"), "{out}");
+    assert!(got[2].ends_with("Z stderr hello 19"), "{out}");
+    assert!(got[1].starts_with("2026-11-28T23:59:59.000018Z stdout hello 18"), "{out}");
+
+    // The default is 10; PID1's own log is "berth", a unit without a unit.
+    assert_eq!(stdout(&s.ctl(&["logs", "containerd"])).lines().count(), 10);
+    s.write_log("berth", &[(Stream::Init, "booted")]);
+    assert!(stdout(&s.ctl(&["logs", "berth"])).ends_with(" init booted\n"));
+    // A unit that is gone still has its logs.
+    s.write_log("old", &[(Stream::Stdout, "bye")]);
+    assert!(stdout(&s.ctl(&["logs", "old"])).ends_with(" stdout bye\n"));
+    // A loaded unit without logs yet: nothing, no error.
+    let o = s.ctl(&["logs", "network"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), String::new()));
+}
+
+#[test]
+fn logs_follow_prints_what_is_appended() {
+    let s = TestServer::start("follow");
+    s.write_log("etcd", &[(Stream::Stdout, "before 1"), (Stream::Stdout, "before 2")]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .arg("--socket")
+        .arg(&s.socket)
+        .args(["logs", "etcd", "-f", "-n", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(first.ends_with(" stdout before 2"), "{first}");
+    s.write_log("etcd", &[(Stream::Stderr, "after")]);
+    let next = rx.recv_timeout(Duration::from_secs(20));
+    child.kill().unwrap();
+    let _ = child.wait();
+    let next = next.unwrap();
+    assert!(next.ends_with(" stderr after"), "{next}");
+}
+
+#[test]
+fn analyze_prints_blame_and_the_critical_chain() {
+    let s = TestServer::start("analyze");
+    let o = s.ctl(&["analyze"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("Startup finished in 900ms (kernel) + 3.200s (userspace) = 4.100s\n"), "{out}");
+    let blame = concat!(
+        "\nBlame (exec to ready):\n",
+        "1.500s containerd\n",
+        "1.200s etcd\n",
+        "1.100s router\n",
+        " 800ms network\n",
+        "  50ms sshd\n",
+    );
+    assert!(out.contains(blame), "{out}");
+    // router waited for etcd (ready @3.0s) and containerd (@2.5s): etcd.
+    let chain = "router @4.100s +1.100s\n└─etcd @3.000s +1.200s\n  └─network @1.800s +800ms\n";
+    assert!(out.contains(chain), "{out}");
+}
+
+// ---------------------------------------------------------------- the client API
+
+#[test]
+fn the_client_api_carries_every_value() {
+    let s = TestServer::start("client");
+    s.write_log("network", &[(Stream::Stdout, "up")]);
+    let fake = s.fake.clone();
+    s.client(async |c| {
+        let mut units = c.list().await.unwrap();
+        units.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut want = fake.0.lock().unwrap().units.clone();
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(units, want);
+        assert_eq!(c.status("etcd").await.unwrap(), want[1]);
+        assert_eq!(c.timeline().await.unwrap(), boot_timeline());
+        let report = c.reload().await.unwrap();
+        assert_eq!(report.added, ["router"]);
+        let logs = c.logs("network", 5).await.unwrap();
+        assert_eq!(logs.len(), 1);
+        assert_eq!((logs[0].stream, logs[0].text.as_str()), (Stream::Stdout, "up"));
+        match c.start("nope").await {
+            Err(ClientError::Remote { name, message }) => {
+                assert_eq!(name, "NoUnit");
+                assert_eq!(message, "no unit \"nope\"");
+            }
+            other => panic!("{other:?}"),
+        }
+        // FollowNext before Follow is refused, not a hang.
+        assert!(matches!(c.follow_next(Duration::from_millis(10)).await, Err(ClientError::Remote { .. })));
+        let backlog = c.follow("network", 0).await.unwrap();
+        assert!(backlog.is_empty());
+        let t0 = Instant::now();
+        assert!(c.follow_next(Duration::from_millis(300)).await.unwrap().is_empty());
+        assert!(t0.elapsed() >= Duration::from_millis(250));
+        c.reboot().await.unwrap();
+        c.power_off().await.unwrap();
+    });
+    assert_eq!(s.fake.calls(), ["reload", "Reboot", "Poweroff"]);
+}
+
+/// The files this process (the server runs in it) holds open under `dir`.
+fn open_files_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+#[test]
+fn close_logs_lets_go_of_followed_files() {
+    let s = TestServer::start("close-logs");
+    s.write_log("etcd", &[(Stream::Stdout, "one")]);
+    s.client(async |c| {
+        assert_eq!(c.follow("etcd", 5).await.unwrap().len(), 1);
+        assert_eq!(open_files_under(&s.logs).len(), 1, "the follower holds etcd.log");
+        s.on_handle(|h| h.close_logs());
+        assert_eq!(open_files_under(&s.logs), Vec::<PathBuf>::new());
+        match c.follow_next(Duration::from_millis(10)).await {
+            Err(ClientError::Remote { message, .. }) => assert!(message.contains("shutting down"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(c.follow("etcd", 1).await.is_err());
+        // Plain reads still work.
+        assert_eq!(c.logs("etcd", 5).await.unwrap().len(), 1);
+    });
+}
+
+// ---------------------------------------------------------------- the socket
+
+#[test]
+fn socket_is_0600_in_a_0700_directory_and_removed_when_the_server_stops() {
+    let s = TestServer::start("perms");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&s.socket), 0o600);
+    assert_eq!(mode(s.socket.parent().unwrap()), 0o700);
+    let socket = s.socket.clone();
+    drop(s);
+    assert!(!socket.exists());
+}
+
+#[test]
+fn a_stale_socket_is_replaced() {
+    // A socket file left by an earlier run: bound, then its process gone.
+    let s = TestServer::start_with("stale", |config| {
+        std::fs::create_dir_all(config.socket.parent().unwrap()).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&config.socket).unwrap());
+        assert!(config.socket.exists());
+        assert!(UnixStream::connect(&config.socket).is_err(), "nobody listens on it");
+    });
+    let o = s.ctl(&["status", "containerd"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // A plain file in the way is replaced too.
+    let s2 = TestServer::start_with("stale-file", |config| {
+        std::fs::create_dir_all(config.socket.parent().unwrap()).unwrap();
+        std::fs::write(&config.socket, "junk").unwrap();
+    });
+    assert_eq!(s2.ctl(&["status"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_directory_at_the_socket_path_is_an_error_not_a_panic() {
+    let dir = TempDir::new("dir-in-the-way");
+    let socket = dir.0.join("control.sock");
+    std::fs::create_dir_all(&socket).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let err = rt.block_on(async { api::serve(Fake::default(), &socket, dir.0.join("log")) }).unwrap_err();
+    assert!(err.to_string().contains("is a directory"), "{err}");
+    // And outside a runtime: an error too.
+    let err = api::serve(Fake::default(), &dir.0.join("other.sock"), dir.0.join("log")).unwrap_err();
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
+
+#[test]
+fn a_client_of_another_uid_is_refused() {
+    // We cannot change uid here: allow only one that is not ours.
+    let other = my_uid().wrapping_add(1);
+    let s = TestServer::start_with("uid", |config| config.allowed_uids = vec![other]);
+    let o = s.ctl(&["status"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.starts_with("berthctl: cannot connect to ") && err.contains("only root may use it"), "{err}");
+    assert!(s.fake.calls().is_empty());
+    // The connection is closed without a word.
+    let mut raw = UnixStream::connect(&s.socket).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = raw.write_all(b"\0AUTH EXTERNAL 30\r\n");
+    let mut buf = Vec::new();
+    let _ = raw.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "{buf:?}");
+}
+
+#[test]
+fn garbage_stalls_and_hang_ups_do_not_stop_the_server() {
+    let s = TestServer::start_with("garbage", |config| config.handshake_timeout = Duration::from_millis(300));
+    // Connects and says nothing: closed after the handshake deadline.
+    let mut staller = UnixStream::connect(&s.socket).unwrap();
+    // Garbage instead of a handshake.
+    let mut junk = UnixStream::connect(&s.socket).unwrap();
+    let _ = junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    // A line that never ends.
+    let mut endless = UnixStream::connect(&s.socket).unwrap();
+    let _ = endless.write_all(&[b'\0'; 1]);
+    let _ = endless.write_all(&[b'A'; 100_000]);
+    // Hangs up in the middle.
+    let mut half = UnixStream::connect(&s.socket).unwrap();
+    let _ = half.write_all(b"\0AUTH EXT");
+    drop(half);
+    // Authenticates, then sends garbage instead of D-Bus messages.
+    let mut after = UnixStream::connect(&s.socket).unwrap();
+    after.write_all(b"\0AUTH EXTERNAL\r\nDATA\r\nBEGIN\r\n").unwrap();
+    let _ = after.write_all(&[0xff; 4096]);
+
+    // Meanwhile another client is served.
+    let o = s.ctl(&["status", "containerd"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    staller.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let _ = staller.read_to_end(&mut buf);
+    assert!(buf.is_empty() && t0.elapsed() < Duration::from_secs(5), "closed after the handshake deadline");
+    for sock in [&mut junk, &mut endless, &mut after] {
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        // EOF (or a reset): the server closed it.
+        let _ = sock.read_to_end(&mut buf);
+    }
+
+    // And still served afterwards, from the CLI and the client API.
+    let o = s.ctl(&["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.client(async |c| assert_eq!(c.list().await.unwrap().len(), 3));
+}
+
+#[test]
+fn an_idle_connection_is_closed() {
+    let s = TestServer::start_with("idle", |config| config.idle_timeout = Duration::from_millis(300));
+    s.client(async |c| {
+        assert_eq!(c.list().await.unwrap().len(), 3);
+        // Busy: calls keep it open past the idle time.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            c.list().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let err = c.list().await.unwrap_err();
+        assert!(matches!(err, ClientError::Protocol(_) | ClientError::Timeout(_)), "{err:?}");
+    });
+}
+
+#[test]
+fn many_clients_at_once() {
+    let s = TestServer::start("many");
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_berthctl"))
+                .arg("--socket")
+                .arg(&s.socket)
+                .arg("status")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0));
+        assert!(stdout(&o).contains("1 failed: etcd"));
+    }
+}
+
+#[test]
+fn no_server_is_a_clear_error() {
+    let dir = TempDir::new("none");
+    let o = Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .arg("--socket")
+        .arg(dir.0.join("missing.sock"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.starts_with("berthctl: cannot connect to ") && err.contains("missing.sock"), "{err}");
+}

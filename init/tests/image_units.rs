@@ -1,0 +1,227 @@
+//! The units the image ships (`image-build/rootfs/usr/lib/berth/units`, the
+//! image's `/usr/lib/berth/units`) load and plan without a single error, with
+//! the settings their services depend on. Written against the public API of
+//! `berth_init::unit`: when that API or the format changes, this fails and
+//! the image's units must follow.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_init::unit::{self, Account, HealthCheck, KillMode, Kind, Plan, Ready, RestartPolicy, Unit, UnitName};
+
+fn image_build() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../image-build")
+}
+
+/// The image's unit directory, as berth-init reads it on the target.
+fn unit_dir() -> PathBuf {
+    image_build().join("rootfs").join(berth_layout::paths::IMAGE_UNIT_DIR.trim_start_matches('/'))
+}
+
+/// An override directory the image ships as a documented example.
+fn static_network_example() -> PathBuf {
+    image_build().join("rootfs/usr/share/berth/examples/static-network")
+}
+
+fn name(s: &str) -> UnitName {
+    UnitName::new(s).unwrap()
+}
+
+fn plan_of(dirs: &[&Path]) -> Plan {
+    let plan = unit::plan(unit::load(dirs));
+    let errors: Vec<String> = plan.errors.iter().map(ToString::to_string).collect();
+    assert!(errors.is_empty(), "unit errors:\n{}", errors.join("\n"));
+    let excluded: Vec<String> = plan.excluded.iter().map(|(n, x)| format!("{n}: {}", x.reason)).collect();
+    assert!(excluded.is_empty(), "units left out:\n{}", excluded.join("\n"));
+    assert!(plan.masked.is_empty(), "masked: {:?}", plan.masked);
+    plan
+}
+
+fn image_plan() -> Plan {
+    plan_of(&[&unit_dir()])
+}
+
+fn get<'a>(plan: &'a Plan, n: &str) -> &'a Unit {
+    plan.units.get(&name(n)).unwrap_or_else(|| panic!("no unit {n} in {}", unit_dir().display()))
+}
+
+fn names(deps: &[unit::Dependency]) -> BTreeSet<&str> {
+    deps.iter().map(|d| d.name.as_str()).collect()
+}
+
+/// The value after `flag` in the unit's command line.
+fn arg<'a>(u: &'a Unit, flag: &str) -> Option<&'a str> {
+    let exec = &u.service.exec;
+    exec.iter().position(|a| a == flag).and_then(|i| exec.get(i + 1)).map(String::as_str)
+}
+
+#[test]
+fn the_image_units_load_and_plan_without_errors() {
+    let plan = image_plan();
+    let got: Vec<&str> = plan.units.keys().map(UnitName::as_str).collect();
+    assert_eq!(
+        got,
+        ["containerd", "etcd", "etcd-data", "loopback", "network", "network-online", "root-home", "ssh-keygen", "sshd"]
+    );
+    // Every unit is somewhere in the start order and the stop order.
+    let started: BTreeSet<&UnitName> = plan.layers.iter().flatten().collect();
+    let stopped: BTreeSet<&UnitName> = plan.shutdown.iter().flatten().collect();
+    assert_eq!(started.len(), plan.units.len());
+    assert_eq!(stopped.len(), plan.units.len());
+}
+
+#[test]
+fn containerd_survives_its_own_restart_and_does_not_need_the_network() {
+    let plan = image_plan();
+    let c = get(&plan, "containerd");
+    assert_eq!(c.service.exec.first().map(String::as_str), Some("/usr/bin/containerd"));
+    assert_eq!(arg(c, "--config"), Some("/etc/containerd/config.toml"));
+    assert_eq!(c.service.kind, Kind::LongRunning);
+    assert_eq!(c.service.ready, Ready::Notify);
+    assert_eq!(c.service.kill_mode, KillMode::Main, "a restart must leave the shims (running containers) alone");
+    assert_eq!(c.restart.policy, RestartPolicy::Always);
+    assert!(c.dependencies.requires.is_empty(), "containerd works without a network: order after it, never require it");
+    assert!(names(&c.dependencies.after).contains("network"));
+    assert_eq!(c.limits.pids_max, Some(unit::Limit::Max));
+}
+
+#[test]
+fn etcd_notifies_may_take_long_and_holds_nothing_up() {
+    let plan = image_plan();
+    let e = get(&plan, "etcd");
+    assert_eq!(e.service.exec.first().map(String::as_str), Some("/usr/bin/etcd"));
+    assert_eq!(e.service.ready, Ready::Notify);
+    assert!(e.service.start_timeout >= Duration::from_secs(300), "{:?}", e.service.start_timeout);
+    assert_eq!(e.service.user, Some(Account::Name("etcd".into())));
+    assert_eq!(arg(e, "--data-dir"), Some("/var/lib/etcd"));
+    assert_eq!(arg(e, "--listen-client-urls"), Some("http://127.0.0.1:2379"));
+    assert_eq!(arg(e, "--advertise-client-urls"), Some("http://127.0.0.1:2379"));
+    assert_eq!(arg(e, "--listen-peer-urls"), Some("http://127.0.0.1:2380"));
+    // --initial-cluster must name this member, or etcd refuses to start.
+    let member = arg(e, "--name").unwrap();
+    let peer = arg(e, "--initial-advertise-peer-urls").unwrap();
+    assert_eq!(arg(e, "--initial-cluster"), Some(format!("{member}={peer}").as_str()));
+    assert!(names(&e.dependencies.requires).is_superset(&["etcd-data", "loopback"].into()));
+    assert!(!names(&e.dependencies.requires).contains("network"), "clients are on 127.0.0.1 only");
+    match e.health.as_ref().map(|h| &h.check) {
+        Some(HealthCheck::Command(cmd)) => assert_eq!(cmd.first().map(String::as_str), Some("/usr/bin/etcdctl")),
+        other => panic!("etcd health check: {other:?}"),
+    }
+
+    // Nothing requires etcd, waits for it or pulls it in.
+    let etcd = name("etcd");
+    for (n, u) in &plan.units {
+        assert!(!u.dependencies.all().any(|(_, d)| d.name == etcd), "{n} depends on etcd");
+    }
+    assert!(plan.needs.get(&etcd).unwrap().dependents.is_empty());
+
+    // Its data directory is made for its user.
+    let d = get(&plan, "etcd-data");
+    assert_eq!(d.service.kind, Kind::Oneshot);
+    assert!(d.service.exec.join(" ").contains("chown etcd:etcd /var/lib/etcd"), "{:?}", d.service.exec);
+}
+
+#[test]
+fn sshd_takes_keys_only_and_its_host_key_is_made_once() {
+    let plan = image_plan();
+    let s = get(&plan, "sshd");
+    assert_eq!(s.service.exec.first().map(String::as_str), Some("/usr/sbin/dropbear"));
+    for flag in ["-F", "-E", "-s"] {
+        assert!(s.service.exec.iter().any(|a| a == flag), "dropbear without {flag}: {:?}", s.service.exec);
+    }
+    assert!(!s.service.exec.iter().any(|a| a == "-w"), "-w would refuse root, the only user");
+    assert_eq!(s.service.ready, Ready::Tcp("127.0.0.1:22".parse().unwrap()));
+    assert_eq!(names(&s.dependencies.requires), ["loopback", "ssh-keygen"].into());
+    assert!(names(&s.dependencies.after).is_superset(&["network", "root-home"].into()));
+
+    // ssh-keygen makes exactly the key sshd reads, only when it is missing.
+    let key = arg(s, "-r").unwrap();
+    let k = get(&plan, "ssh-keygen");
+    assert_eq!(k.service.kind, Kind::Oneshot);
+    assert_eq!(k.service.exec.first().map(String::as_str), Some("/usr/bin/dropbearkey"));
+    assert_eq!(arg(k, "-f"), Some(key));
+    assert_eq!(arg(k, "-t"), Some("ed25519"));
+    let cond = &k.conditions.path_exists;
+    assert!(cond.len() == 1 && cond[0].negate && cond[0].path == Path::new(key), "{cond:?}");
+    assert!(key.starts_with("/etc/"), "host keys persist on the /etc overlay");
+
+    // root's authorized_keys live on writable storage.
+    let passwd = std::fs::read_to_string(image_build().join("rootfs/etc/passwd")).unwrap();
+    let root = passwd.lines().find(|l| l.starts_with("root:")).unwrap();
+    assert_eq!(root.split(':').nth(5), Some("/var/root"), "{root}");
+    let h = get(&plan, "root-home");
+    assert_eq!(h.service.kind, Kind::Oneshot);
+    assert!(h.service.exec.iter().any(|a| a == "/var/root/.ssh"), "{:?}", h.service.exec);
+}
+
+#[test]
+fn networking_is_dhcp_on_the_first_nic_and_loopback() {
+    let plan = image_plan();
+    let n = get(&plan, "network");
+    assert_eq!(n.service.exec.first().map(String::as_str), Some("/usr/sbin/dhcpcd"));
+    assert!(n.service.exec.iter().any(|a| a == "--nobackground" || a == "-B"), "dhcpcd must stay in the foreground");
+    assert_eq!(n.service.exec.last().map(String::as_str), Some("eth0"));
+    assert_eq!(n.service.kind, Kind::LongRunning);
+    assert_eq!(n.restart.policy, RestartPolicy::Always);
+
+    let o = get(&plan, "network-online");
+    assert_eq!(o.service.kind, Kind::Oneshot);
+    assert_eq!(names(&o.dependencies.requires), ["network"].into());
+
+    let lo = get(&plan, "loopback");
+    assert_eq!(lo.service.kind, Kind::Oneshot);
+    assert_eq!(lo.service.exec, ["/usr/bin/ip", "link", "set", "lo", "up"]);
+}
+
+#[test]
+fn the_static_network_example_replaces_the_dhcp_unit_cleanly() {
+    let plan = plan_of(&[&unit_dir(), &static_network_example()]);
+    let n = get(&plan, "network");
+    assert!(n.file.starts_with(static_network_example()), "{}", n.file.display());
+    assert_eq!(n.service.kind, Kind::Oneshot);
+    let script = n.service.exec.join(" ");
+    assert!(
+        script.contains("/usr/bin/ip address replace") && script.contains("/usr/bin/ip route replace default"),
+        "{script}"
+    );
+    // A TOML literal string: printf, not TOML, reads the \n.
+    assert!(script.contains(r"printf 'nameserver 192.0.2.1\n' > /etc/resolv.conf"), "{script}");
+    // What depended on the DHCP unit still starts.
+    assert!(plan.units.contains_key(&name("network-online")));
+    assert!(plan.units.contains_key(&name("containerd")));
+}
+
+/// Every program a unit runs (or checks health with) is put in the image by
+/// image.toml, or is busybox's. Catches a binary dropped from the image while
+/// a unit still runs it.
+#[test]
+fn every_program_the_units_run_is_in_the_image() {
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(image_build().join("image.toml")).unwrap()).unwrap();
+    let files: BTreeSet<&str> = manifest["files"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let busybox = ["/usr/bin/sh", "/usr/bin/mkdir"];
+    let plan = image_plan();
+    for (n, u) in &plan.units {
+        let mut programs = vec![u.service.exec.first().unwrap()];
+        if let Some(HealthCheck::Command(cmd)) = u.health.as_ref().map(|h| &h.check) {
+            programs.push(cmd.first().unwrap());
+        }
+        for p in programs {
+            assert!(
+                files.contains(p.as_str()) || busybox.contains(&p.as_str()),
+                "{n} runs {p}, which image.toml does not put in the image"
+            );
+        }
+    }
+    // And the accounts they run as exist.
+    let passwd = std::fs::read_to_string(image_build().join("rootfs/etc/passwd")).unwrap();
+    for (n, u) in &plan.units {
+        if let Some(Account::Name(user)) = &u.service.user {
+            assert!(
+                passwd.lines().any(|l| l.split(':').next() == Some(user)),
+                "{n} runs as {user}, not in /etc/passwd"
+            );
+        }
+    }
+}

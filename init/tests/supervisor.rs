@@ -1,0 +1,761 @@
+//! The supervisor with real child processes, on the host: the manager runs
+//! as an ordinary process (a child subreaper), on a current_thread tokio
+//! runtime as in PID1, with the global reaper driven by SIGCHLD.
+//!
+//! Tests that need cgroups (the whole group killed, nothing left) use a
+//! fresh group under the host's cgroup2 mount and FAIL when there is none
+//! or it is not writable: they never pass without testing.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Once, OnceLock};
+use std::time::{Duration, Instant};
+
+use berth_init::cgroup::{self, Cgroups};
+use berth_init::journal::{self, Journal};
+use berth_init::reaper::Reaper;
+use berth_init::status::{Exit, UnitState, UnitStatus};
+use berth_init::supervisor::{self, Config, Supervisor, SupervisorHandle};
+use berth_init::unit;
+
+const PY: &str = "/usr/bin/python3";
+
+/// A Python snippet that sends `READY=1` on $NOTIFY_SOCKET after `delay`
+/// seconds, then sleeps.
+fn notify_after(delay: f64) -> String {
+    format!(
+        r#"["{PY}", "-c", "import os, socket, time; time.sleep({delay}); s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.connect(os.environ['NOTIFY_SOCKET']); s.send(b'STATUS=up\\nREADY=1'); time.sleep(30)"]"#
+    )
+}
+
+/// `exec` for a shell script (TOML literal string: no escapes).
+fn sh(script: &str) -> String {
+    format!("[\"/bin/sh\", \"-c\", '''{script}''']")
+}
+
+fn reaper() -> &'static Reaper {
+    static SUBREAPER: Once = Once::new();
+    SUBREAPER.call_once(|| supervisor::become_subreaper().unwrap());
+    Reaper::global()
+}
+
+fn journal_root() -> PathBuf {
+    std::env::temp_dir().join(format!("berth-sup-logs-{}", std::process::id()))
+}
+
+/// Logs of earlier runs of this test binary whose process is gone.
+fn remove_stale_logs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("berth-sup-logs-") {
+            if !std::path::Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+fn journal() -> &'static Journal {
+    static J: OnceLock<&'static Journal> = OnceLock::new();
+    J.get_or_init(|| {
+        remove_stale_logs();
+        let j: &'static Journal = Box::leak(Box::new(Journal::start(journal::Limits::default()).unwrap()));
+        j.attach(journal_root(), Duration::from_secs(5)).unwrap();
+        j
+    })
+}
+
+/// One test's directories (units, notify sockets, scratch files) and,
+/// when asked for, its cgroup subtree; all removed at the end.
+struct Env {
+    dir: PathBuf,
+    cgroups: Option<Cgroups>,
+}
+
+impl Env {
+    fn new(name: &str) -> Env {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("berth-sup-{}-{n}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("units")).unwrap();
+        Env { dir, cgroups: None }
+    }
+
+    /// With a cgroup subtree of its own; fails the test when the host has
+    /// no writable cgroup2.
+    fn with_cgroups(name: &str) -> Env {
+        let mut env = Env::new(name);
+        let Some(mount) = cgroup::cgroup2_mount() else {
+            panic!("this test needs cgroup v2: no cgroup2 filesystem is mounted (see /proc/self/mounts)");
+        };
+        assert!(
+            cgroup::is_cgroup2(&mount),
+            "this test needs cgroup v2: {} is not a cgroup2 filesystem",
+            mount.display()
+        );
+        let root = mount.join(format!("berth-test-{}", env.dir.file_name().unwrap().to_string_lossy()));
+        env.cgroups = Some(Cgroups::setup(&root).unwrap_or_else(|e| {
+            panic!("this test needs a writable cgroup v2 ({}): {e}; run it as root", root.display())
+        }));
+        env
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    fn unit(&self, name: &str, toml: &str) {
+        std::fs::write(self.dir.join("units").join(format!("{name}.toml")), toml).unwrap();
+    }
+
+    fn remove_unit(&self, name: &str) {
+        std::fs::remove_file(self.dir.join("units").join(format!("{name}.toml"))).unwrap();
+    }
+
+    fn plan(&self) -> unit::Plan {
+        let plan = unit::plan(unit::load(&[&self.dir.join("units")]));
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>());
+        assert!(plan.excluded.is_empty(), "{:?}", plan.excluded);
+        plan
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            cgroups: self.cgroups.clone(),
+            notify_dir: self.dir.join("notify"),
+            first_boot: false,
+            ..Config::default()
+        }
+    }
+
+    fn start(&self) -> SupervisorHandle {
+        Supervisor::spawn(self.config(), self.plan(), Some(journal()), reaper())
+    }
+
+    fn group(&self, unit: &str) -> cgroup::Group {
+        self.cgroups.as_ref().unwrap().group(unit)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(cg) = &self.cgroups {
+            // A failed test must not leave processes or groups behind.
+            let _ = cgroup::Group::at(cg.root()).kill();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while cg.remove().is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `test` on a current_thread runtime, as PID1 does, with the reaper
+/// driven by SIGCHLD; at most 30 s.
+fn run<F: Future<Output = ()>>(test: F) {
+    let reaper = reaper();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        tokio::spawn(supervisor::reap_on_sigchld(reaper, Duration::from_millis(50)));
+        tokio::time::timeout(Duration::from_secs(30), test).await.expect("test timed out");
+    });
+}
+
+/// Polls the unit's status until `done` holds; fails after `limit`.
+async fn wait_for(
+    h: &SupervisorHandle,
+    name: &str,
+    limit: Duration,
+    mut done: impl FnMut(&UnitStatus) -> bool,
+) -> UnitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = h.status(name).await.unwrap();
+        if done(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{name}: condition not reached within {limit:?}; last status {s:#?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn wait_state(h: &SupervisorHandle, name: &str, state: UnitState) -> UnitStatus {
+    wait_for(h, name, Duration::from_secs(10), |s| s.state == state).await
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is gone for our purposes; the reaper takes it soon.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+async fn wait_gone(pid: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "process {pid} is still alive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn read_pid(path: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(t) = std::fs::read_to_string(path) {
+            if let Ok(pid) = t.trim().parse() {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no pid in {path}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The unit's journal lines of `stream`, waiting until one contains `want`.
+async fn log_lines(unit: &str, want: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        journal().flush(Duration::from_secs(1));
+        let lines: Vec<String> = journal::tail(&journal_root(), unit, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| format!("{} {}", r.stream, r.text))
+            .collect();
+        if lines.iter().any(|l| l.contains(want)) {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "{unit}: no log line with {want:?} in {lines:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- start order and readiness ------------------------------------------------
+
+#[test]
+fn independent_units_start_in_parallel_and_a_dependent_waits_for_ready() {
+    let env = Env::new("parallel");
+    let notify = notify_after(0.3);
+    env.unit("par-a", &format!("[service]\nexec = {notify}\nready = \"notify\"\n"));
+    env.unit("par-b", &format!("[service]\nexec = {notify}\nready = \"notify\"\n"));
+    env.unit("par-c", &format!("[service]\nexec = {}\n[dependencies]\nrequires = [\"par-a\"]\n", sh("exec sleep 30")));
+    run(async {
+        let h = env.start();
+        let settle = h.wait_settled().await.unwrap();
+        assert!(settle.failed.is_empty(), "{settle:?}");
+        let statuses = h.list().await.unwrap();
+        for s in &statuses {
+            assert_eq!(s.state, UnitState::Active, "{s:#?}");
+            assert!(s.pid > 0);
+        }
+        let a = h.status("par-a").await.unwrap();
+        assert!(a.ready_after_us >= 300_000, "READY=1 came 300 ms after exec: {a:#?}");
+        assert_eq!(a.reason, "up", "STATUS= shows while active");
+
+        let t = h.timeline().await.unwrap();
+        let entry = |n: &str| t.units.iter().find(|u| u.name == n).unwrap().clone();
+        let (a, b, c) = (entry("par-a"), entry("par-b"), entry("par-c"));
+        // Both were exec'd before either was ready.
+        assert!(a.started_us > 0 && b.started_us > 0);
+        assert!(a.started_us < b.ready_us && b.started_us < a.ready_us, "{a:#?} {b:#?}");
+        // The dependent waited for its requirement's READY=1.
+        assert!(c.waited_from_us >= a.ready_us, "{a:#?} {c:#?}");
+        assert!(c.started_us >= a.ready_us, "{a:#?} {c:#?}");
+        assert_eq!(c.waited_for, vec!["par-a".to_string()]);
+        assert_eq!((a.waited_from_us, a.waited_for.len()), (0, 0));
+        for e in [&a, &b, &c] {
+            assert!(e.started_us <= e.ready_us, "{e:#?}");
+        }
+        assert!(t.ready_us >= c.ready_us, "ready once every unit settled: {t:#?}");
+        let lines = log_lines("par-a", "ready after").await;
+        assert!(lines.iter().any(|l| l.starts_with("init started /usr/bin/python3")), "{lines:#?}");
+
+        h.stop_all().await.unwrap();
+        for s in h.list().await.unwrap() {
+            assert_eq!((s.state, s.pid), (UnitState::Inactive, 0), "{s:#?}");
+        }
+        assert!(h.start("par-a").await.is_err(), "nothing starts after shutdown");
+    });
+}
+
+#[test]
+fn tcp_readiness_waits_for_the_port() {
+    let env = Env::new("tcp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listener = format!(
+        r#"["{PY}", "-c", "import socket, time; time.sleep(0.4); s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(30)"]"#
+    );
+    env.unit("tcp-srv", &format!("[service]\nexec = {listener}\nready = {{ tcp = \"127.0.0.1:{port}\" }}\n"));
+    env.unit(
+        "tcp-client",
+        &format!("[service]\nexec = {}\n[dependencies]\nrequires = [\"tcp-srv\"]\n", sh("exec sleep 30")),
+    );
+    run(async {
+        let h = env.start();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(h.status("tcp-srv").await.unwrap().state, UnitState::Starting);
+        let client = h.status("tcp-client").await.unwrap();
+        assert_eq!(client.state, UnitState::Waiting);
+        assert_eq!(client.reason, "waiting for tcp-srv");
+        h.wait_settled().await.unwrap();
+        let srv = h.status("tcp-srv").await.unwrap();
+        assert_eq!(srv.state, UnitState::Active);
+        assert!(srv.ready_after_us >= 400_000, "{srv:#?}");
+        let t = h.timeline().await.unwrap();
+        let entry = |n: &str| t.units.iter().find(|u| u.name == n).unwrap().clone();
+        assert!(entry("tcp-client").started_us >= entry("tcp-srv").ready_us);
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn oneshots_exit_0_is_active_and_a_failure_fails_what_requires_it() {
+    let env = Env::new("oneshot");
+    env.unit(
+        "one-ok",
+        &format!("[service]\nexec = {}\nkind = \"oneshot\"\n", sh("echo out-line; echo err-line >&2; sleep 0.1")),
+    );
+    env.unit("one-bad", &format!("[service]\nexec = {}\nkind = \"oneshot\"\n", sh("exit 1")));
+    env.unit(
+        "one-req",
+        &format!("[service]\nexec = {}\n[dependencies]\nrequires = [\"one-bad\"]\n", sh("exec sleep 30")),
+    );
+    env.unit(
+        "one-after",
+        &format!("[service]\nexec = {}\n[dependencies]\nafter = [\"one-bad\"]\n", sh("exec sleep 30")),
+    );
+    run(async {
+        let h = env.start();
+        let settle = h.wait_settled().await.unwrap();
+        assert_eq!(settle.failed, vec!["one-bad".to_string(), "one-req".to_string()]);
+        let ok = h.status("one-ok").await.unwrap();
+        assert_eq!((ok.state, ok.pid, ok.last_exit.clone()), (UnitState::Active, 0, Some(Exit::Code(0))));
+        assert!(ok.ready_after_us >= 100_000, "{ok:#?}");
+        let bad = h.status("one-bad").await.unwrap();
+        assert_eq!((bad.state, bad.last_exit.clone()), (UnitState::Failed, Some(Exit::Code(1))));
+        assert_eq!(bad.reason, "exit status 1");
+        let req = h.status("one-req").await.unwrap();
+        assert_eq!((req.state, req.reason.as_str(), req.pid), (UnitState::Failed, "dependency one-bad failed", 0));
+        let t = h.timeline().await.unwrap();
+        assert_eq!(t.units.iter().find(|u| u.name == "one-req").unwrap().started_us, 0, "never started");
+        // `after` is ordering only: it started anyway.
+        assert_eq!(h.status("one-after").await.unwrap().state, UnitState::Active);
+
+        // Output goes to the unit's journal, by stream.
+        let lines = log_lines("one-ok", "err-line").await;
+        assert!(lines.contains(&"stdout out-line".to_string()), "{lines:#?}");
+        assert!(lines.contains(&"stderr err-line".to_string()), "{lines:#?}");
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn skipped_units_do_not_block_their_dependents() {
+    let env = Env::new("skip");
+    env.unit(
+        "skip-cond",
+        &format!(
+            "[service]\nexec = {}\n[conditions]\npath_exists = \"{}\"\n",
+            sh("exec sleep 30"),
+            env.path("missing")
+        ),
+    );
+    env.unit("skip-first", &format!("[service]\nexec = {}\n[conditions]\nfirst_boot = true\n", sh("exec sleep 30")));
+    env.unit(
+        "skip-dep",
+        &format!(
+            "[service]\nexec = {}\n[dependencies]\nrequires = [\"skip-cond\", \"skip-first\"]\n",
+            sh("exec sleep 30")
+        ),
+    );
+    run(async {
+        // The manager on a thread of its own, as PID1 may run it.
+        let h = Supervisor::spawn_thread(env.config(), env.plan(), Some(journal()), reaper()).unwrap();
+        h.wait_settled().await.unwrap();
+        let cond = h.status("skip-cond").await.unwrap();
+        assert_eq!(cond.state, UnitState::Skipped);
+        assert!(cond.reason.contains("does not exist"), "{cond:#?}");
+        let first = h.status("skip-first").await.unwrap();
+        assert_eq!(
+            (first.state, first.reason.as_str()),
+            (UnitState::Skipped, "conditions.first_boot: not the first boot")
+        );
+        assert_eq!(h.status("skip-dep").await.unwrap().state, UnitState::Active);
+        h.stop_all().await.unwrap();
+    });
+}
+
+// ---- restarts -------------------------------------------------------------------
+
+#[test]
+fn a_crash_loop_backs_off_and_ends_failed_at_the_start_limit() {
+    let env = Env::new("crash");
+    env.unit(
+        "crash",
+        &format!(
+            "[service]\nexec = {}\n[restart]\nbackoff_initial = \"100ms\"\nbackoff_max = \"1s\"\nstart_limit = 4\n",
+            sh("exit 3")
+        ),
+    );
+    run(async {
+        let h = env.start();
+        let begin = Instant::now();
+        let mut reasons: Vec<String> = Vec::new();
+        let failed = wait_for(&h, "crash", Duration::from_secs(10), |s| {
+            if s.state == UnitState::Restarting && reasons.last() != Some(&s.reason) {
+                reasons.push(s.reason.clone());
+            }
+            s.state == UnitState::Failed
+        })
+        .await;
+        let took = begin.elapsed();
+        assert_eq!(
+            reasons,
+            vec![
+                "restart in 100ms after: exit status 3",
+                "restart in 200ms after: exit status 3",
+                "restart in 400ms after: exit status 3",
+            ],
+            "the backoff doubles and shows in the reason"
+        );
+        assert!(took >= Duration::from_millis(700), "{took:?}");
+        assert_eq!(failed.restarts, 3);
+        assert_eq!(failed.last_exit, Some(Exit::Code(3)));
+        assert_eq!(failed.reason, "start limit hit: 4 starts within 1m; last: exit status 3");
+        // It stays failed: no more starts.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(h.status("crash").await.unwrap().restarts, 3);
+        assert_eq!(h.wait_settled().await.unwrap().failed, vec!["crash".to_string()]);
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn a_killed_main_process_is_restarted_and_ready_again() {
+    let env = Env::new("kill9");
+    env.unit("kill9", &format!("[service]\nexec = {}\nready = \"notify\"\n", notify_after(0.0)));
+    env.unit(
+        "kill9-never",
+        &format!(
+            "[service]\nexec = {}\nready = \"notify\"\nstart_timeout = \"300ms\"\nstop_timeout = \"200ms\"\n[restart]\npolicy = \"never\"\n",
+            sh("exec sleep 30")
+        ),
+    );
+    run(async {
+        let h = env.start();
+        let first = wait_state(&h, "kill9", UnitState::Active).await;
+        // SAFETY: kill of a child we started.
+        assert_eq!(unsafe { libc::kill(first.pid as i32, libc::SIGKILL) }, 0);
+        let again =
+            wait_for(&h, "kill9", Duration::from_secs(10), |s| s.state == UnitState::Active && s.pid != first.pid)
+                .await;
+        assert_eq!(again.restarts, 1);
+        assert_eq!(again.last_exit, Some(Exit::Signal(libc::SIGKILL)));
+        assert!(!alive(first.pid));
+
+        // Never ready within start_timeout: stopped, and (policy never) failed.
+        let never = wait_state(&h, "kill9-never", UnitState::Failed).await;
+        assert_eq!(never.reason, "not ready within 300ms");
+        assert_eq!(never.last_exit, Some(Exit::Signal(libc::SIGTERM)));
+
+        // Stop and start by hand.
+        let stopped = h.stop("kill9").await.unwrap();
+        assert_eq!((stopped.state, stopped.pid, stopped.reason.as_str()), (UnitState::Inactive, 0, "stopped"));
+        assert!(!alive(again.pid));
+        let started = h.start("kill9").await.unwrap();
+        assert_eq!((started.state, started.restarts), (UnitState::Active, 2));
+        let restarted = h.restart("kill9").await.unwrap();
+        assert_eq!((restarted.state, restarted.restarts), (UnitState::Active, 3));
+        assert_ne!(restarted.pid, started.pid);
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn a_failing_health_check_restarts_the_unit() {
+    let env = Env::new("health");
+    let (ran, healthy) = (env.path("ran"), env.path("healthy"));
+    // Healthy from its second run on.
+    let script = format!("if [ -e {ran} ]; then touch {healthy}; else touch {ran}; fi; exec sleep 30");
+    env.unit(
+        "health",
+        &format!(
+            "[service]\nexec = {}\n[health]\ncheck = {{ command = [\"/bin/sh\", \"-c\", \"test -e {healthy}\"] }}\ninterval = \"100ms\"\nfailures = 2\n",
+            sh(&script)
+        ),
+    );
+    run(async {
+        let h = env.start();
+        let first = wait_state(&h, "health", UnitState::Active).await;
+        let again =
+            wait_for(&h, "health", Duration::from_secs(10), |s| s.state == UnitState::Active && s.pid != first.pid)
+                .await;
+        assert_eq!(again.restarts, 1);
+        assert!(!alive(first.pid));
+        let lines = log_lines("health", "health check failed 2 times in a row").await;
+        assert!(lines.iter().any(|l| l.contains("health check failed (1 of 2)")), "{lines:#?}");
+        // Healthy now: it stays up.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let later = h.status("health").await.unwrap();
+        assert_eq!((later.state, later.pid, later.restarts), (UnitState::Active, again.pid, 1));
+        h.stop_all().await.unwrap();
+    });
+}
+
+// ---- stopping ---------------------------------------------------------------------
+
+/// A main process and a grandchild, both ignoring SIGTERM.
+fn stubborn(env: &Env, name: &str) {
+    let pidfile = env.path(&format!("{name}.grandchild"));
+    env.unit(
+        name,
+        &format!(
+            "[service]\nexec = {}\nstop_timeout = \"300ms\"\n",
+            sh(&format!("trap '' TERM; sleep 30 & echo $! > {pidfile}; sleep 30"))
+        ),
+    );
+}
+
+async fn stop_stubborn(env: &Env, h: &SupervisorHandle, name: &str) {
+    let running = wait_state(h, name, UnitState::Active).await;
+    let grandchild = read_pid(&env.path(&format!("{name}.grandchild"))).await;
+    assert!(alive(grandchild));
+    let begin = Instant::now();
+    let stopped = h.stop(name).await.unwrap();
+    let took = begin.elapsed();
+    assert!(took >= Duration::from_millis(300), "SIGTERM was ignored: it waited stop_timeout ({took:?})");
+    assert!(took < Duration::from_millis(2300), "then killed at once ({took:?})");
+    assert_eq!((stopped.state, stopped.last_exit), (UnitState::Inactive, Some(Exit::Signal(libc::SIGKILL))));
+    wait_gone(running.pid, Duration::from_secs(1)).await;
+    wait_gone(grandchild, Duration::from_secs(1)).await;
+}
+
+#[test]
+fn stop_kills_the_whole_cgroup_after_stop_timeout() {
+    let env = Env::with_cgroups("stopgroup");
+    stubborn(&env, "stubborn");
+    run(async {
+        let h = env.start();
+        let main = wait_state(&h, "stubborn", UnitState::Active).await.pid as i32;
+        let grandchild = read_pid(&env.path("stubborn.grandchild")).await as i32;
+        let group = env.group("stubborn");
+        let pids = group.pids().unwrap();
+        assert!(pids.contains(&main) && pids.contains(&grandchild), "both are in the unit's group: {pids:?}");
+        stop_stubborn(&env, &h, "stubborn").await;
+        assert!(group.is_empty(), "nothing of the group survives: {:?}", group.pids());
+        h.stop_all().await.unwrap();
+        assert!(!group.path().exists(), "the group is removed once stopped");
+    });
+}
+
+#[test]
+fn stop_kills_the_whole_session_without_cgroups() {
+    let env = Env::new("stopsession");
+    stubborn(&env, "stubborn-nocg");
+    run(async {
+        let h = env.start();
+        stop_stubborn(&env, &h, "stubborn-nocg").await;
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn what_a_dead_main_process_leaves_in_its_group_is_stopped_before_the_restart() {
+    let env = Env::with_cgroups("leftover");
+    let pidfile = env.path("orphan");
+    env.unit(
+        "leftover",
+        &format!(
+            "[service]\nexec = {}\nstop_timeout = \"300ms\"\n[restart]\npolicy = \"never\"\n",
+            sh(&format!("trap '' TERM; sleep 30 & echo $! > {pidfile}; sleep 0.2; exit 4"))
+        ),
+    );
+    run(async {
+        let h = env.start();
+        let orphan = read_pid(&pidfile).await;
+        // The main process is gone, the orphan (ignoring SIGTERM) is not yet.
+        let stopping = wait_state(&h, "leftover", UnitState::Stopping).await;
+        assert_eq!(stopping.pid, 0);
+        assert_eq!(stopping.last_exit, Some(Exit::Code(4)));
+        assert!(stopping.reason.contains("stopping the rest of its group"), "{stopping:#?}");
+        let failed = wait_state(&h, "leftover", UnitState::Failed).await;
+        assert_eq!((failed.reason.as_str(), failed.last_exit), ("exit status 4", Some(Exit::Code(4))));
+        wait_gone(orphan, Duration::from_secs(1)).await;
+        assert!(env.group("leftover").is_empty());
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn kill_mode_main_restart_keeps_the_grandchild_and_stop_all_kills_it() {
+    let env = Env::with_cgroups("killmain");
+    let pidfile = env.path("shim");
+    env.unit(
+        "containerd-like",
+        &format!(
+            "[service]\nexec = {}\nkill_mode = \"main\"\nstop_timeout = \"300ms\"\n[restart]\npolicy = \"always\"\n",
+            sh(&format!("sleep 30 & echo $! > {pidfile}; exec sleep 30"))
+        ),
+    );
+    run(async {
+        let h = env.start();
+        let first = wait_state(&h, "containerd-like", UnitState::Active).await;
+        let shim = read_pid(&pidfile).await;
+        std::fs::remove_file(&pidfile).unwrap();
+        let again = h.restart("containerd-like").await.unwrap();
+        assert_eq!(again.state, UnitState::Active);
+        assert_ne!(again.pid, first.pid);
+        wait_gone(first.pid, Duration::from_secs(1)).await;
+        let shim2 = read_pid(&pidfile).await;
+        assert!(alive(shim), "a restart under kill_mode main leaves the other processes running");
+        let pids = env.group("containerd-like").pids().unwrap();
+        assert!(pids.contains(&(shim as i32)) && pids.contains(&(again.pid as i32)), "{pids:?}");
+
+        // Killing the main process: restarted (policy always), shims stay.
+        // SAFETY: kill of a child we started.
+        assert_eq!(unsafe { libc::kill(again.pid as i32, libc::SIGKILL) }, 0);
+        let third = wait_for(&h, "containerd-like", Duration::from_secs(10), |s| {
+            s.state == UnitState::Active && s.pid != again.pid
+        })
+        .await;
+        assert!(alive(shim) && alive(shim2));
+
+        h.stop_all().await.unwrap();
+        for pid in [shim, shim2, third.pid] {
+            wait_gone(pid, Duration::from_secs(1)).await;
+        }
+        assert!(env.group("containerd-like").is_empty());
+        assert!(!env.group("containerd-like").path().exists());
+    });
+}
+
+#[test]
+fn stop_all_stops_dependents_first() {
+    let env = Env::with_cgroups("order");
+    let log = env.path("order.log");
+    // On SIGTERM each writes when it begins and ends stopping, taking
+    // 300 ms in between: an overlap would show. Its child is started
+    // before the trap is set, so that it cannot catch SIGTERM itself
+    // between fork and exec.
+    let unit = |name: &str, deps: &str| {
+        let up = env.path(&format!("{name}.up"));
+        let script = format!(
+            "sleep 30 & trap 'echo {name}-begin >> {log}; sleep 0.3; echo {name}-end >> {log}; exit 0' TERM; touch {up}; wait"
+        );
+        env.unit(name, &format!("[service]\nexec = {}\nstop_timeout = \"3s\"\n[dependencies]\n{deps}\n", sh(&script)));
+    };
+    unit("ord-base", "");
+    unit("ord-mid", "requires = [\"ord-base\"]");
+    unit("ord-top", "after = [\"ord-mid\"]");
+    unit("ord-solo", "");
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        // Each has set its trap and started its child.
+        for name in ["ord-base", "ord-mid", "ord-top", "ord-solo"] {
+            let up = env.dir.join(format!("{name}.up"));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !up.exists() {
+                assert!(Instant::now() < deadline, "{name} did not start");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        h.stop_all().await.unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let at = |l: &str| lines.iter().position(|x| *x == l).unwrap_or_else(|| panic!("no {l} in {lines:?}"));
+        assert!(at("ord-top-end") < at("ord-mid-begin"), "{lines:?}");
+        assert!(at("ord-mid-end") < at("ord-base-begin"), "{lines:?}");
+        // Unrelated units stop in parallel with the first layer.
+        assert!(at("ord-solo-begin") < at("ord-mid-begin"), "{lines:?}");
+        for s in h.list().await.unwrap() {
+            assert_eq!(s.state, UnitState::Inactive, "{s:#?}");
+            assert_eq!(s.last_exit, Some(Exit::Code(0)), "each stopped on its own within its timeout: {s:#?}");
+        }
+    });
+}
+
+// ---- identity, reload ------------------------------------------------------------
+
+#[test]
+fn a_unit_runs_as_its_user_in_its_cgroup() {
+    let env = Env::with_cgroups("user");
+    env.unit(
+        "as-nobody",
+        &format!(
+            "[service]\nexec = {}\nkind = \"oneshot\"\nuser = \"nobody\"\nworking_directory = \"/tmp\"\nenvironment = {{ GREETING = \"hi\" }}\n",
+            sh("echo id=$(id -u):$(id -g) cwd=$(pwd) home=$HOME greeting=$GREETING; cat /proc/self/cgroup")
+        ),
+    );
+    run(async {
+        let h = env.start();
+        let s = wait_state(&h, "as-nobody", UnitState::Active).await;
+        assert_eq!(s.last_exit, Some(Exit::Code(0)));
+        // The last line it writes.
+        let lines = log_lines("as-nobody", "0::/").await;
+        assert!(
+            lines.contains(&"stdout id=65534:65534 cwd=/tmp home=/nonexistent greeting=hi".to_string()),
+            "{lines:#?}"
+        );
+        let group = env.group("as-nobody");
+        let mount = cgroup::cgroup2_mount().unwrap();
+        let rel = group.path().strip_prefix(&mount).unwrap().display().to_string();
+        assert!(lines.iter().any(|l| l == &format!("stdout 0::/{rel}")), "in {rel}: {lines:#?}");
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn reload_starts_new_units_stops_removed_ones_and_restarts_changed_ones() {
+    let env = Env::new("reload");
+    let body = |v: &str| format!("[service]\nexec = {}\nenvironment = {{ V = \"{v}\" }}\n", sh("exec sleep 30"));
+    env.unit("rl-keep", &body("1"));
+    env.unit("rl-change", &body("1"));
+    env.unit("rl-gone", &body("1"));
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        let keep = h.status("rl-keep").await.unwrap();
+        let change = h.status("rl-change").await.unwrap();
+        let gone = h.status("rl-gone").await.unwrap();
+        env.unit("rl-change", &body("2"));
+        env.remove_unit("rl-gone");
+        env.unit("rl-new", &body("1"));
+        let report = h.reload(env.plan()).await.unwrap();
+        assert_eq!(report.added, vec!["rl-new".to_string()]);
+        assert_eq!(report.removed, vec!["rl-gone".to_string()]);
+        assert_eq!(report.changed, vec!["rl-change".to_string()]);
+        let changed =
+            wait_for(&h, "rl-change", Duration::from_secs(10), |s| s.state == UnitState::Active && s.pid != change.pid)
+                .await;
+        assert_eq!(changed.restarts, 1);
+        wait_state(&h, "rl-new", UnitState::Active).await;
+        wait_gone(gone.pid, Duration::from_secs(5)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while h.status("rl-gone").await.is_ok() {
+            assert!(Instant::now() < deadline, "rl-gone is still listed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(h.status("rl-keep").await.unwrap().pid, keep.pid, "unchanged units are left alone");
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn notify_socket_is_per_unit_and_removed_after() {
+    let env = Env::new("sock");
+    env.unit("sock-unit", &format!("[service]\nexec = {}\nready = \"notify\"\n", notify_after(0.0)));
+    run(async {
+        let h = env.start();
+        wait_state(&h, "sock-unit", UnitState::Active).await;
+        let sock = env.dir.join("notify").join("sock-unit.sock");
+        assert!(sock.exists());
+        h.stop("sock-unit").await.unwrap();
+        assert!(!sock.exists(), "the socket goes with the run");
+        h.stop_all().await.unwrap();
+    });
+}

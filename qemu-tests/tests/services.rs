@@ -1,0 +1,456 @@
+//! The service manager in PID1 as a user meets it: the container host's
+//! services (etcd, containerd, ...) come up and answer; a killed service is
+//! restarted; a crashing unit ends `failed` once its start limit is hit;
+//! units added under /etc/berth/units start on `berthctl reload`; and
+//! `berthctl poweroff` stops units in reverse dependency order and leaves
+//! the data file system clean.
+
+use std::time::{Duration, Instant};
+
+use berth_layout::console::SHUTDOWN_DONE;
+use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
+
+const ETCDCTL: &str = "etcdctl --endpoints http://127.0.0.1:2379";
+
+/// A VM on a disk big enough for etcd's and containerd's data, up to the
+/// ready line (every unit settled).
+fn boot(name: &str) -> Vm {
+    let mut vm = Vm::start(VmConfig::new().name(name).disk_size(4 * GIB)).expect("starting the VM");
+    if let Err(e) = vm.wait_ready(boot_timeout()) {
+        panic!("the VM did not reach the ready line: {e}");
+    }
+    vm
+}
+
+/// The console tail (and QEMU's log), for failure messages.
+fn ctx(vm: &Vm) -> String {
+    vm.paths().context()
+}
+
+/// Runs `cmd`; returns (exit status, output). Panics with the console tail
+/// when the shell itself fails.
+#[track_caller]
+fn run(vm: &mut Vm, cmd: &str) -> (i32, String) {
+    match vm.sh(cmd) {
+        Ok(o) => (o.status, o.output),
+        Err(e) => panic!("guest command `{cmd}`: {e}"),
+    }
+}
+
+/// Runs `cmd` and panics (with its output and the console tail) unless it
+/// exits 0.
+#[track_caller]
+fn ok(vm: &mut Vm, cmd: &str) -> String {
+    let (st, out) = run(vm, cmd);
+    if st != 0 {
+        panic!("guest command `{cmd}` exited with status {st}:\n{out}\n{}", ctx(vm));
+    }
+    out
+}
+
+/// Standard base64, so that files of any text reach the guest through the
+/// admin shell without quoting trouble (the guest has busybox `base64 -d`).
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Writes `content` to `path` in the guest (its directory is created).
+fn write_guest_file(vm: &mut Vm, path: &str, content: &str) {
+    let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
+    ok(vm, &format!("mkdir -p '{dir}' && echo '{}' | base64 -d > '{path}'", base64(content.as_bytes())));
+    let back = vm.read_file(path).unwrap_or_else(|e| panic!("reading back {path}: {e}"));
+    assert_eq!(back, content, "{path} in the guest does not hold what was written");
+}
+
+/// One row of `berthctl status`.
+#[derive(Debug, Clone)]
+struct Row {
+    unit: String,
+    state: String,
+    pid: Option<u32>,
+    restarts: u32,
+    ready: String,
+    line: String,
+}
+
+/// Parses the `berthctl status` table. The columns are left-aligned under
+/// the header (SINCE holds spaces: `3min 2s ago`), so cells are cut at the
+/// header's column starts.
+fn parse_table(text: &str) -> Vec<Row> {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("UNIT"));
+    let Some(header) = lines.next() else { panic!("no header line in `berthctl status`:\n{text}") };
+    let names = ["UNIT", "STATE", "SINCE", "PID", "RESTARTS", "READY-TIME", "LAST-EXIT"];
+    let starts: Vec<usize> = names
+        .iter()
+        .map(|n| header.find(n).unwrap_or_else(|| panic!("no column {n} in the header {header:?}:\n{text}")))
+        .collect();
+    let mut rows = Vec::new();
+    for line in lines.take_while(|l| !l.trim().is_empty()) {
+        let cell = |i: usize| -> String {
+            let from = starts[i].min(line.len());
+            let to = starts.get(i + 1).copied().unwrap_or(line.len()).min(line.len());
+            line.get(from..to).unwrap_or("").trim().to_string()
+        };
+        rows.push(Row {
+            unit: cell(0),
+            state: cell(1),
+            pid: cell(3).parse().ok(),
+            restarts: cell(4).parse().unwrap_or_else(|_| panic!("RESTARTS of {line:?} is not a number:\n{text}")),
+            ready: cell(5),
+            line: line.to_string(),
+        });
+    }
+    rows
+}
+
+/// `berthctl status` as (exit status, text, rows).
+fn status_table(vm: &mut Vm) -> (i32, String, Vec<Row>) {
+    let (st, out) = run(vm, "berthctl status");
+    let rows = parse_table(&out);
+    (st, out, rows)
+}
+
+fn row<'a>(rows: &'a [Row], unit: &str, text: &str) -> &'a Row {
+    rows.iter().find(|r| r.unit == unit).unwrap_or_else(|| panic!("no unit {unit} in `berthctl status`:\n{text}"))
+}
+
+/// Polls `berthctl status UNIT` until it exits 0 (active).
+fn wait_active(vm: &mut Vm, unit: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (st, out) = run(vm, &format!("berthctl status {unit}"));
+        if st == 0 {
+            return out;
+        }
+        if Instant::now() >= deadline {
+            let (_, all) = run(vm, "berthctl status");
+            panic!(
+                "{unit} is not active after {timeout:?}; `berthctl status {unit}` (exit {st}):\n{out}\n\
+                 `berthctl status`:\n{all}\n{}",
+                ctx(vm)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `etcdctl endpoint health` until it says healthy, or panics after `timeout`.
+fn wait_etcd_healthy(vm: &mut Vm, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (st, out) = run(vm, &format!("{ETCDCTL} endpoint health"));
+        if st == 0 && out.contains("is healthy") {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let (_, status) = run(vm, "berthctl status etcd");
+            panic!(
+                "etcd is not healthy after {timeout:?}: `etcdctl endpoint health` (exit {st}):\n{out}\n\
+                 `berthctl status etcd`:\n{status}\n{}",
+                ctx(vm)
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A duration as PID1 prints it (`200ms`, `1.6s`, `2s`, `1m`), in ms.
+fn parse_human_ms(s: &str) -> Option<u64> {
+    if let Some(v) = s.strip_suffix("ms") {
+        return v.parse().ok();
+    }
+    if let Some(v) = s.strip_suffix('m') {
+        return v.parse::<u64>().ok().map(|m| m * 60_000);
+    }
+    let v = s.strip_suffix('s')?;
+    let secs: f64 = v.parse().ok()?;
+    Some((secs * 1000.0).round() as u64)
+}
+
+#[test]
+fn container_host_services_are_up() {
+    let mut vm = boot("services-up");
+
+    let (st, text, rows) = status_table(&mut vm);
+    assert_eq!(st, 0, "`berthctl status` exited {st}:\n{text}");
+    for unit in
+        ["loopback", "network", "network-online", "containerd", "etcd-data", "etcd", "root-home", "ssh-keygen", "sshd"]
+    {
+        row(&rows, unit, &text);
+    }
+    let bad: Vec<&Row> = rows.iter().filter(|r| r.state != "active" || r.ready == "-" || r.ready.is_empty()).collect();
+    assert!(
+        bad.is_empty(),
+        "after the ready line every unit should be active with a READY-TIME; these are not:\n{}\n\n\
+         `berthctl status`:\n{text}\n{}",
+        bad.iter().map(|r| r.line.as_str()).collect::<Vec<_>>().join("\n"),
+        ctx(&vm)
+    );
+    assert!(!text.contains("failed:"), "`berthctl status` names failed units:\n{text}");
+    assert!(text.contains("none failed"), "`berthctl status` does not say `none failed`:\n{text}");
+
+    // containerd answers its clients.
+    let (st, out) = run(&mut vm, "ctr version");
+    assert!(st == 0 && out.contains("Server:"), "`ctr version` (exit {st}) has no Server: section:\n{out}");
+
+    // etcd answers and stores.
+    let (st, out) = run(&mut vm, &format!("{ETCDCTL} endpoint health"));
+    assert!(st == 0 && out.contains("is healthy"), "`etcdctl endpoint health` (exit {st}):\n{out}");
+    let put = ok(&mut vm, &format!("{ETCDCTL} put k v"));
+    assert_eq!(put.trim(), "OK", "`etcdctl put k v` said:\n{put}");
+    let get = ok(&mut vm, &format!("{ETCDCTL} get k"));
+    assert_eq!(get.lines().collect::<Vec<_>>(), ["k", "v"], "`etcdctl get k` said:\n{get}");
+
+    let analyze = ok(&mut vm, "berthctl analyze");
+    assert!(
+        analyze.contains("etcd") && analyze.contains("containerd"),
+        "`berthctl analyze` names neither etcd nor containerd:\n{analyze}"
+    );
+    eprintln!("`berthctl status`:\n{text}\n`berthctl analyze`:\n{analyze}");
+    assert!(analyze.contains("Startup finished"), "`berthctl analyze` says the boot is not finished:\n{analyze}");
+
+    vm.powerdown().expect("power button");
+    vm.wait_exit(shutdown_timeout()).expect("QEMU exits after the power button");
+}
+
+const CRASHER: &str = r#"description = "exits 1 at once"
+[service]
+exec = ["/usr/bin/sh", "-c", "exit 1"]
+[restart]
+policy = "always"
+backoff_initial = "200ms"
+start_limit = 4
+start_limit_interval = "60s"
+"#;
+
+const HELLO: &str = r#"description = "says hello and sleeps"
+[service]
+exec = ["/usr/bin/sh", "-c", "echo hello-from-unit; exec sleep 1000"]
+"#;
+
+#[test]
+fn etcd_is_restarted_after_kill_and_a_crashing_unit_ends_failed() {
+    let mut vm = boot("services-restart");
+
+    // ---- kill -9 etcd: the supervisor brings it back -------------------
+    let (_, text, rows) = status_table(&mut vm);
+    let before = row(&rows, "etcd", &text).clone();
+    assert_eq!(before.state, "active", "etcd is not active after boot:\n{text}");
+    let old_pid = before.pid.unwrap_or_else(|| panic!("etcd has no PID in `berthctl status`:\n{text}"));
+    let pidof = ok(&mut vm, "pidof etcd");
+    assert!(
+        pidof.split_whitespace().any(|p| p == old_pid.to_string()),
+        "`berthctl status` says etcd is pid {old_pid}, pidof says {pidof}"
+    );
+    ok(&mut vm, &format!("kill -9 {old_pid}"));
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(120);
+    let back = loop {
+        let (_, text, rows) = status_table(&mut vm);
+        let r = row(&rows, "etcd", &text).clone();
+        if r.state == "active" && r.restarts > before.restarts && r.pid.is_some_and(|p| p != old_pid) {
+            break r;
+        }
+        if Instant::now() >= deadline {
+            let (_, details) = run(&mut vm, "berthctl status etcd");
+            panic!(
+                "etcd is not back within 120 s of `kill -9 {old_pid}` (want active, RESTARTS > {}, a new PID); \
+                 last `berthctl status`:\n{text}\n`berthctl status etcd`:\n{details}\n{}",
+                before.restarts,
+                ctx(&vm)
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    eprintln!("etcd back after {:?}: {}", killed.elapsed(), back.line);
+    assert!(back.restarts >= 1);
+    wait_etcd_healthy(&mut vm, Duration::from_secs(30));
+    let details = ok(&mut vm, "berthctl status etcd");
+    assert!(details.contains("SIGKILL"), "`berthctl status etcd` does not show the SIGKILL as last exit:\n{details}");
+
+    // ---- new units on reload: one crash-loops, one says hello ----------
+    write_guest_file(&mut vm, "/etc/berth/units/crasher.toml", CRASHER);
+    write_guest_file(&mut vm, "/etc/berth/units/hello.toml", HELLO);
+    // Reload, then watch crasher's state from inside the guest as fast as
+    // berthctl answers, until it is failed (or ~2 minutes of tries).
+    let watch = "berthctl reload || exit 10; i=0; while [ $i -lt 300 ]; do \
+                 s=$(berthctl status crasher 2>&1 | grep -m1 'State:'); echo \"$s\"; \
+                 case \"$s\" in *failed*) exit 0;; esac; i=$((i+1)); done; exit 11";
+    let (st, seen) = match vm.sh_timeout(watch, Duration::from_secs(240)) {
+        Ok(o) => (o.status, o.output),
+        Err(e) => panic!("watching crasher after `berthctl reload`: {e}"),
+    };
+    let (cst, crasher) = run(&mut vm, "berthctl status crasher");
+    let (_, all) = run(&mut vm, "berthctl status");
+    let log = vm.read_file("/var/log/berth/crasher.log").unwrap_or_else(|e| format!("(no log: {e})"));
+    let report = format!(
+        "states seen after reload:\n{seen}\n`berthctl status crasher` (exit {cst}):\n{crasher}\n\
+         `berthctl status`:\n{all}\n/var/log/berth/crasher.log:\n{log}\n{}",
+        ctx(&vm)
+    );
+    assert_ne!(st, 10, "`berthctl reload` failed:\n{report}");
+    assert_eq!(st, 0, "crasher never showed `failed` after the reload:\n{report}");
+    assert_eq!(cst, 3, "`berthctl status crasher` of a failed unit should exit 3:\n{report}");
+    assert!(crasher.contains("State: failed"), "crasher is not failed:\n{report}");
+    assert!(crasher.contains("start limit"), "crasher's status does not mention the start limit:\n{report}");
+    let restarts: u32 = crasher
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Restarts:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Restarts: line in crasher's status:\n{report}"));
+    assert!(restarts >= 3, "crasher restarted {restarts} times, want >= 3:\n{report}");
+    let saw_restarting = seen.contains("restarting");
+    // PID1's records of the failures: `init restart in 200ms after: ...`.
+    let delays: Vec<u64> = log
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("init"))
+        .filter_map(|l| l.split_once("restart in ").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_whitespace().next().and_then(parse_human_ms))
+        .collect();
+    let backoff_grows = delays.len() >= 2 && delays.windows(2).all(|w| w[1] > w[0]);
+    eprintln!("crasher: restarting seen: {saw_restarting}; backoff delays in its log (ms): {delays:?}");
+    assert!(
+        saw_restarting || backoff_grows,
+        "no `restarting` state was seen and the log shows no growing backoff (delays {delays:?}):\n{report}"
+    );
+
+    // The good unit of the same reload runs and its output is logged.
+    wait_active(&mut vm, "hello", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, logs) = run(&mut vm, "berthctl logs hello -n 5");
+        if st == 0 && logs.contains("hello-from-unit") {
+            break;
+        }
+        if Instant::now() >= deadline {
+            panic!("`berthctl logs hello -n 5` (exit {st}) does not show hello-from-unit:\n{logs}\n{}", ctx(&vm));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // etcd and the rest are unharmed by all this.
+    let (_, text, rows) = status_table(&mut vm);
+    for unit in ["etcd", "containerd", "sshd", "network"] {
+        assert_eq!(row(&rows, unit, &text).state, "active", "{unit} is not active at the end:\n{text}");
+    }
+
+    vm.powerdown().expect("power button");
+    vm.wait_exit(shutdown_timeout()).expect("QEMU exits after the power button");
+}
+
+/// A long-running unit that logs `NAME-up`, and `NAME-stopping` on SIGTERM.
+fn trap_unit(name: &str, requires: &[&str]) -> String {
+    let script = format!("trap 'echo {name}-stopping; exit 0' TERM; echo {name}-up; while :; do sleep 1; done");
+    let mut unit = format!(
+        "description = \"test unit {name}\"\n[service]\nexec = [\"/usr/bin/sh\", \"-c\", \"{}\"]\n",
+        script.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    if !requires.is_empty() {
+        let list: Vec<String> = requires.iter().map(|r| format!("\"{r}\"")).collect();
+        unit.push_str(&format!("[dependencies]\nrequires = [{}]\n", list.join(", ")));
+    }
+    unit
+}
+
+/// The timestamp (first field) of the first log line whose text is `stdout WHAT`.
+fn stamp_of<'a>(log: &'a str, what: &str) -> Option<&'a str> {
+    log.lines().find_map(|l| {
+        let mut f = l.splitn(3, ' ');
+        let (ts, stream, text) = (f.next()?, f.next()?, f.next()?);
+        (stream == "stdout" && text.trim() == what).then_some(ts)
+    })
+}
+
+#[test]
+fn poweroff_stops_units_in_reverse_order_and_fs_is_clean() {
+    let mut vm = boot("services-poweroff");
+
+    write_guest_file(&mut vm, "/etc/berth/units/first.toml", &trap_unit("first", &[]));
+    write_guest_file(&mut vm, "/etc/berth/units/second.toml", &trap_unit("second", &["first"]));
+    ok(&mut vm, "berthctl reload");
+    wait_active(&mut vm, "first", Duration::from_secs(60));
+    wait_active(&mut vm, "second", Duration::from_secs(60));
+    // Both scripts have set their trap (they print -up after it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let first = vm.read_file("/var/log/berth/first.log").unwrap_or_default();
+        let second = vm.read_file("/var/log/berth/second.log").unwrap_or_default();
+        if stamp_of(&first, "first-up").is_some() && stamp_of(&second, "second-up").is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            panic!("first/second never logged their -up line:\nfirst.log:\n{first}\nsecond.log:\n{second}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let shutdowns_before = vm.console_text().matches(SHUTDOWN_DONE).count();
+    vm.sh_nowait("berthctl poweroff").expect("typing berthctl poweroff");
+    match vm.wait_exit(shutdown_timeout()) {
+        Ok(st) => assert!(st.success(), "QEMU exited with {st} after `berthctl poweroff`\n{}", ctx(&vm)),
+        Err(e) => panic!("the VM did not power off after `berthctl poweroff`: {e}"),
+    }
+    let console = vm.console_text();
+    assert_eq!(
+        console.matches(SHUTDOWN_DONE).count(),
+        shutdowns_before + 1,
+        "no `{SHUTDOWN_DONE}` on the console after `berthctl poweroff`\n{}",
+        ctx(&vm)
+    );
+    let first_boot_len = console.len();
+
+    vm.restart().expect("starting the VM again");
+    if let Err(e) = vm.wait_ready(boot_timeout()) {
+        panic!("the second boot did not reach the ready line: {e}");
+    }
+    let second_boot = vm.console_text().get(first_boot_len..).unwrap_or("").to_string();
+    let first = vm.read_file("/var/log/berth/first.log").expect("/var/log/berth/first.log");
+    let second = vm.read_file("/var/log/berth/second.log").expect("/var/log/berth/second.log");
+    let logs = format!("first.log:\n{first}\nsecond.log:\n{second}");
+    let first_stop =
+        stamp_of(&first, "first-stopping").unwrap_or_else(|| panic!("first never logged first-stopping:\n{logs}"));
+    let second_stop =
+        stamp_of(&second, "second-stopping").unwrap_or_else(|| panic!("second never logged second-stopping:\n{logs}"));
+    eprintln!("second-stopping at {second_stop}, first-stopping at {first_stop}");
+    // RFC 3339 UTC stamps of one fixed width compare as text.
+    assert_eq!(first_stop.len(), second_stop.len(), "timestamps of different shapes:\n{logs}");
+    assert!(
+        second_stop <= first_stop,
+        "second (which requires first) stopped at {second_stop}, after first at {first_stop}: \
+         shutdown is not in reverse dependency order\n{logs}"
+    );
+    assert!(
+        second_boot.contains("mounted /dev/vda4 on /var (clean)"),
+        "the second boot does not report a clean data file system (want `mounted /dev/vda4 on /var (clean)`):\n\
+         --- console of the second boot ---\n{}",
+        berth_qemu::tail(&second_boot, 60)
+    );
+
+    vm.powerdown().expect("power button");
+    vm.wait_exit(shutdown_timeout()).expect("QEMU exits after the power button");
+}
+
+#[test]
+fn base64_matches_the_standard() {
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foo"), "Zm9v");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    assert_eq!(parse_human_ms("200ms"), Some(200));
+    assert_eq!(parse_human_ms("1.6s"), Some(1600));
+    assert_eq!(parse_human_ms("2s"), Some(2000));
+    assert_eq!(parse_human_ms("1m"), Some(60_000));
+}
