@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_layout::paths::{CONTROL_SOCKET, LOG_DIR, RUN_DIR};
 use tokio::sync::{mpsc, watch};
@@ -96,38 +96,12 @@ impl Services {
     /// its own timeout), keeping children reaped meanwhile, then let go of
     /// the log files so /var can be unmounted. Bounded by `limit`.
     pub fn stop_all(&mut self, reaper: &Reaper, limit: Duration) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let handle = self.handle.clone();
-        let started = std::thread::Builder::new().name("stop-all".into()).spawn(move || {
-            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(handle.stop_all()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = tx.send(result);
-        });
-        if let Err(e) = started {
-            info!("stopping units: {e}");
-        } else {
-            // The supervisor learns of exits through the reaper, which this
-            // (blocked) loop would otherwise no longer drive.
-            let deadline = Instant::now() + limit;
-            loop {
-                match rx.recv_timeout(Duration::from_millis(50)) {
-                    Ok(Ok(())) => break,
-                    Ok(Err(e)) => {
-                        info!("stopping units: {e}");
-                        break;
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        reaper.reap();
-                        if Instant::now() >= deadline {
-                            info!("stopping units: still running after {} s; killing what is left", limit.as_secs());
-                            break;
-                        }
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            }
+        // The supervisor runs on its own thread; this one keeps reaping for
+        // it, since the (now blocked) event loop no longer does.
+        match self.handle.stop_all_blocking(reaper, limit) {
+            Ok(true) => {}
+            Ok(false) => info!("stopping units: still running after {} s; killing what is left", limit.as_secs()),
+            Err(e) => info!("stopping units: {e}"),
         }
         if let Some(server) = &self.server {
             server.close_logs();

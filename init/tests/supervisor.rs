@@ -384,8 +384,13 @@ fn skipped_units_do_not_block_their_dependents() {
             (first.state, first.reason.as_str()),
             (UnitState::Skipped, "conditions.first_boot: not the first boot")
         );
-        assert_eq!(h.status("skip-dep").await.unwrap().state, UnitState::Active);
-        h.stop_all().await.unwrap();
+        let dep = h.status("skip-dep").await.unwrap();
+        assert_eq!(dep.state, UnitState::Active);
+        // Shutdown as PID1's synchronous path does it: this thread blocks
+        // (and reaps) while the manager's thread stops the units.
+        assert!(h.stop_all_blocking(reaper(), Duration::from_secs(10)).unwrap());
+        assert!(!alive(dep.pid));
+        assert_eq!(h.status("skip-dep").await.unwrap().state, UnitState::Inactive);
     });
 }
 

@@ -250,6 +250,30 @@ impl SupervisorHandle {
         self.ask(Request::StopAll).await
     }
 
+    /// [`stop_all`](Self::stop_all) for a caller that cannot await: PID1's
+    /// synchronous shutdown path. Reaps with `reaper` while it waits (the
+    /// caller's thread may be the one that normally reaps), polling every
+    /// 20 ms, for at most `limit`. The manager must run on another thread
+    /// ([`Supervisor::spawn_thread`]): one on the caller's runtime could not
+    /// make progress while this blocks. `Ok(false)`: not done within `limit`.
+    pub fn stop_all_blocking(&self, reaper: &Reaper, limit: Duration) -> Result<bool, SupervisorError> {
+        let (tx, mut rx) = oneshot::channel();
+        self.tx.send(Request::StopAll(tx)).map_err(|_| SupervisorError::Gone)?;
+        let start = std::time::Instant::now();
+        loop {
+            reaper.reap();
+            match rx.try_recv() {
+                Ok(result) => return result.map(|()| true),
+                Err(oneshot::error::TryRecvError::Closed) => return Err(SupervisorError::Gone),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            if start.elapsed() >= limit {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Changes whenever the units' settledness does.
     pub fn settled(&self) -> watch::Receiver<Settle> {
         self.settle.clone()
