@@ -27,6 +27,17 @@ pub enum UnitState {
 }
 
 impl UnitState {
+    pub const ALL: [UnitState; 8] = [
+        UnitState::Inactive,
+        UnitState::Waiting,
+        UnitState::Starting,
+        UnitState::Active,
+        UnitState::Restarting,
+        UnitState::Stopping,
+        UnitState::Failed,
+        UnitState::Skipped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             UnitState::Inactive => "inactive",

@@ -62,18 +62,7 @@ pub struct WireRecord {
 pub struct BadReply(pub String);
 
 pub fn parse_state(s: &str) -> Option<UnitState> {
-    [
-        UnitState::Inactive,
-        UnitState::Waiting,
-        UnitState::Starting,
-        UnitState::Active,
-        UnitState::Restarting,
-        UnitState::Stopping,
-        UnitState::Failed,
-        UnitState::Skipped,
-    ]
-    .into_iter()
-    .find(|st| st.as_str() == s)
+    UnitState::ALL.into_iter().find(|st| st.as_str() == s)
 }
 
 impl From<&UnitStatus> for WireStatus {
@@ -215,16 +204,7 @@ mod tests {
 
     #[test]
     fn every_state_parses_back() {
-        for st in [
-            UnitState::Inactive,
-            UnitState::Waiting,
-            UnitState::Starting,
-            UnitState::Active,
-            UnitState::Restarting,
-            UnitState::Stopping,
-            UnitState::Failed,
-            UnitState::Skipped,
-        ] {
+        for st in UnitState::ALL {
             assert_eq!(parse_state(st.as_str()), Some(st));
         }
     }
