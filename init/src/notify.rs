@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::UnixDatagram;
 
 /// Where PID1 puts the units' sockets.
-pub const DEFAULT_DIR: &str = "/run/berth/notify";
+pub const DEFAULT_DIR: &str = berth_layout::paths::NOTIFY_DIR;
 
 /// The longest datagram read; a longer one is cut (systemd takes 4 KiB of
 /// text plus descriptors).

@@ -30,3 +30,5 @@ pub const LOG_DIR: &str = "/var/log/berth";
 pub const CONTROL_SOCKET: &str = "/run/berth/control.sock";
 /// PID1's runtime directory: the control socket and the units' notify sockets.
 pub const RUN_DIR: &str = "/run/berth";
+/// The units' sd_notify sockets, one per unit (inside [`RUN_DIR`]).
+pub const NOTIFY_DIR: &str = "/run/berth/notify";
