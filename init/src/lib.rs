@@ -14,21 +14,27 @@
 
 pub mod log;
 
-pub mod api;
+// PID1's own parts: the event loop and what it wires together.
+pub mod pid1;
+
+// The service manager and what it reads.
+pub mod supervisor;
+pub mod unit;
+
+// Early boot against the `System` seam (mounts, data partition, identity).
 pub mod boot;
+
+// The control API's server, and berthctl's client, rendering and analysis.
+pub mod api;
+pub mod berthctl;
+
+// Shared plumbing.
 pub mod cgroup;
-pub mod emergency;
 pub mod journal;
 pub mod mountinfo;
 pub mod notify;
-pub mod pid1;
-pub mod power_button;
+pub mod power;
 pub mod reaper;
-pub mod services;
-pub mod shell;
-pub mod shutdown;
 pub mod spawn;
 pub mod status;
-pub mod supervisor;
 pub mod timing;
-pub mod unit;

@@ -13,7 +13,7 @@ fn main() {
     let start = timing::monotonic_now();
     if std::process::id() != 1 {
         let argv0 = std::env::args().next().unwrap_or_default();
-        if let Some(sig) = berth_init::shutdown::signal_for_command(&argv0) {
+        if let Some(sig) = berth_init::power::signal_for_command(&argv0) {
             // SAFETY: kill has no memory-safety preconditions.
             if unsafe { libc::kill(1, sig) } != 0 {
                 let _ = writeln!(std::io::stderr(), "{argv0}: {}", std::io::Error::last_os_error());

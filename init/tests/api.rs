@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_init::api::{self, Client, ClientError, Control, ControlError, ReloadReport, ServerConfig};
+use berth_init::api::{self, Control, ControlError, ReloadOutcome, ServerConfig};
+use berth_init::berthctl::{Client, ClientError};
 use berth_init::journal::{Record, Stream, Timestamp};
-use berth_init::shutdown::Action;
+use berth_init::power::Action;
 use berth_init::status::{Exit, Timeline, TimelineEntry, UnitState, UnitStatus};
 
 // ---------------------------------------------------------------- the fake
@@ -85,9 +86,9 @@ impl Control for Fake {
         self.act("restart", unit)
     }
 
-    async fn reload(&self) -> Result<ReloadReport, ControlError> {
+    async fn reload(&self) -> Result<ReloadOutcome, ControlError> {
         self.0.lock().unwrap().calls.push("reload".into());
-        Ok(ReloadReport {
+        Ok(ReloadOutcome {
             added: vec!["router".into()],
             removed: vec![],
             changed: vec!["etcd".into()],

@@ -61,7 +61,7 @@ fn journal() -> &'static Journal {
     static J: OnceLock<&'static Journal> = OnceLock::new();
     J.get_or_init(|| {
         remove_stale_logs();
-        let j: &'static Journal = Box::leak(Box::new(Journal::start(journal::Limits::default()).unwrap()));
+        let j: &'static Journal = Box::leak(Box::new(Journal::start(journal::LogLimits::default()).unwrap()));
         j.attach(journal_root(), Duration::from_secs(5)).unwrap();
         j
     })

@@ -12,7 +12,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use zbus::zvariant::Type;
 
-use crate::shutdown::Action;
+use crate::power::Action;
 use crate::status::{Timeline, UnitStatus};
 
 /// Why a request was not carried out. The text is what `berthctl` prints
@@ -35,7 +35,7 @@ pub enum ControlError {
 /// the unit files that could not be loaded, one message each (file, line,
 /// key: as the unit loader words them).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
-pub struct ReloadReport {
+pub struct ReloadOutcome {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<String>,
@@ -51,7 +51,7 @@ pub trait Control: Send + Sync + 'static {
     fn stop(&self, unit: &str) -> impl Future<Output = Result<(), ControlError>> + Send;
     fn restart(&self, unit: &str) -> impl Future<Output = Result<(), ControlError>> + Send;
     /// Reads the unit files again and applies what changed.
-    fn reload(&self) -> impl Future<Output = Result<ReloadReport, ControlError>> + Send;
+    fn reload(&self) -> impl Future<Output = Result<ReloadOutcome, ControlError>> + Send;
     /// The boot as it went so far.
     fn timeline(&self) -> impl Future<Output = Timeline> + Send;
     /// Asks for a clean shutdown; resolves once it is asked for (the reply

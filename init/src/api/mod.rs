@@ -1,4 +1,5 @@
-//! The control API: what `berthctl` talks to.
+//! The control API's server side: what `berthctl` talks to (its client is
+//! [`crate::berthctl`]; the wire types in [`wire`] are shared).
 //!
 //! A D-Bus interface, peer to peer on a root-only unix socket
 //! ([`berth_layout::paths::CONTROL_SOCKET`]): no bus daemon. PID1 listens
@@ -24,16 +25,12 @@
 //! The service manager is behind the [`Control`] trait, so the API (and
 //! berthctl) are tested against a fake.
 
-pub mod analyze;
-pub mod client;
 pub mod control;
-pub mod render;
 pub mod sasl;
 pub mod server;
 pub mod wire;
 
-pub use client::{Client, ClientError};
-pub use control::{Control, ControlError, ReloadReport};
+pub use control::{Control, ControlError, ReloadOutcome};
 pub use server::{serve, serve_with, ServerConfig, ServerHandle};
 
 /// The D-Bus interface PID1 serves.

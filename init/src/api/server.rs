@@ -24,13 +24,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use zbus::connection::Builder;
 use zbus::Guid;
 
-use super::control::{Control, ControlError, ReloadReport};
+use super::control::{Control, ControlError, ReloadOutcome};
 use super::sasl;
 use super::wire::{WireRecord, WireStatus, WireTimeline};
 use super::OBJECT_PATH;
 use crate::info;
 use crate::journal::{self, Follower, Record};
-use crate::shutdown::Action;
+use crate::power::Action;
 
 /// Records a `Logs` or `Follow` call returns at most.
 pub const MAX_LOG_LINES: usize = 100_000;
@@ -448,7 +448,7 @@ impl<C: Control> Manager<C> {
 
     /// Reads the unit files again: what was added, removed, changed, and
     /// the files that failed to load.
-    async fn reload(&self) -> Result<ReloadReport, ApiError> {
+    async fn reload(&self) -> Result<ReloadOutcome, ApiError> {
         let _permit = self.permit()?;
         Ok(self.control().reload().await?)
     }

@@ -214,6 +214,6 @@ mod tests {
         assert_eq!(WireStatus::SIGNATURE.to_string(), "(ssssutusit)");
         assert_eq!(WireTimeline::SIGNATURE.to_string(), "(tta(stttas))");
         assert_eq!(WireRecord::SIGNATURE.to_string(), "(xss)");
-        assert_eq!(crate::api::ReloadReport::SIGNATURE.to_string(), "(asasasas)");
+        assert_eq!(crate::api::ReloadOutcome::SIGNATURE.to_string(), "(asasasas)");
     }
 }

@@ -19,9 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use berth_init::api::analyze;
-use berth_init::api::render;
-use berth_init::api::{Client, ClientError};
+use berth_init::berthctl::{analyze, render, Client, ClientError};
 use berth_init::journal::Record;
 use berth_layout::paths::CONTROL_SOCKET;
 use clap::{Parser, Subcommand};

@@ -9,7 +9,7 @@ use berth_layout::gpt::GptError;
 use berth_layout::paths::{DATA_MOUNT, ETC_UPPER, ETC_WORK};
 use nix::mount::MsFlags;
 
-use super::discover::{self, RootDisk};
+use super::discover::{self, DiscoverError, RootDisk};
 use super::ext4::{self, Content};
 use super::mounts::{self, MountError};
 use super::system::{MountSpec, System};
@@ -29,20 +29,14 @@ pub const RESIZE_SLACK: u64 = 8 * MIB;
 pub enum DataError {
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("no PARTUUID= on the kernel command line: cannot tell which disk holds the root")]
-    NoPartuuid,
-    #[error("no disk has a root partition with PARTUUID {partuuid} (scanned: {scanned})")]
-    RootDiskNotFound { partuuid: String, scanned: String },
-    #[error("the root partition PARTUUID {partuuid} is on several disks ({disks}); refusing to pick one")]
-    AmbiguousRoot { partuuid: String, disks: String },
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
     #[error(
         "{disk}: no partition of type {} labelled {:?}",
         berth_layout::disk::DATA_TYPE,
         berth_layout::disk::DATA_LABEL
     )]
     NoDataPartition { disk: PathBuf },
-    #[error("{disk}: partition {number} has no entry in /sys/class/block/{disk}")]
-    NoPartitionDevice { disk: String, number: usize },
     #[error("{disk}: growing the partition table: {source}")]
     Grow { disk: PathBuf, source: GptError },
     #[error("{disk}: writing the partition table: {source}")]

@@ -10,7 +10,6 @@ use berth_layout::disk::{DATA_LABEL, DATA_TYPE, ROOT_X86_64_TYPE};
 use berth_layout::gpt::{Gpt, Partition};
 use berth_layout::Guid;
 
-use super::data::DataError;
 use super::system::{Disk, System};
 
 pub const SYS_BLOCK: &str = "/sys/class/block";
@@ -27,6 +26,22 @@ const MIN_DISK_BYTES: u64 = 1024 * 1024;
 /// corrupt or hostile, and reading it would mean a huge allocation, which
 /// aborts rather than fails.
 const MAX_ENTRY_ARRAY: u64 = 1024 * 1024;
+
+/// Why the disk holding the booted root (or a partition device on it) was
+/// not found.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("no PARTUUID= on the kernel command line: cannot tell which disk holds the root")]
+    NoPartuuid,
+    #[error("no disk has a root partition with PARTUUID {partuuid} (scanned: {scanned})")]
+    RootDiskNotFound { partuuid: String, scanned: String },
+    #[error("the root partition PARTUUID {partuuid} is on several disks ({disks}); refusing to pick one")]
+    AmbiguousRoot { partuuid: String, disks: String },
+    #[error("{disk}: partition {number} has no entry in /sys/class/block/{disk}")]
+    NoPartitionDevice { disk: String, number: usize },
+}
 
 /// The GUIDs named `PARTUUID=` on a kernel command line.
 pub fn partuuids(cmdline: &str) -> Vec<Guid> {
@@ -113,15 +128,15 @@ fn text(sys: &dyn System, path: &Path) -> Option<String> {
 }
 
 /// Scans the whole disks in /sys/class/block for the one holding the root.
-pub fn find_root_disk(sys: &mut dyn System) -> Result<RootDisk, DataError> {
+pub fn find_root_disk(sys: &mut dyn System) -> Result<RootDisk, DiscoverError> {
     let cmdline =
-        sys.read_file(Path::new(CMDLINE)).map_err(|source| DataError::Read { path: CMDLINE.into(), source })?;
+        sys.read_file(Path::new(CMDLINE)).map_err(|source| DiscoverError::Read { path: CMDLINE.into(), source })?;
     let wanted = partuuids(&String::from_utf8_lossy(&cmdline));
     if wanted.is_empty() {
-        return Err(DataError::NoPartuuid);
+        return Err(DiscoverError::NoPartuuid);
     }
     let names =
-        sys.read_dir(Path::new(SYS_BLOCK)).map_err(|source| DataError::Read { path: SYS_BLOCK.into(), source })?;
+        sys.read_dir(Path::new(SYS_BLOCK)).map_err(|source| DiscoverError::Read { path: SYS_BLOCK.into(), source })?;
     let mut found = Vec::new();
     let mut scanned = Vec::new();
     for name in names {
@@ -156,12 +171,12 @@ pub fn find_root_disk(sys: &mut dyn System) -> Result<RootDisk, DataError> {
     if found.len() > 1 {
         // Two disks from the same image carry the same derived GUIDs;
         // growing or formatting the wrong one would destroy its data.
-        return Err(DataError::AmbiguousRoot {
+        return Err(DiscoverError::AmbiguousRoot {
             partuuid: wanted,
             disks: found.iter().map(|d| d.name.clone()).collect::<Vec<_>>().join(", "),
         });
     }
-    found.pop().ok_or_else(|| DataError::RootDiskNotFound {
+    found.pop().ok_or_else(|| DiscoverError::RootDiskNotFound {
         partuuid: wanted,
         scanned: if scanned.is_empty() { "no disks".into() } else { scanned.join(", ") },
     })
@@ -169,23 +184,23 @@ pub fn find_root_disk(sys: &mut dyn System) -> Result<RootDisk, DataError> {
 
 /// The kernel's name for partition `number` of `disk` (`vda4`,
 /// `nvme0n1p4`), from the `partition` files in sysfs rather than guessed.
-pub fn partition_name(sys: &dyn System, disk: &str, number: usize) -> Result<String, DataError> {
+pub fn partition_name(sys: &dyn System, disk: &str, number: usize) -> Result<String, DiscoverError> {
     let dir = Path::new(SYS_BLOCK).join(disk);
-    let entries = sys.read_dir(&dir).map_err(|source| DataError::Read { path: dir.clone(), source })?;
+    let entries = sys.read_dir(&dir).map_err(|source| DiscoverError::Read { path: dir.clone(), source })?;
     entries
         .into_iter()
         .find(|e| text(sys, &dir.join(e).join("partition")).and_then(|t| t.parse::<usize>().ok()) == Some(number))
-        .ok_or_else(|| DataError::NoPartitionDevice { disk: disk.to_string(), number })
+        .ok_or_else(|| DiscoverError::NoPartitionDevice { disk: disk.to_string(), number })
 }
 
 /// A partition's size as the kernel sees it, in bytes.
-pub fn kernel_partition_bytes(sys: &dyn System, name: &str) -> Result<u64, DataError> {
+pub fn kernel_partition_bytes(sys: &dyn System, name: &str) -> Result<u64, DiscoverError> {
     let path = Path::new(SYS_BLOCK).join(name).join("size");
-    let t = text(sys, &path).ok_or_else(|| DataError::Read {
+    let t = text(sys, &path).ok_or_else(|| DiscoverError::Read {
         path: path.clone(),
         source: std::io::Error::from(std::io::ErrorKind::NotFound),
     })?;
-    t.parse::<u64>().map(|sectors| sectors * 512).map_err(|_| DataError::Read {
+    t.parse::<u64>().map(|sectors| sectors * 512).map_err(|_| DiscoverError::Read {
         path,
         source: std::io::Error::other(format!("{t:?} is not a number of sectors")),
     })
@@ -228,7 +243,7 @@ mod tests {
         image(&dir.join("other.img"), partition_uuid("9.9.9", "root-a"));
         std::fs::write(dir.join("blank.img"), vec![0u8; 4 << 20]).unwrap();
         let wanted = vec![ours];
-        let mut sys = RealSystem::default();
+        let mut sys = RealSystem::new(crate::power::ShutdownFlag::default());
 
         let mut disk = sys.open_disk(&dir.join("ours.img"), false).unwrap();
         let gpt = read_table(&mut disk).unwrap();

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::system::{Disk, MountSpec, System};
+use crate::power::ShutdownFlag;
 use crate::reaper::{ExitStatus, Reaper};
-use crate::{shutdown, spawn};
+use crate::spawn;
 
 nix::ioctl_read_bad!(blksszget, 0x1268, libc::c_int);
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
@@ -36,21 +37,25 @@ struct BlkpgPartition {
     volname: [libc::c_char; 64],
 }
 
-#[derive(Clone, Copy)]
+/// The running machine. Its writes to disks and its mounts are refused once
+/// `shutdown` is raised.
+#[derive(Clone)]
 pub struct RealSystem {
     reaper: &'static Reaper,
+    shutdown: ShutdownFlag,
 }
 
-impl Default for RealSystem {
-    fn default() -> Self {
-        RealSystem { reaper: Reaper::global() }
+impl RealSystem {
+    /// With the global reaper (PID1's).
+    pub fn new(shutdown: ShutdownFlag) -> RealSystem {
+        RealSystem { reaper: Reaper::global(), shutdown }
     }
 }
 
-fn refuse_during_shutdown() -> io::Result<()> {
+fn refuse_during_shutdown(shutdown: &ShutdownFlag) -> io::Result<()> {
     // A boot thread still running when shutdown starts must not mount or
     // write behind the shutdown's back.
-    if shutdown::in_progress() {
+    if shutdown.is_raised() {
         return Err(io::Error::other("shutting down"));
     }
     Ok(())
@@ -150,13 +155,13 @@ impl System for RealSystem {
     }
 
     fn create_dir_all(&mut self, path: &Path, mode: u32) -> io::Result<()> {
-        refuse_during_shutdown()?;
+        refuse_during_shutdown(&self.shutdown)?;
         std::fs::DirBuilder::new().recursive(true).mode(0o755).create(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
     }
 
     fn write_file(&mut self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-        refuse_during_shutdown()?;
+        refuse_during_shutdown(&self.shutdown)?;
         let tmp = tmp_path(path);
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
@@ -165,7 +170,7 @@ impl System for RealSystem {
     }
 
     fn mount(&mut self, m: &MountSpec) -> nix::Result<()> {
-        if shutdown::in_progress() {
+        if self.shutdown.is_raised() {
             return Err(nix::errno::Errno::ESHUTDOWN);
         }
         nix::mount::mount(Some(m.source.as_str()), &m.target, Some(m.fstype.as_str()), m.flags, m.data.as_deref())
@@ -173,13 +178,13 @@ impl System for RealSystem {
 
     fn open_disk(&mut self, dev: &Path, writable: bool) -> io::Result<Box<dyn Disk>> {
         if writable {
-            refuse_during_shutdown()?;
+            refuse_during_shutdown(&self.shutdown)?;
         }
         Ok(Box::new(BlockFile::open(dev, writable)?))
     }
 
     fn resize_partition(&mut self, disk: &Path, number: usize, start: u64, length: u64) -> io::Result<()> {
-        refuse_during_shutdown()?;
+        refuse_during_shutdown(&self.shutdown)?;
         let f = File::open(disk)?;
         let too_big = || io::Error::other("partition offset or size beyond 2^63");
         let mut part = BlkpgPartition {
@@ -201,7 +206,7 @@ impl System for RealSystem {
     }
 
     fn run(&mut self, argv: &[&str]) -> io::Result<ExitStatus> {
-        refuse_during_shutdown()?;
+        refuse_during_shutdown(&self.shutdown)?;
         let Some((program, args)) = argv.split_first() else {
             return Err(io::Error::other("empty command line"));
         };

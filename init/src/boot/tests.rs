@@ -8,6 +8,7 @@ use berth_layout::gpt::Gpt;
 use nix::errno::Errno;
 
 use super::data::{DataError, Fsck, Prepared, Resize};
+use super::discover::DiscoverError;
 use super::fake::{berth_image, FakeSystem, MIB};
 use super::*;
 
@@ -244,7 +245,7 @@ fn two_disks_with_the_boot_partuuid_are_refused() {
     let mut sys = FakeSystem::berth(10, 10);
     sys.add_disk("vdc", &sys.disk("vda"));
     let err = boot(&mut sys).unwrap_err();
-    assert!(matches!(err.error, BootError::Data(DataError::AmbiguousRoot { .. })), "{err}");
+    assert!(matches!(err.error, BootError::Data(DataError::Discover(DiscoverError::AmbiguousRoot { .. }))), "{err}");
     assert!(err.to_string().contains("vda, vdc"), "{err}");
     assert!(sys.calls_starting("open-rw").is_empty());
 }

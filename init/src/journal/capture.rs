@@ -18,8 +18,8 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use super::queue::Queue;
 use super::record::{LineSplitter, Record, Stream, Timestamp};
-use super::writer::Queue;
 
 /// One read(2) from a pipe; a pipe holds 64 KiB by default.
 const READ_CHUNK: usize = 64 * 1024;

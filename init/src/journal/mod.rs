@@ -30,6 +30,7 @@
 //! (or a D-Bus method in PID1) needs no connection to the writer.
 
 mod capture;
+mod queue;
 mod read;
 mod record;
 #[cfg(test)]
@@ -57,7 +58,7 @@ pub const DROPPED_PREFIX: &str = "berth: journal dropped ";
 /// Bounds of the journal. Every one of them is a bound on memory or disk
 /// that holds however much a service writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub struct LogLimits {
     /// A log file is rotated before it would grow past this.
     pub max_file_bytes: u64,
     /// Rotated files kept per unit (`.1` ... `.N`); 0 = only the current.
@@ -70,9 +71,9 @@ pub struct Limits {
     pub backlog_bytes: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
+impl Default for LogLimits {
+    fn default() -> LogLimits {
+        LogLimits {
             max_file_bytes: 1024 * 1024,
             rotated_files: 3,
             max_line_bytes: 16 * 1024,

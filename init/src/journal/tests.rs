@@ -12,14 +12,14 @@ use crate::reaper::{ExitStatus, Reaper};
 
 const T: Duration = Duration::from_secs(20);
 
-fn started(limits: Limits, dir: &TempDir) -> Journal {
+fn started(limits: LogLimits, dir: &TempDir) -> Journal {
     let j = Journal::start(limits).unwrap();
     j.attach(dir.path(), T).unwrap();
     j
 }
 
-fn small(max_file_bytes: u64, rotated_files: u32) -> Limits {
-    Limits { max_file_bytes, rotated_files, ..Limits::default() }
+fn small(max_file_bytes: u64, rotated_files: u32) -> LogLimits {
+    LogLimits { max_file_bytes, rotated_files, ..LogLimits::default() }
 }
 
 /// Runs `script` with its stdout and stderr captured as `unit`; returns
@@ -56,7 +56,7 @@ fn file_lines(dir: &TempDir, unit: &str, index: u32) -> Vec<String> {
 #[test]
 fn journal_captures_a_real_child_each_stream_in_order() {
     let dir = TempDir::new("child");
-    let j = started(Limits::default(), &dir);
+    let j = started(LogLimits::default(), &dir);
     run_captured(
         &j,
         "svc",
@@ -134,7 +134,7 @@ fn journal_tail_ignores_a_line_being_written_and_foreign_lines() {
     let got: Vec<String> = tail(dir.path(), "svc", 2).unwrap().iter().map(|r| r.text.clone()).collect();
     assert_eq!(got, ["two", "three"]);
     // A writer that reopens the torn file starts on a new line.
-    let j = started(Limits::default(), &dir);
+    let j = started(LogLimits::default(), &dir);
     j.record("svc", Stream::Stdout, "four").unwrap();
     assert!(j.flush(T));
     let got: Vec<String> = tail(dir.path(), "svc", 10).unwrap().iter().map(|r| r.text.clone()).collect();
@@ -145,7 +145,7 @@ fn journal_tail_ignores_a_line_being_written_and_foreign_lines() {
 fn journal_long_lines_are_split_across_chunks_of_the_reader() {
     // Records longer than the reader's 64 KiB chunk and a bound of 100 KiB.
     let dir = TempDir::new("long");
-    let j = started(Limits { max_line_bytes: 100 * 1024, ..Limits::default() }, &dir);
+    let j = started(LogLimits { max_line_bytes: 100 * 1024, ..LogLimits::default() }, &dir);
     let long = "y".repeat(150 * 1024);
     j.record("svc", Stream::Stdout, &format!("a\n{long}\nb")).unwrap();
     assert!(j.flush(T));
@@ -157,7 +157,7 @@ fn journal_long_lines_are_split_across_chunks_of_the_reader() {
 #[test]
 fn journal_init_messages_go_to_berth_log() {
     let dir = TempDir::new("init");
-    let j = started(Limits::default(), &dir);
+    let j = started(LogLimits::default(), &dir);
     j.init_line("data: mounted /dev/vda4");
     j.init_line("two\nlines");
     assert!(j.flush(T));
@@ -174,7 +174,7 @@ fn journal_init_messages_go_to_berth_log() {
 #[test]
 fn journal_records_before_var_is_mounted_are_kept_and_written_on_attach() {
     let dir = TempDir::new("early");
-    let j = Journal::start(Limits { backlog_bytes: 20 * 50, ..Limits::default() }).unwrap();
+    let j = Journal::start(LogLimits { backlog_bytes: 20 * 50, ..LogLimits::default() }).unwrap();
     for i in 0..40 {
         j.record("svc", Stream::Stdout, &format!("early {i:02}")).unwrap();
     }
@@ -207,7 +207,7 @@ fn journal_a_failing_log_file_drops_and_counts_then_recovers() {
     // disk that refuses writes takes the same path).
     let path = log_path(dir.path(), "svc", 0);
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let j = started(Limits::default(), &dir);
+    let j = started(LogLimits::default(), &dir);
     for i in 0..5 {
         j.record("svc", Stream::Stdout, &format!("lost {i}")).unwrap();
     }
@@ -322,7 +322,7 @@ fn journal_a_child_writing_5mb_finishes_while_its_log_rotates() {
 #[test]
 fn journal_a_stuck_writer_never_blocks_the_service() {
     let dir = TempDir::new("stuck");
-    let j = started(Limits { queue_bytes: 64 * 1024, ..small(256 * 1024, 2) }, &dir);
+    let j = started(LogLimits { queue_bytes: 64 * 1024, ..small(256 * 1024, 2) }, &dir);
     // The writer hangs, as on a disk that does not answer.
     let release = j.pause_writer();
     let took = run_captured(&j, "big", FIVE_MB);

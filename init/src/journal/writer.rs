@@ -8,16 +8,15 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::capture::{self, Closed};
+use super::queue::{Control, Counters, Item, Queue};
 use super::record::{LineSplitter, Record, Stream, Timestamp};
-use super::{check_unit, log_path, Limits, DROPPED_PREFIX, INIT_UNIT};
+use super::{check_unit, log_path, LogLimits, DROPPED_PREFIX, INIT_UNIT};
 
-/// What a queued record costs beyond its text (the unit name is shared).
-const RECORD_OVERHEAD: usize = 64;
 /// A file that failed is tried again after this long; records meanwhile
 /// are dropped (and counted), so a broken disk costs one attempt a second.
 const RETRY: Duration = Duration::from_secs(1);
@@ -26,96 +25,6 @@ const RETRY: Duration = Duration::from_secs(1);
 const BATCH_BYTES: usize = 256 * 1024;
 /// Stale rotated files beyond the limit removed at a rotation, at most.
 const MAX_STALE: u32 = 1000;
-
-pub(super) enum Item {
-    Record(Arc<str>, Record),
-    /// Records of the unit dropped at the queue before the next one.
-    Dropped(Arc<str>, u64),
-    Control(Control),
-}
-
-pub(super) enum Control {
-    Attach(PathBuf, mpsc::Sender<io::Result<()>>),
-    Detach(mpsc::Sender<()>),
-    Flush(mpsc::Sender<()>),
-    /// Holds the writer until the sender is dropped: a disk that hangs.
-    #[cfg(test)]
-    Pause(mpsc::Receiver<()>),
-    Stop,
-}
-
-#[derive(Default)]
-struct QueueState {
-    items: VecDeque<Item>,
-    bytes: usize,
-    /// Per unit: records dropped since its last queued one.
-    drops: HashMap<Arc<str>, u64>,
-}
-
-#[derive(Default)]
-pub(super) struct Counters {
-    written: AtomicU64,
-    dropped: AtomicU64,
-}
-
-pub(super) struct Queue {
-    state: Mutex<QueueState>,
-    ready: Condvar,
-    cap: usize,
-    counters: Counters,
-}
-
-impl Queue {
-    fn new(cap: usize) -> Queue {
-        Queue { state: Mutex::default(), ready: Condvar::new(), cap, counters: Counters::default() }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Queues records of one unit, in order; drops and counts those that
-    /// do not fit. Never waits for the writer.
-    pub(super) fn push(&self, unit: &Arc<str>, records: impl IntoIterator<Item = Record>) {
-        let mut q = self.lock();
-        let mut wake = false;
-        for r in records {
-            let cost = r.text.len().saturating_add(RECORD_OVERHEAD);
-            wake = true;
-            if q.bytes.saturating_add(cost) > self.cap {
-                *q.drops.entry(Arc::clone(unit)).or_insert(0) += 1;
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if let Some(n) = q.drops.remove(unit) {
-                q.items.push_back(Item::Dropped(Arc::clone(unit), n));
-            }
-            q.items.push_back(Item::Record(Arc::clone(unit), r));
-            q.bytes += cost;
-        }
-        drop(q);
-        if wake {
-            self.ready.notify_one();
-        }
-    }
-
-    /// Control messages are few and small; they are never dropped.
-    fn control(&self, c: Control) {
-        self.lock().items.push_back(Item::Control(c));
-        self.ready.notify_one();
-    }
-
-    /// Waits for work and takes all of it, with the drops after the last
-    /// record of each unit.
-    fn take(&self) -> (VecDeque<Item>, HashMap<Arc<str>, u64>) {
-        let mut q = self.lock();
-        while q.items.is_empty() && q.drops.is_empty() {
-            q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
-        }
-        q.bytes = 0;
-        (std::mem::take(&mut q.items), std::mem::take(&mut q.drops))
-    }
-}
 
 /// Totals since the journal started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -131,14 +40,14 @@ pub struct Stats {
 pub struct Journal {
     queue: Arc<Queue>,
     capture: Arc<capture::Shared>,
-    limits: Limits,
+    limits: LogLimits,
     init_unit: Arc<str>,
 }
 
 impl Journal {
     /// Starts the threads, detached: records are kept in memory (bounded)
     /// until [`Journal::attach`].
-    pub fn start(limits: Limits) -> io::Result<Journal> {
+    pub fn start(limits: LogLimits) -> io::Result<Journal> {
         let queue = Arc::new(Queue::new(limits.queue_bytes));
         let writer = Writer { root: None, limits, units: HashMap::new(), queue: Arc::clone(&queue) };
         std::thread::Builder::new().name("journal".into()).spawn(move || writer.run())?;
@@ -152,7 +61,7 @@ impl Journal {
         Ok(Journal { queue, capture, limits, init_unit: Arc::from(INIT_UNIT) })
     }
 
-    pub fn limits(&self) -> Limits {
+    pub fn limits(&self) -> LogLimits {
         self.limits
     }
 
@@ -292,7 +201,7 @@ struct UnitLog {
 
 struct Writer {
     root: Option<PathBuf>,
-    limits: Limits,
+    limits: LogLimits,
     units: HashMap<Arc<str>, UnitLog>,
     queue: Arc<Queue>,
 }
@@ -426,7 +335,7 @@ impl Writer {
 impl UnitLog {
     /// Adds one formatted line to the batch, rotating first when the file
     /// would outgrow its bound.
-    fn append(&mut self, root: &Path, unit: &str, line: &[u8], limits: Limits, counters: &Counters) {
+    fn append(&mut self, root: &Path, unit: &str, line: &[u8], limits: LogLimits, counters: &Counters) {
         self.ensure_open(root, unit);
         if self.dropped > 0 {
             self.add_marker();

@@ -11,9 +11,9 @@ use tokio::net::UnixStream;
 use zbus::connection::Builder;
 use zbus::zvariant::DynamicType;
 
-use super::control::ReloadReport;
-use super::wire::{BadReply, WireRecord, WireStatus, WireTimeline};
-use super::{ERROR_PREFIX, INTERFACE, OBJECT_PATH};
+use crate::api::control::ReloadOutcome;
+use crate::api::wire::{BadReply, WireRecord, WireStatus, WireTimeline};
+use crate::api::{ERROR_PREFIX, INTERFACE, OBJECT_PATH};
 use crate::journal::Record;
 use crate::status::{Timeline, UnitStatus};
 
@@ -121,7 +121,7 @@ impl Client {
         self.call("Restart", &(unit,), self.timeout.max(START_STOP_TIMEOUT)).await
     }
 
-    pub async fn reload(&self) -> Result<ReloadReport, ClientError> {
+    pub async fn reload(&self) -> Result<ReloadOutcome, ClientError> {
         self.call("Reload", &(), self.timeout).await
     }
 

@@ -12,12 +12,12 @@ use std::time::Duration;
 use berth_layout::paths::{CONTROL_SOCKET, LOG_DIR, RUN_DIR};
 use tokio::sync::{mpsc, watch};
 
-use crate::api::{self, Control, ControlError, ReloadReport, ServerHandle};
+use crate::api::{self, Control, ControlError, ReloadOutcome, ServerHandle};
 use crate::cgroup::{self, Cgroups};
 use crate::info;
 use crate::journal;
+use crate::power::Action;
 use crate::reaper::Reaper;
-use crate::shutdown::Action;
 use crate::status::{Timeline, UnitStatus};
 use crate::supervisor::{Config, Settle, Supervisor, SupervisorError, SupervisorHandle};
 use crate::unit::{self, Plan};
@@ -158,7 +158,7 @@ impl Control for ManagerControl {
         async move { h.restart(&unit).await.map(drop).map_err(control_error) }
     }
 
-    fn reload(&self) -> impl Future<Output = Result<ReloadReport, ControlError>> + Send {
+    fn reload(&self) -> impl Future<Output = Result<ReloadOutcome, ControlError>> + Send {
         let h = self.handle.clone();
         async move {
             // Reading files is blocking I/O: off PID1's thread.
@@ -170,7 +170,7 @@ impl Control for ManagerControl {
                 info!("units: {e}");
             }
             let r = h.reload(plan).await.map_err(control_error)?;
-            Ok(ReloadReport { added: r.added, removed: r.removed, changed: r.changed, errors })
+            Ok(ReloadOutcome { added: r.added, removed: r.removed, changed: r.changed, errors })
         }
     }
 

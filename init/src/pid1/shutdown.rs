@@ -2,7 +2,6 @@
 //! button): stop every process, flush, unmount, and only then power off or
 //! reboot, so the data partition is clean for the next e2fsck.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use nix::sys::signal::Signal;
 
 use crate::log::PREFIX;
 use crate::mountinfo;
+use crate::power::{Action, ShutdownFlag};
 use crate::reaper::Reaper;
 
 /// How long services get to exit after SIGTERM.
@@ -23,48 +23,9 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 pub const SYNC_LIMIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Poweroff,
-    Reboot,
-}
-
-/// What PID1 does on each signal it handles besides SIGCHLD. The
-/// convention is busybox's (its shell runs its own `reboot`, `poweroff` and
-/// `halt` applets whatever PATH says): SIGTERM reboots, SIGUSR2 powers off,
-/// SIGUSR1 halts (a halted VM is of no use, so it powers off). Ctrl-alt-del
-/// arrives as SIGINT once PID1 has disabled the kernel's hard reboot;
-/// SIGPWR is the UPS convention.
-pub fn action_for_signal(sig: i32) -> Option<Action> {
-    match sig {
-        libc::SIGUSR1 | libc::SIGUSR2 | libc::SIGPWR => Some(Action::Poweroff),
-        libc::SIGTERM | libc::SIGINT => Some(Action::Reboot),
-        _ => None,
-    }
-}
-
-/// `reboot`, `poweroff` and `halt` are links to berth-init: run under one
-/// of those names it asks PID1 for that action with the matching signal.
-pub fn signal_for_command(argv0: &str) -> Option<i32> {
-    match argv0.rsplit('/').next().unwrap_or(argv0) {
-        "reboot" => Some(libc::SIGTERM),
-        "poweroff" => Some(libc::SIGUSR2),
-        "halt" => Some(libc::SIGUSR1),
-        _ => None,
-    }
-}
-
-static IN_PROGRESS: AtomicBool = AtomicBool::new(false);
-
-/// Whether shutdown has begun: boot steps still running in their thread
-/// check it so they do not mount or write behind shutdown's back.
-pub fn in_progress() -> bool {
-    IN_PROGRESS.load(Ordering::SeqCst)
-}
-
 /// The machine as shutdown sees it; the fake in the tests has a clock.
 pub trait ShutdownOps {
-    /// Marks shutdown as started, for [`in_progress`].
+    /// Marks shutdown as started, for the boot steps still running.
     fn begin(&mut self);
     fn log(&mut self, line: String);
     fn kill_all(&mut self, sig: Signal);
@@ -169,11 +130,14 @@ pub fn run(ops: &mut dyn ShutdownOps, action: Action, reason: &str, sessions: &[
 }
 
 /// The real machine.
-pub struct RealOps;
+pub struct RealOps {
+    /// Raised by [`ShutdownOps::begin`].
+    pub flag: ShutdownFlag,
+}
 
 impl ShutdownOps for RealOps {
     fn begin(&mut self) {
-        IN_PROGRESS.store(true, Ordering::SeqCst);
+        self.flag.raise();
     }
 
     fn log(&mut self, line: String) {
@@ -350,22 +314,6 @@ mod tests {
             self.calls.push(format!("reboot {action:?}"));
             Errno::EPERM
         }
-    }
-
-    #[test]
-    fn signals_map_to_poweroff_or_reboot() {
-        assert_eq!(action_for_signal(libc::SIGTERM), Some(Action::Reboot));
-        assert_eq!(action_for_signal(libc::SIGUSR2), Some(Action::Poweroff));
-        assert_eq!(action_for_signal(libc::SIGPWR), Some(Action::Poweroff));
-        assert_eq!(action_for_signal(libc::SIGINT), Some(Action::Reboot));
-        assert_eq!(action_for_signal(libc::SIGUSR1), Some(Action::Poweroff));
-        assert_eq!(action_for_signal(libc::SIGHUP), None);
-        for (cmd, action) in
-            [("/usr/sbin/reboot", Action::Reboot), ("poweroff", Action::Poweroff), ("halt", Action::Poweroff)]
-        {
-            assert_eq!(signal_for_command(cmd).and_then(action_for_signal), Some(action), "{cmd}");
-        }
-        assert_eq!(signal_for_command("berth-init"), None);
     }
 
     #[test]

@@ -6,26 +6,33 @@
 //! builds a new runtime and calls [`Pid1::run`] again, and nothing that was
 //! in flight (a running mke2fs, the shell) is lost with the old runtime.
 
-use std::future::{pending, poll_fn};
-use std::io;
+mod early_boot;
+pub mod emergency;
+pub mod power_button;
+pub mod services;
+pub mod shell;
+pub mod shutdown;
+mod signals;
+
+use std::future::pending;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use berth_layout::paths::{ADMIN_CONSOLE, SHELL};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::boot::data::Prepared;
-use crate::boot::{self, BootFailure, BootReport, RealSystem};
 use crate::journal::{self, Journal};
+use crate::power::{self, Action, ShutdownFlag};
 use crate::reaper::{ExitStatus, Reaper};
-use crate::services::Services;
-use crate::shutdown::{self, Action, RealOps};
 use crate::supervisor::Settle;
-use crate::{emergency, info, log, power_button, shell, timing};
+use crate::{info, log, timing};
+use early_boot::{boot_progress, Boot, BootEvent};
+use services::Services;
+use shutdown::RealOps;
+pub use signals::signal_name;
+use signals::Signals;
 
 /// How long to wait before retrying a shell that could not be started.
 const SHELL_RETRY: Duration = Duration::from_secs(10);
@@ -38,20 +45,6 @@ const STOP_ALL_LIMIT: Duration = Duration::from_secs(90);
 /// A power request from the control API waits this long, so that its reply
 /// leaves before shutdown takes over this thread.
 const POWER_REPLY_GRACE: Duration = Duration::from_millis(200);
-
-type Pending<T> = oneshot::Receiver<Result<T, BootFailure>>;
-
-enum Boot {
-    NotStarted,
-    Mounting(Pending<()>),
-    Storage(Pending<BootReport>),
-    Done,
-}
-
-enum BootEvent {
-    Mounts(Result<Result<(), BootFailure>, oneshot::error::RecvError>),
-    Storage(Result<Result<BootReport, BootFailure>, oneshot::error::RecvError>),
-}
 
 #[derive(Default)]
 struct ShellState {
@@ -76,6 +69,7 @@ enum Event {
     Tick,
 }
 
+/// PID1's state, kept across a restart of its event loop.
 pub struct Pid1 {
     /// CLOCK_MONOTONIC when PID1 started.
     start: Duration,
@@ -96,54 +90,8 @@ pub struct Pid1 {
     power_tx: mpsc::Sender<Action>,
     power_rx: mpsc::Receiver<Action>,
     pending_power: Option<(Action, Instant)>,
-}
-
-struct Signals {
-    streams: Vec<(i32, Signal)>,
-    complete: bool,
-}
-
-impl Signals {
-    /// SIGCHLD first: it must be handled before any child exists, or an
-    /// early exit would go unnoticed until the backstop reap.
-    fn install() -> Signals {
-        let mut streams = Vec::new();
-        let mut complete = true;
-        for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGPWR] {
-            match signal(SignalKind::from_raw(sig)) {
-                Ok(s) => streams.push((sig, s)),
-                Err(e) => {
-                    complete = false;
-                    info!("cannot handle {}: {e}", signal_name(sig));
-                }
-            }
-        }
-        Signals { streams, complete }
-    }
-
-    async fn recv(&mut self) -> i32 {
-        poll_fn(|cx| {
-            for (sig, stream) in &mut self.streams {
-                if let Poll::Ready(Some(())) = stream.poll_recv(cx) {
-                    return Poll::Ready(*sig);
-                }
-            }
-            Poll::Pending
-        })
-        .await
-    }
-}
-
-pub fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGCHLD => "SIGCHLD",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT (ctrl-alt-del)",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPWR => "SIGPWR",
-        _ => "signal",
-    }
+    /// Raised when shutdown begins; the boot threads hold clones.
+    shutdown_flag: ShutdownFlag,
 }
 
 async fn until(t: Option<Instant>) {
@@ -166,14 +114,6 @@ async fn settle_change(rx: &mut Option<watch::Receiver<Settle>>) -> Settle {
     }
 }
 
-async fn boot_progress(boot: &mut Boot) -> BootEvent {
-    match boot {
-        Boot::Mounting(rx) => BootEvent::Mounts(rx.await),
-        Boot::Storage(rx) => BootEvent::Storage(rx.await),
-        Boot::NotStarted | Boot::Done => pending().await,
-    }
-}
-
 async fn shell_exit(rx: &mut Option<oneshot::Receiver<ExitStatus>>) {
     match rx {
         // An error means the waiter was dropped; either way the shell is gone.
@@ -184,26 +124,12 @@ async fn shell_exit(rx: &mut Option<oneshot::Receiver<ExitStatus>>) {
     }
 }
 
-/// Runs a boot phase on its own thread; it blocks on the tools it runs,
-/// which this loop reaps.
-fn spawn_phase<T: Send + 'static>(
-    name: &str,
-    phase: impl FnOnce(&mut RealSystem) -> Result<T, BootFailure> + Send + 'static,
-) -> io::Result<Pending<T>> {
-    let (tx, rx) = oneshot::channel();
-    std::thread::Builder::new().name(name.to_string()).spawn(move || {
-        let mut sys = RealSystem::default();
-        let _ = tx.send(phase(&mut sys));
-    })?;
-    Ok(rx)
-}
-
 impl Pid1 {
     pub fn new(start: Duration) -> Pid1 {
         let (button_tx, button_rx) = mpsc::channel(4);
         let (power_tx, power_rx) = mpsc::channel(4);
         // Service logs and PID1's own, held in memory until /var is mounted.
-        match Journal::start(journal::Limits::default()) {
+        match Journal::start(journal::LogLimits::default()) {
             Ok(j) => {
                 if journal::install(j).is_err() {
                     info!("journal: already installed");
@@ -227,6 +153,7 @@ impl Pid1 {
             power_tx,
             power_rx,
             pending_power: None,
+            shutdown_flag: ShutdownFlag::default(),
         }
     }
 
@@ -281,7 +208,7 @@ impl Pid1 {
                 self.reaper.reap();
             }
             Event::Signal(sig) => {
-                if let Some(action) = shutdown::action_for_signal(sig) {
+                if let Some(action) = power::action_for_signal(sig) {
                     self.shutdown(action, signal_name(sig));
                 }
             }
@@ -316,77 +243,7 @@ impl Pid1 {
         }
     }
 
-    fn advance_boot(&mut self) {
-        if let Boot::NotStarted = self.boot {
-            self.boot = match spawn_phase("boot-mounts", |sys| boot::early_mounts(sys)) {
-                Ok(rx) => Boot::Mounting(rx),
-                Err(e) => {
-                    self.enter_emergency("mounts", &format!("starting the boot thread: {e}"));
-                    self.start_shell();
-                    Boot::Done
-                }
-            };
-        }
-    }
-
-    fn mounts_done(&mut self, r: Result<Result<(), BootFailure>, oneshot::error::RecvError>) {
-        // Whatever of /dev and /sys exists now is used, even after a
-        // failure: the emergency shell and the power button need them.
-        if let Err(e) = log::stdio_to_console() {
-            info!("stdio on {}: {e}", log::CONSOLE);
-        }
-        self.watch_power_buttons();
-        match r {
-            Ok(Ok(())) => {
-                self.boot = match spawn_phase("boot-storage", |sys| boot::storage_and_identity(sys)) {
-                    Ok(rx) => Boot::Storage(rx),
-                    Err(e) => {
-                        self.enter_emergency("data partition", &format!("starting the boot thread: {e}"));
-                        self.start_shell();
-                        Boot::Done
-                    }
-                };
-            }
-            Ok(Err(failure)) => {
-                self.boot = Boot::Done;
-                self.enter_emergency(&failure.step.to_string(), &failure.error);
-                self.start_shell();
-            }
-            Err(_) => {
-                self.boot = Boot::Done;
-                self.enter_emergency("mounts", &"the boot thread ended without a result");
-                self.start_shell();
-            }
-        }
-    }
-
-    fn storage_done(&mut self, r: Result<Result<BootReport, BootFailure>, oneshot::error::RecvError>) {
-        self.boot = Boot::Done;
-        match r {
-            Ok(Ok(report)) => {
-                for line in report.lines() {
-                    info!("{line}");
-                }
-                if let Some(j) = journal::global() {
-                    if let Err(e) = j.attach(berth_layout::paths::LOG_DIR, Duration::from_secs(2)) {
-                        info!("journal: {}: {e}", berth_layout::paths::LOG_DIR);
-                    }
-                }
-                self.start_shell();
-                self.start_services(matches!(report.data.prepared, Prepared::Formatted { .. }));
-            }
-            Ok(Err(failure)) => {
-                self.enter_emergency(&failure.step.to_string(), &failure.error);
-                self.start_shell();
-            }
-            Err(_) => {
-                self.enter_emergency("data partition", &"the boot thread ended without a result");
-                self.start_shell();
-            }
-        }
-    }
-
-    fn start_services(&mut self, first_boot: bool) {
+    pub(super) fn start_services(&mut self, first_boot: bool) {
         match Services::start(first_boot, self.start, self.ready_us.clone(), self.power_tx.clone()) {
             Ok(services) => {
                 let settle = services.settle.clone();
@@ -425,13 +282,13 @@ impl Pid1 {
         log::line(timing::ready_line(timing::loader_time(), self.start, userspace));
     }
 
-    fn enter_emergency(&mut self, step: &str, error: &dyn std::fmt::Display) {
+    pub(super) fn enter_emergency(&mut self, step: &str, error: &dyn std::fmt::Display) {
         let line = emergency::line(step, error);
         log::line(line.clone());
         self.emergency = Some((line, Instant::now() + emergency::REPEAT));
     }
 
-    fn watch_power_buttons(&mut self) {
+    pub(super) fn watch_power_buttons(&mut self) {
         if self.buttons_started {
             return;
         }
@@ -443,7 +300,7 @@ impl Pid1 {
         power_button::watch(devices, self.button_tx.clone());
     }
 
-    fn start_shell(&mut self) {
+    pub(super) fn start_shell(&mut self) {
         self.shell.next_attempt = None;
         if self.shell.running.is_some() {
             return;
@@ -480,7 +337,7 @@ impl Pid1 {
             services.stop_all(self.reaper, STOP_ALL_LIMIT);
         }
         let sessions: Vec<i32> = self.shell.pid.into_iter().collect();
-        let err = shutdown::run(&mut RealOps, action, reason, &sessions);
+        let err = shutdown::run(&mut RealOps { flag: self.shutdown_flag.clone() }, action, reason, &sessions);
         info!("{action:?} failed: {err}; the machine stays halted here");
         log::flush(Duration::from_secs(1));
         // Returning would re-enter a loop whose filesystems are gone;

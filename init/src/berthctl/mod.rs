@@ -1,0 +1,10 @@
+//! berthctl's side of the control API: the D-Bus client of
+//! [`crate::api`], and what berthctl makes of the answers (the tables of
+//! `status`, the log lines, `analyze`'s blame and critical chain). Pure
+//! rendering, tested without a server; `src/bin/berthctl.rs` only wires.
+
+pub mod analyze;
+pub mod client;
+pub mod render;
+
+pub use client::{Client, ClientError};

@@ -1,0 +1,129 @@
+//! Early boot as PID1 runs it: the two phases of [`crate::boot`] (mounts,
+//! then storage and identity), each on a plain thread so that the event
+//! loop keeps reaping the tools they run; then the services.
+
+use std::future::pending;
+use std::io;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::Pid1;
+use crate::boot::data::Prepared;
+use crate::boot::{self, BootFailure, BootReport, RealSystem};
+use crate::power::ShutdownFlag;
+use crate::{info, journal, log};
+
+type Pending<T> = oneshot::Receiver<Result<T, BootFailure>>;
+
+/// Where early boot is.
+pub(super) enum Boot {
+    NotStarted,
+    Mounting(Pending<()>),
+    Storage(Pending<BootReport>),
+    Done,
+}
+
+/// A phase finished (or its thread vanished).
+pub(super) enum BootEvent {
+    Mounts(Result<Result<(), BootFailure>, oneshot::error::RecvError>),
+    Storage(Result<Result<BootReport, BootFailure>, oneshot::error::RecvError>),
+}
+
+/// Resolves when the running phase has a result; never while none runs.
+pub(super) async fn boot_progress(boot: &mut Boot) -> BootEvent {
+    match boot {
+        Boot::Mounting(rx) => BootEvent::Mounts(rx.await),
+        Boot::Storage(rx) => BootEvent::Storage(rx.await),
+        Boot::NotStarted | Boot::Done => pending().await,
+    }
+}
+
+/// Runs a boot phase on its own thread; it blocks on the tools it runs,
+/// which this loop reaps.
+fn spawn_phase<T: Send + 'static>(
+    name: &str,
+    shutdown: &ShutdownFlag,
+    phase: impl FnOnce(&mut RealSystem) -> Result<T, BootFailure> + Send + 'static,
+) -> io::Result<Pending<T>> {
+    let (tx, rx) = oneshot::channel();
+    let shutdown = shutdown.clone();
+    std::thread::Builder::new().name(name.to_string()).spawn(move || {
+        let mut sys = RealSystem::new(shutdown);
+        let _ = tx.send(phase(&mut sys));
+    })?;
+    Ok(rx)
+}
+
+impl Pid1 {
+    pub(super) fn advance_boot(&mut self) {
+        if let Boot::NotStarted = self.boot {
+            self.boot = match spawn_phase("boot-mounts", &self.shutdown_flag, |sys| boot::early_mounts(sys)) {
+                Ok(rx) => Boot::Mounting(rx),
+                Err(e) => {
+                    self.enter_emergency("mounts", &format!("starting the boot thread: {e}"));
+                    self.start_shell();
+                    Boot::Done
+                }
+            };
+        }
+    }
+
+    pub(super) fn mounts_done(&mut self, r: Result<Result<(), BootFailure>, oneshot::error::RecvError>) {
+        // Whatever of /dev and /sys exists now is used, even after a
+        // failure: the emergency shell and the power button need them.
+        if let Err(e) = log::stdio_to_console() {
+            info!("stdio on {}: {e}", log::CONSOLE);
+        }
+        self.watch_power_buttons();
+        match r {
+            Ok(Ok(())) => {
+                self.boot =
+                    match spawn_phase("boot-storage", &self.shutdown_flag, |sys| boot::storage_and_identity(sys)) {
+                        Ok(rx) => Boot::Storage(rx),
+                        Err(e) => {
+                            self.enter_emergency("data partition", &format!("starting the boot thread: {e}"));
+                            self.start_shell();
+                            Boot::Done
+                        }
+                    };
+            }
+            Ok(Err(failure)) => {
+                self.boot = Boot::Done;
+                self.enter_emergency(&failure.step.to_string(), &failure.error);
+                self.start_shell();
+            }
+            Err(_) => {
+                self.boot = Boot::Done;
+                self.enter_emergency("mounts", &"the boot thread ended without a result");
+                self.start_shell();
+            }
+        }
+    }
+
+    pub(super) fn storage_done(&mut self, r: Result<Result<BootReport, BootFailure>, oneshot::error::RecvError>) {
+        self.boot = Boot::Done;
+        match r {
+            Ok(Ok(report)) => {
+                for line in report.lines() {
+                    info!("{line}");
+                }
+                if let Some(j) = journal::global() {
+                    if let Err(e) = j.attach(berth_layout::paths::LOG_DIR, Duration::from_secs(2)) {
+                        info!("journal: {}: {e}", berth_layout::paths::LOG_DIR);
+                    }
+                }
+                self.start_shell();
+                self.start_services(matches!(report.data.prepared, Prepared::Formatted { .. }));
+            }
+            Ok(Err(failure)) => {
+                self.enter_emergency(&failure.step.to_string(), &failure.error);
+                self.start_shell();
+            }
+            Err(_) => {
+                self.enter_emergency("data partition", &"the boot thread ended without a result");
+                self.start_shell();
+            }
+        }
+    }
+}
