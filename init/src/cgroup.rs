@@ -32,21 +32,9 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup/berth";
 /// The controllers Berth enables for its units, when the kernel has them.
 pub const CONTROLLERS: [&str; 5] = ["cpu", "cpuset", "io", "memory", "pids"];
 
-/// `CGROUP2_SUPER_MAGIC` from linux/magic.h.
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-
 /// Whether `path` is on a cgroup v2 filesystem.
 pub fn is_cgroup2(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs with a NUL-terminated path and a zeroed struct to fill.
-    // f_type is i64 on x86_64 and narrower elsewhere.
-    #[allow(clippy::useless_conversion)]
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && i64::from(st.f_type) == CGROUP2_SUPER_MAGIC
-    }
+    nix::sys::statfs::statfs(path).is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
 /// The first cgroup2 mount in `/proc/self/mounts` (PID1 mounts it on

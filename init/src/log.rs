@@ -185,17 +185,18 @@ pub fn panic_hook(info: &std::panic::PanicHookInfo<'_>) {
 /// closed; the next file opened would then become "stderr" and child
 /// processes would write into it.
 pub fn reserve_stdio() {
+    use rustix::fs::{Mode, OFlags};
     loop {
-        // SAFETY: open(2) with a valid NUL-terminated path.
-        let fd = unsafe { libc::open(c"/".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
-        if fd < 0 {
+        // Without O_CLOEXEC: these stand in for 0-2 and are inherited.
+        let Ok(fd) = rustix::fs::open("/", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) else {
+            return;
+        };
+        if fd.as_raw_fd() > 2 {
+            // Dropping it closes it.
             return;
         }
-        if fd > 2 {
-            // SAFETY: closing the descriptor just opened here.
-            unsafe { libc::close(fd) };
-            return;
-        }
+        // One of 0-2 is filled: keep it open.
+        std::mem::forget(fd);
     }
 }
 
@@ -204,12 +205,9 @@ pub fn reserve_stdio() {
 pub fn stdio_to_console() -> io::Result<()> {
     let console =
         OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY | libc::O_APPEND).open(CONSOLE)?;
-    for fd in 0..3 {
-        // SAFETY: dup2 between two descriptors this process owns.
-        if unsafe { libc::dup2(console.as_raw_fd(), fd) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    rustix::stdio::dup2_stdin(&console)?;
+    rustix::stdio::dup2_stdout(&console)?;
+    rustix::stdio::dup2_stderr(&console)?;
     Ok(())
 }
 

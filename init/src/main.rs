@@ -14,9 +14,10 @@ fn main() {
     if std::process::id() != 1 {
         let argv0 = std::env::args().next().unwrap_or_default();
         if let Some(sig) = berth_init::power::signal_for_command(&argv0) {
-            // SAFETY: kill has no memory-safety preconditions.
-            if unsafe { libc::kill(1, sig) } != 0 {
-                let _ = writeln!(std::io::stderr(), "{argv0}: {}", std::io::Error::last_os_error());
+            let sent = nix::sys::signal::Signal::try_from(sig)
+                .and_then(|sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(1), sig));
+            if let Err(e) = sent {
+                let _ = writeln!(std::io::stderr(), "{argv0}: {e}");
                 std::process::exit(1);
             }
             return;

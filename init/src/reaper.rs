@@ -36,13 +36,12 @@ impl ExitStatus {
         self == ExitStatus::Exited(0)
     }
 
-    fn from_raw(status: libc::c_int) -> Option<ExitStatus> {
-        if libc::WIFEXITED(status) {
-            Some(ExitStatus::Exited(libc::WEXITSTATUS(status)))
-        } else if libc::WIFSIGNALED(status) {
-            Some(ExitStatus::Signaled(libc::WTERMSIG(status)))
-        } else {
-            None
+    /// `None` for a stop or continue report: the child is still there.
+    fn from_wait(status: rustix::process::WaitStatus) -> Option<ExitStatus> {
+        match (status.exit_status(), status.terminating_signal()) {
+            (Some(code), _) => Some(ExitStatus::Exited(code)),
+            (None, Some(sig)) => Some(ExitStatus::Signaled(sig)),
+            (None, None) => None,
         }
     }
 }
@@ -137,21 +136,17 @@ impl Reaper {
         let mut waiters = self.lock();
         let mut out = Reaped::default();
         loop {
-            let mut status: libc::c_int = 0;
-            // SAFETY: waitpid with a valid pointer to an int.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid == 0 {
-                out.children_left = true;
-                break;
-            }
-            if pid < 0 {
-                match io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    // ECHILD: no children at all.
-                    _ => break,
+            let (pid, status) = match rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
+                Ok(Some((pid, status))) => (pid.as_raw_nonzero().get(), status),
+                Ok(None) => {
+                    out.children_left = true;
+                    break;
                 }
-            }
-            let Some(status) = ExitStatus::from_raw(status) else {
+                Err(rustix::io::Errno::INTR) => continue,
+                // ECHILD: no children at all.
+                Err(_) => break,
+            };
+            let Some(status) = ExitStatus::from_wait(status) else {
                 continue;
             };
             match waiters.remove(&pid) {

@@ -117,11 +117,11 @@ mod tests {
         let out_path = dir.join("out");
         // A descriptor without O_CLOEXEC, as a careless open would leave it.
         let leaked = File::open("/proc/self/status").unwrap();
-        // SAFETY: dup of a valid fd.
-        let raw = unsafe { libc::dup(leaked.as_raw_fd()) };
-        assert!(raw > 2);
+        let dup = rustix::io::dup(&leaked).unwrap();
+        assert!(dup.as_raw_fd() > 2);
         // SAFETY: ignoring a signal nothing in the tests uses.
-        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+        unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGUSR2, nix::sys::signal::SigHandler::SigIgn) }
+            .unwrap();
         let mut cmd = clean_command("/bin/sh");
         cmd.args([
             "-c",
@@ -129,8 +129,7 @@ mod tests {
         ])
         .stdout(File::create(&out_path).unwrap());
         let status = run_reaped(cmd).unwrap();
-        // SAFETY: closing the dup made above.
-        unsafe { libc::close(raw) };
+        drop(dup);
         assert_eq!(status, ExitStatus::Exited(0));
         let text = std::fs::read_to_string(&out_path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

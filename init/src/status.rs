@@ -82,6 +82,26 @@ pub struct UnitStatus {
     pub ready_after_us: u64,
 }
 
+impl UnitStatus {
+    /// A unit named `name` in `state` with nothing else known yet (no
+    /// description, reason, process, restarts or exit; times 0). Fill in
+    /// the rest with struct update syntax:
+    /// `UnitStatus { pid: 42, ..UnitStatus::new("etcd", UnitState::Active) }`.
+    pub fn new(name: &str, state: UnitState) -> UnitStatus {
+        UnitStatus {
+            name: name.to_owned(),
+            description: String::new(),
+            state,
+            reason: String::new(),
+            pid: 0,
+            since_us: 0,
+            restarts: 0,
+            last_exit: None,
+            ready_after_us: 0,
+        }
+    }
+}
+
 /// One unit in the boot timeline (`berthctl analyze`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimelineEntry {

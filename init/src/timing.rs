@@ -11,11 +11,7 @@ pub const LOADER_TIME_EXEC: &str = "/sys/firmware/efi/efivars/LoaderTimeExecUSec
 /// CLOCK_MONOTONIC now: read first thing in PID1, it is how long the kernel
 /// took to reach init.
 pub fn monotonic_now() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime with a valid pointer.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
-        return Duration::ZERO;
-    }
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     Duration::new(u64::try_from(ts.tv_sec).unwrap_or(0), u32::try_from(ts.tv_nsec).unwrap_or(0))
 }
 

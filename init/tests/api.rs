@@ -106,17 +106,7 @@ impl Control for Fake {
 }
 
 fn unit(name: &str, state: UnitState, pid: u32, last_exit: Option<Exit>, ready_after_us: u64) -> UnitStatus {
-    UnitStatus {
-        name: name.into(),
-        description: String::new(),
-        state,
-        reason: String::new(),
-        pid,
-        since_us: 1_000_000,
-        restarts: 0,
-        last_exit,
-        ready_after_us,
-    }
+    UnitStatus { pid, since_us: 1_000_000, last_exit, ready_after_us, ..UnitStatus::new(name, state) }
 }
 
 fn entry(name: &str, started: u64, ready: u64, waited_for: &[&str]) -> TimelineEntry {
@@ -281,7 +271,7 @@ fn status_table_lists_every_unit_sorted_with_the_failed_named() {
     assert!(lines[0].starts_with("UNIT        STATE   SINCE"), "{out}");
     assert!(lines[0].ends_with("PID  RESTARTS  READY-TIME  LAST-EXIT"), "{out}");
     assert!(lines[1].starts_with("containerd  active  "), "{out}");
-    assert!(lines[1].contains(" 100  ") && lines[1].contains(" 1.500s ") && lines[1].ends_with("SIGKILL"), "{out}");
+    assert!(lines[1].contains(" 100  ") && lines[1].contains(" 1s 500ms ") && lines[1].ends_with("SIGKILL"), "{out}");
     assert!(lines[2].starts_with("etcd        failed  ") && lines[2].ends_with("exit 1"), "{out}");
     assert!(lines[2].contains(" 5 "), "{out}");
     assert!(lines[3].starts_with("network     active  ") && lines[3].contains(" 800ms "), "{out}");
@@ -298,7 +288,7 @@ fn status_of_a_unit_shows_details_and_logs_and_exits_3_when_not_active() {
     let o = s.ctl(&["status", "etcd"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.starts_with("etcd - the KV store\n     State: failed since @1.000s ("), "{out}");
+    assert!(out.starts_with("etcd - the KV store\n     State: failed since @1s ("), "{out}");
     assert!(out.contains("    Reason: start limit hit\n"), "{out}");
     assert!(out.contains("  Restarts: 5\n"), "{out}");
     assert!(out.contains(" Last exit: exit 1\n"), "{out}");
@@ -409,18 +399,18 @@ fn analyze_prints_blame_and_the_critical_chain() {
     let o = s.ctl(&["analyze"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.starts_with("Startup finished in 900ms (kernel) + 3.200s (userspace) = 4.100s\n"), "{out}");
+    assert!(out.starts_with("Startup finished in 900ms (kernel) + 3s 200ms (userspace) = 4s 100ms\n"), "{out}");
     let blame = concat!(
         "\nBlame (exec to ready):\n",
-        "1.500s containerd\n",
-        "1.200s etcd\n",
-        "1.100s router\n",
-        " 800ms network\n",
-        "  50ms sshd\n",
+        "1s 500ms containerd\n",
+        "1s 200ms etcd\n",
+        "1s 100ms router\n",
+        "   800ms network\n",
+        "    50ms sshd\n",
     );
     assert!(out.contains(blame), "{out}");
     // router waited for etcd (ready @3.0s) and containerd (@2.5s): etcd.
-    let chain = "router @4.100s +1.100s\n└─etcd @3.000s +1.200s\n  └─network @1.800s +800ms\n";
+    let chain = "router @4s 100ms +1s 100ms\n└─etcd @3s +1s 200ms\n  └─network @1s 800ms +800ms\n";
     assert!(out.contains(chain), "{out}");
 }
 

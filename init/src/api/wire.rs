@@ -175,29 +175,18 @@ mod tests {
     fn status_round_trips() {
         for last_exit in [None, Some(Exit::Code(3)), Some(Exit::Signal(9))] {
             let s = UnitStatus {
-                name: "etcd".into(),
                 description: "KV".into(),
-                state: UnitState::Restarting,
                 reason: "backoff 2s".into(),
                 pid: 42,
                 since_us: 7,
                 restarts: 2,
                 last_exit,
                 ready_after_us: 1500,
+                ..UnitStatus::new("etcd", UnitState::Restarting)
             };
             assert_eq!(UnitStatus::try_from(WireStatus::from(&s)), Ok(s));
         }
-        let mut w = WireStatus::from(&UnitStatus {
-            name: "x".into(),
-            description: String::new(),
-            state: UnitState::Active,
-            reason: String::new(),
-            pid: 0,
-            since_us: 0,
-            restarts: 0,
-            last_exit: None,
-            ready_after_us: 0,
-        });
+        let mut w = WireStatus::from(&UnitStatus::new("x", UnitState::Active));
         w.state = "exploded".into();
         assert!(UnitStatus::try_from(w).is_err());
     }

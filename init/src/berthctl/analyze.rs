@@ -145,8 +145,8 @@ mod tests {
         let names: Vec<&str> = critical_chain(&t).iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["router", "etcd", "network"]);
         let out = report(&t);
-        assert!(out.starts_with("Startup finished in 1.000s (kernel) + 3.000s (userspace) = 4.000s\n"), "{out}");
-        assert!(out.contains("router @4.000s +750ms\n└─etcd @3.200s +1.250s\n  └─network @1.900s +800ms\n"), "{out}");
+        assert!(out.starts_with("Startup finished in 1s (kernel) + 3s (userspace) = 4s\n"), "{out}");
+        assert!(out.contains("router @4s +750ms\n└─etcd @3s 200ms +1s 250ms\n  └─network @1s 900ms +800ms\n"), "{out}");
         assert!(out.contains("never ready broken\n"), "{out}");
     }
 

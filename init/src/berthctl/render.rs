@@ -2,34 +2,23 @@
 //! out.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use crate::journal::Record;
 use crate::status::{Exit, UnitState, UnitStatus};
 
-/// A duration the way systemd prints one: `850us`, `12ms`, `1.234s`,
-/// `2min 3.456s`, `1h 2min 3s`.
+/// A duration as humantime prints one, to the millisecond (to the
+/// microsecond below one): `850us`, `12ms`, `1s 234ms`, `2m 3s 456ms`.
 pub fn duration(us: u64) -> String {
-    let ms = us / 1_000;
-    let s = us / 1_000_000;
-    match us {
-        0..1_000 => format!("{us}us"),
-        1_000..1_000_000 => format!("{ms}ms"),
-        1_000_000..60_000_000 => format!("{s}.{:03}s", ms % 1_000),
-        60_000_000..3_600_000_000 => format!("{}min {}.{:03}s", s / 60, s % 60, ms % 1_000),
-        _ => format!("{}h {}min {}s", s / 3_600, s / 60 % 60, s % 60),
-    }
+    let d = if us < 1_000 { Duration::from_micros(us) } else { Duration::from_millis((us + 500) / 1_000) };
+    humantime::format_duration(d).to_string()
 }
 
-/// A time in the past, coarsely: `850ms`, `42s`, `3min 2s`, `5h 1min`, `2d 3h`.
+/// A time in the past, coarsely (to the second from one second on):
+/// `850ms`, `42s`, `3m 2s`, `2days 3h 4m 5s`.
 pub fn age(us: u64) -> String {
-    let s = us / 1_000_000;
-    match s {
-        0 => format!("{}ms", us / 1_000),
-        1..60 => format!("{s}s"),
-        60..3_600 => format!("{}min {}s", s / 60, s % 60),
-        3_600..86_400 => format!("{}h {}min", s / 3_600, s / 60 % 60),
-        _ => format!("{}d {}h", s / 86_400, s / 3_600 % 24),
-    }
+    let d = if us < 1_000_000 { Duration::from_millis(us / 1_000) } else { Duration::from_secs(us / 1_000_000) };
+    humantime::format_duration(d).to_string()
 }
 
 /// `exit 0`, `exit 3`, `SIGKILL`, or `-`.
@@ -151,29 +140,20 @@ mod tests {
     use super::*;
 
     fn unit(name: &str, state: UnitState) -> UnitStatus {
-        UnitStatus {
-            name: name.into(),
-            description: String::new(),
-            state,
-            reason: String::new(),
-            pid: 0,
-            since_us: 0,
-            restarts: 0,
-            last_exit: None,
-            ready_after_us: 0,
-        }
+        UnitStatus::new(name, state)
     }
 
     #[test]
     fn durations() {
         assert_eq!(duration(850), "850us");
         assert_eq!(duration(12_345), "12ms");
-        assert_eq!(duration(1_234_567), "1.234s");
-        assert_eq!(duration(123_456_789), "2min 3.456s");
-        assert_eq!(duration(3_723_000_000), "1h 2min 3s");
+        assert_eq!(duration(1_234_567), "1s 235ms");
+        assert_eq!(duration(123_456_789), "2m 3s 457ms");
+        assert_eq!(duration(3_723_000_000), "1h 2m 3s");
+        assert_eq!(age(850_000), "850ms");
         assert_eq!(age(42_100_000), "42s");
-        assert_eq!(age(182_000_000), "3min 2s");
-        assert_eq!(age(2 * 86_400_000_000 + 3 * 3_600_000_000), "2d 3h");
+        assert_eq!(age(182_000_000), "3m 2s");
+        assert_eq!(age(2 * 86_400_000_000 + 3 * 3_600_000_000), "2days 3h");
         assert_eq!(last_exit(Some(&Exit::Signal(9))), "SIGKILL");
         assert_eq!(last_exit(Some(&Exit::Code(3))), "exit 3");
         assert_eq!(last_exit(Some(&Exit::Signal(99))), "signal 99");
@@ -192,7 +172,7 @@ mod tests {
         let out = status_table(&[etcd, cd], 10_000_000);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "UNIT        STATE   SINCE   PID  RESTARTS  READY-TIME  LAST-EXIT");
-        assert_eq!(lines[1], "containerd  active  6s ago  321  0         1.500s      -");
+        assert_eq!(lines[1], "containerd  active  6s ago  321  0         1s 500ms    -");
         assert_eq!(lines[2], "etcd        failed  1s ago  -    5         -           exit 1");
         assert_eq!(lines[4], "2 units, 1 failed: etcd");
     }
@@ -204,7 +184,7 @@ mod tests {
         s.reason = "start limit hit".into();
         s.since_us = 2_000_000;
         let out = status_details(&s, 5_000_000, &[]);
-        assert!(out.starts_with("etcd - the KV store\n     State: failed since @2.000s (3s ago)\n"), "{out}");
+        assert!(out.starts_with("etcd - the KV store\n     State: failed since @2s (3s ago)\n"), "{out}");
         assert!(out.contains("    Reason: start limit hit\n"));
         assert!(!is_active(s.state));
     }
