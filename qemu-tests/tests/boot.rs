@@ -21,6 +21,16 @@ fn root_mount(mountinfo: &str) -> Option<(String, String, String, String)> {
         .next()
 }
 
+/// The optional fields (`shared:N`, `master:N`, ...) of the last mount on
+/// `target` in a mountinfo text.
+fn mount_optional_fields(mountinfo: &str, target: &str) -> Option<Vec<String>> {
+    mountinfo.lines().rev().find_map(|l| {
+        let (left, _) = l.split_once(" - ")?;
+        let f: Vec<&str> = left.split_whitespace().collect();
+        (f.get(4) == Some(&target)).then(|| f.iter().skip(6).map(|s| s.to_string()).collect())
+    })
+}
+
 #[test]
 fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
     let mut vm = Vm::start(VmConfig::new().name("boot")).expect("starting the VM");
@@ -55,6 +65,23 @@ fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
         "the root is set up as dm-verity: {cmdline}"
     );
 
+    // The mount tree is shared, as container hosts expect (Kubernetes'
+    // bidirectional mounts, CSI drivers), and bpffs is mounted.
+    let pid1_mounts = vm.read_file("/proc/1/mountinfo").expect("reading PID1's mountinfo");
+    for target in ["/", "/run", "/var", "/etc"] {
+        let optional = mount_optional_fields(&pid1_mounts, target)
+            .unwrap_or_else(|| panic!("{target} is not a mount point:\n{pid1_mounts}"));
+        assert!(
+            optional.iter().any(|f| f.starts_with("shared:")),
+            "{target} is not shared ({optional:?}):\n{pid1_mounts}"
+        );
+    }
+    assert!(
+        pid1_mounts.lines().any(|l| l.split(" - ").nth(1).is_some_and(|r| r.starts_with("bpf "))
+            && l.split_whitespace().nth(4) == Some("/sys/fs/bpf")),
+        "no bpf file system on /sys/fs/bpf:\n{pid1_mounts}"
+    );
+
     // Writing to / fails.
     let w = vm.sh("echo x > /berth-write-test").expect("running the write");
     assert_ne!(w.status, 0, "writing to / succeeded: {}", w.output);
@@ -77,4 +104,7 @@ fn root_mount_is_read_from_mountinfo() {
     let m = "22 1 254:0 / / ro,relatime shared:1 - erofs /dev/root ro,user_xattr\n\
              23 22 0:5 / /dev rw,nosuid - devtmpfs devtmpfs rw\n";
     assert_eq!(root_mount(m), Some(("254:0".into(), "ro,relatime".into(), "erofs".into(), "/dev/root".into())));
+    assert_eq!(mount_optional_fields(m, "/"), Some(vec!["shared:1".to_string()]));
+    assert_eq!(mount_optional_fields(m, "/dev"), Some(vec![]));
+    assert_eq!(mount_optional_fields(m, "/run"), None);
 }

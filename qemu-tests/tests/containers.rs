@@ -81,7 +81,7 @@ fn build_busybox_image(dir: &Path) -> PathBuf {
     host(Command::new("dpkg-deb").arg("-x").arg(busybox_deb()).arg(&extract));
     let bin = rootfs.join("bin");
     std::fs::copy(extract.join("bin/busybox"), bin.join("busybox")).expect("copying busybox");
-    for applet in ["sh", "echo", "ping", "ip", "cat"] {
+    for applet in ["sh", "echo", "ping", "ip", "cat", "mkdir", "mount"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("an applet link");
     }
 
@@ -201,8 +201,26 @@ fn a_container_runs_and_reaches_the_host_bridge() {
     eprintln!("`{cmd}`:\n{out}");
     assert!(host_side.contains("inet 10.88.0.1/16"), "berth0 does not hold {GATEWAY}/16:\n{report}");
 
+    // A privileged container's mount under an `rshared` bind mount shows on
+    // the host (the mount tree is shared from early boot).
+    let cmd = format!(
+        "mkdir -p /var/lib/prop && ctr run --rm --privileged \
+         --mount type=bind,src=/var/lib/prop,dst=/prop,options=rbind:rshared {IMAGE} c3 \
+         /bin/sh -c 'mkdir -p /prop/sub && mount -t tmpfs -o size=1m from-container /prop/sub'"
+    );
+    let (st, out) = run(&mut vm, &cmd);
+    assert_eq!(st, 0, "`{cmd}` (exit {st}):\n{out}\n{}", ctx(&vm));
+    let (_, mounts) = run(&mut vm, "cat /proc/self/mountinfo");
+    assert!(
+        mounts.lines().any(|l| l.split_whitespace().nth(4) == Some("/var/lib/prop/sub") && l.contains(" - tmpfs from-container ")),
+        "the container's tmpfs under the rshared bind mount did not propagate to the host:\n{mounts}"
+    );
+
     let (_, left) = run(&mut vm, "ctr containers ls -q");
-    assert!(!left.contains("c1") && !left.contains("c2"), "`ctr run --rm` left containers behind:\n{left}");
+    assert!(
+        !left.contains("c1") && !left.contains("c2") && !left.contains("c3"),
+        "`ctr run --rm` left containers behind:\n{left}"
+    );
 
     vm.powerdown().expect("power button");
     vm.wait_exit(shutdown_timeout()).expect("QEMU exits after the power button");

@@ -121,7 +121,7 @@ impl FakeSystem {
         let root = partition_uuid("0.1.0", "root-a");
         f.add_disk("vda", &berth_image(table_mib, disk_mib, root));
         f.add_disk("vdb", &vec![0u8; (4 * MIB) as usize]);
-        for d in ["/sys/class/block/dm-0", "/sys/class/block/loop0", "/sys/firmware/efi"] {
+        for d in ["/sys/class/block/dm-0", "/sys/class/block/loop0", "/sys/firmware/efi", "/sys/fs/bpf"] {
             f.add_dir(d);
         }
         for d in ["/proc", "/sys", "/dev", "/run", "/tmp", "/var", "/etc"] {
@@ -331,6 +331,11 @@ impl System for FakeSystem {
             return Err(*e);
         }
         self.mounted.push((m.source.clone(), m.target.to_string_lossy().into_owned(), m.fstype.clone()));
+        Ok(())
+    }
+
+    fn make_shared(&mut self, target: &Path) -> nix::Result<()> {
+        self.calls.push(format!("make-shared {}", target.display()));
         Ok(())
     }
 

@@ -29,7 +29,7 @@ const fn m(fstype: &'static str, target: &'static str, flags: MsFlags, data: Opt
     EarlyMount { fstype, target, flags, data, create_dir: false, only_if: None, required: true }
 }
 
-pub const EARLY_MOUNTS: [EarlyMount; 9] = [
+pub const EARLY_MOUNTS: [EarlyMount; 10] = [
     m("proc", "/proc", NOSUID_NODEV_NOEXEC, None),
     m("sysfs", "/sys", NOSUID_NODEV_NOEXEC, None),
     m("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755")),
@@ -45,6 +45,14 @@ pub const EARLY_MOUNTS: [EarlyMount; 9] = [
         only_if: Some("/sys/firmware/efi"),
         required: false,
         ..m("efivarfs", "/sys/firmware/efi/efivars", NOSUID_NODEV_NOEXEC, None)
+    },
+    // BPF programs and maps pinned by container networking (Cilium, Calico's
+    // eBPF data plane) and by systemd-style tools live here; the kernel
+    // creates the directory when it has the bpf(2) system call.
+    EarlyMount {
+        only_if: Some("/sys/fs/bpf"),
+        required: false,
+        ..m("bpf", "/sys/fs/bpf", NOSUID_NODEV_NOEXEC, Some("mode=0700"))
     },
 ];
 
@@ -109,6 +117,14 @@ pub fn mount_early(sys: &mut dyn System) -> Result<(), MountError> {
                 first_error = Some(e);
             }
         }
+    }
+    // The kernel makes every mount private; container hosts expect the
+    // tree shared, as systemd leaves it: Kubernetes' bidirectional mounts,
+    // CSI drivers and `rshared` bind mounts of containers need their mounts
+    // to propagate to the host. Mounts made later (/var, /etc) under a
+    // shared parent are shared too. Not fatal: only propagation is lost.
+    if let Err(e) = sys.make_shared(Path::new("/")) {
+        crate::info!("early boot: making the mount tree shared: {e}");
     }
     match first_error {
         Some(e) => Err(e),

@@ -7,6 +7,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use nix::mount::MsFlags;
+
 use super::system::{Disk, MountSpec, System};
 use crate::power::ShutdownFlag;
 use crate::reaper::{ExitStatus, Reaper};
@@ -174,6 +176,13 @@ impl System for RealSystem {
             return Err(nix::errno::Errno::ESHUTDOWN);
         }
         nix::mount::mount(Some(m.source.as_str()), &m.target, Some(m.fstype.as_str()), m.flags, m.data.as_deref())
+    }
+
+    fn make_shared(&mut self, target: &Path) -> nix::Result<()> {
+        if self.shutdown.is_raised() {
+            return Err(nix::errno::Errno::ESHUTDOWN);
+        }
+        nix::mount::mount(None::<&str>, target, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>)
     }
 
     fn open_disk(&mut self, dev: &Path, writable: bool) -> io::Result<Box<dyn Disk>> {

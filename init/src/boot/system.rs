@@ -51,6 +51,10 @@ pub trait System {
     /// Replaces `path` atomically (a crash leaves the old or the new file).
     fn write_file(&mut self, path: &Path, data: &[u8], mode: u32) -> io::Result<()>;
     fn mount(&mut self, m: &MountSpec) -> nix::Result<()>;
+    /// Makes the mount at `target` and every mount below it shared
+    /// (`MS_SHARED | MS_REC`, what `mount --make-rshared` does); mounts made
+    /// under a shared mount later are shared too.
+    fn make_shared(&mut self, target: &Path) -> nix::Result<()>;
     fn open_disk(&mut self, dev: &Path, writable: bool) -> io::Result<Box<dyn Disk>>;
     /// Tells the kernel that partition `number` of `disk` now spans
     /// `length` bytes from `start` (BLKPG_RESIZE_PARTITION).

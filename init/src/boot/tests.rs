@@ -40,9 +40,14 @@ fn early_mounts_come_in_order_with_their_options() {
             "/run",
             "/tmp",
             "/sys/fs/cgroup",
-            "/sys/firmware/efi/efivars"
+            "/sys/firmware/efi/efivars",
+            "/sys/fs/bpf"
         ]
     );
+    assert!(sys.calls.contains(&"mount bpf bpf on /sys/fs/bpf (mode=0700)".to_string()));
+    // The whole tree is made shared once everything early is mounted.
+    let shared = sys.pos("make-shared /");
+    assert!(sys.calls.iter().rposition(|c| c.starts_with("mount ")).is_some_and(|last| last < shared));
     assert!(sys.pos("mkdir /dev/pts") > sys.pos("mount devtmpfs"));
     assert!(sys.pos("mkdir /dev/pts") < sys.pos("mount devpts"));
     assert!(sys.calls.contains(&"mount tmpfs tmpfs on /tmp (mode=1777)".to_string()));
