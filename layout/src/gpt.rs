@@ -35,13 +35,13 @@ pub enum GptError {
     #[error("reading the partition table: {0}")]
     Io(#[from] io::Error),
     #[error("no valid GPT: primary header: {primary}; backup header: {backup}")]
-    NoValidTable { primary: TableError, backup: TableError },
+    NoValidTable { primary: Box<TableError>, backup: Box<TableError> },
     #[error("sector size {0} is not a power of two between 512 and 65536 bytes")]
     InvalidSectorSize(u64),
     #[error("a disk of {sectors} sectors is too small for a GPT")]
     DiskTooSmallForTable { sectors: u64 },
     #[error("the table does not fit its disk: {0}")]
-    Geometry(TableError),
+    Geometry(Box<TableError>),
     #[error("partition {label:?} ({first}..={last}) lies outside the usable sectors {usable_first}..={usable_last}")]
     OutOfBounds { label: String, first: u64, last: u64, usable_first: u64, usable_last: u64 },
     #[error("partitions {a:?} and {b:?} overlap")]
@@ -268,23 +268,23 @@ impl Gpt {
         let entries = header.checked_sub(array).filter(|lba| *lba > 2 + array).ok_or_else(too_small)?;
         let (first, last) = (self.first_usable, self.last_usable);
         if first > last {
-            return Err(GptError::Geometry(TableError::UsableRange { first, last }));
+            return Err(GptError::Geometry(Box::new(TableError::UsableRange { first, last })));
         }
         if first < 2 + array {
-            return Err(GptError::Geometry(TableError::ArrayOverlapsUsable {
+            return Err(GptError::Geometry(Box::new(TableError::ArrayOverlapsUsable {
                 first: 2,
                 last: 1 + array,
                 usable_first: first,
                 usable_last: last,
-            }));
+            })));
         }
         if last >= entries {
-            return Err(GptError::Geometry(TableError::ArrayOverlapsUsable {
+            return Err(GptError::Geometry(Box::new(TableError::ArrayOverlapsUsable {
                 first: entries,
                 last: header - 1,
                 usable_first: first,
                 usable_last: last,
-            }));
+            })));
         }
         Ok(BackupLbas { header, entries })
     }
@@ -352,7 +352,9 @@ impl Gpt {
         let lbas = self.backup_lbas()?;
         let entries = self.encode_entries();
         let crc = crc32fast::hash(&entries);
-        let offset = |lba: u64| lba.checked_mul(ss).ok_or(GptError::Geometry(TableError::Overflow("byte offset")));
+        let offset = |lba: u64| {
+            lba.checked_mul(ss).ok_or_else(|| GptError::Geometry(Box::new(TableError::Overflow("byte offset"))))
+        };
         // Backup first: a crash between the two writes leaves a valid primary.
         w.seek(SeekFrom::Start(offset(lbas.entries)?))?;
         w.write_all(&entries)?;
@@ -389,7 +391,7 @@ impl Gpt {
             Err(e) => e,
         };
         read_copy(r, sector_size, disk_sectors, disk_sectors - 1)
-            .map_err(|backup| GptError::NoValidTable { primary, backup })
+            .map_err(|backup| GptError::NoValidTable { primary: Box::new(primary), backup: Box::new(backup) })
     }
 }
 
@@ -778,7 +780,7 @@ mod tests {
     /// The defect of each copy, when both are damaged alike.
     fn both_defects(disk: &[u8]) -> (TableError, TableError) {
         match read(disk) {
-            Err(GptError::NoValidTable { primary, backup }) => (primary, backup),
+            Err(GptError::NoValidTable { primary, backup }) => (*primary, *backup),
             other => panic!("expected no valid table, got {other:?}"),
         }
     }
@@ -945,7 +947,7 @@ mod tests {
         let disk = written();
         let short = &disk[..4096];
         let (p, b) = match Gpt::read(&mut Cursor::new(short), 512, disk.len() as u64) {
-            Err(GptError::NoValidTable { primary, backup }) => (primary, backup),
+            Err(GptError::NoValidTable { primary, backup }) => (*primary, *backup),
             other => panic!("{other:?}"),
         };
         assert!(matches!(p, TableError::Io { what: "entry array", lba: 2, .. }), "{p}");
@@ -1002,6 +1004,19 @@ mod tests {
         }
     }
 
+    fn err_geometry(e: &GptError) -> &TableError {
+        match e {
+            GptError::Geometry(t) => t,
+            other => panic!("expected a geometry error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn gpt_errors_stay_small() {
+        // PID1's boot errors carry a GptError; the big details are boxed.
+        assert!(std::mem::size_of::<GptError>() <= 64, "{}", std::mem::size_of::<GptError>());
+    }
+
     #[test]
     fn tables_that_do_not_fit_their_disk_are_not_written() {
         let mut tiny = Gpt::new(Guid::derive("tiny"), 512, 40);
@@ -1012,7 +1027,7 @@ mod tests {
         let mut g = sample(SECTORS);
         g.first_usable = 10;
         let err = g.write(&mut Cursor::new(vec![0u8; SECTORS as usize * 512])).unwrap_err();
-        assert!(matches!(err, GptError::Geometry(TableError::ArrayOverlapsUsable { .. })), "{err}");
+        assert!(matches!(*err_geometry(&err), TableError::ArrayOverlapsUsable { .. }), "{err}");
         // An entry index the written table has no room for.
         let mut g = sample(SECTORS);
         g.partitions[1].index = 200;
