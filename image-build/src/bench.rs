@@ -48,13 +48,13 @@ pub fn bench(ctx: &Context, opts: &RunOptions, boots: usize) -> Result<(), Error
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..boots {
         let r = smoke_once(ctx, opts, &format!("bench{i}"))?;
-        eprintln!("bench: boot {}/{boots}: ready in {:.3} s", i + 1, r.report.total);
-        if let Some(f) = r.report.firmware_loader {
+        eprintln!("bench: boot {}/{boots}: ready in {:.3} s", i + 1, r.times.total);
+        if let Some(f) = r.times.firmware_loader {
             fw.push(f);
         }
-        kernel.push(r.report.kernel);
-        user.push(r.report.userspace);
-        total.push(r.report.total);
+        kernel.push(r.times.kernel);
+        user.push(r.times.userspace);
+        total.push(r.times.total);
         if let Some(k) = r.pid1_rss_kib {
             rss.push(k as f64 / 1024.0);
         }

@@ -35,6 +35,8 @@ pub const HOST_PACKAGES: &[&str] = &[
 pub enum DepsError {
     #[error("missing host packages; as root run:\n  apt-get update && apt-get install -y --no-install-recommends {0}")]
     NotRoot(String),
+    #[error("still missing after apt-get install (removed to satisfy another package?): {0}")]
+    StillMissing(String),
     #[error(transparent)]
     Cmd(#[from] CmdError),
 }
@@ -51,24 +53,41 @@ fn missing() -> Vec<&'static str> {
 }
 
 /// Installs what is missing (as root) or says exactly what to install.
+///
+/// Checks again after installing: apt may remove a listed package to
+/// satisfy another (a newer qemu-utils from backports conflicts with
+/// Debian 12's qemu-system-x86 and is removed when that comes in), so what
+/// is missing afterwards is installed in a second round, and anything still
+/// missing then is an error that names it.
 pub fn ensure() -> Result<(), DepsError> {
+    let mut updated = false;
+    for _round in 0..2 {
+        let missing = missing();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let list = missing.join(" ");
+        if !is_root() {
+            return Err(DepsError::NotRoot(list));
+        }
+        eprintln!("deps: installing {list}");
+        if !updated {
+            cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+            updated = true;
+        }
+        cmd::run(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing),
+        )?;
+    }
     let missing = missing();
     if missing.is_empty() {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(DepsError::StillMissing(missing.join(" ")))
     }
-    let list = missing.join(" ");
-    if !is_root() {
-        return Err(DepsError::NotRoot(list));
-    }
-    eprintln!("deps: installing {list}");
-    cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
-    cmd::run(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing),
-    )?;
-    Ok(())
 }
 
 fn is_root() -> bool {

@@ -10,11 +10,12 @@ use berth_layout::disk::{self, SECTOR};
 use berth_layout::gpt::{Gpt, GptError};
 
 use crate::cmd::{self, CmdError};
+use crate::error::{io_at, IoError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Gpt(#[from] GptError),
     #[error(transparent)]
@@ -27,14 +28,10 @@ pub enum DiskError {
 /// `contents` maps a partition label to the image file that fills it;
 /// partitions without one stay zero (the data partition: formatted at first boot).
 pub fn assemble(out: &Path, version: &str, contents: &[(&'static str, &Path)]) -> Result<(), DiskError> {
-    let io = |p: &Path| {
-        let path = p.display().to_string();
-        move |source| DiskError::Io { path, source }
-    };
     let size = disk::image_size();
     let _ = std::fs::remove_file(out);
-    let mut f = File::create(out).map_err(io(out))?;
-    f.set_len(size).map_err(io(out))?;
+    let mut f = File::create(out).map_err(io_at(out))?;
+    f.set_len(size).map_err(io_at(out))?;
     let mut gpt = Gpt::new(disk::disk_guid(version), SECTOR, size / SECTOR);
     for (spec, start, end) in disk::plan() {
         gpt.add(
@@ -50,7 +47,7 @@ pub fn assemble(out: &Path, version: &str, contents: &[(&'static str, &Path)]) -
         let Some((spec, start, end)) = disk::plan().into_iter().find(|(s, _, _)| s.label == *label) else {
             continue;
         };
-        let len = std::fs::metadata(image).map_err(io(image))?.len();
+        let len = std::fs::metadata(image).map_err(io_at(image))?.len();
         if len > end - start {
             return Err(DiskError::TooBig {
                 what: image.display().to_string(),
@@ -59,9 +56,9 @@ pub fn assemble(out: &Path, version: &str, contents: &[(&'static str, &Path)]) -
                 room: end - start,
             });
         }
-        copy_sparse(image, &mut f, start).map_err(io(image))?;
+        copy_sparse(image, &mut f, start).map_err(io_at(image))?;
     }
-    f.sync_all().map_err(io(out))?;
+    f.sync_all().map_err(io_at(out))?;
     Ok(())
 }
 

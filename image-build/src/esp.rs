@@ -5,11 +5,12 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::cmd::{self, CmdError};
+use crate::error::{io_at, IoError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EspError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Cmd(#[from] CmdError),
 }
@@ -25,9 +26,8 @@ pub struct EspFile<'a> {
 /// Timestamps come from `epoch` (mtools honours SOURCE_DATE_EPOCH) and the
 /// volume ID is fixed, so the image is reproducible.
 pub fn build(out: &Path, size: u64, volume_id: u32, epoch: u64, files: &[EspFile]) -> Result<(), EspError> {
-    let io = |source| EspError::Io { path: out.display().to_string(), source };
     let _ = std::fs::remove_file(out);
-    std::fs::File::create(out).and_then(|f| f.set_len(size)).map_err(io)?;
+    std::fs::File::create(out).and_then(|f| f.set_len(size)).map_err(io_at(out))?;
     cmd::run(
         Command::new("mkfs.vfat")
             .args(["-F", "32", "-n", "ESP", "--invariant", "-i"])

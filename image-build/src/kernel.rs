@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cmd::{self, CmdError};
 use crate::context::Context;
+use crate::error::{io_doing, IoError};
 
 /// Bump this whenever the recipe below changes in a way that changes the
 /// output (make targets, environment, the steps): it is part of the key.
@@ -64,8 +65,8 @@ pub struct Kernel {
 pub enum KernelError {
     #[error("{package} is not installed ({detail}); install it and the kernel build dependencies with:\n  {hint}")]
     SourceMissing { package: &'static str, detail: String, hint: &'static str },
-    #[error("kernel: cannot {what} {}: {source}", .path.display())]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("kernel: {0}")]
+    Io(#[from] IoError),
     #[error("kernel config fragment {}:{line}: {problem}: `{text}`", .path.display())]
     FragmentSyntax { path: PathBuf, line: usize, text: String, problem: &'static str },
     #[error("kernel: {step} (in {}) failed: {source}", .dir.display())]
@@ -208,7 +209,8 @@ pub fn cache_key(package_version: &str, fragment: &[u8]) -> String {
 pub fn build(ctx: &Context) -> Result<Kernel, KernelError> {
     let version = source_version()?;
     let fragment_path = ctx.kernel_config_dir().join(FRAGMENT);
-    let fragment = std::fs::read(&fragment_path).map_err(io("read the kernel config fragment", &fragment_path))?;
+    let fragment =
+        std::fs::read(&fragment_path).map_err(io_doing("read the kernel config fragment", &fragment_path))?;
     // A fragment that does not parse fails before anything is built.
     let wants = parse_fragment(&String::from_utf8_lossy(&fragment)).map_err(|(line, text, problem)| {
         KernelError::FragmentSyntax { path: fragment_path.clone(), line, text, problem }
@@ -254,7 +256,7 @@ pub fn build(ctx: &Context) -> Result<Kernel, KernelError> {
             if kernel.bzimage.is_file() && kernel.config.is_file() {
                 Ok(())
             } else {
-                Err(io("move the finished kernel into the cache at", &entry)(e))
+                Err(io_doing("move the finished kernel into the cache at", &entry)(e).into())
             }
         })
     });
@@ -275,13 +277,13 @@ fn remove_leftovers(root: &Path) {
 
 fn fill_entry(tmp: &Path, src: &Path, log: &Path) -> Result<(), KernelError> {
     let _ = std::fs::remove_dir_all(tmp);
-    std::fs::create_dir_all(tmp).map_err(io("create", tmp))?;
+    std::fs::create_dir_all(tmp).map_err(io_doing("create", tmp))?;
     for (from, to) in [
         (src.join("arch/x86/boot/bzImage"), "bzImage"),
         (src.join(".config"), "config"),
         (log.to_path_buf(), "build.log"),
     ] {
-        std::fs::copy(&from, tmp.join(to)).map_err(io("copy the build output", &from))?;
+        std::fs::copy(&from, tmp.join(to)).map_err(io_doing("copy the build output", &from))?;
     }
     Ok(())
 }
@@ -296,7 +298,7 @@ fn configure(src: &Path, fragment_path: &Path, wants: &BTreeMap<String, Want>) -
     cmd::run(make(src).arg("olddefconfig")).map_err(step("make olddefconfig", src))?;
 
     let config_path = src.join(".config");
-    let config = std::fs::read_to_string(&config_path).map_err(io("read", &config_path))?;
+    let config = std::fs::read_to_string(&config_path).map_err(io_doing("read", &config_path))?;
     let mismatches = verify(wants, &parse_config(&config));
     if !mismatches.is_empty() {
         return Err(KernelError::Unverified { fragment: fragment_path.to_path_buf(), config: config_path, mismatches });
@@ -352,7 +354,7 @@ fn source_version() -> Result<String, KernelError> {
 fn source_tree(work: &Path, version: &str) -> Result<PathBuf, KernelError> {
     let dir = work.join(version);
     let src = dir.join(SOURCE_TOPDIR);
-    std::fs::create_dir_all(work).map_err(io("create", work))?;
+    std::fs::create_dir_all(work).map_err(io_doing("create", work))?;
     if let Ok(entries) = std::fs::read_dir(work) {
         for e in entries.flatten() {
             if e.file_name() != *version {
@@ -367,13 +369,13 @@ fn source_tree(work: &Path, version: &str) -> Result<PathBuf, KernelError> {
     let _ = std::fs::remove_dir_all(&dir);
     let tmp = work.join(format!(".extract-{version}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
+    std::fs::create_dir_all(&tmp).map_err(io_doing("create", &tmp))?;
     eprintln!("kernel: extracting {SOURCE_TARBALL} into {}", dir.display());
     let mut tar = Command::new("tar");
     tar.arg("-xJf").arg(SOURCE_TARBALL).arg("-C").arg(&tmp);
-    let extracted = cmd::run(&mut tar)
-        .map_err(step("extract the source", &tmp))
-        .and_then(|_| std::fs::rename(&tmp, &dir).map_err(io("move the extracted source to", &dir)));
+    let extracted = cmd::run(&mut tar).map_err(step("extract the source", &tmp)).and_then(|_| {
+        std::fs::rename(&tmp, &dir).map_err(|e| io_doing("move the extracted source to", &dir)(e).into())
+    });
     if extracted.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -383,10 +385,6 @@ fn source_tree(work: &Path, version: &str) -> Result<PathBuf, KernelError> {
 
 fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> KernelError + 'a {
-    move |source| KernelError::Io { what, path: path.to_path_buf(), source }
 }
 
 fn step<'a>(step: &'static str, dir: &'a Path) -> impl FnOnce(CmdError) -> KernelError + 'a {

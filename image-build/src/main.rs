@@ -12,6 +12,7 @@ mod context;
 mod deps;
 mod disk;
 mod erofs;
+mod error;
 mod esp;
 mod kernel;
 mod manifest;

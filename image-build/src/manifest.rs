@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{io_at, IoError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("reading {0}")]
+    Read(#[from] IoError),
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: package {name:?} is listed in image.toml but not pinned: run `berth-image lock`")]
@@ -45,8 +47,7 @@ pub struct Lock {
 
 /// toml's messages carry line and column; prefix the file so the error names all three.
 fn parse<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ManifestError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(io_at(path))?;
     toml::from_str(&text).map_err(|e| ManifestError::Parse { path: path.to_path_buf(), message: e.to_string() })
 }
 

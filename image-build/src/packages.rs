@@ -9,14 +9,15 @@ use std::process::{Command, Stdio};
 use sha2::{Digest, Sha256};
 
 use crate::cmd::{self, CmdError};
+use crate::error::{io_at, IoError};
 use crate::manifest::{Lock, Pin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
     #[error(transparent)]
     Cmd(#[from] CmdError),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{name} {version}: checksum {actual} does not match the pinned {expected} (image-build/packages.lock)")]
     Checksum { name: String, version: String, expected: String, actual: String },
     #[error("{name}={version} could not be downloaded (it may have left the Debian archive after a point release: run `berth-image lock` to pin the current version): {source}")]
@@ -27,16 +28,12 @@ pub enum PackageError {
     Unpack { deb: PathBuf, message: String },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
-    move |source| PackageError::Io { path: path.to_path_buf(), source }
-}
-
 pub fn sha256_file(path: &Path) -> Result<String, PackageError> {
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut f = std::fs::File::open(path).map_err(io_at(path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
+        let n = f.read(&mut buf).map_err(io_at(path))?;
         if n == 0 {
             break;
         }
@@ -62,10 +59,10 @@ fn cached_deb(cache: &Path, pin: &Pin) -> PathBuf {
 fn apt_download(cache: &Path, spec: &str) -> Result<PathBuf, PackageError> {
     let tmp = cache_dir(cache).join(format!("tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
     cmd::run(Command::new("apt-get").arg("download").arg("-q").arg(spec).current_dir(&tmp))?;
     let deb = std::fs::read_dir(&tmp)
-        .map_err(io(&tmp))?
+        .map_err(io_at(&tmp))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
@@ -80,7 +77,7 @@ fn deb_field(deb: &Path, field: &str) -> Result<String, PackageError> {
 /// Makes sure every pinned package is in the cache with the pinned checksum.
 pub fn fetch(cache: &Path, pins: &[Pin]) -> Result<Vec<PathBuf>, PackageError> {
     let dir = cache_dir(cache);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     let mut debs = Vec::new();
     for pin in pins {
         let path = cached_deb(cache, pin);
@@ -92,7 +89,7 @@ pub fn fetch(cache: &Path, pins: &[Pin]) -> Result<Vec<PathBuf>, PackageError> {
                 }
                 other => other,
             })?;
-            std::fs::rename(&deb, &path).map_err(io(&path))?;
+            std::fs::rename(&deb, &path).map_err(io_at(&path))?;
             let _ = deb.parent().map(std::fs::remove_dir_all);
         }
         let actual = sha256_file(&path)?;
@@ -112,7 +109,7 @@ pub fn fetch(cache: &Path, pins: &[Pin]) -> Result<Vec<PathBuf>, PackageError> {
 /// Pins the archive's current candidate of each named package.
 pub fn lock(cache: &Path, names: &[String]) -> Result<Lock, PackageError> {
     let dir = cache_dir(cache);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     let mut packages = Vec::new();
     for name in names {
         let deb = apt_download(cache, name)?;
@@ -123,7 +120,7 @@ pub fn lock(cache: &Path, names: &[String]) -> Result<Lock, PackageError> {
             sha256: sha256_file(&deb)?,
         };
         let path = cached_deb(cache, &pin);
-        std::fs::rename(&deb, &path).map_err(io(&path))?;
+        std::fs::rename(&deb, &path).map_err(io_at(&path))?;
         let _ = deb.parent().map(std::fs::remove_dir_all);
         eprintln!("packages: pinned {} {}", pin.name, pin.version);
         packages.push(pin);
@@ -135,13 +132,13 @@ pub fn lock(cache: &Path, names: &[String]) -> Result<Lock, PackageError> {
 /// /lib and /lib64 are links into /usr, so every file has one path.
 pub fn unpack(debs: &[PathBuf], root: &Path) -> Result<(), PackageError> {
     if root.exists() {
-        std::fs::remove_dir_all(root).map_err(io(root))?;
+        std::fs::remove_dir_all(root).map_err(io_at(root))?;
     }
     for d in ["bin", "sbin", "lib", "lib64"] {
         let usr = root.join("usr").join(d);
-        std::fs::create_dir_all(&usr).map_err(io(&usr))?;
+        std::fs::create_dir_all(&usr).map_err(io_at(&usr))?;
         let link = root.join(d);
-        std::os::unix::fs::symlink(format!("usr/{d}"), &link).map_err(io(&link))?;
+        std::os::unix::fs::symlink(format!("usr/{d}"), &link).map_err(io_at(&link))?;
     }
     for deb in debs {
         let unpack_err = |message: String| PackageError::Unpack { deb: deb.clone(), message };

@@ -7,12 +7,13 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use crate::cmd::{self, CmdError};
+use crate::error::{io_at, IoError};
 use crate::manifest::Image;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("image.toml names {path}, which no pinned package contains")]
     MissingFile { path: String },
     #[error("{binary} needs {library}, found in no pinned package (searched {searched}); add the package that has it to image-build/image.toml")]
@@ -23,10 +24,6 @@ pub enum RootfsError {
     LinkLoop { path: String },
     #[error(transparent)]
     Cmd(#[from] CmdError),
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
-    move |source| RootfsError::Io { path: path.to_path_buf(), source }
 }
 
 /// What went into the root, for the size report.
@@ -103,13 +100,13 @@ impl Builder<'_> {
     fn install(&mut self, src: &Path, dest: &str) -> Result<(), RootfsError> {
         let to = self.root.join(dest.trim_start_matches('/'));
         if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            std::fs::create_dir_all(parent).map_err(io_at(parent))?;
         }
-        std::fs::copy(src, &to).map_err(io(src))?;
-        let mode = std::fs::metadata(src).map_err(io(src))?.permissions().mode() & 0o7777;
+        std::fs::copy(src, &to).map_err(io_at(src))?;
+        let mode = std::fs::metadata(src).map_err(io_at(src))?.permissions().mode() & 0o7777;
         let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).map_err(io(&to))?;
-        let size = std::fs::metadata(&to).map_err(io(&to))?.len();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).map_err(io_at(&to))?;
+        let size = std::fs::metadata(&to).map_err(io_at(&to))?.len();
         self.report.files.insert(dest.to_string(), size);
         Ok(())
     }
@@ -120,7 +117,7 @@ impl Builder<'_> {
             return Ok(());
         }
         self.install(src, dest)?;
-        let bytes = std::fs::read(src).map_err(io(src))?;
+        let bytes = std::fs::read(src).map_err(io_at(src))?;
         if !bytes.starts_with(b"\x7fELF") {
             return Ok(());
         }
@@ -179,7 +176,7 @@ pub fn build(
     root: &Path,
 ) -> Result<RootReport, RootfsError> {
     if root.exists() {
-        std::fs::remove_dir_all(root).map_err(io(root))?;
+        std::fs::remove_dir_all(root).map_err(io_at(root))?;
     }
     for d in [
         "proc",
@@ -197,18 +194,18 @@ pub fn build(
         "usr/lib/x86_64-linux-gnu",
     ] {
         let p = root.join(d);
-        std::fs::create_dir_all(&p).map_err(io(&p))?;
+        std::fs::create_dir_all(&p).map_err(io_at(&p))?;
     }
-    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).map_err(io(root))?;
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).map_err(io_at(root))?;
     for d in ["bin", "sbin", "lib", "lib64"] {
         let link = root.join(d);
-        symlink(format!("usr/{d}"), &link).map_err(io(&link))?;
+        symlink(format!("usr/{d}"), &link).map_err(io_at(&link))?;
     }
     // root's home is on the data partition (its ~/.ssh/authorized_keys must
     // be writable; /etc/passwd says /var/root, the root-home unit makes it);
     // /root points there for whatever assumes the usual path.
     let home = root.join("root");
-    symlink("var/root", &home).map_err(io(&home))?;
+    symlink("var/root", &home).map_err(io_at(&home))?;
     let mut b = Builder { pkgroot, root, report: RootReport::default(), seen: BTreeSet::new() };
     for f in &image.files {
         let src = resolve(pkgroot, f)?;
@@ -225,20 +222,20 @@ pub fn build(
         "../bin/{}",
         Path::new(berth_layout::paths::INIT).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     );
-    symlink(&init_target, &init).map_err(io(&init))?;
+    symlink(&init_target, &init).map_err(io_at(&init))?;
     for name in &image.power_commands {
         let link = root.join("usr/sbin").join(name);
-        symlink(&init_target, &link).map_err(io(&link))?;
+        symlink(&init_target, &link).map_err(io_at(&link))?;
     }
 
     busybox_links(image, pkgroot, root)?;
     copy_static(static_dir, static_dir, root, &mut b)?;
 
     let rel = root.join(berth_layout::paths::OS_RELEASE.trim_start_matches('/'));
-    std::fs::write(&rel, os_release).map_err(io(&rel))?;
+    std::fs::write(&rel, os_release).map_err(io_at(&rel))?;
     b.report.files.insert(berth_layout::paths::OS_RELEASE.to_string(), os_release.len() as u64);
     let etc_rel = root.join("etc/os-release");
-    symlink("../usr/lib/os-release", &etc_rel).map_err(io(&etc_rel))?;
+    symlink("../usr/lib/os-release", &etc_rel).map_err(io_at(&etc_rel))?;
     Ok(b.report)
 }
 
@@ -257,7 +254,7 @@ fn busybox_links(image: &Image, pkgroot: &Path, root: &Path) -> Result<(), Rootf
             continue;
         }
         let link = root.join("usr/bin").join(name);
-        symlink("busybox", &link).map_err(io(&link))?;
+        symlink("busybox", &link).map_err(io_at(&link))?;
     }
     Ok(())
 }
@@ -267,20 +264,20 @@ fn busybox_links(image: &Image, pkgroot: &Path, root: &Path) -> Result<(), Rootf
 /// meant for the image, e.g. `iptables -> xtables-nft-multi`).
 fn copy_static(base: &Path, dir: &Path, root: &Path, b: &mut Builder) -> Result<(), RootfsError> {
     let mut entries: Vec<PathBuf> =
-        std::fs::read_dir(dir).map_err(io(dir))?.filter_map(Result::ok).map(|e| e.path()).collect();
+        std::fs::read_dir(dir).map_err(io_at(dir))?.filter_map(Result::ok).map(|e| e.path()).collect();
     entries.sort();
     for src in entries {
         let rel = src.strip_prefix(base).map_err(|_| RootfsError::MissingFile { path: src.display().to_string() })?;
-        if src.symlink_metadata().map_err(io(&src))?.file_type().is_symlink() {
-            let target = std::fs::read_link(&src).map_err(io(&src))?;
+        if src.symlink_metadata().map_err(io_at(&src))?.file_type().is_symlink() {
+            let target = std::fs::read_link(&src).map_err(io_at(&src))?;
             let to = root.join(rel);
             if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent).map_err(io(parent))?;
+                std::fs::create_dir_all(parent).map_err(io_at(parent))?;
             }
             if to.symlink_metadata().is_ok() {
-                std::fs::remove_file(&to).map_err(io(&to))?;
+                std::fs::remove_file(&to).map_err(io_at(&to))?;
             }
-            symlink(&target, &to).map_err(io(&to))?;
+            symlink(&target, &to).map_err(io_at(&to))?;
             continue;
         }
         if src.is_dir() {
@@ -291,7 +288,7 @@ fn copy_static(base: &Path, dir: &Path, root: &Path, b: &mut Builder) -> Result<
         b.install(&src, &dest)?;
         if dest == "/etc/shadow" {
             let to = root.join("etc/shadow");
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).map_err(io(&to))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).map_err(io_at(&to))?;
         }
     }
     Ok(())

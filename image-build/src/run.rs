@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_qemu::{boot_timeout, shutdown_timeout, BootReport, Vm, VmConfig, GIB};
+use berth_qemu::{boot_timeout, shutdown_timeout, BootTimes, Vm, VmConfig, GIB};
 
 use crate::build;
 use crate::context::Context;
@@ -73,7 +73,7 @@ fn newer(a: &Path, b: &Path) -> bool {
 
 /// What one headless boot measured.
 pub struct SmokeResult {
-    pub report: BootReport,
+    pub times: BootTimes,
     pub pid1_rss_kib: Option<u64>,
     /// `berthctl status` right after the ready line.
     pub units: String,
@@ -85,7 +85,7 @@ pub struct SmokeResult {
 pub fn smoke_once(ctx: &Context, opts: &RunOptions, name: &str) -> Result<SmokeResult, Error> {
     let cfg = VmConfig::new().name(name).disk(ctx.qcow2()).disk_size(4 * GIB).memory_mib(opts.memory_mib).kvm(opts.kvm);
     let mut vm = Vm::start(cfg)?;
-    let report = vm.wait_ready(boot_timeout())?;
+    let times = vm.wait_ready(boot_timeout())?;
     let rss = vm.sh("grep VmRSS /proc/1/status").ok().and_then(|o| parse_rss_kib(&o.output));
     let units = vm.sh("berthctl status").map(|o| o.output).unwrap_or_else(|e| format!("berthctl status: {e}\n"));
     let t = Instant::now();
@@ -98,7 +98,7 @@ pub fn smoke_once(ctx: &Context, opts: &RunOptions, name: &str) -> Result<SmokeR
             format!("the VM exited ({status}) without a clean shutdown:\n{}", berth_qemu::tail(&console, 40)).into()
         );
     }
-    Ok(SmokeResult { report, pid1_rss_kib: rss, units, shutdown })
+    Ok(SmokeResult { times, pid1_rss_kib: rss, units, shutdown })
 }
 
 pub fn parse_rss_kib(text: &str) -> Option<u64> {
@@ -113,11 +113,11 @@ fn smoke(ctx: &Context, opts: &RunOptions) -> Result<SmokeResult, Error> {
     println!("boot report");
     println!(
         "  firmware+loader  {}",
-        r.report.firmware_loader.map(|s| format!("{s:.3} s")).unwrap_or_else(|| "n/a".into())
+        r.times.firmware_loader.map(|s| format!("{s:.3} s")).unwrap_or_else(|| "n/a".into())
     );
-    println!("  kernel           {:.3} s", r.report.kernel);
-    println!("  userspace        {:.3} s", r.report.userspace);
-    println!("  ready in         {:.3} s", r.report.total);
+    println!("  kernel           {:.3} s", r.times.kernel);
+    println!("  userspace        {:.3} s", r.times.userspace);
+    println!("  ready in         {:.3} s", r.times.total);
     if let Some(rss) = r.pid1_rss_kib {
         println!("  PID1 RSS         {rss} KiB");
     }

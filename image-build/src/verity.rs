@@ -9,12 +9,13 @@ use berth_layout::Guid;
 use sha2::{Digest, Sha256};
 
 use crate::cmd::{self, CmdError};
+use crate::error::{io_at, IoError};
 use crate::packages::hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerityError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Cmd(#[from] CmdError),
     #[error("veritysetup printed no root hash:\n{0}")]
@@ -30,12 +31,11 @@ pub fn salt(version: &str) -> String {
 /// Pads `image` to whole blocks and appends its hash tree (after a
 /// veritysetup superblock). Returns the parameters and the new file size.
 pub fn append_hash_tree(image: &Path, version: &str) -> Result<(Verity, u64), VerityError> {
-    let io = |source| VerityError::Io { path: image.display().to_string(), source };
-    let len = std::fs::metadata(image).map_err(io)?.len();
+    let len = std::fs::metadata(image).map_err(io_at(image))?.len();
     let data_blocks = len.div_ceil(VERITY_BLOCK);
     let data_size = data_blocks * VERITY_BLOCK;
-    let f = std::fs::OpenOptions::new().write(true).open(image).map_err(io)?;
-    f.set_len(data_size).map_err(io)?;
+    let f = std::fs::OpenOptions::new().write(true).open(image).map_err(io_at(image))?;
+    f.set_len(data_size).map_err(io_at(image))?;
     drop(f);
     let salt = salt(version);
     let uuid = Guid::derive(&format!("{version}/verity"));
@@ -57,7 +57,7 @@ pub fn append_hash_tree(image: &Path, version: &str) -> Result<(Verity, u64), Ve
         .find_map(|l| l.strip_prefix("Root hash:"))
         .map(|h| h.trim().to_string())
         .ok_or_else(|| VerityError::NoRootHash(out.clone()))?;
-    let total = std::fs::metadata(image).map_err(io)?.len();
+    let total = std::fs::metadata(image).map_err(io_at(image))?.len();
     // The hash area starts one block past the data: veritysetup's superblock.
     Ok((Verity { data_blocks, hash_start_block: data_blocks + 1, root_hash, salt }, total))
 }

@@ -16,25 +16,16 @@ pub struct GuidParseError(pub String);
 impl Guid {
     pub const NIL: Guid = Guid([0; 16]);
 
-    /// A GUID known at compile time, e.g. a partition type. Panics (at
-    /// compile time, in a const) on a malformed literal.
+    /// A GUID known at compile time, e.g. a partition type.
+    ///
+    /// # Panics
+    /// On a malformed literal; used in a `const`, that fails the build.
     pub const fn from_const(s: &str) -> Guid {
-        let b = s.as_bytes();
-        assert!(b.len() == 36, "GUID literal must have 36 characters");
-        let mut out = [0u8; 16];
-        let mut i = 0;
-        let mut o = 0;
-        while i < 36 {
-            if i == 8 || i == 13 || i == 18 || i == 23 {
-                assert!(b[i] == b'-', "GUID literal needs dashes at 8, 13, 18, 23");
-                i += 1;
-                continue;
-            }
-            out[o] = (hex(b[i]) << 4) | hex(b[i + 1]);
-            o += 1;
-            i += 2;
+        match parse(s.as_bytes()) {
+            Some(g) => g,
+            #[allow(clippy::panic)] // only ever evaluated at compile time, on literals
+            None => panic!("GUID literal must be 8-4-4-4-12 hex digits"),
         }
-        Guid(out)
     }
 
     /// A stable GUID derived from a name, so that two builds of the same
@@ -43,7 +34,9 @@ impl Guid {
     pub fn derive(name: &str) -> Guid {
         let digest = Sha256::digest(format!("berth-guid:{name}").as_bytes());
         let mut out = [0u8; 16];
-        out.copy_from_slice(&digest[..16]);
+        for (o, d) in out.iter_mut().zip(digest.iter()) {
+            *o = *d;
+        }
         out[6] = (out[6] & 0x0f) | 0x80;
         out[8] = (out[8] & 0x3f) | 0x80;
         Guid(out)
@@ -68,12 +61,37 @@ impl Guid {
     }
 }
 
-const fn hex(c: u8) -> u8 {
+/// The 8-4-4-4-12 hex digit text of a GUID, in either case.
+const fn parse(s: &[u8]) -> Option<Guid> {
+    if s.len() != 36 {
+        return None;
+    }
+    let mut value: u128 = 0;
+    let mut rest = s;
+    let mut pos = 0;
+    while let [c, tail @ ..] = rest {
+        if matches!(pos, 8 | 13 | 18 | 23) {
+            if *c != b'-' {
+                return None;
+            }
+        } else {
+            match hex(*c) {
+                Some(digit) => value = (value << 4) | digit as u128,
+                None => return None,
+            }
+        }
+        rest = tail;
+        pos += 1;
+    }
+    Some(Guid(value.to_be_bytes()))
+}
+
+const fn hex(c: u8) -> Option<u8> {
     match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        b'A'..=b'F' => c - b'A' + 10,
-        _ => panic!("GUID literal has a non-hex digit"),
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
     }
 }
 
@@ -81,29 +99,7 @@ impl FromStr for Guid {
     type Err = GuidParseError;
 
     fn from_str(s: &str) -> Result<Guid, GuidParseError> {
-        let err = || GuidParseError(s.to_string());
-        let b = s.as_bytes();
-        if b.len() != 36 {
-            return Err(err());
-        }
-        let mut out = [0u8; 16];
-        let mut o = 0;
-        let mut i = 0;
-        while i < 36 {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                if b[i] != b'-' {
-                    return Err(err());
-                }
-                i += 1;
-                continue;
-            }
-            let hi = (b[i] as char).to_digit(16).ok_or_else(err)?;
-            let lo = (b[i + 1] as char).to_digit(16).ok_or_else(err)?;
-            out[o] = (hi * 16 + lo) as u8;
-            o += 1;
-            i += 2;
-        }
-        Ok(Guid(out))
+        parse(s.as_bytes()).ok_or_else(|| GuidParseError(s.to_string()))
     }
 }
 
@@ -145,6 +141,9 @@ mod tests {
     fn malformed_text_is_rejected() {
         assert!("c12a7328f81f11d2ba4b00a0c93ec93b".parse::<Guid>().is_err());
         assert!("g12a7328-f81f-11d2-ba4b-00a0c93ec93b".parse::<Guid>().is_err());
+        assert!("c12a7328-f81f-11d2-ba4b-00a0c93ec93".parse::<Guid>().is_err(), "35 characters");
+        assert!("c12a7328-f81f-11d2-ba4b+00a0c93ec93b".parse::<Guid>().is_err(), "a dash missing");
+        assert!("c12a7328-f81f-11d2-ba4b-00a0c93ec93bb".parse::<Guid>().is_err(), "37 characters");
     }
 
     #[test]

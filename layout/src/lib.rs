@@ -2,6 +2,11 @@
 //! layout and its GPT, where things live in the image, the kernel command
 //! line that sets up the verified root, and the lines PID1 prints that
 //! tools read.
+//!
+//! PID1 links this crate, so it follows PID1's rule: no panicking
+//! shortcuts, and what it reads from disk is checked before it is used.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod cmdline;
 pub mod disk;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::host::Host;
-use crate::vm::VmPaths;
+use crate::vm_paths::VmPaths;
 
 /// A VM to start with [`crate::Vm::start`]. Builder-style:
 ///
@@ -55,11 +55,11 @@ impl Default for VmConfig {
 }
 
 impl VmConfig {
-    /// The defaults: [`crate::default_image`], 1024 MiB, 1 CPU, TCG.
+    /// The defaults: [`crate::settings::default_image`], 1024 MiB, 1 CPU, TCG.
     pub fn new() -> VmConfig {
         VmConfig {
             name: "vm".into(),
-            disk: Some(crate::default_image()),
+            disk: Some(crate::settings::default_image()),
             disk_size: None,
             memory_mib: 1024,
             cpus: 1,
@@ -154,7 +154,7 @@ impl VmConfig {
             // LoaderTimeExecUSec) only when CPUID does not say "hypervisor",
             // since a virtualized TSC need not count from reset. Under TCG
             // the TSC is QEMU's own and does, so the emulated CPU leaves the
-            // bit out and the boot report gets its firmware+loader part.
+            // bit out and the ready line gets its firmware+loader part.
             push(&mut a, &["-accel", "tcg", "-cpu", "qemu64,-hypervisor"]);
         }
         push(&mut a, &["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
@@ -260,8 +260,8 @@ mod tests {
         Host {
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             qemu_img: "/usr/bin/qemu-img".into(),
-            ovmf_code: crate::OVMF_CODE.into(),
-            ovmf_vars: crate::OVMF_VARS.into(),
+            ovmf_code: crate::host::OVMF_CODE.into(),
+            ovmf_vars: crate::host::OVMF_VARS.into(),
         }
     }
 

@@ -4,10 +4,10 @@ use berth_layout::console::{EMERGENCY_PREFIX, READY_PREFIX};
 
 use crate::error::{Error, Result};
 
-/// What PID1's ready line says, in seconds:
-/// `berth: ready in X.XXX s (firmware+loader A s, kernel B s, userspace C s)`.
+/// How long each phase of a boot took, in seconds, as PID1's ready line
+/// says: `berth: ready in X.XXX s (firmware+loader A s, kernel B s, userspace C s)`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BootReport {
+pub struct BootTimes {
     pub total: f64,
     /// `None` when the firmware did not say (`n/a`: no EFI loader timestamps).
     pub firmware_loader: Option<f64>,
@@ -15,10 +15,10 @@ pub struct BootReport {
     pub userspace: f64,
 }
 
-impl BootReport {
+impl BootTimes {
     /// Parses a console line holding PID1's ready line (text before the
     /// prefix, e.g. interleaved kernel output, is ignored).
-    pub fn parse(line: &str) -> Result<BootReport> {
+    pub fn parse(line: &str) -> Result<BootTimes> {
         let bad = |why: &str| Error::Parse(format!("ready line {line:?}: {why}"));
         let at = line.find(READY_PREFIX).ok_or_else(|| bad("no ready prefix"))?;
         let rest = line[at + READY_PREFIX.len()..].trim_end();
@@ -44,7 +44,7 @@ impl BootReport {
                 _ => return Err(bad(&format!("unknown part {name:?}"))),
             }
         }
-        Ok(BootReport {
+        Ok(BootTimes {
             total,
             firmware_loader: fw.ok_or_else(|| bad("no firmware+loader part"))?,
             kernel: kernel.ok_or_else(|| bad("no kernel part"))?.ok_or_else(|| bad("kernel time is n/a"))?,
@@ -119,14 +119,14 @@ mod tests {
     #[test]
     fn parses_a_full_ready_line() {
         let r =
-            BootReport::parse("berth: ready in 21.346 s (firmware+loader 9.120 s, kernel 2.003 s, userspace 10.223 s)")
+            BootTimes::parse("berth: ready in 21.346 s (firmware+loader 9.120 s, kernel 2.003 s, userspace 10.223 s)")
                 .unwrap();
-        assert_eq!(r, BootReport { total: 21.346, firmware_loader: Some(9.12), kernel: 2.003, userspace: 10.223 });
+        assert_eq!(r, BootTimes { total: 21.346, firmware_loader: Some(9.12), kernel: 2.003, userspace: 10.223 });
     }
 
     #[test]
     fn firmware_may_be_unknown_and_noise_before_the_prefix_is_ignored() {
-        let r = BootReport::parse(
+        let r = BootTimes::parse(
             "[    3.1] random: crng init done\rberth: ready in 5.000 s (firmware+loader n/a, kernel 1.500 s, userspace 3.500 s)\r",
         )
         .unwrap();
@@ -145,7 +145,7 @@ mod tests {
             "berth: ready in 1.0 s (firmware+loader 1 s, kernel 1 s, userspace -2 s)",
             "berth: ready in 1.0 s (firmware+loader 1 s, kernel 1 s, bogus 2 s)",
         ] {
-            let e = BootReport::parse(bad).unwrap_err().to_string();
+            let e = BootTimes::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
     }

@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn flip_byte_changes_one_byte() {
-        let dir = crate::WorkDir::create("unit-flip").unwrap();
+        let dir = crate::workdir::WorkDir::create("unit-flip").unwrap();
         let p = dir.join("f");
         std::fs::write(&p, [1u8, 2, 3]).unwrap();
         assert_eq!(flip_byte(&p, 1, 0xff).unwrap(), (2, 0xfd));
@@ -268,14 +268,14 @@ mod tests {
 
     #[test]
     fn a_fresh_ext4_is_clean_and_its_size_is_read() {
-        let dir = crate::WorkDir::create("unit-fsck").unwrap();
+        let dir = crate::workdir::WorkDir::create("unit-fsck").unwrap();
         let p = dir.join("fs.img");
-        std::fs::File::create(&p).unwrap().set_len(16 * crate::MIB).unwrap();
+        std::fs::File::create(&p).unwrap().set_len(16 * crate::settings::MIB).unwrap();
         let mkfs = require_program("mkfs.ext4", "e2fsprogs").unwrap();
         run_tool(Command::new(mkfs).args(["-q", "-F", "-b", "4096"]).arg(&p)).unwrap();
         let f = fsck_ext4(&p).unwrap();
         assert!(f.clean(), "{f:?}");
-        assert_eq!(f.size_bytes, Some(16 * crate::MIB));
+        assert_eq!(f.size_bytes, Some(16 * crate::settings::MIB));
         // A superblock marked as mounted and never unmounted is not clean.
         let mut img = std::fs::read(&p).unwrap();
         // s_state (le16) at offset 58 of the superblock, which starts at 1024.

@@ -7,8 +7,9 @@ use std::time::Duration;
 /// so `.expect()` in a test prints the whole story.
 #[derive(thiserror::Error)]
 pub enum Error {
-    #[error("this host cannot run Berth VMs: missing {}\ninstall them with: {}", .missing.join(", "), crate::INSTALL_HINT)]
-    HostMissing { missing: Vec<String> },
+    /// `install` is the command line that installs what is missing.
+    #[error("this host cannot run Berth VMs: missing {}\ninstall them with: {install}", .missing.join(", "))]
+    HostMissing { missing: Vec<String>, install: &'static str },
 
     #[error("no image at {}: run `cargo run --release -p berth-image -- build`", .0.display())]
     NoImage(PathBuf),

@@ -42,7 +42,7 @@ impl Host {
             (Some(qemu), Some(qemu_img)) if missing.is_empty() => {
                 Ok(Host { qemu, qemu_img, ovmf_code: OVMF_CODE.into(), ovmf_vars: OVMF_VARS.into() })
             }
-            _ => Err(Error::HostMissing { missing }),
+            _ => Err(Error::HostMissing { missing, install: INSTALL_HINT }),
         }
     }
 }
@@ -64,7 +64,10 @@ fn is_executable(p: &Path) -> bool {
 
 /// Like [`find_program`], or an error naming the Debian package.
 pub(crate) fn require_program(name: &str, package: &str) -> Result<PathBuf> {
-    find_program(name).ok_or_else(|| Error::HostMissing { missing: vec![format!("{name} (package {package})")] })
+    find_program(name).ok_or_else(|| Error::HostMissing {
+        missing: vec![format!("{name} (package {package})")],
+        install: INSTALL_HINT,
+    })
 }
 
 #[cfg(test)]
@@ -79,7 +82,8 @@ mod tests {
 
     #[test]
     fn missing_message_has_the_install_line() {
-        let e = Error::HostMissing { missing: vec!["qemu-img (package qemu-utils)".into()] }.to_string();
+        let e = Error::HostMissing { missing: vec!["qemu-img (package qemu-utils)".into()], install: INSTALL_HINT }
+            .to_string();
         assert!(e.contains("qemu-img"), "{e}");
         assert!(e.contains("apt-get install qemu-system-x86 qemu-utils ovmf"), "{e}");
     }

@@ -1,99 +1,23 @@
 //! A running (or stopped) QEMU VM.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_layout::console::{READY_PREFIX, SHUTDOWN_DONE};
 
 use crate::config::VmConfig;
-use crate::console::{self, BootReport, Failure};
+use crate::console::{self, BootTimes, Failure};
 use crate::disk::{self, Image, ImageFormat};
 use crate::error::{io, Error, Result};
 use crate::host::Host;
 use crate::qmp::Qmp;
 use crate::shell::{AdminShell, Output};
+use crate::vm_paths::VmPaths;
 use crate::workdir::WorkDir;
 
-/// Lines of console shown in errors.
-const TAIL_LINES: usize = 40;
 /// The default time limit of [`Vm::sh`].
 pub const SH_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The files of one VM, all in its working directory.
-#[derive(Clone, Debug)]
-pub struct VmPaths {
-    pub dir: PathBuf,
-    /// The VM's disk: a qcow2 overlay on the base image.
-    pub overlay: PathBuf,
-    /// The VM's copy of OVMF's variable store.
-    pub vars: PathBuf,
-    /// Everything the serial console printed, across restarts.
-    pub console: PathBuf,
-    /// QEMU's own stdout and stderr.
-    pub qemu_log: PathBuf,
-    /// Everything the admin console sent back.
-    pub admin_log: PathBuf,
-    pub admin_sock: PathBuf,
-    pub qmp_sock: PathBuf,
-}
-
-impl VmPaths {
-    pub(crate) fn in_dir(dir: &Path) -> VmPaths {
-        VmPaths {
-            dir: dir.to_path_buf(),
-            overlay: dir.join("overlay.qcow2"),
-            vars: dir.join("vars.fd"),
-            console: dir.join("console.log"),
-            qemu_log: dir.join("qemu.log"),
-            admin_log: dir.join("admin.log"),
-            admin_sock: dir.join("admin.sock"),
-            qmp_sock: dir.join("qmp.sock"),
-        }
-    }
-
-    /// The console so far (lossy UTF-8; empty before QEMU wrote anything).
-    pub fn console_text(&self) -> String {
-        std::fs::read(&self.console).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-    }
-
-    /// The end of the console (and of QEMU's log, if it said anything), for
-    /// error messages.
-    pub fn context(&self) -> String {
-        let mut s = format!(
-            "--- last {TAIL_LINES} console lines ({}) ---\n{}",
-            self.console.display(),
-            console::tail(&strip_ansi(&self.console_text()), TAIL_LINES)
-        );
-        let qemu = std::fs::read_to_string(&self.qemu_log).unwrap_or_default();
-        if !qemu.trim().is_empty() {
-            s.push_str(&format!("\n--- QEMU's log ({}) ---\n{}", self.qemu_log.display(), console::tail(&qemu, 10)));
-        }
-        s
-    }
-}
-
-/// Removes terminal escape sequences (the firmware paints its screen with
-/// them), so error messages stay readable.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else if c != '\r' {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// A VM: QEMU on a copy-on-write overlay of the base image, with its own
 /// EFI variables. Dropping it kills QEMU if it still runs.
@@ -342,7 +266,7 @@ impl Vm {
     /// Waits for the next boot's ready line (the first one not yet returned
     /// by this method) and parses it. Fails at once when PID1 reports an
     /// emergency, the kernel panics or QEMU exits.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<BootReport> {
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<BootTimes> {
         let n = self.ready_seen + 1;
         let what =
             if n == 1 { "the ready line".to_string() } else { format!("ready line number {n} (boot {n} of this VM)") };
@@ -363,7 +287,7 @@ impl Vm {
             }
         })?;
         self.ready_seen = n;
-        BootReport::parse(&line)
+        BootTimes::parse(&line)
     }
 
     /// How many ready lines the console shows (boots that came up).
@@ -637,15 +561,5 @@ impl Drop for Vm {
         if std::thread::panicking() {
             eprintln!("berth-qemu: VM {:?}: console log {}", self.cfg.name, self.paths.console.display());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ansi_sequences_and_carriage_returns_are_stripped() {
-        assert_eq!(strip_ansi("\x1b[2J\x1b[01;01HShell> \x1b[0m\r\nok"), "Shell> \nok");
     }
 }

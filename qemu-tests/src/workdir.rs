@@ -7,7 +7,7 @@ use crate::error::{io, Result};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// A directory under [`crate::vms_dir`] named `<name>-<pid>-<counter>`.
+/// A directory under [`crate::settings::vms_dir`] named `<name>-<pid>-<counter>`.
 /// Dropped normally, it is removed; dropped while the thread panics (a
 /// failing test), it is kept and its path printed, so its logs can be read.
 /// A directory given with [`WorkDir::existing`] is never removed.
@@ -21,7 +21,7 @@ impl WorkDir {
     /// A fresh, empty directory for `name`.
     pub fn create(name: &str) -> Result<WorkDir> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = crate::vms_dir().join(format!("{name}-{}-{n}", std::process::id()));
+        let path = crate::settings::vms_dir().join(format!("{name}-{}-{n}", std::process::id()));
         if path.exists() {
             std::fs::remove_dir_all(&path).map_err(io(format!("removing the stale directory {}", path.display())))?;
         }
