@@ -162,7 +162,8 @@ fn enlarged_disk_grows_the_partition_then_the_filesystem() {
     let gpt = Gpt::read(&mut Cursor::new(&table), 512, table.len() as u64).unwrap();
     let data = gpt.by_name(DATA_LABEL).unwrap();
     assert_eq!(gpt.total_sectors, 64 * 2048, "backup table moved to the end");
-    assert_eq!(data.last_lba, gpt.last_usable);
+    // The last MiB boundary before the last usable sector.
+    assert_eq!(data.last_lba, 64 * 2048 - 2048 - 1, "{data:?}, last usable {}", gpt.last_usable);
     let blkpg = format!("blkpg /dev/vda 4 {} {}", 6 * MIB, data.sectors() * 512);
     let order = [
         sys.pos("open-rw /dev/vda"),
@@ -173,6 +174,7 @@ fn enlarged_disk_grows_the_partition_then_the_filesystem() {
     ];
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{:#?}", sys.calls);
     assert_eq!(report.data.grew.map(|(a, b)| (a / MIB, b / MIB)), Some((3, 57)));
+    assert_eq!(report.data.grew.map(|(_, b)| b % MIB), Some(0), "a whole number of MiB");
     match report.data.resized {
         Some(Resize::Grew { from, to }) => assert_eq!((from / MIB, to / MIB), (3, 57)),
         other => panic!("{other:?}"),
@@ -193,8 +195,9 @@ fn first_boot_on_an_enlarged_disk_grows_before_formatting() {
     let mut sys = FakeSystem::berth(10, 32);
     let report = boot(&mut sys).unwrap();
     assert!(sys.pos("blkpg /dev/vda 4") < sys.pos("run /usr/sbin/mke2fs"));
-    // From 6 MiB to the end, less the backup table (33 sectors) and header.
-    assert_eq!(report.data.prepared, Prepared::Formatted { bytes: (32 * MIB) - 6 * MIB - 34 * 512 + 512 });
+    // From 6 MiB to the last MiB boundary before the backup table (33
+    // sectors) and header.
+    assert_eq!(report.data.prepared, Prepared::Formatted { bytes: 31 * MIB - 6 * MIB });
     assert!(sys.calls_starting("run /usr/sbin/resize2fs").is_empty());
 }
 

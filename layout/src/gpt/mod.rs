@@ -227,8 +227,13 @@ impl Gpt {
         Ok(())
     }
 
-    /// Extends partition `index` up to the last usable sector, if nothing
-    /// follows it. Returns whether it grew.
+    /// Extends partition `index` as far as it can go, if nothing follows
+    /// it: to the last usable sector, or to the start of the next partition,
+    /// with its end rounded down to a whole [`ALIGN`](crate::disk::ALIGN)
+    /// (1 MiB) from the start of the disk, the rule of partitioning tools
+    /// (the partition's size is then a whole number of 4 KiB blocks and
+    /// of any erase block up to 1 MiB). Never shrinks it. Returns whether
+    /// it grew.
     pub fn grow_to_end(&mut self, index: usize) -> Result<bool, GptError> {
         let last_usable = self.last_usable;
         let start =
@@ -241,11 +246,14 @@ impl Gpt {
             .map(|p| p.first_lba.saturating_sub(1))
             .min()
             .unwrap_or(last_usable);
+        // The last sector before the last whole MiB boundary within the limit.
+        let per_align = (crate::disk::ALIGN / self.sector_size.max(1)).max(1);
+        let aligned_end = (limit.saturating_add(1) / per_align).saturating_mul(per_align).saturating_sub(1);
         let part = self.partitions.iter_mut().find(|p| p.index == index).ok_or(GptError::NoSuchPartition(index))?;
-        if part.last_lba >= limit {
+        if part.last_lba >= aligned_end || aligned_end < part.first_lba {
             return Ok(false);
         }
-        part.last_lba = limit;
+        part.last_lba = aligned_end;
         Ok(true)
     }
 

@@ -52,8 +52,66 @@ fn enlarged_disk_moves_backup_and_grows_last_partition() {
     assert!(!back.grow_to_end(idx).unwrap(), "second grow is a no-op");
     back.write(&mut disk).unwrap();
     let again = Gpt::read(&mut disk, 512, 32768 * 512).unwrap();
-    assert_eq!(again.by_name("two").unwrap().last_lba, 32768 - 34);
+    // 32768 - 34 is the last usable sector; the partition ends at the last
+    // MiB boundary before it (sector 30720 = 15 MiB).
+    assert_eq!(again.by_name("two").unwrap().last_lba, 30719);
     assert_eq!(again.total_sectors, 32768);
+}
+
+/// A table grown to an enlarged disk of `total` sectors of `ss` bytes
+/// (sgdisk reads image files as 512-byte sectors), written to a file that
+/// sgdisk then verifies. Returns the grown
+/// partition's last sector.
+fn grow_file_and_check_with_sgdisk(ss: u64, total: u64) -> u64 {
+    let mib = crate::disk::MIB / ss;
+    let mut g = Gpt::new(Guid::derive("disk"), ss, 16 * mib + 64);
+    g.add("one", T, Guid::derive("one"), mib, 4 * mib - 1).unwrap();
+    g.add("two", T, Guid::derive("two"), 4 * mib, 8 * mib - 1).unwrap();
+    g.resize_disk(total).unwrap();
+    let idx = g.by_name("two").unwrap().index;
+    g.grow_to_end(idx).unwrap();
+    let dir = std::env::temp_dir().join(format!("berth-gpt-grow-{}-{ss}-{total}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("disk.img");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.set_len(total * ss).unwrap();
+    g.write(&mut f).unwrap();
+    drop(f);
+    let out = std::process::Command::new("sgdisk").arg("-v").arg(&path).output().expect("sgdisk (package gdisk)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(text.contains("No problems found"), "sgdisk -v on a {total}-sector disk:\n{text}");
+    g.by_name("two").unwrap().last_lba
+}
+
+#[test]
+fn grown_partitions_end_on_a_mib_boundary_even_on_odd_disk_sizes() {
+    // 4 GiB, and odd enlargements: not a multiple of 1 MiB, of 4 KiB, or even.
+    for total in [8_388_608u64, 8_388_608 + 1, 8_388_608 + 2047, 6_291_456 + 1234, 100_003] {
+        let last = grow_file_and_check_with_sgdisk(512, total);
+        assert_eq!((last + 1) % 2048, 0, "{total} sectors: the partition ends at {last}, not on a MiB boundary");
+        assert!(last <= total - 34, "{total}: past the last usable sector");
+        assert!(total - 34 - last < 2048, "{total}: more than a MiB left unused after {last}");
+    }
+    // 4096-byte sectors: 256 to a MiB.
+    let mut g = Gpt::new(Guid::derive("disk"), 4096, 4096);
+    g.add("data", T, Guid::derive("data"), 256, 511).unwrap();
+    g.resize_disk(8_191).unwrap();
+    assert!(g.grow_to_end(0).unwrap());
+    assert_eq!(g.partitions[0].last_lba, 7_935, "{:?}", g.partitions[0]);
+}
+
+#[test]
+fn a_partition_already_at_the_last_mib_boundary_does_not_grow_or_shrink() {
+    let mut g = sample(16384);
+    g.resize_disk(16384 + 100).unwrap();
+    let idx = g.by_name("two").unwrap().index;
+    assert!(g.grow_to_end(idx).unwrap());
+    let end = g.by_name("two").unwrap().last_lba;
+    // 16484 sectors: the last usable is 16450, the last MiB boundary 16384.
+    assert_eq!(end, 16383);
+    assert!(!g.grow_to_end(idx).unwrap());
+    assert_eq!(g.by_name("two").unwrap().last_lba, end);
 }
 
 #[test]
