@@ -26,7 +26,7 @@ fn data_partition_grows_persists_across_reboot_and_unmounts_clean() {
     let size = sysfs_number(&mut vm, "/sys/class/block/vda4/size");
     let end = start + size;
     assert!(
-        end % 2048 == 0 && size % 8 == 0 && end <= disk - 33 && disk - 33 - end < 2048,
+        end.is_multiple_of(2048) && size.is_multiple_of(8) && end <= disk - 33 && disk - 33 - end < 2048,
         "vda4 ({start}+{size}) does not end at the last MiB boundary before the disk's last usable sector ({} of {disk})",
         disk - 34
     );
@@ -76,7 +76,7 @@ fn data_partition_grows_persists_across_reboot_and_unmounts_clean() {
     let gpt = image.gpt().expect("the GPT of the VM's disk");
     assert_eq!(gpt.total_sectors * SECTOR, disk_size, "the GPT covers the disk");
     let data = gpt.by_name(DATA_LABEL).expect("a data partition");
-    assert_eq!((data.last_lba + 1) % 2048, 0, "the data partition ends on a MiB boundary: {gpt:?}");
+    assert!((data.last_lba + 1).is_multiple_of(2048), "the data partition ends on a MiB boundary: {gpt:?}");
     assert!(gpt.last_usable - data.last_lba < 2048, "more than a MiB left after the data partition: {gpt:?}");
     let extract = vm.dir().join("data.ext4");
     image.extract_partition(DATA_LABEL, &extract).expect("extracting the data partition");
