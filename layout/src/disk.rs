@@ -14,6 +14,16 @@ pub const ROOT_X86_64_TYPE: Guid = Guid::from_const("4F68BCE3-E8CD-4DB1-96E7-FBC
 /// DPS "Variable Data Partition" (/var).
 pub const DATA_TYPE: Guid = Guid::from_const("4D21B016-B534-45C2-A9FB-5C16E091FD2D");
 
+/// A GPT attribute bit of the data partition: set (and synced) by PID1
+/// right before it formats the partition, cleared once mke2fs has finished.
+/// Found set at boot, it says the partition holds Berth's own unfinished
+/// format, never mounted and so holding nothing of anyone's: it is
+/// formatted again. Bits 48-63 are type-specific; the Discoverable
+/// Partitions Specification uses 59, 60 and 63 for this type, so 55 is
+/// free (Bottlerocket keeps its A/B state in such bits the same way).
+pub const DATA_FORMATTING_ATTR: u64 = 1 << 55;
+
+/// An A/B root slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
     A,

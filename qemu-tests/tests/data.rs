@@ -3,7 +3,7 @@
 //! reboot; after a power-button shutdown the file system is clean.
 
 use berth_layout::console::SHUTDOWN_DONE;
-use berth_layout::disk::{DATA_LABEL, SECTOR};
+use berth_layout::disk::{DATA_FORMATTING_ATTR, DATA_LABEL, SECTOR};
 use berth_qemu::{boot_timeout, fsck_ext4, shutdown_timeout, Vm, VmConfig, GIB};
 
 fn sysfs_number(vm: &mut Vm, path: &str) -> u64 {
@@ -88,4 +88,50 @@ fn data_partition_grows_persists_across_reboot_and_unmounts_clean() {
         fs_bytes <= part_bytes && fs_bytes + 4096 > part_bytes,
         "the file system ({fs_bytes} bytes) does not fill the partition ({part_bytes} bytes)"
     );
+}
+
+/// Where in a first boot the power is cut: a console line to wait for, then
+/// how long to wait after it.
+const FIRST_BOOT_CUTS: [(&str, u64); 4] = [
+    // The firmware starts the boot loader: the cut lands in the kernel or
+    // PID1's early mounts.
+    ("BdsDxe", 1_500),
+    // mke2fs prints its banner to the console as it starts: cuts as it
+    // begins, while it writes, and as it (or the mount after it) ends.
+    ("mke2fs 1.", 0),
+    ("mke2fs 1.", 300),
+    ("mke2fs 1.", 1_000),
+];
+
+#[test]
+fn a_power_cut_anywhere_in_the_first_boot_still_comes_up_with_a_clean_data_partition() {
+    for (i, (line, after_ms)) in FIRST_BOOT_CUTS.iter().enumerate() {
+        let mut vm = Vm::start(VmConfig::new().name(&format!("first-boot-cut-{i}")).disk_size(2 * GIB))
+            .expect("starting a VM on a fresh disk");
+        vm.wait_for(line, boot_timeout()).unwrap_or_else(|e| panic!("cut {i}: waiting for {line:?}: {e}"));
+        std::thread::sleep(std::time::Duration::from_millis(*after_ms));
+        vm.power_cut().expect("power cut");
+        eprintln!("cut {i}: power cut {after_ms} ms after {line:?}");
+
+        vm.restart().expect("booting the same disk again");
+        if let Err(e) = vm.wait_ready(boot_timeout()) {
+            panic!(
+                "cut {i} ({after_ms} ms after {line:?}): no ready line on the next boot: {e}\n{}",
+                berth_qemu::tail(&vm.console_text(), 40)
+            );
+        }
+        let mounts = vm.sh_ok("grep ' /var ' /proc/mounts");
+        assert!(mounts.contains(" ext4 "), "cut {i}: /var is not ext4 after the cut: {mounts}");
+        vm.sh_ok("echo kept > /var/after-cut && sync");
+        vm.powerdown().expect("power button");
+        vm.wait_exit(shutdown_timeout()).expect("QEMU exits");
+        let image = vm.image().expect("the VM's disk");
+        let gpt = image.gpt().expect("the GPT of the VM's disk");
+        let data = gpt.by_name(DATA_LABEL).expect("a data partition");
+        assert_eq!(data.attributes & DATA_FORMATTING_ATTR, 0, "cut {i}: the format is still marked unfinished");
+        let extract = vm.dir().join("data.ext4");
+        image.extract_partition(DATA_LABEL, &extract).expect("extracting the data partition");
+        let fsck = fsck_ext4(&extract).expect("e2fsck");
+        assert!(fsck.clean(), "cut {i}: the data file system is not clean after the next boot:\n{}", fsck.output);
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_layout::disk::MIB;
+use berth_layout::disk::{DATA_FORMATTING_ATTR, MIB};
 use berth_layout::gpt::GptError;
 use berth_layout::paths::{DATA_MOUNT, ETC_UPPER, ETC_WORK};
 use nix::mount::MsFlags;
@@ -45,6 +45,8 @@ pub enum DataError {
     Blkpg { disk: PathBuf, number: usize, length: u64, source: std::io::Error },
     #[error("{device}: the kernel reports {have} bytes after resizing it to {want}")]
     KernelSize { device: PathBuf, have: u64, want: u64 },
+    #[error("{disk}: recording that the data partition is {what}: {error}")]
+    FormatRecord { disk: PathBuf, what: &'static str, error: String },
     #[error("{device}: holds neither an ext4 filesystem nor zeros; not formatting it, as it may hold data")]
     UnknownContent { device: PathBuf },
     #[error("{device}: running {tool}: {source}")]
@@ -162,13 +164,21 @@ pub struct DataPartition {
     /// Kernel name: `vda4`, `nvme0n1p4`.
     pub name: String,
     pub device: PathBuf,
+    /// The GPT says a format of it began and did not finish.
+    pub unfinished_format: bool,
 }
 
 fn find_data(sys: &dyn System, root: &RootDisk) -> Result<DataPartition, DataError> {
     let part =
         discover::data_partition(&root.gpt).ok_or_else(|| DataError::NoDataPartition { disk: root.device.clone() })?;
     let name = discover::partition_name(sys, &root.name, part.number())?;
-    Ok(DataPartition { index: part.index, number: part.number(), device: Path::new("/dev").join(&name), name })
+    Ok(DataPartition {
+        index: part.index,
+        number: part.number(),
+        device: Path::new("/dev").join(&name),
+        name,
+        unfinished_format: part.attributes & DATA_FORMATTING_ATTR != 0,
+    })
 }
 
 /// Grows the data partition to the end of an enlarged disk. Returns its
@@ -225,12 +235,62 @@ fn grow(sys: &mut dyn System, root: &RootDisk, data: &DataPartition) -> Result<O
     Ok(Some((old.sectors() * ss, length)))
 }
 
+/// Sets (`formatting`) or clears the data partition's
+/// [`DATA_FORMATTING_ATTR`] in both copies of the table, read afresh from
+/// the disk (growing may have rewritten it), and syncs.
+fn record_format(
+    sys: &mut dyn System,
+    root: &RootDisk,
+    data: &DataPartition,
+    formatting: bool,
+) -> Result<(), DataError> {
+    let what = if formatting { "being formatted" } else { "formatted" };
+    let fail = |error: String| DataError::FormatRecord { disk: root.device.clone(), what, error };
+    let mut disk = sys.open_disk(&root.device, true).map_err(|e| fail(e.to_string()))?;
+    let mut gpt = discover::read_table(&mut disk).map_err(fail)?;
+    let part = gpt
+        .partitions
+        .iter_mut()
+        .find(|p| p.index == data.index)
+        .ok_or_else(|| fail(format!("no partition {} in the table", data.number)))?;
+    if formatting {
+        part.attributes |= DATA_FORMATTING_ATTR;
+    } else {
+        part.attributes &= !DATA_FORMATTING_ATTR;
+    }
+    gpt.write(&mut disk).map_err(|e| fail(e.to_string()))?;
+    disk.sync_all().map_err(|e| fail(e.to_string()))
+}
+
 fn tool(sys: &mut dyn System, device: &Path, tool: &'static str, argv: &[&str]) -> Result<ExitStatus, DataError> {
     sys.run(argv).map_err(|source| DataError::Spawn { device: device.to_path_buf(), tool, source })
 }
 
 fn mkdir(sys: &mut dyn System, path: &str, mode: u32) -> Result<(), DataError> {
     sys.create_dir_all(Path::new(path), mode).map_err(|source| DataError::Mkdir { path: path.into(), source })
+}
+
+/// Formats the data partition, with the attempt recorded in the GPT around
+/// mke2fs so that a reset in the middle is recognised at the next boot.
+fn format_data(sys: &mut dyn System, root: &RootDisk, data: &DataPartition, bytes: u64) -> Result<Prepared, DataError> {
+    let device = data.device.clone();
+    let dev = device.to_string_lossy().into_owned();
+    record_format(sys, root, data, true)?;
+    // Lazy init and no discard: the image ships the partition zeroed,
+    // so writing or discarding it all again would only slow the first boot.
+    let status = tool(
+        sys,
+        &device,
+        "mke2fs",
+        &[MKE2FS, "-t", "ext4", "-L", FS_LABEL, "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", "-F", &dev],
+    )?;
+    if !status.success() {
+        return Err(DataError::Tool { device, tool: "mke2fs", status });
+    }
+    // mke2fs syncs the device before it exits 0 (ext2fs_close flushes its
+    // I/O channel), so its writes are on the disk before the record is cleared.
+    record_format(sys, root, data, false)?;
+    Ok(Prepared::Formatted { bytes })
 }
 
 /// Finds, grows, formats or checks, and mounts the data partition on /var.
@@ -243,32 +303,16 @@ pub fn setup(sys: &mut dyn System) -> Result<DataReport, DataError> {
     let head =
         sys.read_at(&device, 0, ext4::HEAD).map_err(|source| DataError::Read { path: device.clone(), source })?;
     let part_bytes = discover::kernel_partition_bytes(sys, &data.name)?;
-    let (prepared, fs) = match ext4::classify(&head) {
+    let content = ext4::classify(&head);
+    if data.unfinished_format && content != Content::Blank {
+        crate::info!("data: {} holds an unfinished format (interrupted first boot): formatting it again", dev);
+    }
+    let (prepared, fs) = match content {
+        // Our own format that did not finish (a reset during mke2fs): it
+        // was never mounted, so whatever it holds is mke2fs's, not anyone's.
+        _ if data.unfinished_format => (format_data(sys, &root, &data, part_bytes)?, None),
         Content::Unknown => return Err(DataError::UnknownContent { device }),
-        Content::Blank => {
-            // Lazy init and no discard: the image ships the partition zeroed,
-            // so writing or discarding it all again would only slow the first boot.
-            let status = tool(
-                sys,
-                &device,
-                "mke2fs",
-                &[
-                    MKE2FS,
-                    "-t",
-                    "ext4",
-                    "-L",
-                    FS_LABEL,
-                    "-E",
-                    "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-                    "-F",
-                    &dev,
-                ],
-            )?;
-            if !status.success() {
-                return Err(DataError::Tool { device, tool: "mke2fs", status });
-            }
-            (Prepared::Formatted { bytes: part_bytes }, None)
-        }
+        Content::Blank => (format_data(sys, &root, &data, part_bytes)?, None),
         Content::Ext4(sb) => {
             let status = tool(sys, &device, "e2fsck", &[E2FSCK, "-p", &dev])?;
             let fsck = Fsck::from_status(status).ok_or(DataError::Fsck { device: device.clone(), status })?;

@@ -11,6 +11,7 @@ use super::data::{DataError, Fsck, Prepared, Resize};
 use super::discover::DiscoverError;
 use super::fake::{berth_image, FakeSystem, MIB};
 use super::*;
+use berth_layout::disk::DATA_FORMATTING_ATTR;
 
 /// Both phases, as PID1 runs them.
 fn boot(sys: &mut FakeSystem) -> Result<BootReport, BootFailure> {
@@ -135,6 +136,38 @@ fn second_boot_checks_and_does_not_format() {
     assert_eq!(report.machine_id, first.machine_id);
     assert!(sys.calls_starting("write").is_empty());
     assert!(report.lines().contains(&"data: mounted /dev/vda4 on /var (clean)".to_string()));
+}
+
+fn data_attributes(sys: &FakeSystem) -> u64 {
+    let table = sys.disk("vda");
+    let gpt = Gpt::read(&mut Cursor::new(&table), 512, table.len() as u64).unwrap();
+    gpt.by_name(DATA_LABEL).unwrap().attributes
+}
+
+#[test]
+fn a_first_boot_format_cut_short_is_done_again_at_the_next_boot() {
+    let mut sys = FakeSystem::berth(10, 10);
+    // The power goes during mke2fs: it never returns, and what it wrote so
+    // far (here one byte 4 KiB in) is neither zeros nor a file system.
+    sys.exit_codes.insert("mke2fs", 1);
+    early_mounts(&mut sys).unwrap();
+    let err = storage_and_identity(&mut sys).unwrap_err();
+    assert!(matches!(err.error, BootError::Data(DataError::Tool { tool: "mke2fs", .. })), "{err}");
+    assert_ne!(data_attributes(&sys) & DATA_FORMATTING_ATTR, 0, "the attempt is recorded before mke2fs");
+    sys.write_part("vda4", 4096, &[1]);
+    sys.exit_codes.clear();
+    sys.reboot();
+
+    let report = boot(&mut sys).unwrap();
+    assert!(matches!(report.data.prepared, Prepared::Formatted { .. }), "{:?}", report.data);
+    assert_eq!(data_attributes(&sys) & DATA_FORMATTING_ATTR, 0, "the record is cleared after mke2fs");
+    assert!(sys.pos("run /usr/sbin/mke2fs") < sys.pos("mount ext4 /dev/vda4 on /var"));
+
+    // The next boot checks it like any other.
+    sys.reboot();
+    let again = boot(&mut sys).unwrap();
+    assert_eq!(again.data.prepared, Prepared::Checked(Fsck::Clean));
+    assert!(sys.calls_starting("run /usr/sbin/mke2fs").is_empty());
 }
 
 #[test]
