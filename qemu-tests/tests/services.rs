@@ -167,17 +167,24 @@ fn wait_etcd_healthy(vm: &mut Vm, timeout: Duration) {
     }
 }
 
-/// A duration as PID1 prints it (`200ms`, `1.6s`, `2s`, `1m`), in ms.
+/// A duration as PID1 prints it (humantime's form, to the millisecond:
+/// `200ms`, `1s 600ms`, `2m`), in ms. Parsed by hand: berth-qemu does not
+/// depend on humantime.
 fn parse_human_ms(s: &str) -> Option<u64> {
-    if let Some(v) = s.strip_suffix("ms") {
-        return v.parse().ok();
+    let mut total: Option<u64> = None;
+    for token in s.split_whitespace() {
+        let (n, unit) = token.split_at(token.find(|c: char| !c.is_ascii_digit())?);
+        let per = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        };
+        total = Some(total.unwrap_or(0).checked_add(n.parse::<u64>().ok()?.checked_mul(per)?)?);
     }
-    if let Some(v) = s.strip_suffix('m') {
-        return v.parse::<u64>().ok().map(|m| m * 60_000);
-    }
-    let v = s.strip_suffix('s')?;
-    let secs: f64 = v.parse().ok()?;
-    Some((secs * 1000.0).round() as u64)
+    total
 }
 
 #[test]
@@ -318,7 +325,7 @@ fn etcd_is_restarted_after_kill_and_a_crashing_unit_ends_failed() {
         .lines()
         .filter(|l| l.split_whitespace().nth(1) == Some("init"))
         .filter_map(|l| l.split_once("restart in ").map(|(_, rest)| rest))
-        .filter_map(|rest| rest.split_whitespace().next().and_then(parse_human_ms))
+        .filter_map(|rest| rest.split_once(" after:").and_then(|(delay, _)| parse_human_ms(delay)))
         .collect();
     let backoff_grows = delays.len() >= 2 && delays.windows(2).all(|w| w[1] > w[0]);
     eprintln!("crasher: restarting seen: {saw_restarting}; backoff delays in its log (ms): {delays:?}");
@@ -450,7 +457,11 @@ fn base64_matches_the_standard() {
     assert_eq!(base64(b"foo"), "Zm9v");
     assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     assert_eq!(parse_human_ms("200ms"), Some(200));
-    assert_eq!(parse_human_ms("1.6s"), Some(1600));
+    assert_eq!(parse_human_ms("1s 600ms"), Some(1600));
     assert_eq!(parse_human_ms("2s"), Some(2000));
     assert_eq!(parse_human_ms("1m"), Some(60_000));
+    assert_eq!(parse_human_ms("1m 30s"), Some(90_000));
+    assert_eq!(parse_human_ms("1.6s"), None);
+    assert_eq!(parse_human_ms("ms"), None);
+    assert_eq!(parse_human_ms(""), None);
 }

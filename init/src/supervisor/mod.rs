@@ -7,35 +7,9 @@
 //! sequence) reporting back to the manager. Child exit statuses come from
 //! the [`Reaper`]: nothing here ever waits for a process itself.
 //!
-//! A unit's life ([`UnitState`](crate::status::UnitState)):
-//!
-//! ```text
-//!            gate: every `requires` ready/skipped, every `after` settled
-//! Waiting ---------------------------------------------------------> conditions
-//!    |  a `requires` failed -> Failed ("dependency X failed")          |      |
-//!    |                                           not met -> Skipped <--+      | met: exec
-//!    v                                                                        v
-//!                  READY=1 / TCP connect / exec'd / oneshot exit 0
-//!               Starting ------------------------------------------------> Active
-//!                  |  exit, start_timeout, spawn error    exit, health check  |
-//!                  +----------------------+----------------------------------+
-//!                                         v
-//!        (main process gone, rest of its group being stopped: Stopping)
-//!                                         v
-//!   policy says restart, fewer than start_limit starts in start_limit_interval?
-//!        yes -> Restarting (reason: "restart in 400ms after: exit status 1")
-//!               -> after Restart::backoff(starts in the window) -> Starting
-//!        no  -> Failed (reason: the start limit, or the failure)
-//!   (a long-running unit that exits 0 after it was ready and is not
-//!    `policy = "always"`: Inactive)
-//!
-//! stop / restart / reload / shutdown: -> Stopping -> Inactive (or the next start)
-//! ```
-//!
-//! The backoff's attempt number is the number of starts within
-//! start_limit_interval, so it starts again from `backoff_initial` once a
-//! unit has run for that long. A failure of a `requires` after the
-//! dependent has started does not stop the dependent (no BindsTo).
+//! A unit's life (its phases, their diagram, and what follows a run) is
+//! the pure `lifecycle` module; the manager is the shell that applies it:
+//! runs, timers, channels.
 //!
 //! Stopping a run: `stop_signal` (and SIGCONT) to the main process
 //! (`kill_mode = "main"`) or to the whole cgroup (`"group"`, and always at
@@ -55,6 +29,7 @@
 
 mod accounts;
 mod exec;
+mod lifecycle;
 mod manager;
 mod members;
 mod runner;
@@ -292,10 +267,7 @@ impl SupervisorHandle {
 /// double fork, what a killed main process leaves) become its children,
 /// are reaped, and stay within reach.
 pub fn become_subreaper() -> std::io::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
     Ok(())
 }
 
@@ -316,19 +288,11 @@ pub async fn reap_on_sigchld(reaper: &'static Reaper, backstop: Duration) {
     }
 }
 
-/// `250ms`, `1.5s`, `2m`: a duration as people write it in unit files.
-pub(crate) fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms.checked_rem(60_000) == Some(0) {
-        format!("{}m", ms / 60_000)
-    } else if ms.checked_rem(1000) == Some(0) {
-        format!("{}s", ms / 1000)
-    } else {
-        let frac = format!("{:03}", ms % 1000);
-        format!("{}.{}s", ms / 1000, frac.trim_end_matches('0'))
-    }
+/// `250ms`, `1s 600ms`, `2m`: a duration as people write it in unit
+/// files, to the millisecond (rounded).
+pub(crate) fn human(d: Duration) -> humantime::FormattedDuration {
+    let ms = d.as_nanos().saturating_add(500_000) / 1_000_000;
+    humantime::format_duration(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)))
 }
 
 #[cfg(test)]
@@ -337,10 +301,17 @@ mod tests {
 
     #[test]
     fn durations_read_like_unit_files() {
-        assert_eq!(human(Duration::from_millis(100)), "100ms");
-        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(human(Duration::from_millis(1250)), "1.25s");
-        assert_eq!(human(Duration::from_secs(10)), "10s");
-        assert_eq!(human(Duration::from_secs(120)), "2m");
+        let h = |d: Duration| human(d).to_string();
+        assert_eq!(h(Duration::from_millis(100)), "100ms");
+        assert_eq!(h(Duration::from_millis(1600)), "1s 600ms");
+        assert_eq!(h(Duration::from_millis(1250)), "1s 250ms");
+        assert_eq!(h(Duration::from_secs(10)), "10s");
+        assert_eq!(h(Duration::from_secs(120)), "2m");
+        assert_eq!(h(Duration::from_secs(90)), "1m 30s");
+        // To the millisecond, rounded: no micro- or nanoseconds.
+        assert_eq!(h(Duration::from_micros(1_499)), "1ms");
+        assert_eq!(h(Duration::from_micros(2_500)), "3ms");
+        assert_eq!(h(Duration::ZERO), "0s");
+        assert_eq!(h(Duration::MAX), h(Duration::from_millis(u64::MAX)));
     }
 }

@@ -18,6 +18,7 @@ use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 
 use super::accounts::Credentials;
 use super::exec::{self, Launch};
+use super::lifecycle::{Cause, Outcome};
 use super::members::{deadline_in, Members, KILL_WAIT};
 use super::{human, Event};
 use crate::cgroup::Group;
@@ -42,30 +43,6 @@ pub(crate) enum InstanceEvent {
     /// The run is over: the main process is gone, and so are the rest of
     /// its group when that was asked for.
     Done(Outcome),
-}
-
-#[derive(Debug)]
-pub(crate) struct Outcome {
-    /// How the main process ended; `None` when it never started or its
-    /// status was lost.
-    pub exit: Option<ExitStatus>,
-    pub cause: Cause,
-    /// It had become ready during this run.
-    pub was_ready: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Cause {
-    /// The main process ended on its own.
-    Exited,
-    /// Not ready within start_timeout; stopped.
-    StartTimeout(Duration),
-    /// Too many failed health checks in a row; stopped.
-    HealthFailed(String),
-    /// Stopped on request.
-    Stopped,
-    /// Could not be started at all.
-    SpawnFailed(String),
 }
 
 /// What the manager asks of a running instance.
