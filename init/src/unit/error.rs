@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::format::{Relation, UnitName};
+use super::name::{Relation, UnitName};
 
 /// Where a problem is: file, 1-based line and column, and the key path
 /// (`service.stop_timeout`, `dependencies.requires[1]`).
@@ -45,7 +45,7 @@ impl Location {
 /// A problem with one unit file, or with the dependencies between units.
 ///
 /// Displays as `FILE:LINE: key KEY: what is wrong`, e.g.
-/// `/etc/berth/units/etcd.toml:12: key service.stop_timeout: invalid duration "10 sec" (expected e.g. 500ms, 10s, 2m)`.
+/// `/etc/berth/units/etcd.toml:12: key service.stop_timeout: invalid duration "10" (expected e.g. 500ms, 10s, 2m)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitError {
     pub at: Location,

@@ -26,8 +26,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::error::{Cycle, CycleStep, ErrorKind, UnitError};
-use super::format::{Dependency, Relation, Unit, UnitName};
+use super::format::{Dependency, Unit};
 use super::load::Loaded;
+use super::name::{Relation, UnitName};
 
 /// What starts, in what order, and why the rest does not.
 #[derive(Debug, Default)]

@@ -14,9 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use super::check::parse_unit;
+use super::document::Source;
 use super::error::{ErrorKind, UnitError};
-use super::format::{parse_unit, Unit, UnitName};
-use super::source::Source;
+use super::format::Unit;
+use super::name::UnitName;
 
 pub use berth_layout::paths::{ETC_UNIT_DIR, IMAGE_UNIT_DIR};
 /// The directories [`load_system`] reads, in order.

@@ -2,9 +2,14 @@
 //!
 //! Pure apart from reading directories: no process is started here.
 //!
-//! - [`format`]: one `NAME.toml` file -> a [`Unit`] (or errors with file,
-//!   line and key).
-//! - [`load`]: the unit directories -> [`Loaded`] (overrides, masks, every
+//! - [`format`](mod@format): the [`Unit`] one `NAME.toml` file describes.
+//!   [`parse_unit`] reads one (or returns errors with file, line and key),
+//!   in three steps: `document` (the text read once, every key's place
+//!   kept), `shape` (tables, keys, types) and `check` (what the values mean,
+//!   defaults).
+//! - [`values`]: durations, sizes and signals as unit files write them.
+//! - [`name`]: unit names and dependency relations, which errors name too.
+//! - [`load`](mod@load): the unit directories -> [`Loaded`] (overrides, masks, every
 //!   error collected).
 //! - [`graph`]: [`Loaded`] -> [`Plan`]: what starts, in what order, what
 //!   each unit waits for, what is left out and why.
@@ -23,20 +28,26 @@
 //!
 //! The format is documented for people in `docs/units.md`.
 
+mod check;
+mod document;
 pub mod error;
 pub mod format;
 pub mod graph;
 pub mod load;
-mod source;
+pub mod name;
+mod shape;
+pub mod values;
 
 #[cfg(test)]
 mod tests;
 
+pub use check::parse_unit;
 pub use error::{Cycle, CycleStep, ErrorKind, Location, UnitError};
 pub use format::{
-    parse_duration, parse_signal, parse_size, parse_unit, Account, Conditions, Dependencies, Dependency, Health,
-    HealthCheck, KillMode, Kind, Limit, Limits, PathCondition, Ready, Relation, Restart, RestartPolicy, Service, Unit,
-    UnitName,
+    Account, Conditions, Dependencies, Dependency, Health, HealthCheck, KillMode, Kind, Limit, Limits, PathCondition,
+    Ready, Restart, RestartPolicy, Service, Unit,
 };
 pub use graph::{plan, Excluded, Exclusion, Gate, Needs, Plan, State};
 pub use load::{load, load_system, Loaded, ETC_UNIT_DIR, IMAGE_UNIT_DIR, UNIT_DIRS};
+pub use name::{Relation, UnitName};
+pub use values::{parse_duration, parse_signal, parse_size};
