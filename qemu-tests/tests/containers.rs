@@ -202,9 +202,12 @@ fn a_container_runs_and_reaches_the_host_bridge() {
     assert!(host_side.contains("inet 10.88.0.1/16"), "berth0 does not hold {GATEWAY}/16:\n{report}");
 
     // A privileged container's mount under an `rshared` bind mount shows on
-    // the host (the mount tree is shared from early boot).
+    // the host (the mount tree is shared from early boot). The container's
+    // root is made rshared too, as containerd's CRI does for a Kubernetes
+    // Bidirectional mount: runc otherwise makes it rslave, and nothing
+    // would propagate back whatever the host's mounts are.
     let cmd = format!(
-        "mkdir -p /var/lib/prop && ctr run --rm --privileged \
+        "mkdir -p /var/lib/prop && ctr run --rm --privileged --rootfs-propagation rshared \
          --mount type=bind,src=/var/lib/prop,dst=/prop,options=rbind:rshared {IMAGE} c3 \
          /bin/sh -c 'mkdir -p /prop/sub && mount -t tmpfs -o size=1m from-container /prop/sub'"
     );
