@@ -361,10 +361,8 @@ fn logs_show_the_last_n_records() {
     assert_eq!((o.status.code(), stdout(&o)), (Some(0), String::new()));
 }
 
-#[test]
-fn logs_follow_prints_what_is_appended() {
-    let s = TestServer::start("follow");
-    s.write_log("etcd", &[(Stream::Stdout, "before 1"), (Stream::Stdout, "before 2")]);
+/// `berthctl logs etcd -f -n 1`, and its lines as they come.
+fn follow_etcd(s: &TestServer) -> (std::process::Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berthctl"))
         .arg("--socket")
         .arg(&s.socket)
@@ -383,6 +381,14 @@ fn logs_follow_prints_what_is_appended() {
             }
         }
     });
+    (child, rx)
+}
+
+#[test]
+fn logs_follow_prints_what_is_appended() {
+    let s = TestServer::start("follow");
+    s.write_log("etcd", &[(Stream::Stdout, "before 1"), (Stream::Stdout, "before 2")]);
+    let (mut child, rx) = follow_etcd(&s);
     let first = rx.recv_timeout(Duration::from_secs(20)).unwrap();
     assert!(first.ends_with(" stdout before 2"), "{first}");
     s.write_log("etcd", &[(Stream::Stderr, "after")]);
@@ -639,4 +645,56 @@ fn no_server_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.starts_with("berthctl: cannot connect to ") && err.contains("missing.sock"), "{err}");
+}
+
+#[test]
+fn logs_show_a_100000_byte_line_whole() {
+    let s = TestServer::start("long-line");
+    // Written by the real journal, as PID1 writes a service's output.
+    let j = berth_init::journal::Journal::start(berth_init::journal::LogLimits::default()).unwrap();
+    j.attach(&s.logs, Duration::from_secs(20)).unwrap();
+    let long = format!("START-{}-END", "x".repeat(100_000 - 10));
+    j.record("etcd", Stream::Stdout, &format!("before\n{long}\nafter")).unwrap();
+    assert!(j.flush(Duration::from_secs(20)));
+    let o = s.ctl(&["logs", "etcd", "-n", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", &out[..out.len().min(300)]);
+    let text = lines[0].split_once(" stdout ").map(|(_, t)| t).unwrap_or_default();
+    assert_eq!((text.len(), text == long), (100_000, true), "{}", &lines[0][..lines[0].len().min(300)]);
+    assert!(lines[1].ends_with("Z stdout after"), "{}", lines[1]);
+}
+
+#[test]
+fn logs_follow_joins_pieces_and_shows_a_line_not_ended_within_a_second_or_two() {
+    let s = TestServer::start("follow-pieces");
+    s.write_log("etcd", &[(Stream::Stdout, "before")]);
+    let append = |records: &[Record]| {
+        let mut f = std::fs::OpenOptions::new().append(true).open(s.logs.join("etcd.log")).unwrap();
+        for r in records {
+            writeln!(f, "{}", r.to_line()).unwrap();
+        }
+    };
+    let (mut child, rx) = follow_etcd(&s);
+    let next = || rx.recv_timeout(Duration::from_secs(20));
+    let first = next();
+    let t = Timestamp(1_795_910_400_000_000);
+    // A long line's pieces written a moment apart: one line.
+    append(&[Record::piece(t, Stream::Stdout, "long "), Record::new(t, Stream::Stderr, "other")]);
+    std::thread::sleep(Duration::from_millis(300));
+    append(&[Record::new(t, Stream::Stdout, "line")]);
+    let (second, third) = (next(), next());
+    // A line without its end: shown, marked, after a short hold.
+    append(&[Record::piece(t, Stream::Stdout, "prompt> ")]);
+    let held = Instant::now();
+    let fourth = next();
+    let took = held.elapsed();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(first.unwrap().ends_with(" stdout before"));
+    assert_eq!(second.unwrap(), "2026-11-29T00:00:00.000000Z stderr other");
+    assert_eq!(third.unwrap(), "2026-11-29T00:00:00.000000Z stdout long line");
+    assert_eq!(fourth.unwrap(), "2026-11-29T00:00:00.000000Z stdout+ prompt> ");
+    assert!(took < Duration::from_secs(3), "the held line came after {took:?}");
 }

@@ -1,7 +1,9 @@
 //! The service manager in PID1 as a user meets it: the container host's
 //! services (etcd, containerd, ...) come up and answer; a killed service is
 //! restarted; a crashing unit ends `failed` once its start limit is hit;
-//! units added under /etc/berth/units start on `berthctl reload`; and
+//! units added under /etc/berth/units start on `berthctl reload` (and
+//! `berthctl logs` shows a 100,000-byte line whole and a last line without
+//! a newline at once, while the unit runs); and
 //! `berthctl poweroff` stops units in reverse dependency order and leaves
 //! the data file system clean.
 
@@ -248,6 +250,25 @@ const HELLO: &str = r#"description = "says hello and sleeps"
 exec = ["/usr/bin/sh", "-c", "echo hello-from-unit; exec sleep 1000"]
 "#;
 
+/// Waits for /run/longline-go, then prints a 100,000-byte line
+/// (`START-x...x-END`) and `LAST-WORDS` without a newline, and keeps
+/// running (its output pipe open).
+const LONGLINE: &str = r#"description = "one long line, then last words without a newline"
+[service]
+exec = ["/usr/bin/sh", "-c", "while [ ! -e /run/longline-go ]; do sleep 1; done; printf 'START-%99990s-END\nLAST-WORDS' '' | tr ' ' x; exec sleep 1000"]
+"#;
+
+/// Shell: starts longline's output, then runs `berthctl logs longline`
+/// until it shows LAST-WORDS; prints `took CENTISECONDS`, then per line of
+/// the logs its stream field, text length, first and last bytes.
+const LONGLINE_CHECK: &str = "now() { cut -d' ' -f1 /proc/uptime | tr -d .; }; \
+     touch /run/longline-go; t0=$(now); \
+     until berthctl logs longline | grep -q 'LAST-WORDS$'; do \
+       [ $(( $(now) - t0 )) -gt 3000 ] && { echo 'never shown'; berthctl logs longline | cut -c1-120; exit 9; }; \
+     done; echo \"took $(( $(now) - t0 ))\"; \
+     berthctl logs longline | awk '{ t = substr($0, length($1) + length($2) + 3); \
+       print $2, length(t), substr(t, 1, 8), substr(t, length(t) - 3) }'";
+
 #[test]
 fn etcd_is_restarted_after_kill_and_a_crashing_unit_ends_failed() {
     let mut vm = boot("services-restart");
@@ -291,6 +312,7 @@ fn etcd_is_restarted_after_kill_and_a_crashing_unit_ends_failed() {
     // ---- new units on reload: one crash-loops, one says hello ----------
     write_guest_file(&mut vm, "/etc/berth/units/crasher.toml", CRASHER);
     write_guest_file(&mut vm, "/etc/berth/units/hello.toml", HELLO);
+    write_guest_file(&mut vm, "/etc/berth/units/longline.toml", LONGLINE);
     // Reload, then watch crasher's state from inside the guest as fast as
     // berthctl answers, until it is failed (or ~2 minutes of tries).
     let watch = "berthctl reload || exit 10; i=0; while [ $i -lt 300 ]; do \
@@ -347,6 +369,30 @@ fn etcd_is_restarted_after_kill_and_a_crashing_unit_ends_failed() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+    // ---- a long line and a last line without a newline, unit running ----
+    wait_active(&mut vm, "longline", Duration::from_secs(60));
+    let (st, seen) = match vm.sh_timeout(LONGLINE_CHECK, Duration::from_secs(120)) {
+        Ok(o) => (o.status, o.output),
+        Err(e) => panic!("watching `berthctl logs longline`: {e}"),
+    };
+    assert_eq!(st, 0, "`berthctl logs longline` never showed LAST-WORDS while the unit runs:\n{seen}\n{}", ctx(&vm));
+    let took_cs: u64 = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("took "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `took` line:\n{seen}"));
+    eprintln!("longline: LAST-WORDS shown {} ms after the unit wrote it", took_cs * 10);
+    // About a second (the journal writes a waiting line after 0.5 s), with
+    // room for berthctl's own time under emulation.
+    assert!(took_cs <= 500, "LAST-WORDS took {} ms to show in `berthctl logs`:\n{seen}", took_cs * 10);
+    let shown: Vec<&str> = seen.lines().skip_while(|l| !l.starts_with("took ")).skip(1).collect();
+    assert_eq!(
+        shown,
+        ["stdout 100000 START-xx -END", "stdout+ 10 LAST-WOR ORDS"],
+        "`berthctl logs longline` should show the long line whole and LAST-WORDS as a line not ended yet:\n{seen}"
+    );
+    assert_eq!(run(&mut vm, "berthctl status longline").0, 0, "longline still runs");
+
     // etcd and the rest are unharmed by all this.
     let (_, text, rows) = status_table(&mut vm);
     for unit in ["etcd", "containerd", "sshd", "network"] {

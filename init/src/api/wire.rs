@@ -47,13 +47,16 @@ pub struct WireTimeline {
     pub units: Vec<WireEntry>,
 }
 
-/// A log [`Record`] on the wire: `(xss)`: wall-clock microseconds since
-/// the epoch, the stream name, the text.
+/// A log [`Record`] on the wire: `(xssb)`: wall-clock microseconds since
+/// the epoch, the stream name, the text, and whether it is a piece of a
+/// line that goes on in the next record of the stream (the client joins
+/// them, see [`crate::journal::Joiner`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct WireRecord {
     pub time_us: i64,
     pub stream: String,
     pub text: String,
+    pub continued: bool,
 }
 
 /// A reply that does not read as what it should be.
@@ -154,7 +157,12 @@ impl From<WireTimeline> for Timeline {
 
 impl From<&Record> for WireRecord {
     fn from(r: &Record) -> WireRecord {
-        WireRecord { time_us: r.time.micros(), stream: r.stream.as_str().to_string(), text: r.text.clone() }
+        WireRecord {
+            time_us: r.time.micros(),
+            stream: r.stream.as_str().to_string(),
+            text: r.text.clone(),
+            continued: r.continued,
+        }
     }
 }
 
@@ -163,7 +171,7 @@ impl TryFrom<WireRecord> for Record {
 
     fn try_from(w: WireRecord) -> Result<Record, BadReply> {
         let stream = Stream::parse(&w.stream).ok_or_else(|| BadReply(format!("unknown log stream {:?}", w.stream)))?;
-        Ok(Record::new(Timestamp(w.time_us), stream, w.text))
+        Ok(Record { time: Timestamp(w.time_us), stream, text: w.text, continued: w.continued })
     }
 }
 
@@ -192,6 +200,19 @@ mod tests {
     }
 
     #[test]
+    fn records_and_pieces_round_trip() {
+        for r in [
+            Record::new(Timestamp(7), Stream::Stderr, "whole"),
+            Record::piece(Timestamp(8), Stream::Stdout, "LAST-WORDS"),
+        ] {
+            assert_eq!(Record::try_from(WireRecord::from(&r)), Ok(r));
+        }
+        let mut w = WireRecord::from(&Record::new(Timestamp(1), Stream::Init, "x"));
+        w.stream = "stdout+".into();
+        assert!(Record::try_from(w).is_err(), "the mark is a field on the wire, not part of the name");
+    }
+
+    #[test]
     fn every_state_parses_back() {
         for st in UnitState::ALL {
             assert_eq!(parse_state(st.as_str()), Some(st));
@@ -202,7 +223,7 @@ mod tests {
     fn signatures_are_plain_dbus_structs() {
         assert_eq!(WireStatus::SIGNATURE.to_string(), "(ssssutusit)");
         assert_eq!(WireTimeline::SIGNATURE.to_string(), "(tta(stttas))");
-        assert_eq!(WireRecord::SIGNATURE.to_string(), "(xss)");
+        assert_eq!(WireRecord::SIGNATURE.to_string(), "(xssb)");
         assert_eq!(crate::api::ReloadOutcome::SIGNATURE.to_string(), "(asasasas)");
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::journal::Record;
+use crate::journal::{self, Record};
 use crate::status::{Exit, UnitState, UnitStatus};
 
 /// A duration as humantime prints one, to the millisecond (to the
@@ -103,7 +103,19 @@ pub fn status_table(units: &[UnitStatus], now_us: u64) -> String {
     out
 }
 
-/// `berthctl status UNIT`: the details, then its last log lines.
+/// Log records as `berthctl logs` prints them, one line each:
+/// `TIME STREAM TEXT`, `STREAM+` for a line not ended yet (or too long to
+/// join). Join pieces first ([`journal::join`], [`journal::Joiner`]).
+pub fn log_lines(records: &[Record]) -> String {
+    let mut out = String::new();
+    for r in records {
+        let _ = writeln!(out, "{r}");
+    }
+    out
+}
+
+/// `berthctl status UNIT`: the details, then its last log lines (pieces
+/// joined).
 pub fn status_details(s: &UnitStatus, now_us: u64, logs: &[Record]) -> String {
     let mut out = String::new();
     if s.description.is_empty() {
@@ -128,9 +140,7 @@ pub fn status_details(s: &UnitStatus, now_us: u64, logs: &[Record]) -> String {
     let _ = writeln!(out, "     Ready: {ready}");
     if !logs.is_empty() {
         out.push('\n');
-        for r in logs {
-            let _ = writeln!(out, "{r}");
-        }
+        out.push_str(&log_lines(&journal::join(logs.iter().cloned(), journal::MAX_JOINED_BYTES)));
     }
     out
 }
@@ -187,5 +197,18 @@ mod tests {
         assert!(out.starts_with("etcd - the KV store\n     State: failed since @2s (3s ago)\n"), "{out}");
         assert!(out.contains("    Reason: start limit hit\n"));
         assert!(!is_active(s.state));
+        let t = journal::Timestamp(1_795_910_399_123_456);
+        let logs = [
+            Record::piece(t, journal::Stream::Stdout, "one "),
+            Record::new(t, journal::Stream::Stdout, "line"),
+            Record::piece(t, journal::Stream::Stderr, "prompt> "),
+        ];
+        let out = status_details(&s, 5_000_000, &logs);
+        assert!(
+            out.ends_with(
+                "\n\n2026-11-28T23:59:59.123456Z stdout one line\n2026-11-28T23:59:59.123456Z stderr+ prompt> \n"
+            ),
+            "{out}"
+        );
     }
 }

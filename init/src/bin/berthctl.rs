@@ -5,7 +5,8 @@
 //! berthctl [--socket PATH] status [UNIT]     table, or one unit + its last 10 log lines
 //! berthctl start|stop|restart UNIT
 //! berthctl reload                            read the unit files again
-//! berthctl logs UNIT [-f] [-n N]             the last N lines (10), -f: then follow
+//! berthctl logs UNIT [-f] [-n N]             the last N lines (10), -f: then follow;
+//!                                            long lines whole (pieces joined)
 //! berthctl reboot | poweroff
 //! berthctl analyze                           boot blame and critical chain
 //! ```
@@ -17,10 +18,10 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_init::berthctl::{analyze, render, Client, ClientError};
-use berth_init::journal::Record;
+use berth_init::journal::{self, Joiner, Record, Stream, Timestamp};
 use berth_layout::paths::CONTROL_SOCKET;
 use clap::{Parser, Subcommand};
 
@@ -68,6 +69,9 @@ enum Command {
 const STATUS_LOG_LINES: u32 = 10;
 /// How long one follow call waits on the server.
 const FOLLOW_WAIT: Duration = Duration::from_secs(5);
+/// How long `logs -f` holds the start of a line for its end before it
+/// prints it as it is (marked `STREAM+`).
+const FOLLOW_HOLD: Duration = Duration::from_secs(1);
 
 enum Failure {
     Client(ClientError),
@@ -99,13 +103,44 @@ fn print(text: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_records(records: &[Record]) -> Result<(), Failure> {
-    let mut text = String::new();
-    for r in records {
-        text.push_str(&r.to_line());
-        text.push('\n');
+/// Prints records as lines, pieces joined.
+fn print_records(records: Vec<Record>) -> Result<(), Failure> {
+    print(&render::log_lines(&journal::join(records, journal::MAX_JOINED_BYTES)))
+}
+
+/// `logs -f`: the backlog, then what comes, pieces joined; the start of a
+/// line is held at most [`FOLLOW_HOLD`] for its end, then printed as it
+/// is, marked, and what comes after it prints as a line of its own.
+async fn follow(client: &Client, unit: &str, lines: u32) -> Result<(), Failure> {
+    let mut joiner = Joiner::new(journal::MAX_JOINED_BYTES);
+    // The lines held: their stream, the time of their first piece (which
+    // tells one line from the next) and since when they are held.
+    let mut held: Vec<(Stream, Timestamp, Instant)> = Vec::new();
+    let mut records = client.follow(unit, lines).await?;
+    loop {
+        let mut done = Vec::new();
+        for r in records {
+            joiner.push(r, &mut done);
+        }
+        let now = Instant::now();
+        held = joiner
+            .open()
+            .iter()
+            .map(|r| {
+                let since = held.iter().find(|h| (h.0, h.1) == (r.stream, r.time)).map_or(now, |h| h.2);
+                (r.stream, r.time, since)
+            })
+            .collect();
+        for &(stream, _, since) in &held {
+            if now >= since + FOLLOW_HOLD {
+                done.extend(joiner.take_open_of(stream));
+            }
+        }
+        held.retain(|h| now < h.2 + FOLLOW_HOLD);
+        print(&render::log_lines(&done))?;
+        let wait = held.iter().map(|h| (h.2 + FOLLOW_HOLD).saturating_duration_since(now)).min();
+        records = client.follow_next(wait.unwrap_or(FOLLOW_WAIT)).await?;
     }
-    print(&text)
 }
 
 /// CLOCK_MONOTONIC in microseconds, the clock of the statuses' times.
@@ -166,14 +201,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
         }
         Command::Logs { unit, follow: false, lines } => {
-            print_records(&client.logs(&unit, lines).await?)?;
+            print_records(client.logs(&unit, lines).await?)?;
         }
-        Command::Logs { unit, follow: true, lines } => {
-            print_records(&client.follow(&unit, lines).await?)?;
-            loop {
-                print_records(&client.follow_next(FOLLOW_WAIT).await?)?;
-            }
-        }
+        Command::Logs { unit, follow: true, lines } => follow(&client, &unit, lines).await?,
         Command::Reboot => client.reboot().await?,
         Command::Poweroff => client.power_off().await?,
         Command::Analyze => {

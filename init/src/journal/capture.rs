@@ -3,7 +3,10 @@
 //! The pipes are non-blocking and drained whenever they are readable, so a
 //! service never waits on its output; records go to the writer's queue,
 //! which drops rather than waits. The thread is woken through a pipe of its
-//! own when a new source is added or the journal stops.
+//! own when a new source is added or the journal stops, and by poll's
+//! timeout when the start of a line has waited [`PARTIAL_AFTER`] for its
+//! newline: it is queued as a piece, so a prompt or a last line without a
+//! newline shows while the service runs.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -12,14 +15,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::queue::Queue;
-use super::record::{LineSplitter, Record, Stream, Timestamp};
+use super::record::{LineSplitter, Record, Stream, Timestamp, PARTIAL_AFTER};
 
 /// One read(2) from a pipe; a pipe holds 64 KiB by default.
 const READ_CHUNK: usize = 64 * 1024;
@@ -47,6 +50,9 @@ struct Source {
     unit: Arc<str>,
     stream: Stream,
     lines: LineSplitter,
+    /// When the bytes waiting for their newline started to wait (and the
+    /// time their record gets); None when none wait.
+    pending_since: Option<(Instant, Timestamp)>,
     closed: mpsc::Sender<()>,
 }
 
@@ -60,7 +66,16 @@ impl Source {
                     let time = Timestamp::now();
                     let stream = self.stream;
                     let mut records = Vec::new();
-                    self.lines.feed(buf.get(..n).unwrap_or_default(), |l| records.push(Record::new(time, stream, l)));
+                    self.lines.feed(buf.get(..n).unwrap_or_default(), |l, continued| {
+                        records.push(Record { continued, ..Record::new(time, stream, l) });
+                    });
+                    // What waits now started waiting with this read, unless
+                    // it is the rest of a wait that goes on.
+                    if self.lines.pending() == 0 {
+                        self.pending_since = None;
+                    } else if !records.is_empty() || self.pending_since.is_none() {
+                        self.pending_since = Some((Instant::now(), time));
+                    }
                     if !records.is_empty() {
                         queue.push(&self.unit, records);
                     }
@@ -73,7 +88,27 @@ impl Source {
         true
     }
 
-    /// The last line without a newline, then the notice.
+    /// When the bytes waiting for their newline are due as a piece.
+    fn due(&self) -> Option<Instant> {
+        self.pending_since.map(|(since, _)| since + PARTIAL_AFTER)
+    }
+
+    /// Queues what waited long enough for its newline as a piece of its
+    /// line, with the time it was read.
+    fn flush_due(&mut self, now: Instant, queue: &Queue) {
+        let Some((since, time)) = self.pending_since else { return };
+        if now < since + PARTIAL_AFTER {
+            return;
+        }
+        // Bytes of a character cut by the last read stay for the next one.
+        self.pending_since = None;
+        if let Some(text) = self.lines.flush_partial() {
+            queue.push(&self.unit, [Record::piece(time, self.stream, text)]);
+        }
+    }
+
+    /// The end of the last line (what is left of it, or an empty end after
+    /// its pieces), then the notice.
     fn finish(mut self, queue: &Queue) {
         if let Some(l) = self.lines.finish() {
             queue.push(&self.unit, [Record::new(Timestamp::now(), self.stream, l)]);
@@ -94,7 +129,14 @@ impl Shared {
         let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
         fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         let (tx, rx) = mpsc::channel();
-        let source = Source { file: File::from(fd), unit, stream, lines: LineSplitter::new(max_line), closed: tx };
+        let source = Source {
+            file: File::from(fd),
+            unit,
+            stream,
+            lines: LineSplitter::new(max_line),
+            pending_since: None,
+            closed: tx,
+        };
         self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(source);
         self.wake();
         Ok(Closed(rx))
@@ -151,7 +193,17 @@ impl Poller {
             let mut fds = Vec::with_capacity(self.sources.len() + 1);
             fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
             fds.extend(self.sources.iter().map(|s| PollFd::new(s.file.as_fd(), PollFlags::POLLIN)));
-            match poll(&mut fds, PollTimeout::NONE) {
+            // Until the first partial line is due, or for ever.
+            let due = self.sources.iter().filter_map(Source::due).min();
+            let timeout = match due {
+                // Rounded up: woken early, poll would be called again at once.
+                Some(t) => {
+                    PollTimeout::try_from(t.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
+                        .unwrap_or(PollTimeout::MAX)
+                }
+                None => PollTimeout::NONE,
+            };
+            match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => return,
                 Err(_) => {
@@ -172,6 +224,10 @@ impl Poller {
             } else {
                 source.finish(queue);
             }
+        }
+        let now = Instant::now();
+        for source in &mut open {
+            source.flush_due(now, queue);
         }
         *sources = open;
         if woken {

@@ -8,6 +8,10 @@
 //! ```
 //!
 //! Each line is one [`Record`]: `2026-11-28T23:59:59.123456Z stdout text`.
+//! A line longer than [`LogLimits::max_line_bytes`], or one whose start has
+//! waited [`PARTIAL_AFTER`] for its newline, is written in pieces marked
+//! `stdout+` (the format is in `record.rs`); a reader joins them with a
+//! [`Joiner`], up to [`MAX_JOINED_BYTES`] a line.
 //!
 //! Nothing here may block PID1 or a service:
 //!
@@ -30,6 +34,7 @@
 //! (or a D-Bus method in PID1) needs no connection to the writer.
 
 mod capture;
+mod join;
 mod queue;
 mod read;
 mod record;
@@ -42,8 +47,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub use capture::Closed;
+pub use join::{join, Joiner};
 pub use read::{follow, tail, units, Follower};
-pub use record::{LineSplitter, Record, Stream, Timestamp};
+pub use record::{LineSplitter, Record, Stream, Timestamp, PARTIAL_AFTER};
 pub use writer::{Journal, Stats};
 
 /// Where the logs live in the image.
@@ -55,6 +61,11 @@ pub const INIT_UNIT: &str = "berth";
 /// The text of the record that reports lost lines; followed by the count.
 pub const DROPPED_PREFIX: &str = "berth: journal dropped ";
 
+/// The longest line a reader rebuilds from its pieces (and the most a
+/// tail reads beyond its last lines to find their first pieces); longer
+/// lines are shown in pieces, marked.
+pub const MAX_JOINED_BYTES: usize = 1024 * 1024;
+
 /// Bounds of the journal. Every one of them is a bound on memory or disk
 /// that holds however much a service writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +74,8 @@ pub struct LogLimits {
     pub max_file_bytes: u64,
     /// Rotated files kept per unit (`.1` ... `.N`); 0 = only the current.
     pub rotated_files: u32,
-    /// Longer lines are split into pieces of at most this many bytes.
+    /// Longer lines are written in pieces of at most this many bytes,
+    /// marked as continued.
     pub max_line_bytes: usize,
     /// Bytes of records waiting for the writer before new ones are dropped.
     pub queue_bytes: usize,

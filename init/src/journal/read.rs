@@ -13,8 +13,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::record::Record;
-use super::{check_unit, log_path, valid_unit_name};
+use super::record::{Record, Stream};
+use super::{check_unit, log_path, valid_unit_name, DROPPED_PREFIX, MAX_JOINED_BYTES};
 
 /// Bytes read at a time.
 const CHUNK: usize = 64 * 1024;
@@ -23,6 +23,10 @@ const MAX_INDEX: u32 = 1000;
 /// Bytes without a newline a follower keeps before it gives up on them
 /// (records are far shorter; this is not a log file).
 const MAX_PARTIAL: usize = 1024 * 1024;
+/// Text a tail collects at most (the newest): a bound on the memory of
+/// a reader however long the lines are, and as much as a reply of the
+/// control API carries.
+const MAX_TAIL_BYTES: usize = 16 * 1024 * 1024;
 /// How often [`Follower::wait`] looks at the file.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -133,25 +137,94 @@ fn complete_end(file: &File, end: u64) -> io::Result<u64> {
     Ok(0)
 }
 
+/// Collects the records of the last `n` lines, newest first, fed newest
+/// first: a line is a record without the mark of a piece (or the pieces of
+/// one not ended yet, at the end), and its pieces before it are taken too.
+struct LastLines {
+    n: usize,
+    lines: usize,
+    /// Streams whose oldest record taken may be the end of a line whose
+    /// pieces come before it.
+    open: Vec<Stream>,
+    /// Bytes looked at after the n-th line for the pieces of the lines
+    /// taken, at most [`MAX_JOINED_BYTES`].
+    extra: usize,
+    /// Text taken, at most [`MAX_TAIL_BYTES`].
+    bytes: usize,
+    done: bool,
+    out: Vec<Record>,
+}
+
+impl LastLines {
+    fn new(n: usize) -> LastLines {
+        LastLines { n, lines: 0, open: Vec::new(), extra: 0, bytes: 0, done: n == 0, out: Vec::new() }
+    }
+
+    /// Takes the next older record; false when done.
+    fn take(&mut self, r: Record) -> bool {
+        self.bytes = self.bytes.saturating_add(r.text.len());
+        if self.bytes > MAX_TAIL_BYTES {
+            self.done = true;
+            return false;
+        }
+        // A loss report: the pieces before it are not joined to what comes
+        // after it (see Joiner), so no stream looks further back for them.
+        let loss = r.stream == Stream::Init && !r.continued && r.text.starts_with(DROPPED_PREFIX);
+        let open = self.open.contains(&r.stream);
+        if self.lines < self.n {
+            // A piece of a stream with nothing newer taken is a line not
+            // ended yet; a piece after (before, in time) an end is part of
+            // that end's line.
+            if !(r.continued && open) {
+                self.lines += 1;
+            }
+            if loss {
+                self.open.clear();
+            } else if !open {
+                self.open.push(r.stream);
+            }
+            self.out.push(r);
+        } else if loss {
+            self.open.clear();
+        } else {
+            // All n lines are there: only their first pieces may be missing.
+            self.extra = self.extra.saturating_add(r.text.len());
+            if open {
+                if r.continued {
+                    self.out.push(r);
+                } else {
+                    // The end of the line before: this stream is complete.
+                    self.open.retain(|s| *s != r.stream);
+                }
+            }
+        }
+        self.done = self.lines >= self.n && (self.open.is_empty() || self.extra > MAX_JOINED_BYTES);
+        !self.done
+    }
+}
+
 fn tail_of(chain: &[Opened], n: usize) -> io::Result<Vec<Record>> {
-    let mut out = Vec::new();
+    let mut last = LastLines::new(n);
     for o in chain {
-        if out.len() >= n {
+        if last.done {
             break;
         }
-        rev_lines(&o.file, o.len, |line| {
-            if let Some(r) = Record::parse_bytes(line) {
-                out.push(r);
-            }
-            out.len() < n
+        rev_lines(&o.file, o.len, |line| match Record::parse_bytes(line) {
+            Some(r) => last.take(r),
+            None => true,
         })?;
     }
+    let mut out = last.out;
     out.reverse();
     Ok(out)
 }
 
-/// The last `n` records of `unit`, oldest first, across its rotated files.
-/// No files: no records. Lines that are not records are skipped.
+/// The records of the last `n` lines of `unit`, oldest first, across its
+/// rotated files: a line written in pieces (see [`super::record`]) counts
+/// once and comes with its pieces (those within [`MAX_JOINED_BYTES`]
+/// before the n-th line), to be joined by a [`super::Joiner`]; at most
+/// 16 MiB of text, the newest. No files: no records. Lines that are not
+/// records are skipped.
 pub fn tail(root: &Path, unit: &str, n: usize) -> io::Result<Vec<Record>> {
     check_unit(unit)?;
     if n == 0 {
@@ -160,8 +233,9 @@ pub fn tail(root: &Path, unit: &str, n: usize) -> io::Result<Vec<Record>> {
     tail_of(&open_chain(root, unit)?, n)
 }
 
-/// The last `last` records of `unit` and a [`Follower`] that yields the
-/// ones after them, none lost or repeated in between.
+/// The records of the last `last` lines of `unit` (as [`tail`]) and a
+/// [`Follower`] that yields the records after them, pieces as they come,
+/// none lost or repeated in between.
 pub fn follow(root: &Path, unit: &str, last: usize) -> io::Result<(Vec<Record>, Follower)> {
     check_unit(unit)?;
     let chain = open_chain(root, unit)?;

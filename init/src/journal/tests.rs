@@ -150,8 +150,12 @@ fn journal_long_lines_are_split_across_chunks_of_the_reader() {
     j.record("svc", Stream::Stdout, &format!("a\n{long}\nb")).unwrap();
     assert!(j.flush(T));
     let got = tail(dir.path(), "svc", 10).unwrap();
-    let lens: Vec<usize> = got.iter().map(|r| r.text.len()).collect();
-    assert_eq!(lens, [1, 100 * 1024, 50 * 1024, 1]);
+    let lens: Vec<(usize, bool)> = got.iter().map(|r| (r.text.len(), r.continued)).collect();
+    assert_eq!(lens, [(1, false), (100 * 1024, true), (50 * 1024, false), (1, false)]);
+    // The last line's pieces are its: one line back is both of them.
+    let got = tail(dir.path(), "svc", 2).unwrap();
+    assert_eq!(got.iter().map(|r| r.text.len()).collect::<Vec<_>>(), [100 * 1024, 50 * 1024, 1]);
+    assert_eq!(join(got, MAX_JOINED_BYTES).iter().map(|r| r.text.len()).collect::<Vec<_>>(), [150 * 1024, 1]);
 }
 
 #[test]
@@ -338,4 +342,175 @@ fn journal_a_stuck_writer_never_blocks_the_service() {
     let markers: Vec<&Record> = all.iter().filter(|r| r.stream == Stream::Init).collect();
     assert!(!markers.is_empty(), "{stats:?} {} records, first {:?} last {:?}", all.len(), all.first(), all.last());
     assert!(markers.iter().all(|r| r.text.starts_with(DROPPED_PREFIX)), "{markers:?}");
+}
+
+/// Starts `script` with its stdout captured as `unit` and returns at once:
+/// the exit status comes on the receiver, the end of the stream on Closed.
+fn start_captured(j: &Journal, unit: &str, script: &str) -> (tokio::sync::oneshot::Receiver<ExitStatus>, Closed) {
+    let (out_w, out_closed) = j.pipe(unit, Stream::Stdout).unwrap();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::null());
+    let (_pid, status) = Reaper::global().spawn_async(&mut cmd).unwrap();
+    drop(cmd);
+    (status, out_closed)
+}
+
+/// Tells the child started by [`start_captured`] to go on (creates `go`)
+/// and waits until it exited 0, its stream ended and all is written.
+fn let_it_end(
+    j: &Journal,
+    go: &std::path::Path,
+    mut status: tokio::sync::oneshot::Receiver<ExitStatus>,
+    closed: &Closed,
+) {
+    fs::write(go, "").unwrap();
+    let mut exit = None;
+    pump_until(|| {
+        if exit.is_none() {
+            exit = status.try_recv().ok();
+        }
+        exit.is_some() && closed.is_closed()
+    });
+    assert_eq!(exit, Some(ExitStatus::Exited(0)));
+    assert!(j.flush(T));
+}
+
+/// Polls `tail` until a record holds `needle`; how long that took, or
+/// None after `limit`.
+fn time_until_logged(dir: &TempDir, unit: &str, needle: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if tail(dir.path(), unit, 100).unwrap().iter().any(|r| r.text.contains(needle)) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn journal_a_partial_line_shows_within_a_second_and_joins_its_end_later() {
+    let dir = TempDir::new("partial-live");
+    let j = started(LogLimits::default(), &dir);
+    let go = dir.path().join("go");
+    // The writer keeps the pipe open (it is still running) and says the
+    // rest of its line only when told.
+    let script = format!("printf LAST-WORDS; while [ ! -e '{}' ]; do sleep 0.05; done; echo ' and more'", go.display());
+    let (status, closed) = start_captured(&j, "svc", &script);
+    let took = time_until_logged(&dir, "svc", "LAST-WORDS", Duration::from_secs(3));
+    assert!(took.is_some_and(|t| t < Duration::from_millis(1500)), "LAST-WORDS logged after {took:?}");
+    assert!(!closed.is_closed(), "the writer still holds its pipe");
+    let_it_end(&j, &go, status, &closed);
+    // The piece shown early and its end are one line, not two.
+    let got = join(tail(dir.path(), "svc", 10).unwrap(), MAX_JOINED_BYTES);
+    assert_eq!(
+        got.iter().map(|r| (r.text.as_str(), r.continued)).collect::<Vec<_>>(),
+        [("LAST-WORDS and more", false)]
+    );
+}
+
+#[test]
+fn journal_a_100000_byte_line_reads_back_whole_and_the_last_words_show() {
+    let dir = TempDir::new("long-live");
+    let j = started(LogLimits::default(), &dir);
+    let go = dir.path().join("go");
+    // 100,000 bytes, newline, then LAST-WORDS without one; the service
+    // keeps running (and its pipe open) until told.
+    let script = format!(
+        "printf START-; head -c 99990 /dev/zero | tr '\\0' x; printf -- '-END\\nLAST-WORDS'; \
+         while [ ! -e '{}' ]; do sleep 0.05; done",
+        go.display()
+    );
+    let (status, closed) = start_captured(&j, "svc", &script);
+    let took = time_until_logged(&dir, "svc", "LAST-WORDS", Duration::from_secs(3));
+    assert!(took.is_some_and(|t| t < Duration::from_millis(1500)), "LAST-WORDS logged after {took:?}");
+    // Pieces of at most the bound in the file, one line for a reader.
+    let records = tail(dir.path(), "svc", 2).unwrap();
+    assert!(records.len() > 2 && records.iter().all(|r| r.text.len() <= 16 * 1024), "{}", records.len());
+    let lines = join(records, MAX_JOINED_BYTES);
+    let got: Vec<(usize, bool)> = lines.iter().map(|r| (r.text.len(), r.continued)).collect();
+    assert_eq!(got, [(100_000, false), (10, true)]);
+    assert!(lines[0].text.starts_with("START-x") && lines[0].text.ends_with("x-END"));
+    assert_eq!(lines[1].text, "LAST-WORDS");
+    // Only the last line: still the whole of it.
+    assert_eq!(join(tail(dir.path(), "svc", 1).unwrap(), MAX_JOINED_BYTES).len(), 1);
+    let_it_end(&j, &go, status, &closed);
+    // The stream ended: the last line is ended, with nothing repeated.
+    let lines = join(tail(dir.path(), "svc", 10).unwrap(), MAX_JOINED_BYTES);
+    let got: Vec<(usize, bool)> = lines.iter().map(|r| (r.text.len(), r.continued)).collect();
+    assert_eq!(got, [(100_000, false), (10, false)]);
+}
+
+fn piece_lines(records: &[(Stream, &str, bool)]) -> String {
+    let mut out = String::new();
+    for (i, (stream, text, continued)) in records.iter().enumerate() {
+        let r =
+            Record { time: Timestamp(1 + i as i64), stream: *stream, text: text.to_string(), continued: *continued };
+        out.push_str(&r.to_line());
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn journal_tail_counts_lines_not_pieces_across_files_and_streams() {
+    use Stream::{Init, Stderr, Stdout};
+    let dir = TempDir::new("tail-lines");
+    let marker = format!("{DROPPED_PREFIX}2 lines");
+    // The start of a long line in the rotated file, its end in the current.
+    fs::write(
+        log_path(dir.path(), "svc", 1),
+        piece_lines(&[(Stdout, "old", false), (Stdout, "a", true), (Stderr, "e1", false), (Stdout, "b", true)]),
+    )
+    .unwrap();
+    fs::write(
+        log_path(dir.path(), "svc", 0),
+        piece_lines(&[(Stderr, "e2", false), (Stdout, "c", false), (Stdout, "open", true)]),
+    )
+    .unwrap();
+    let texts = |n| tail(dir.path(), "svc", n).unwrap().into_iter().map(|r| r.text).collect::<Vec<_>>();
+    assert_eq!(texts(1), ["open"]);
+    assert_eq!(texts(2), ["a", "b", "c", "open"]);
+    assert_eq!(texts(3), ["a", "b", "e2", "c", "open"]);
+    assert_eq!(texts(4), ["a", "e1", "b", "e2", "c", "open"]);
+    assert_eq!(texts(5), ["old", "a", "e1", "b", "e2", "c", "open"]);
+    let joined = join(tail(dir.path(), "svc", 3).unwrap(), MAX_JOINED_BYTES);
+    assert_eq!(
+        joined.iter().map(|r| r.to_line()).collect::<Vec<_>>(),
+        [
+            "1970-01-01T00:00:00.000001Z stderr e2",
+            "1970-01-01T00:00:00.000002Z stdout abc",
+            "1970-01-01T00:00:00.000003Z stdout+ open",
+        ]
+    );
+    // A loss report ends the search for older pieces: they are not joined
+    // across it.
+    fs::write(
+        log_path(dir.path(), "svc", 0),
+        piece_lines(&[(Stdout, "x", true), (Init, &marker, false), (Stdout, "y", false)]),
+    )
+    .unwrap();
+    fs::remove_file(log_path(dir.path(), "svc", 1)).unwrap();
+    assert_eq!(texts(1), ["y"]);
+    assert_eq!(texts(2), [marker.as_str(), "y"]);
+    assert_eq!(texts(3), ["x", marker.as_str(), "y"]);
+}
+
+#[test]
+fn journal_follow_yields_pieces_that_join_into_the_line() {
+    let dir = TempDir::new("follow-pieces");
+    let j = started(LogLimits { max_line_bytes: 1000, ..LogLimits::default() }, &dir);
+    j.record("svc", Stream::Stdout, "before").unwrap();
+    assert!(j.flush(T));
+    let (backlog, mut f) = follow(dir.path(), "svc", 1).unwrap();
+    assert_eq!(backlog.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(), ["before"]);
+    let long = "z".repeat(2500);
+    j.record("svc", Stream::Stdout, &long).unwrap();
+    assert!(j.flush(T));
+    let got = f.wait(T).unwrap();
+    assert_eq!(
+        got.iter().map(|r| (r.text.len(), r.continued)).collect::<Vec<_>>(),
+        [(1000, true), (1000, true), (500, false)]
+    );
+    assert_eq!(join(got, MAX_JOINED_BYTES).iter().map(|r| r.text.as_str()).collect::<Vec<_>>(), [long.as_str()]);
 }

@@ -94,7 +94,8 @@ impl Journal {
     }
 
     /// Appends `text` to `unit`'s log as records of `stream`, one per line
-    /// (a multi-line text becomes several records). Never blocks.
+    /// (a multi-line text becomes several records, a long line pieces).
+    /// Never blocks.
     pub fn record(&self, unit: &str, stream: Stream, text: &str) -> io::Result<()> {
         check_unit(unit)?;
         self.queue.push(&Arc::from(unit), self.records(stream, text));
@@ -110,7 +111,7 @@ impl Journal {
         let time = Timestamp::now();
         let mut records = Vec::new();
         let mut lines = LineSplitter::new(self.limits.max_line_bytes);
-        lines.feed(text.as_bytes(), |l| records.push(Record::new(time, stream, l)));
+        lines.feed(text.as_bytes(), |l, continued| records.push(Record { continued, ..Record::new(time, stream, l) }));
         if let Some(l) = lines.finish() {
             records.push(Record::new(time, stream, l));
         }
