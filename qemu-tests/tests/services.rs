@@ -250,23 +250,25 @@ const HELLO: &str = r#"description = "says hello and sleeps"
 exec = ["/usr/bin/sh", "-c", "echo hello-from-unit; exec sleep 1000"]
 "#;
 
-/// Waits for /run/longline-go, then prints a 100,000-byte line
-/// (`START-x...x-END`) and `LAST-WORDS` without a newline, and keeps
-/// running (its output pipe open).
+/// Waits for a line on the FIFO /run/longline-go, then prints a
+/// 100,000-byte line (`START-x...x-END`) and `LAST-WORDS` without a
+/// newline, and keeps running (its output pipe open).
 const LONGLINE: &str = r#"description = "one long line, then last words without a newline"
 [service]
-exec = ["/usr/bin/sh", "-c", "while [ ! -e /run/longline-go ]; do sleep 1; done; printf 'START-%99990s-END\nLAST-WORDS' '' | tr ' ' x; exec sleep 1000"]
+exec = ["/usr/bin/sh", "-c", "mkfifo /run/longline-go && read go < /run/longline-go; printf 'START-%99990s-END\nLAST-WORDS' '' | tr ' ' x; exec sleep 1000"]
 "#;
 
 /// Shell: starts longline's output, then runs `berthctl logs longline`
 /// until it shows LAST-WORDS; prints `took CENTISECONDS`, then per line of
-/// the logs its stream field, text length, first and last bytes.
+/// the unit's output lines its stream field, text length, first and last
+/// bytes.
 const LONGLINE_CHECK: &str = "now() { cut -d' ' -f1 /proc/uptime | tr -d .; }; \
-     touch /run/longline-go; t0=$(now); \
+     i=0; until [ -p /run/longline-go ]; do i=$((i+1)); [ $i -gt 60 ] && exit 8; sleep 1; done; \
+     echo go > /run/longline-go; t0=$(now); \
      until berthctl logs longline | grep -q 'LAST-WORDS$'; do \
        [ $(( $(now) - t0 )) -gt 3000 ] && { echo 'never shown'; berthctl logs longline | cut -c1-120; exit 9; }; \
      done; echo \"took $(( $(now) - t0 ))\"; \
-     berthctl logs longline | awk '{ t = substr($0, length($1) + length($2) + 3); \
+     berthctl logs longline | awk '$2 ~ /^stdout/ { t = substr($0, length($1) + length($2) + 3); \
        print $2, length(t), substr(t, 1, 8), substr(t, length(t) - 3) }'";
 
 #[test]
