@@ -1,12 +1,14 @@
 //! `berth-image build`: kernel, root, EROFS, verity, ESP, disk, qcow2, in
-//! that order, with a size report at the end.
+//! that order, with a size report at the end. The disk is written twice
+//! around the one root slot image: in 512-byte sectors (`berth.raw`) and
+//! in 4096-byte ones for 4Kn drives (`berth-4kn.raw`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use berth_layout::cmdline::kernel_cmdline;
-use berth_layout::disk::{self, Slot};
+use berth_layout::disk::{self, Slot, SECTOR, SECTOR_4KN};
 use berth_layout::{Guid, VERSION};
 use berth_updater::boot_entry::{self, EntryName};
 
@@ -33,6 +35,7 @@ pub struct SizeReport {
     pub disk_virtual: u64,
     pub disk_allocated: u64,
     pub qcow2: u64,
+    pub qcow2_4kn: u64,
 }
 
 fn mib(b: u64) -> String {
@@ -57,7 +60,8 @@ impl std::fmt::Display for SizeReport {
         writeln!(f, "  ESP contents            {:>12}  of {}", mib(self.esp_used), mib(disk::ESP_SIZE))?;
         writeln!(f, "  disk (virtual)          {:>12}", mib(self.disk_virtual))?;
         writeln!(f, "  disk (allocated)        {:>12}", mib(self.disk_allocated))?;
-        write!(f, "  berth.qcow2             {:>12}", mib(self.qcow2))
+        writeln!(f, "  berth.qcow2             {:>12}", mib(self.qcow2))?;
+        write!(f, "  berth-4kn.qcow2         {:>12}", mib(self.qcow2_4kn))
     }
 }
 
@@ -138,20 +142,26 @@ pub fn build(ctx: &Context) -> Result<SizeReport, Error> {
         EspFile { source: &entry, dest: format!("/loader/entries/{}", EntryName::new(VERSION)) },
         EspFile { source: &kernel.bzimage, dest: boot_entry::kernel_path(Slot::A) },
     ];
-    let esp_img = work.join("esp.img");
     let volume_id = u32::from_be_bytes(esp_volume_id(VERSION));
-    esp::build(&esp_img, disk::ESP_SIZE, volume_id, epoch(), &files)?;
+    // One disk per logical sector size: berth.raw, and for 4Kn drives
+    // berth-4kn.raw with the same root slot image (so the same PARTUUIDs,
+    // verity root hash and command line) at the same offsets, in a GPT of
+    // 4096-byte sectors around an ESP whose FAT has 4096-byte sectors.
+    let disks =
+        [(SECTOR, "esp.img", ctx.raw(), ctx.qcow2()), (SECTOR_4KN, "esp-4kn.img", ctx.raw_4kn(), ctx.qcow2_4kn())];
+    for (sector_size, esp_name, _, _) in &disks {
+        esp::build(&work.join(esp_name), disk::ESP_SIZE, *sector_size, volume_id, epoch(), &files)?;
+    }
     step("ESP", t);
 
     let t = Instant::now();
-    let raw = ctx.raw();
-    diskimg::assemble(
-        &raw,
-        VERSION,
-        &[(disk::ESP_LABEL, esp_img.as_path()), (disk::ROOT_A_LABEL, root_img.as_path())],
-    )?;
-    let qcow2 = ctx.qcow2();
-    diskimg::to_qcow2(&raw, &qcow2)?;
+    for (sector_size, esp_name, raw, qcow2) in &disks {
+        let esp_img = work.join(esp_name);
+        let contents = [(disk::ESP_LABEL, esp_img.as_path()), (disk::ROOT_A_LABEL, root_img.as_path())];
+        diskimg::assemble(raw, VERSION, *sector_size, &contents)?;
+        diskimg::to_qcow2(raw, qcow2)?;
+    }
+    let [(_, _, raw, qcow2), (_, _, _, qcow2_4kn)] = disks;
     std::fs::write(ctx.out.join("cmdline.txt"), format!("{cmdline}\n"))?;
     std::fs::copy(&kernel.bzimage, ctx.out.join("bzImage"))?;
     step("disk", t);
@@ -167,6 +177,7 @@ pub fn build(ctx: &Context) -> Result<SizeReport, Error> {
         disk_virtual: file_len(&raw),
         disk_allocated: allocated(&raw),
         qcow2: file_len(&qcow2),
+        qcow2_4kn: file_len(&qcow2_4kn),
     };
     std::fs::write(ctx.out.join("size-report.txt"), format!("{report}\n"))?;
     eprintln!("build: {} in {:.1} s", raw.display(), t0.elapsed().as_secs_f64());

@@ -37,6 +37,15 @@ impl Context {
     pub fn raw(&self) -> PathBuf {
         self.out.join("berth.raw")
     }
+
+    /// The disk for drives with 4096-byte logical sectors ("4Kn").
+    pub fn raw_4kn(&self) -> PathBuf {
+        self.out.join("berth-4kn.raw")
+    }
+
+    pub fn qcow2_4kn(&self) -> PathBuf {
+        self.out.join("berth-4kn.qcow2")
+    }
 }
 
 /// The workspace root: this crate's parent directory.

@@ -1,12 +1,13 @@
 //! The GPT disk: the four partitions of the layout, written sparsely, and
-//! its qcow2 form.
+//! its qcow2 form. The same partitions can be written in a table of
+//! 512-byte sectors (`berth.raw`) or of 4096-byte ones (`berth-4kn.raw`).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::Command;
 
-use berth_layout::disk::{self, SECTOR};
+use berth_layout::disk;
 use berth_layout::gpt::{Gpt, GptError};
 
 use crate::cmd::{self, CmdError};
@@ -24,22 +25,31 @@ pub enum DiskError {
     TooBig { what: String, size: u64, label: &'static str, room: u64 },
 }
 
-/// Writes `berth.raw`: GPT, then each given partition image at its offset.
-/// `contents` maps a partition label to the image file that fills it;
-/// partitions without one stay zero (the data partition: formatted at first boot).
-pub fn assemble(out: &Path, version: &str, contents: &[(&'static str, &Path)]) -> Result<(), DiskError> {
+/// Writes a disk image (`berth.raw`, `berth-4kn.raw`): a GPT in sectors of
+/// `sector_size` bytes (what the disk it will be written to reports as
+/// its logical sector: the firmware and the kernel read the table in
+/// those), then each given partition image at its offset, the same byte
+/// offsets for every sector size. `contents` maps a partition label to the
+/// image file that fills it; partitions without one stay zero (the data
+/// partition: formatted at first boot).
+pub fn assemble(
+    out: &Path,
+    version: &str,
+    sector_size: u64,
+    contents: &[(&'static str, &Path)],
+) -> Result<(), DiskError> {
     let size = disk::image_size();
     let _ = std::fs::remove_file(out);
     let mut f = File::create(out).map_err(io_at(out))?;
     f.set_len(size).map_err(io_at(out))?;
-    let mut gpt = Gpt::new(disk::disk_guid(version), SECTOR, size / SECTOR);
+    let mut gpt = Gpt::new(disk::disk_guid(version), sector_size, size / sector_size);
     for (spec, start, end) in disk::plan() {
         gpt.add(
             spec.label,
             spec.type_guid,
             disk::partition_uuid(version, spec.label),
-            start / SECTOR,
-            end / SECTOR - 1,
+            start / sector_size,
+            end / sector_size - 1,
         )?;
     }
     gpt.write(&mut f)?;
@@ -95,9 +105,52 @@ fn read_full(r: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// `berth.qcow2` from `berth.raw`.
+/// `berth.qcow2` from `berth.raw` (and the same for the 4Kn variant).
 pub fn to_qcow2(raw: &Path, qcow2: &Path) -> Result<(), CmdError> {
     let _ = std::fs::remove_file(qcow2);
     cmd::run(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(raw).arg(qcow2))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_layout::disk::{SECTOR, SECTOR_4KN};
+
+    /// Both tables, read back in their own sector size, put every
+    /// partition at the plan's byte offsets with the same GUIDs, and the
+    /// contents land there.
+    #[test]
+    fn both_sector_sizes_put_the_partitions_at_the_plan_offsets() {
+        let dir = std::env::temp_dir().join(format!("berth-disk-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = dir.join("root.img");
+        std::fs::write(&root, b"root contents").unwrap();
+        for ss in [SECTOR, SECTOR_4KN] {
+            let out = dir.join(format!("disk-{ss}.raw"));
+            assemble(&out, "9.9.9", ss, &[(disk::ROOT_A_LABEL, root.as_path())]).unwrap();
+            let mut f = File::open(&out).unwrap();
+            let gpt = Gpt::read(&mut f, ss, disk::image_size()).unwrap();
+            assert_eq!(gpt.sector_size, ss);
+            for (spec, start, end) in disk::plan() {
+                let p = gpt.by_name(spec.label).unwrap();
+                assert_eq!(
+                    (p.first_lba * ss, (p.last_lba + 1) * ss),
+                    (start, end),
+                    "{} in {ss}-byte sectors",
+                    spec.label
+                );
+                assert_eq!((p.type_guid, p.unique_guid), (spec.type_guid, disk::partition_uuid("9.9.9", spec.label)));
+            }
+            let (_, start, _) = disk::plan().into_iter().find(|(s, _, _)| s.label == disk::ROOT_A_LABEL).unwrap();
+            let mut head = [0u8; 13];
+            f.seek(SeekFrom::Start(start)).unwrap();
+            f.read_exact(&mut head).unwrap();
+            assert_eq!(&head, b"root contents");
+            // A table in the other sector size is not there.
+            let other = if ss == SECTOR { SECTOR_4KN } else { SECTOR };
+            assert!(Gpt::read(&mut f, other, disk::image_size()).is_err(), "{ss}-byte table also reads as {other}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use berth_qemu::DiskBus;
 use clap::{Parser, Subcommand};
 
 mod bench;
@@ -42,7 +43,9 @@ enum Command {
     Lock,
     /// Build (or take from the cache) the trimmed kernel and print its path.
     Kernel,
-    /// Build berth.raw and berth.qcow2 and print the size report.
+    /// Build berth.raw and berth.qcow2, their 4Kn variants (berth-4kn.raw,
+    /// berth-4kn.qcow2: for disks with 4096-byte logical sectors) and print
+    /// the size report.
     Build,
     /// Boot the image under QEMU + OVMF (building it first if missing).
     Run {
@@ -55,6 +58,13 @@ enum Command {
         /// Guest memory in MiB.
         #[arg(long, default_value_t = 1024)]
         memory: u32,
+        /// How the boot disk is attached: virtio, nvme or sata.
+        #[arg(long, default_value = "virtio")]
+        bus: DiskBus,
+        /// Boot berth-4kn.qcow2 from a disk with 4096-byte logical sectors
+        /// (virtio or nvme).
+        #[arg(long = "4kn")]
+        four_kn: bool,
     },
     /// Boot the image several times and print boot, size and memory figures.
     Bench {
@@ -79,10 +89,14 @@ fn main() -> ExitCode {
         Command::Lock => build::lock(&ctx),
         Command::Kernel => kernel::build(&ctx).map(|k| println!("{}", k.bzimage.display())).map_err(Into::into),
         Command::Build => build::build(&ctx).map(|report| println!("{report}")),
-        Command::Run { smoke, kvm, memory } => run::run(&ctx, &run::RunOptions { smoke, kvm, memory_mib: memory }),
-        Command::Bench { boots, kvm } => {
-            bench::bench(&ctx, &run::RunOptions { smoke: true, kvm, memory_mib: 1024 }, boots)
+        Command::Run { smoke, kvm, memory, bus, four_kn } => {
+            run::run(&ctx, &run::RunOptions { smoke, kvm, memory_mib: memory, bus, four_kn })
         }
+        Command::Bench { boots, kvm } => bench::bench(
+            &ctx,
+            &run::RunOptions { smoke: true, kvm, memory_mib: 1024, bus: DiskBus::Virtio, four_kn: false },
+            boots,
+        ),
         Command::Test { cargo_args } => suite::run(&ctx, &cargo_args),
     };
     match result {

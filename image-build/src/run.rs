@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_qemu::{boot_timeout, shutdown_timeout, BootTimes, Vm, VmConfig, GIB};
+use berth_qemu::{boot_timeout, shutdown_timeout, BootTimes, DiskBus, Vm, VmConfig, GIB};
 
 use crate::build;
 use crate::context::Context;
@@ -18,10 +18,37 @@ pub struct RunOptions {
     pub smoke: bool,
     pub kvm: bool,
     pub memory_mib: u32,
+    /// How the boot disk is attached.
+    pub bus: DiskBus,
+    /// Boot the 4Kn disk (`berth-4kn.qcow2`) on a disk with 4096-byte
+    /// logical sectors.
+    pub four_kn: bool,
 }
 
-fn ensure_image(ctx: &Context) -> Result<(), Error> {
-    if !ctx.qcow2().exists() {
+impl RunOptions {
+    /// The image this run boots.
+    fn image(&self, ctx: &Context) -> std::path::PathBuf {
+        if self.four_kn {
+            ctx.qcow2_4kn()
+        } else {
+            ctx.qcow2()
+        }
+    }
+
+    /// A VM of these options on a throwaway or kept overlay of the image.
+    fn vm(&self, ctx: &Context, name: &str) -> VmConfig {
+        VmConfig::new()
+            .name(name)
+            .disk(self.image(ctx))
+            .disk_bus(self.bus)
+            .sector_size(if self.four_kn { 4096 } else { 512 })
+            .memory_mib(self.memory_mib)
+            .kvm(self.kvm)
+    }
+}
+
+fn ensure_image(ctx: &Context, opts: &RunOptions) -> Result<(), Error> {
+    if !opts.image(ctx).exists() {
         build::build(ctx)?;
     }
     Ok(())
@@ -29,7 +56,10 @@ fn ensure_image(ctx: &Context) -> Result<(), Error> {
 
 pub fn run(ctx: &Context, opts: &RunOptions) -> Result<(), Error> {
     crate::deps::ensure()?;
-    ensure_image(ctx)?;
+    if opts.four_kn && opts.bus == DiskBus::Sata {
+        return Err("QEMU's SATA disks have 512-byte sectors only: --4kn needs --bus virtio or nvme".into());
+    }
+    ensure_image(ctx, opts)?;
     if opts.smoke {
         smoke(ctx, opts).map(|_| ())
     } else {
@@ -41,23 +71,17 @@ pub fn run(ctx: &Context, opts: &RunOptions) -> Result<(), Error> {
 /// across runs, and starts over when the image is rebuilt (an overlay on a
 /// changed base would be garbage).
 fn interactive(ctx: &Context, opts: &RunOptions) -> Result<(), Error> {
-    let dir = ctx.out.join("run");
+    // The 4Kn disk is another disk: it keeps its own VM state.
+    let dir = ctx.out.join(if opts.four_kn { "run-4kn" } else { "run" });
     std::fs::create_dir_all(&dir)?;
     let overlay = dir.join("overlay.qcow2");
-    if newer(&ctx.qcow2(), &overlay) {
+    if newer(&opts.image(ctx), &overlay) {
         let _ = std::fs::remove_file(&overlay);
         let _ = std::fs::remove_file(dir.join("vars.fd"));
     }
-    eprintln!("run: booting {} (VM state in {})", ctx.qcow2().display(), dir.display());
+    eprintln!("run: booting {} (VM state in {})", opts.image(ctx).display(), dir.display());
     eprintln!("run: Ctrl-a c switches between the console, the admin shell and the QEMU monitor; Ctrl-a x quits");
-    let cfg = VmConfig::new()
-        .name("run")
-        .disk(ctx.qcow2())
-        .disk_size(RUN_DISK)
-        .memory_mib(opts.memory_mib)
-        .kvm(opts.kvm)
-        .serial_to_stdio(true)
-        .work_dir(&dir);
+    let cfg = opts.vm(ctx, "run").disk_size(RUN_DISK).serial_to_stdio(true).work_dir(&dir);
     let mut vm = Vm::start(cfg)?;
     let status = vm.wait()?;
     eprintln!("run: QEMU exited ({status})");
@@ -83,7 +107,7 @@ pub struct SmokeResult {
 /// Boots a throwaway overlay, waits for the ready line, reads PID1's RSS,
 /// powers off over ACPI and waits for QEMU to exit.
 pub fn smoke_once(ctx: &Context, opts: &RunOptions, name: &str) -> Result<SmokeResult, Error> {
-    let cfg = VmConfig::new().name(name).disk(ctx.qcow2()).disk_size(4 * GIB).memory_mib(opts.memory_mib).kvm(opts.kvm);
+    let cfg = opts.vm(ctx, name).disk_size(4 * GIB);
     let mut vm = Vm::start(cfg)?;
     let times = vm.wait_ready(boot_timeout())?;
     let rss = vm.sh("grep VmRSS /proc/1/status").ok().and_then(|o| parse_rss_kib(&o.output));

@@ -1,4 +1,5 @@
-//! Two builds from the same inputs give a byte-identical berth.raw.
+//! Two builds from the same inputs give a byte-identical berth.raw, and a
+//! byte-identical berth-4kn.raw (its 4Kn variant).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +13,9 @@ fn build_into(out: &Path) {
         .expect("running berth-image");
     assert!(status.success(), "berth-image build --out {} failed", out.display());
 }
+
+/// The disks a build writes, compared byte for byte.
+const DISKS: [&str; 2] = ["berth.raw", "berth-4kn.raw"];
 
 /// The first difference between two files, as a byte offset.
 fn first_difference(a: &Path, b: &Path) -> Option<u64> {
@@ -40,7 +44,7 @@ fn two_builds_give_identical_disks() {
     let _ = std::fs::remove_dir_all(&scratch);
     // The suite's image (BERTH_IMAGE_DIR) is one build; make it if absent.
     let first: PathBuf = match std::env::var_os("BERTH_IMAGE_DIR") {
-        Some(dir) if Path::new(&dir).join("berth.raw").exists() => PathBuf::from(dir),
+        Some(dir) if DISKS.iter().all(|d| Path::new(&dir).join(d).exists()) => PathBuf::from(dir),
         _ => {
             let d = scratch.join("one");
             build_into(&d);
@@ -49,13 +53,15 @@ fn two_builds_give_identical_disks() {
     };
     let second = scratch.join("two");
     build_into(&second);
-    let (a, b) = (first.join("berth.raw"), second.join("berth.raw"));
-    if let Some(at) = first_difference(&a, &b) {
-        panic!(
-            "{} and {} differ first at byte {at} (partition offsets are in berth-layout's disk plan)",
-            a.display(),
-            b.display()
-        );
+    for disk in DISKS {
+        let (a, b) = (first.join(disk), second.join(disk));
+        if let Some(at) = first_difference(&a, &b) {
+            panic!(
+                "{} and {} differ first at byte {at} (partition offsets are in berth-layout's disk plan)",
+                a.display(),
+                b.display()
+            );
+        }
     }
     std::fs::remove_dir_all(&scratch).unwrap();
 }

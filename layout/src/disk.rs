@@ -4,6 +4,10 @@
 use crate::guid::Guid;
 
 pub const SECTOR: u64 = 512;
+/// The logical sector of "4Kn" disks (4096 bytes native, no 512-byte
+/// emulation), for which the image is also built: the same partitions at
+/// the same byte offsets, in a GPT counted in these sectors.
+pub const SECTOR_4KN: u64 = 4096;
 pub const MIB: u64 = 1024 * 1024;
 /// Partitions start on 1 MiB boundaries.
 pub const ALIGN: u64 = MIB;
@@ -119,6 +123,16 @@ mod tests {
             assert_eq!(start % ALIGN, 0, "{}", p.label);
             assert_eq!((end - start) % SECTOR, 0);
         }
+    }
+
+    #[test]
+    fn the_layout_is_whole_4kn_sectors() {
+        // The 4Kn disk has its partitions at the same byte offsets: every
+        // boundary and the disk's size must be whole 4096-byte sectors.
+        for (p, start, end) in plan() {
+            assert_eq!((start % SECTOR_4KN, end % SECTOR_4KN), (0, 0), "{}", p.label);
+        }
+        assert_eq!(image_size() % SECTOR_4KN, 0);
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub struct VmConfig {
     /// Grow the VM's overlay to this many bytes before boot (like a user
     /// who gives the machine a bigger disk).
     pub disk_size: Option<u64>,
+    /// How the disk is attached: virtio-blk (the default), NVMe or SATA.
+    pub disk_bus: DiskBus,
+    /// The disk's logical (and physical) sector size in bytes: 512 (the
+    /// default), or 4096 for a "4Kn" disk, which needs the image built for
+    /// it (`berth-4kn.qcow2`). QEMU's SATA disks take 512 only.
+    pub sector_size: u32,
     pub memory_mib: u32,
     pub cpus: u32,
     /// `-accel kvm -cpu host` instead of TCG. Off by default: KVM hangs on
@@ -61,6 +67,8 @@ impl VmConfig {
             name: "vm".into(),
             disk: Some(crate::settings::default_image()),
             disk_size: None,
+            disk_bus: DiskBus::Virtio,
+            sector_size: 512,
             memory_mib: 1024,
             cpus: 1,
             kvm: false,
@@ -91,6 +99,17 @@ impl VmConfig {
 
     pub fn disk_size(mut self, bytes: u64) -> Self {
         self.disk_size = Some(bytes);
+        self
+    }
+
+    pub fn disk_bus(mut self, bus: DiskBus) -> Self {
+        self.disk_bus = bus;
+        self
+    }
+
+    /// The disk's logical and physical sector size in bytes (512 or 4096).
+    pub fn sector_size(mut self, bytes: u32) -> Self {
+        self.sector_size = bytes;
         self
     }
 
@@ -174,7 +193,7 @@ impl VmConfig {
                     "-drive",
                     &format!("if=none,id=disk0,format=qcow2,file={}", drive_path(&paths.overlay)),
                     "-device",
-                    "virtio-blk-pci,drive=disk0,bootindex=1",
+                    &self.disk_device(),
                 ],
             );
         }
@@ -239,6 +258,71 @@ impl VmConfig {
         }
         a.extend(self.extra_args.iter().cloned());
         a
+    }
+}
+
+/// How the boot disk is attached to the VM. Each boots (the firmware has
+/// a driver for each, the kernel too); the guest names the disk
+/// differently.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DiskBus {
+    /// `virtio-blk-pci`: the guest sees `/dev/vda`.
+    #[default]
+    Virtio,
+    /// An NVMe controller with one namespace: `/dev/nvme0n1`.
+    Nvme,
+    /// A SATA disk on the q35 machine's AHCI controller: `/dev/sda`.
+    Sata,
+}
+
+impl DiskBus {
+    /// The guest kernel's name of the whole disk.
+    pub fn guest_disk(self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "vda",
+            DiskBus::Nvme => "nvme0n1",
+            DiskBus::Sata => "sda",
+        }
+    }
+
+    /// The guest kernel's name of partition `number` of the disk
+    /// (`vda4`, `nvme0n1p4`, `sda4`).
+    pub fn guest_partition(self, number: usize) -> String {
+        match self {
+            DiskBus::Nvme => format!("{}p{number}", self.guest_disk()),
+            _ => format!("{}{number}", self.guest_disk()),
+        }
+    }
+}
+
+impl std::str::FromStr for DiskBus {
+    type Err = String;
+
+    /// `virtio`, `nvme` or `sata`.
+    fn from_str(s: &str) -> Result<DiskBus, String> {
+        match s {
+            "virtio" => Ok(DiskBus::Virtio),
+            "nvme" => Ok(DiskBus::Nvme),
+            "sata" => Ok(DiskBus::Sata),
+            _ => Err(format!("unknown disk bus {s:?} (virtio, nvme or sata)")),
+        }
+    }
+}
+
+impl VmConfig {
+    /// The `-device` of the boot disk (drive `disk0`), first in boot order.
+    fn disk_device(&self) -> String {
+        let mut d = match self.disk_bus {
+            DiskBus::Virtio => "virtio-blk-pci,drive=disk0".to_string(),
+            DiskBus::Nvme => "nvme,drive=disk0,serial=berth0".to_string(),
+            // q35's built-in AHCI controller has six ports, ide.0 to ide.5.
+            DiskBus::Sata => "ide-hd,drive=disk0,bus=ide.0".to_string(),
+        };
+        if self.sector_size != 512 {
+            d.push_str(&format!(",logical_block_size={0},physical_block_size={0}", self.sector_size));
+        }
+        d.push_str(",bootindex=1");
+        d
     }
 }
 
@@ -319,5 +403,32 @@ mod tests {
         assert!(!a.contains("overlay.qcow2"), "{a}");
         assert!(!a.contains("i6300esb"), "{a}");
         assert!(a.ends_with("-S"), "{a}");
+    }
+
+    #[test]
+    fn the_disk_bus_and_sector_size_pick_the_device() {
+        let dev = |cfg: VmConfig| {
+            let a = cfg.qemu_args(&host(), &VmPaths::in_dir(Path::new("/vms/x")), true);
+            let i = a.iter().position(|x| x.starts_with("if=none,id=disk0")).unwrap();
+            assert_eq!(a[i + 1], "-device");
+            a[i + 2].clone()
+        };
+        assert_eq!(dev(VmConfig::new()), "virtio-blk-pci,drive=disk0,bootindex=1");
+        assert_eq!(
+            dev(VmConfig::new().sector_size(4096)),
+            "virtio-blk-pci,drive=disk0,logical_block_size=4096,physical_block_size=4096,bootindex=1"
+        );
+        assert_eq!(dev(VmConfig::new().disk_bus(DiskBus::Nvme)), "nvme,drive=disk0,serial=berth0,bootindex=1");
+        assert_eq!(
+            dev(VmConfig::new().disk_bus(DiskBus::Nvme).sector_size(4096)),
+            "nvme,drive=disk0,serial=berth0,logical_block_size=4096,physical_block_size=4096,bootindex=1"
+        );
+        assert_eq!(dev(VmConfig::new().disk_bus(DiskBus::Sata)), "ide-hd,drive=disk0,bus=ide.0,bootindex=1");
+        assert_eq!("nvme".parse::<DiskBus>(), Ok(DiskBus::Nvme));
+        assert!("usb".parse::<DiskBus>().is_err());
+        assert_eq!(
+            (DiskBus::Nvme.guest_partition(2), DiskBus::Sata.guest_partition(4)),
+            ("nvme0n1p2".into(), "sda4".into())
+        );
     }
 }

@@ -39,7 +39,7 @@ mod vm;
 mod vm_paths;
 mod workdir;
 
-pub use config::VmConfig;
+pub use config::{DiskBus, VmConfig};
 pub use console::{tail, BootTimes};
 pub use disk::{flip_byte, fsck_ext4, Fsck, Image, ImageFormat};
 pub use error::{Error, Result};

@@ -426,6 +426,17 @@ impl Vm {
         Ok(out.output.lines().map(str::to_string).collect())
     }
 
+    /// The size in KiB of the file system that holds `path` in the guest
+    /// (the total column of `df -k`).
+    pub fn df_kib(&mut self, path: &str) -> Result<u64> {
+        let out = self.sh(&format!("df -k '{path}'"))?;
+        let kib = out.output.lines().nth(1).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok());
+        match kib {
+            Some(kib) if out.success() => Ok(kib),
+            _ => Err(Error::Parse(format!("`df -k {path}` in the guest said:\n{}", out.output.trim_end()))),
+        }
+    }
+
     // ---- QMP -----------------------------------------------------------
 
     /// The QMP connection (made when QEMU started).

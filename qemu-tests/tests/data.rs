@@ -30,16 +30,10 @@ fn data_partition_grows_persists_across_reboot_and_unmounts_clean() {
         "vda4 ({start}+{size}) does not end at the last MiB boundary before the disk's last usable sector ({} of {disk})",
         disk - 34
     );
-    let df = vm.sh_ok("df -k /var");
-    let kib: u64 = df
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected df output:\n{df}"));
+    let kib = vm.df_kib("/var").expect("the size of /var");
     // The file system fills the partition, less ext4's own overhead.
     let part_bytes = size * SECTOR;
-    assert!(kib * 1024 > part_bytes / 10 * 9, "/var has {kib} KiB on a partition of {part_bytes} bytes:\n{df}");
+    assert!(kib * 1024 > part_bytes / 10 * 9, "/var has {kib} KiB on a partition of {part_bytes} bytes");
     let mounts = vm.read_file("/proc/mounts").expect("/proc/mounts");
     assert!(
         mounts.lines().any(|l| l.starts_with("/dev/vda4 /var ext4 rw")),

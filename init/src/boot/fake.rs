@@ -24,6 +24,7 @@ type Bytes = Arc<Mutex<Vec<u8>>>;
 struct FakeDisk {
     data: Bytes,
     pos: u64,
+    sector_size: u64,
 }
 
 impl Read for FakeDisk {
@@ -67,7 +68,7 @@ impl Seek for FakeDisk {
 
 impl Disk for FakeDisk {
     fn sector_size(&self) -> u64 {
-        SS
+        self.sector_size
     }
     fn size_bytes(&self) -> u64 {
         self.data.lock().unwrap().len() as u64
@@ -100,6 +101,10 @@ pub struct FakeSystem {
     pub mounted: Vec<(String, String, String)>,
     /// When false, BLKPG "succeeds" but sysfs keeps the old size.
     pub kernel_follows_blkpg: bool,
+    /// The logical sector size of every disk (BLKSSZGET): 512, or 4096
+    /// for a 4Kn machine. sysfs sizes stay in 512-byte units, as the
+    /// kernel's are.
+    pub sector_size: u64,
 }
 
 impl FakeSystem {
@@ -107,6 +112,12 @@ impl FakeSystem {
     /// describes `table_mib` MiB on a disk of `disk_mib` MiB (more when the
     /// disk was enlarged), plus a blank /dev/vdb and devices to skip.
     pub fn berth(table_mib: u64, disk_mib: u64) -> FakeSystem {
+        FakeSystem::berth_with_sectors(table_mib, disk_mib, SS)
+    }
+
+    /// [`FakeSystem::berth`] on disks with `sector_size`-byte logical
+    /// sectors, the GPT written in them (4096: a 4Kn disk).
+    pub fn berth_with_sectors(table_mib: u64, disk_mib: u64, sector_size: u64) -> FakeSystem {
         let mut f = FakeSystem {
             files: BTreeMap::new(),
             dirs: BTreeSet::new(),
@@ -117,9 +128,10 @@ impl FakeSystem {
             exit_codes: BTreeMap::new(),
             mounted: vec![("/dev/dm-0".into(), "/".into(), "erofs".into())],
             kernel_follows_blkpg: true,
+            sector_size,
         };
         let root = partition_uuid("0.1.0", "root-a");
-        f.add_disk("vda", &berth_image(table_mib, disk_mib, root));
+        f.add_disk("vda", &berth_image_with_sectors(table_mib, disk_mib, root, sector_size));
         f.add_disk("vdb", &vec![0u8; (4 * MIB) as usize]);
         for d in ["/sys/class/block/dm-0", "/sys/class/block/loop0", "/sys/firmware/efi", "/sys/fs/bpf"] {
             f.add_dir(d);
@@ -157,7 +169,8 @@ impl FakeSystem {
         let dev = PathBuf::from(format!("/dev/{name}"));
         self.add_dir(&format!("/sys/class/block/{name}"));
         self.disks.insert(dev.clone(), Arc::new(Mutex::new(image.to_vec())));
-        let Ok(gpt) = Gpt::read(&mut Cursor::new(image), SS, image.len() as u64) else {
+        let ss = self.sector_size;
+        let Ok(gpt) = Gpt::read(&mut Cursor::new(image), ss, image.len() as u64) else {
             return;
         };
         for p in &gpt.partitions {
@@ -165,8 +178,8 @@ impl FakeSystem {
             for dir in [format!("/sys/class/block/{pname}"), format!("/sys/class/block/{name}/{pname}")] {
                 self.set_file(&format!("{dir}/partition"), format!("{}\n", p.number()));
             }
-            self.set_file(&format!("/sys/class/block/{pname}/size"), format!("{}\n", p.sectors()));
-            self.parts.insert(pname, Part { disk: dev.clone(), number: p.number(), start: p.first_lba * SS });
+            self.set_file(&format!("/sys/class/block/{pname}/size"), format!("{}\n", p.sectors() * ss / 512));
+            self.parts.insert(pname, Part { disk: dev.clone(), number: p.number(), start: p.first_lba * ss });
         }
     }
 
@@ -247,8 +260,13 @@ impl FakeSystem {
 /// A GPT disk with Berth's four partitions in miniature: 1 MiB ESP, two
 /// 2 MiB root slots, a 2 MiB data partition last.
 pub fn berth_image(table_mib: u64, disk_mib: u64, root_a: Guid) -> Vec<u8> {
-    let s = MIB / SS;
-    let mut gpt = Gpt::new(Guid::derive("fake-disk"), SS, table_mib * s);
+    berth_image_with_sectors(table_mib, disk_mib, root_a, SS)
+}
+
+/// [`berth_image`] with its GPT in `sector_size`-byte sectors.
+pub fn berth_image_with_sectors(table_mib: u64, disk_mib: u64, root_a: Guid, sector_size: u64) -> Vec<u8> {
+    let s = MIB / sector_size;
+    let mut gpt = Gpt::new(Guid::derive("fake-disk"), sector_size, table_mib * s);
     gpt.add("esp", ESP_TYPE, Guid::derive("esp"), s, 2 * s - 1).unwrap();
     gpt.add("root-a", ROOT_X86_64_TYPE, root_a, 2 * s, 4 * s - 1).unwrap();
     gpt.add("root-b", ROOT_X86_64_TYPE, partition_uuid("0.1.0", "root-b"), 4 * s, 6 * s - 1).unwrap();
@@ -344,7 +362,7 @@ impl System for FakeSystem {
             self.calls.push(format!("open-rw {}", dev.display()));
         }
         let data = self.disks.get(dev).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        Ok(Box::new(FakeDisk { data, pos: 0 }))
+        Ok(Box::new(FakeDisk { data, pos: 0, sector_size: self.sector_size }))
     }
 
     fn resize_partition(&mut self, disk: &Path, number: usize, start: u64, length: u64) -> io::Result<()> {

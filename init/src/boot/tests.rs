@@ -235,6 +235,29 @@ fn first_boot_on_an_enlarged_disk_grows_before_formatting() {
 }
 
 #[test]
+fn a_4kn_disk_is_read_grown_and_formatted_in_4096_byte_sectors() {
+    // The image's 4Kn variant on an enlarged disk whose kernel reports
+    // 4096-byte logical sectors: the GPT is in those sectors.
+    let mut sys = FakeSystem::berth_with_sectors(10, 32, 4096);
+    let report = boot(&mut sys).unwrap();
+    assert_eq!(report.data.grew, Some((2 * MIB, 25 * MIB)), "{:?}", report.data);
+    assert_eq!(report.data.prepared, Prepared::Formatted { bytes: 25 * MIB });
+    assert_eq!(sys.calls_starting("blkpg"), [format!("blkpg /dev/vda 4 {} {}", 6 * MIB, 25 * MIB)]);
+    assert!(sys.pos("blkpg /dev/vda 4") < sys.pos("run /usr/sbin/mke2fs"));
+    let table = sys.disk("vda");
+    let gpt = Gpt::read(&mut Cursor::new(&table), 4096, table.len() as u64).unwrap();
+    assert_eq!(gpt.total_sectors, 32 * 256, "the backup table moved to the end, in 4096-byte sectors");
+    // From 6 MiB to the last MiB boundary before the backup table (5 sectors).
+    let data = gpt.by_name(DATA_LABEL).unwrap();
+    assert_eq!((data.first_lba, data.last_lba), (6 * 256, 31 * 256 - 1));
+    assert!(Gpt::read(&mut Cursor::new(&table), 512, table.len() as u64).is_err(), "no 512-byte table was written");
+
+    sys.reboot();
+    let again = boot(&mut sys).unwrap();
+    assert_eq!((again.data.grew, again.data.prepared), (None, Prepared::Checked(Fsck::Clean)));
+}
+
+#[test]
 fn a_kernel_that_keeps_the_old_size_is_an_error() {
     let mut sys = FakeSystem::berth(10, 32);
     sys.kernel_follows_blkpg = false;
