@@ -764,3 +764,91 @@ fn notify_socket_is_per_unit_and_removed_after() {
         h.stop_all().await.unwrap();
     });
 }
+
+// ---- resource limits ----------------------------------------------------------------
+
+/// A limit of `/proc/<pid>/limits` (its row starts with `name`, e.g. "Max
+/// open files"), as (soft, hard).
+fn proc_limit(pid: u32, name: &str) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let row = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name:?} in\n{text}"));
+    let cells: Vec<&str> = row[name.len()..].split_whitespace().collect();
+    (cells[0].to_string(), cells[1].to_string())
+}
+
+fn pair(soft: impl ToString, hard: impl ToString) -> (String, String) {
+    (soft.to_string(), hard.to_string())
+}
+
+/// Whether this process may raise hard limits (CAP_SYS_RESOURCE: root on
+/// a host; a container's root may lack it, PID1 never does), and its own
+/// hard limit of open files.
+fn may_raise_hard_limits() -> (bool, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+    let caps = u64::from_str_radix(eff, 16).unwrap();
+    let (_, hard) = proc_limit(std::process::id(), "Max open files");
+    (caps & (1 << 24) != 0, hard.parse().unwrap())
+}
+
+#[test]
+fn a_units_processes_get_its_resource_limits() {
+    let env = Env::new("rlimits");
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open").unwrap().trim().parse().unwrap();
+    // With CAP_SYS_RESOURCE the unit's hard limit is raised above this
+    // process's own, for a unit that runs as nobody: set before the
+    // identity changes. Without it, only up to this process's own.
+    let (privileged, own_hard) = may_raise_hard_limits();
+    let hard = if privileged { nr_open } else { own_hard };
+    let sleeper = sh("exec sleep 30");
+    env.unit(
+        "lim-set",
+        &format!(
+            "[service]\nexec = {sleeper}\nuser = \"nobody\"\n[limits]\nnofile = \"4096:{hard}\"\ncore = \"infinity\"\n\
+             memlock = \"1M\"\nnproc = \"512:1024\"\nstack = \"16M:infinity\"\n"
+        ),
+    );
+    env.unit("lim-default", &format!("[service]\nexec = {sleeper}\n"));
+    env.unit("lim-infinity", &format!("[service]\nexec = {sleeper}\n[limits]\nnofile = \"infinity\"\n"));
+    let too_many = nr_open + 64;
+    env.unit(
+        "lim-too-many",
+        &format!("[service]\nexec = {sleeper}\n[limits]\nnofile = {too_many}\n[restart]\npolicy = \"never\"\n"),
+    );
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        // Raised above PID1's own hard limit although it runs as nobody:
+        // set before the identity changes.
+        let set = h.status("lim-set").await.unwrap();
+        assert_eq!(set.state, UnitState::Active, "{set:#?}");
+        assert_eq!(proc_limit(set.pid, "Max open files"), pair(4096, hard));
+        assert_eq!(proc_limit(set.pid, "Max core file size"), pair("unlimited", "unlimited"));
+        assert_eq!(proc_limit(set.pid, "Max locked memory"), pair(1 << 20, 1 << 20));
+        assert_eq!(proc_limit(set.pid, "Max processes"), pair(512, 1024));
+        assert_eq!(proc_limit(set.pid, "Max stack size"), pair(16 << 20, "unlimited"));
+
+        // Nothing set: systemd's default for open files.
+        let default = h.status("lim-default").await.unwrap();
+        let default_hard = if privileged { 524_288 } else { own_hard.min(524_288) };
+        assert_eq!(proc_limit(default.pid, "Max open files"), pair(1024, default_hard));
+        if privileged {
+            let inf = h.status("lim-infinity").await.unwrap();
+            assert_eq!(proc_limit(inf.pid, "Max open files"), pair(nr_open, nr_open), "infinity is fs.nr_open");
+        } else {
+            let inf = h.status("lim-infinity").await.unwrap();
+            assert_eq!(inf.state, UnitState::Failed, "nr_open is above this process's hard limit: {inf:#?}");
+            assert!(inf.reason.contains("(no CAP_SYS_RESOURCE)"), "{inf:#?}");
+        }
+
+        let failed = h.status("lim-too-many").await.unwrap();
+        assert_eq!(failed.state, UnitState::Failed, "{failed:#?}");
+        assert!(
+            failed.reason.contains(&format!(
+                "limits.nofile: {too_many} open files are more than the kernel allows (fs.nr_open = {nr_open})"
+            )),
+            "{failed:#?}"
+        );
+        h.stop_all().await.unwrap();
+    });
+}

@@ -339,6 +339,7 @@ async fn check_once(h: &HealthRun) -> Result<(), String> {
                 credentials: &h.credentials,
                 notify_socket: None,
                 cgroup_procs: procs,
+                limits: &h.unit.limits,
                 stdout: Stdio::null(),
                 stderr: Stdio::null(),
             })
