@@ -852,3 +852,86 @@ fn a_units_processes_get_its_resource_limits() {
         h.stop_all().await.unwrap();
     });
 }
+
+// ---- programs that put themselves in the background -----------------------------------
+
+/// A unit whose program starts a daemon (`setsid sleep 600 &`, its pid
+/// written to the file returned) and exits 0, restarted whenever it ends.
+fn daemonizer(env: &Env, name: &str, service: &str) -> String {
+    let pidfile = env.path(&format!("{name}.daemon"));
+    let script = sh(&format!("setsid sleep 600 & echo $! > {pidfile}; exit 0"));
+    env.unit(
+        name,
+        &format!(
+            "[service]\nexec = {script}\nstop_timeout = \"300ms\"\n{service}\n[restart]\npolicy = \"always\"\nbackoff_initial = \"50ms\"\n"
+        ),
+    );
+    pidfile
+}
+
+/// The unit failed, at once and for good, saying the program put itself
+/// in the background and how to keep it in the foreground.
+async fn failed_as_background(h: &SupervisorHandle, name: &str, daemon: u32) -> UnitStatus {
+    let s = wait_for(h, name, Duration::from_secs(10), |s| s.state == UnitState::Failed || s.restarts > 0).await;
+    assert_eq!((s.state, s.restarts, s.last_exit.clone()), (UnitState::Failed, 0, Some(Exit::Code(0))), "{s:#?}");
+    for part in [
+        format!("exit status 0, but it left 1 process running (pid {daemon}"),
+        "the program put itself in the background".to_string(),
+        "in the foreground".to_string(),
+    ] {
+        assert!(s.reason.contains(&part), "{part:?} not in the reason: {s:#?}");
+    }
+    let lines = log_lines(name, "put itself in the background").await;
+    assert!(lines.iter().any(|l| l.starts_with("init failed: exit status 0, but it left")), "{lines:#?}");
+    s
+}
+
+#[test]
+fn a_program_that_daemonizes_fails_loudly_and_never_runs_twice() {
+    let env = Env::with_cgroups("daemonize");
+    let group_pidfile = daemonizer(&env, "bg-group", "");
+    let main_pidfile = daemonizer(&env, "bg-main", "kill_mode = \"main\"");
+    let oneshot_pidfile = env.path("bg-oneshot.daemon");
+    env.unit(
+        "bg-oneshot",
+        &format!(
+            "[service]\nexec = {}\nkind = \"oneshot\"\nstop_timeout = \"300ms\"\n",
+            sh(&format!("setsid sleep 600 & echo $! > {oneshot_pidfile}; exit 0"))
+        ),
+    );
+    // A program in the foreground that exits 0 leaves nothing: inactive.
+    env.unit("fg-exit0", &format!("[service]\nexec = {}\n", sh("sleep 0.1; exit 0")));
+    run(async {
+        let h = env.start();
+        // kill_mode group: its daemon is stopped with the rest of the group.
+        let daemon = read_pid(&group_pidfile).await;
+        let s = failed_as_background(&h, "bg-group", daemon).await;
+        assert!(s.reason.contains("what it left is stopped"), "{s:#?}");
+        wait_gone(daemon, Duration::from_secs(2)).await;
+        assert!(env.group("bg-group").is_empty());
+
+        // kill_mode main: its daemon is left running, and no second copy
+        // is started beside it (policy always would restart it at once).
+        let daemon = read_pid(&main_pidfile).await;
+        let s = failed_as_background(&h, "bg-main", daemon).await;
+        assert!(s.reason.contains("what it left keeps running"), "{s:#?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let later = h.status("bg-main").await.unwrap();
+        assert_eq!((later.state, later.restarts), (UnitState::Failed, 0), "{later:#?}");
+        assert!(alive(daemon));
+        assert_eq!(env.group("bg-main").pids().unwrap(), vec![daemon as i32], "one copy, the first");
+
+        let daemon = read_pid(&oneshot_pidfile).await;
+        let s = failed_as_background(&h, "bg-oneshot", daemon).await;
+        assert!(s.reason.contains("a oneshot must finish its work"), "{s:#?}");
+        assert!(s.reason.contains("what it left is stopped"), "{s:#?}");
+        wait_gone(daemon, Duration::from_secs(2)).await;
+
+        let fg = wait_state(&h, "fg-exit0", UnitState::Inactive).await;
+        assert_eq!(fg.reason, "exit status 0", "{fg:#?}");
+
+        h.stop_all().await.unwrap();
+        let main_daemon = read_pid(&main_pidfile).await;
+        wait_gone(main_daemon, Duration::from_secs(2)).await;
+    });
+}
