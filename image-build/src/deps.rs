@@ -29,6 +29,8 @@ pub const HOST_PACKAGES: &[&str] = &[
     // booting it
     "qemu-system-x86",
     "ovmf",
+    // a real SSH client for the tests (qemu-tests/tests/limits.rs)
+    "openssh-client",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -225,3 +225,20 @@ fn every_program_the_units_run_is_in_the_image() {
         }
     }
 }
+
+#[test]
+fn containerd_and_etcd_may_open_many_files_and_ssh_sessions_outlive_the_listener() {
+    let plan = image_plan();
+    let many = unit::ResourceLimit { soft: unit::Limit::Value(1 << 20), hard: unit::Limit::Value(1 << 20) };
+    for n in ["containerd", "etcd"] {
+        assert_eq!(get(&plan, n).limits.rlimits.get(&unit::Rlimit::Nofile), Some(&many), "{n}: containerd's 1048576");
+    }
+    let c = get(&plan, "containerd");
+    let infinity = unit::ResourceLimit { soft: unit::Limit::Max, hard: unit::Limit::Max };
+    assert_eq!(c.limits.rlimits.get(&unit::Rlimit::Nproc), Some(&infinity));
+    assert_eq!(c.limits.rlimits.get(&unit::Rlimit::Core), Some(&infinity));
+    // Each SSH session is a child of the listener in its cgroup.
+    let s = get(&plan, "sshd");
+    assert_eq!(s.service.kill_mode, KillMode::Main, "a restart or crash of dropbear must leave the sessions alone");
+    assert_eq!(s.restart.policy, RestartPolicy::Always);
+}

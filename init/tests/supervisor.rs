@@ -764,3 +764,174 @@ fn notify_socket_is_per_unit_and_removed_after() {
         h.stop_all().await.unwrap();
     });
 }
+
+// ---- resource limits ----------------------------------------------------------------
+
+/// A limit of `/proc/<pid>/limits` (its row starts with `name`, e.g. "Max
+/// open files"), as (soft, hard).
+fn proc_limit(pid: u32, name: &str) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let row = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name:?} in\n{text}"));
+    let cells: Vec<&str> = row[name.len()..].split_whitespace().collect();
+    (cells[0].to_string(), cells[1].to_string())
+}
+
+fn pair(soft: impl ToString, hard: impl ToString) -> (String, String) {
+    (soft.to_string(), hard.to_string())
+}
+
+/// Whether this process may raise hard limits (CAP_SYS_RESOURCE: root on
+/// a host; a container's root may lack it, PID1 never does), and its own
+/// hard limit of open files.
+fn may_raise_hard_limits() -> (bool, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+    let caps = u64::from_str_radix(eff, 16).unwrap();
+    let (_, hard) = proc_limit(std::process::id(), "Max open files");
+    (caps & (1 << 24) != 0, hard.parse().unwrap())
+}
+
+#[test]
+fn a_units_processes_get_its_resource_limits() {
+    let env = Env::new("rlimits");
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open").unwrap().trim().parse().unwrap();
+    // With CAP_SYS_RESOURCE the unit's hard limit is raised above this
+    // process's own, for a unit that runs as nobody: set before the
+    // identity changes. Without it, only up to this process's own.
+    let (privileged, own_hard) = may_raise_hard_limits();
+    let hard = if privileged { nr_open } else { own_hard };
+    let sleeper = sh("exec sleep 30");
+    env.unit(
+        "lim-set",
+        &format!(
+            "[service]\nexec = {sleeper}\nuser = \"nobody\"\n[limits]\nnofile = \"4096:{hard}\"\ncore = \"infinity\"\n\
+             memlock = \"1M\"\nnproc = \"512:1024\"\nstack = \"16M:infinity\"\n"
+        ),
+    );
+    env.unit("lim-default", &format!("[service]\nexec = {sleeper}\n"));
+    env.unit("lim-infinity", &format!("[service]\nexec = {sleeper}\n[limits]\nnofile = \"infinity\"\n"));
+    let too_many = nr_open + 64;
+    env.unit(
+        "lim-too-many",
+        &format!("[service]\nexec = {sleeper}\n[limits]\nnofile = {too_many}\n[restart]\npolicy = \"never\"\n"),
+    );
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        // Raised above PID1's own hard limit although it runs as nobody:
+        // set before the identity changes.
+        let set = h.status("lim-set").await.unwrap();
+        assert_eq!(set.state, UnitState::Active, "{set:#?}");
+        assert_eq!(proc_limit(set.pid, "Max open files"), pair(4096, hard));
+        assert_eq!(proc_limit(set.pid, "Max core file size"), pair("unlimited", "unlimited"));
+        assert_eq!(proc_limit(set.pid, "Max locked memory"), pair(1 << 20, 1 << 20));
+        assert_eq!(proc_limit(set.pid, "Max processes"), pair(512, 1024));
+        assert_eq!(proc_limit(set.pid, "Max stack size"), pair(16 << 20, "unlimited"));
+
+        // Nothing set: systemd's default for open files.
+        let default = h.status("lim-default").await.unwrap();
+        let default_hard = if privileged { 524_288 } else { own_hard.min(524_288) };
+        assert_eq!(proc_limit(default.pid, "Max open files"), pair(1024, default_hard));
+        if privileged {
+            let inf = h.status("lim-infinity").await.unwrap();
+            assert_eq!(proc_limit(inf.pid, "Max open files"), pair(nr_open, nr_open), "infinity is fs.nr_open");
+        } else {
+            let inf = h.status("lim-infinity").await.unwrap();
+            assert_eq!(inf.state, UnitState::Failed, "nr_open is above this process's hard limit: {inf:#?}");
+            assert!(inf.reason.contains("(no CAP_SYS_RESOURCE)"), "{inf:#?}");
+        }
+
+        let failed = h.status("lim-too-many").await.unwrap();
+        assert_eq!(failed.state, UnitState::Failed, "{failed:#?}");
+        assert!(
+            failed.reason.contains(&format!(
+                "limits.nofile: {too_many} open files are more than the kernel allows (fs.nr_open = {nr_open})"
+            )),
+            "{failed:#?}"
+        );
+        h.stop_all().await.unwrap();
+    });
+}
+
+// ---- programs that put themselves in the background -----------------------------------
+
+/// A unit whose program starts a daemon (`setsid sleep 600 &`, its pid
+/// written to the file returned) and exits 0, restarted whenever it ends.
+fn daemonizer(env: &Env, name: &str, service: &str) -> String {
+    let pidfile = env.path(&format!("{name}.daemon"));
+    let script = sh(&format!("setsid sleep 600 & echo $! > {pidfile}; exit 0"));
+    env.unit(
+        name,
+        &format!(
+            "[service]\nexec = {script}\nstop_timeout = \"300ms\"\n{service}\n[restart]\npolicy = \"always\"\nbackoff_initial = \"50ms\"\n"
+        ),
+    );
+    pidfile
+}
+
+/// The unit failed, at once and for good, saying the program put itself
+/// in the background and how to keep it in the foreground.
+async fn failed_as_background(h: &SupervisorHandle, name: &str, daemon: u32) -> UnitStatus {
+    let s = wait_for(h, name, Duration::from_secs(10), |s| s.state == UnitState::Failed || s.restarts > 0).await;
+    assert_eq!((s.state, s.restarts, s.last_exit.clone()), (UnitState::Failed, 0, Some(Exit::Code(0))), "{s:#?}");
+    for part in [
+        format!("exit status 0, but it left 1 process running (pid {daemon}"),
+        "the program put itself in the background".to_string(),
+        "in the foreground".to_string(),
+    ] {
+        assert!(s.reason.contains(&part), "{part:?} not in the reason: {s:#?}");
+    }
+    let lines = log_lines(name, "put itself in the background").await;
+    assert!(lines.iter().any(|l| l.starts_with("init failed: exit status 0, but it left")), "{lines:#?}");
+    s
+}
+
+#[test]
+fn a_program_that_daemonizes_fails_loudly_and_never_runs_twice() {
+    let env = Env::with_cgroups("daemonize");
+    let group_pidfile = daemonizer(&env, "bg-group", "");
+    let main_pidfile = daemonizer(&env, "bg-main", "kill_mode = \"main\"");
+    let oneshot_pidfile = env.path("bg-oneshot.daemon");
+    env.unit(
+        "bg-oneshot",
+        &format!(
+            "[service]\nexec = {}\nkind = \"oneshot\"\nstop_timeout = \"300ms\"\n",
+            sh(&format!("setsid sleep 600 & echo $! > {oneshot_pidfile}; exit 0"))
+        ),
+    );
+    // A program in the foreground that exits 0 leaves nothing: inactive.
+    env.unit("fg-exit0", &format!("[service]\nexec = {}\n", sh("sleep 0.1; exit 0")));
+    run(async {
+        let h = env.start();
+        // kill_mode group: its daemon is stopped with the rest of the group.
+        let daemon = read_pid(&group_pidfile).await;
+        let s = failed_as_background(&h, "bg-group", daemon).await;
+        assert!(s.reason.contains("what it left is stopped"), "{s:#?}");
+        wait_gone(daemon, Duration::from_secs(2)).await;
+        assert!(env.group("bg-group").is_empty());
+
+        // kill_mode main: its daemon is left running, and no second copy
+        // is started beside it (policy always would restart it at once).
+        let daemon = read_pid(&main_pidfile).await;
+        let s = failed_as_background(&h, "bg-main", daemon).await;
+        assert!(s.reason.contains("what it left keeps running"), "{s:#?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let later = h.status("bg-main").await.unwrap();
+        assert_eq!((later.state, later.restarts), (UnitState::Failed, 0), "{later:#?}");
+        assert!(alive(daemon));
+        assert_eq!(env.group("bg-main").pids().unwrap(), vec![daemon as i32], "one copy, the first");
+
+        let daemon = read_pid(&oneshot_pidfile).await;
+        let s = failed_as_background(&h, "bg-oneshot", daemon).await;
+        assert!(s.reason.contains("a oneshot must finish its work"), "{s:#?}");
+        assert!(s.reason.contains("what it left is stopped"), "{s:#?}");
+        wait_gone(daemon, Duration::from_secs(2)).await;
+
+        let fg = wait_state(&h, "fg-exit0", UnitState::Inactive).await;
+        assert_eq!(fg.reason, "exit status 0", "{fg:#?}");
+
+        h.stop_all().await.unwrap();
+        let main_daemon = read_pid(&main_pidfile).await;
+        wait_gone(main_daemon, Duration::from_secs(2)).await;
+    });
+}

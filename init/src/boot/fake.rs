@@ -105,6 +105,10 @@ pub struct FakeSystem {
     /// for a 4Kn machine. sysfs sizes stay in 512-byte units, as the
     /// kernel's are.
     pub sector_size: u64,
+    /// PID1's RLIMIT_NOFILE (soft, hard); the kernel's default at first.
+    pub nofile: (u64, u64),
+    /// Kernel settings (`fs/nr_open`) whose writes fail with EINVAL.
+    pub sysctl_errors: BTreeSet<String>,
 }
 
 impl FakeSystem {
@@ -129,6 +133,8 @@ impl FakeSystem {
             mounted: vec![("/dev/dm-0".into(), "/".into(), "erofs".into())],
             kernel_follows_blkpg: true,
             sector_size,
+            nofile: (1024, 4096),
+            sysctl_errors: BTreeSet::new(),
         };
         let root = partition_uuid("0.1.0", "root-a");
         f.add_disk("vda", &berth_image_with_sectors(table_mib, disk_mib, root, sector_size));
@@ -139,6 +145,9 @@ impl FakeSystem {
         for d in ["/proc", "/sys", "/dev", "/run", "/tmp", "/var", "/etc"] {
             f.add_dir(d);
         }
+        // The kernel's defaults.
+        f.set_file("/proc/sys/fs/nr_open", "1048576\n");
+        f.set_file("/proc/sys/fs/file-max", "98304\n");
         f.set_file(
             "/proc/cmdline",
             format!(
@@ -215,6 +224,9 @@ impl FakeSystem {
     pub fn reboot(&mut self) {
         self.calls.clear();
         self.mounted.truncate(1);
+        self.nofile = (1024, 4096);
+        self.set_file("/proc/sys/fs/nr_open", "1048576\n");
+        self.set_file("/proc/sys/fs/file-max", "98304\n");
         let images: Vec<(String, Vec<u8>)> = self
             .disks
             .keys()
@@ -405,6 +417,29 @@ impl System for FakeSystem {
 
     fn random(&mut self, buf: &mut [u8]) -> io::Result<()> {
         buf.fill(0x5a);
+        Ok(())
+    }
+
+    fn write_sysctl(&mut self, key: &str, value: &str) -> io::Result<()> {
+        self.calls.push(format!("sysctl {key}={value}"));
+        let path = Path::new("/proc/sys").join(key);
+        if !self.mounted.iter().any(|m| m.1 == "/proc") || !self.files.contains_key(&path) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        if self.sysctl_errors.contains(key) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        self.files.insert(path, format!("{value}\n").into_bytes());
+        Ok(())
+    }
+
+    fn nofile_limit(&self) -> io::Result<(u64, u64)> {
+        Ok(self.nofile)
+    }
+
+    fn set_nofile_limit(&mut self, soft: u64, hard: u64) -> io::Result<()> {
+        self.calls.push(format!("rlimit nofile {soft}:{hard}"));
+        self.nofile = (soft, hard);
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+pub mod ceilings;
 pub mod data;
 pub mod discover;
 pub mod ext4;
@@ -89,9 +90,15 @@ impl BootReport {
     }
 }
 
-/// Phase 1: /proc, /sys, /dev and the other API filesystems.
+/// Phase 1: /proc, /sys, /dev and the other API filesystems; then the
+/// system-wide ceilings on open files ([`ceilings`]), which need /proc and
+/// never fail the boot (only logged).
 pub fn early_mounts(sys: &mut dyn System) -> Result<(), BootFailure> {
-    at(Step::Mounts, mounts::mount_early(sys))
+    let mounted = at(Step::Mounts, mounts::mount_early(sys));
+    for problem in ceilings::raise(sys) {
+        crate::info!("early boot: {problem}");
+    }
+    mounted
 }
 
 /// Phase 2: the data partition on /var, the /etc overlay, machine id and

@@ -231,4 +231,28 @@ impl System for RealSystem {
     fn random(&mut self, buf: &mut [u8]) -> io::Result<()> {
         File::open("/dev/urandom")?.read_exact(buf)
     }
+
+    fn write_sysctl(&mut self, key: &str, value: &str) -> io::Result<()> {
+        let path = Path::new("/proc/sys").join(key);
+        // One write of the whole value, as the kernel wants it.
+        OpenOptions::new().write(true).open(&path)?.write_all(value.as_bytes())
+    }
+
+    fn nofile_limit(&self) -> io::Result<(u64, u64)> {
+        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((l.rlim_cur, l.rlim_max))
+    }
+
+    fn set_nofile_limit(&mut self, soft: u64, hard: u64) -> io::Result<()> {
+        let l = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }

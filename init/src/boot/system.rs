@@ -63,4 +63,11 @@ pub trait System {
     fn run(&mut self, argv: &[&str]) -> io::Result<ExitStatus>;
     fn set_hostname(&mut self, name: &str) -> io::Result<()>;
     fn random(&mut self, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes a kernel setting: `key` is its path under `/proc/sys`
+    /// (`fs/nr_open`), `value` what to write there.
+    fn write_sysctl(&mut self, key: &str, value: &str) -> io::Result<()>;
+    /// This process's (PID1's) limit of open files, RLIMIT_NOFILE: (soft, hard).
+    fn nofile_limit(&self) -> io::Result<(u64, u64)>;
+    /// Sets it (raising the hard limit needs CAP_SYS_RESOURCE).
+    fn set_nofile_limit(&mut self, soft: u64, hard: u64) -> io::Result<()>;
 }

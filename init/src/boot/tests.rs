@@ -376,3 +376,34 @@ fn a_failed_resize2fs_is_a_warning_not_an_emergency() {
     );
     assert!(mount_targets(&sys).contains(&"/etc".to_string()));
 }
+
+#[test]
+fn early_boot_raises_the_ceilings_on_open_files_once_proc_is_mounted() {
+    let mut sys = FakeSystem::berth(10, 10);
+    early_mounts(&mut sys).unwrap();
+    assert!(sys.pos("mount proc") < sys.pos("sysctl fs/nr_open=1073741816"));
+    assert!(sys.calls.contains(&"sysctl fs/file-max=9223372036854775807".to_string()));
+    let read = |sys: &FakeSystem, p: &str| String::from_utf8(sys.read_file(Path::new(p)).unwrap()).unwrap();
+    assert_eq!(read(&sys, "/proc/sys/fs/nr_open"), "1073741816\n");
+    assert_eq!(read(&sys, "/proc/sys/fs/file-max"), "9223372036854775807\n");
+    // PID1's hard limit up to fs.nr_open; its soft one (what the shell and
+    // boot tools inherit) stays.
+    assert!(sys.pos("sysctl fs/nr_open") < sys.pos("rlimit nofile"));
+    assert_eq!(sys.nofile, (1024, 1_073_741_816));
+
+    // A kernel that refuses the value: the hard limit follows what it
+    // kept, and the boot goes on.
+    let mut sys = FakeSystem::berth(10, 10);
+    sys.sysctl_errors.insert("fs/nr_open".into());
+    early_mounts(&mut sys).unwrap();
+    assert_eq!(sys.nofile, (1024, 1_048_576));
+    assert!(sys.calls.contains(&"sysctl fs/file-max=9223372036854775807".to_string()));
+    let problems = ceilings::raise(&mut sys);
+    assert_eq!(problems, ["setting fs.nr_open to 1073741816: Invalid argument (os error 22)"]);
+
+    // Already high enough (a second boot phase, a kexec): left alone.
+    let mut sys = FakeSystem::berth(10, 10);
+    sys.nofile = (1024, u64::MAX);
+    early_mounts(&mut sys).unwrap();
+    assert!(sys.calls_starting("rlimit").is_empty(), "{:?}", sys.calls);
+}

@@ -81,6 +81,16 @@ impl Members {
         }
     }
 
+    /// The processes left that have not ended (zombies, which the reaper
+    /// takes soon, aside). Without cgroups: those of the runs' sessions.
+    pub fn live_pids(&self) -> Vec<i32> {
+        let pids = match self {
+            Members::Cgroup(g) => g.pids().unwrap_or_default(),
+            Members::Sessions(s) => in_sessions(&s.live()),
+        };
+        pids.into_iter().filter(|&p| proc_stat(p).is_some_and(|st| st.state != 'Z')).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         match self {
             Members::Cgroup(g) => g.is_empty(),
@@ -119,5 +129,64 @@ impl Members {
         } else {
             Err(format!("processes are left {} s after SIGKILL", KILL_WAIT.as_secs()))
         }
+    }
+}
+
+/// What `/proc/<pid>/stat` says of a process that this module needs.
+struct ProcStat {
+    state: char,
+    session: i32,
+}
+
+fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses (which may hold anything):
+    // state, ppid, pgrp, session.
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let session = fields.nth(2)?.parse().ok()?;
+    Some(ProcStat { state, session })
+}
+
+/// Every process whose session is one of `sessions`.
+fn in_sessions(sessions: &[i32]) -> Vec<i32> {
+    if sessions.is_empty() {
+        return Vec::new();
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|&p| proc_stat(p).is_some_and(|st| sessions.contains(&st.session)))
+        .collect()
+}
+
+/// A process as the journal names it: `pid 812: /usr/sbin/food --port 80`
+/// (its command line, else its name, at most 80 characters).
+pub(crate) fn describe_process(pid: i32) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut text = String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_owned();
+    if text.is_empty() {
+        text = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned();
+    }
+    if text.chars().count() > 80 {
+        text = text.chars().take(77).collect::<String>() + "...";
+    }
+    format!("pid {pid}: {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_are_found_by_session_and_named_by_their_command_line() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        let st = proc_stat(me).unwrap();
+        assert_ne!(st.state, 'Z');
+        assert!(in_sessions(&[st.session]).contains(&me));
+        assert!(in_sessions(&[]).is_empty());
+        let named = describe_process(me);
+        assert!(named.starts_with(&format!("pid {me}: ")), "{named}");
+        assert!(named.chars().count() <= 80 + format!("pid {me}: ").len(), "{named}");
     }
 }

@@ -17,7 +17,9 @@
 //! group stop, the group to empty; then SIGKILL (`cgroup.kill`) and up to
 //! 5 s more. When the main process ends on its own under kill_mode group,
 //! what it left in its group is stopped the same way before anything else
-//! happens; under kill_mode main it stays (containerd's shims).
+//! happens; under kill_mode main it stays (containerd's shims). A main
+//! process that exits 0 while processes of its unit live on has put itself
+//! in the background: the unit is failed with that said, never restarted.
 //!
 //! [`SupervisorHandle::stop_all`] (shutdown) stops each unit once every
 //! unit that requires it or is ordered after it has stopped (dependents

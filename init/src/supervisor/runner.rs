@@ -19,13 +19,13 @@ use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 use super::accounts::Credentials;
 use super::exec::{self, Launch};
 use super::lifecycle::{Cause, Outcome};
-use super::members::{deadline_in, Members, KILL_WAIT};
+use super::members::{deadline_in, describe_process, Members, KILL_WAIT};
 use super::{human, Event};
 use crate::cgroup::Group;
 use crate::journal::{Journal, Stream};
 use crate::notify::{Message, NotifySocket};
 use crate::reaper::{ExitStatus, Reaper};
-use crate::unit::{Health, HealthCheck, KillMode, Ready, Unit, UnitName};
+use crate::unit::{Health, HealthCheck, KillMode, Kind, Ready, Unit, UnitName};
 
 /// Between TCP readiness probes.
 const TCP_PROBE_INTERVAL: Duration = Duration::from_millis(50);
@@ -192,6 +192,9 @@ impl Runner {
         loop {
             tokio::select! {
                 status = self.exit.wait() => {
+                    // A health check running in the group is not something
+                    // the service left behind.
+                    drop(health);
                     return self.exited(status).await;
                 }
                 req = self.stop_rx.recv() => {
@@ -234,8 +237,13 @@ impl Runner {
 
     /// The main process ended on its own. Under kill_mode group what it
     /// left behind goes too (politely first); under kill_mode main it stays.
+    /// Exit 0 with processes left: the program put itself in the
+    /// background ([`Cause::Daemonized`]).
     async fn exited(&mut self, status: Option<ExitStatus>) -> Outcome {
         let svc = &self.unit.service;
+        let kill_group = svc.kill_mode == KillMode::Group;
+        let left = if status == Some(ExitStatus::Exited(0)) { self.members.live_pids() } else { Vec::new() };
+        let daemonized = (!left.is_empty()).then(|| left_in_background(&left, svc.kind, kill_group));
         if svc.kill_mode == KillMode::Group && !self.members.is_empty() {
             self.send(InstanceEvent::MainExited(status));
             self.note("the main process ended: stopping the rest of its group");
@@ -243,7 +251,8 @@ impl Runner {
                 self.note(&format!("cannot empty its group: {e}"));
             }
         }
-        Outcome { exit: status, cause: Cause::Exited, was_ready: self.ready }
+        let cause = daemonized.map_or(Cause::Exited, Cause::Daemonized);
+        Outcome { exit: status, cause, was_ready: self.ready }
     }
 
     /// The stop sequence: stop_signal to the main process or the whole
@@ -286,6 +295,40 @@ impl Runner {
             let _ = kill(Pid::from_raw(self.pid), sig);
         }
     }
+}
+
+/// What a main process that exited 0 left running (`pids`), why that is a
+/// failure, what to do, and what happens to them (`stopped`: kill_mode
+/// group), for [`Cause::Daemonized`].
+fn left_in_background(pids: &[i32], kind: Kind, stopped: bool) -> String {
+    let mut named: Vec<String> = pids.iter().take(3).map(|&p| describe_process(p)).collect();
+    if pids.len() > 3 {
+        named.push(format!("and {} more", pids.len() - 3));
+    }
+    let what = match pids.len() {
+        1 => "1 process".to_owned(),
+        n => format!("{n} processes"),
+    };
+    let advice = match kind {
+        Kind::LongRunning => {
+            "run it in the foreground (often an option such as -F, -f, -n, --foreground or --nodaemon) so that \
+             Berth supervises it"
+        }
+        Kind::Oneshot => {
+            "a oneshot must finish its work: run a daemon as a long-running unit of its own, in the foreground"
+        }
+    };
+    let fate = if stopped {
+        "what it left is stopped"
+    } else {
+        "kill_mode = \"main\": what it left keeps running, and the unit is not restarted, so that no second \
+         copy starts beside it"
+    };
+    format!(
+        "it left {what} running ({}): the program put itself in the background, which Berth cannot supervise; \
+         {advice}; {fate}",
+        named.join(", ")
+    )
 }
 
 /// Runs the checks every interval from readiness on; returns why once
@@ -339,6 +382,7 @@ async fn check_once(h: &HealthRun) -> Result<(), String> {
                 credentials: &h.credentials,
                 notify_socket: None,
                 cgroup_procs: procs,
+                limits: &h.unit.limits,
                 stdout: Stdio::null(),
                 stderr: Stdio::null(),
             })

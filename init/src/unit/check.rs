@@ -18,6 +18,7 @@ use super::format::{
     DEFAULT_HEALTH_FAILURES, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_LIMIT,
     DEFAULT_START_LIMIT_INTERVAL, DEFAULT_START_TIMEOUT, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT,
 };
+use super::format::{ResourceLimit, Rlimit};
 use super::name::{Relation, UnitName};
 use super::shape::{Field, Place, Reader, Section};
 use super::values::{parse_duration, parse_signal, parse_size};
@@ -39,7 +40,22 @@ const SERVICE: &[&str] = &[
 ];
 const DEPENDENCIES: &[&str] = &["requires", "wants", "after"];
 const RESTART: &[&str] = &["policy", "backoff_initial", "backoff_max", "start_limit", "start_limit_interval"];
-const LIMITS: &[&str] = &["memory_max", "cpu_weight", "pids_max"];
+/// The cgroup limits, then every [`Rlimit`] key in its order.
+const LIMITS: &[&str] = &[
+    "memory_max",
+    "cpu_weight",
+    "pids_max",
+    "nofile",
+    "nproc",
+    "core",
+    "memlock",
+    "stack",
+    "as",
+    "fsize",
+    "sigpending",
+    "msgqueue",
+    "rtprio",
+];
 const HEALTH: &[&str] = &["check", "interval", "timeout", "failures"];
 const CONDITIONS: &[&str] = &["first_boot", "path_exists"];
 
@@ -370,7 +386,58 @@ impl<'t> Check<'_> {
                 None
             }
         });
-        Limits { memory_max, cpu_weight, pids_max }
+        let mut rlimits = BTreeMap::new();
+        for r in Rlimit::ALL {
+            if let Some(limit) = l.get(r.key()).and_then(|f| self.rlimit(r, &f)) {
+                rlimits.insert(r, limit);
+            }
+        }
+        Limits { memory_max, cpu_weight, pids_max, rlimits }
+    }
+
+    /// A process resource limit: a number (bytes may take K, M, G, T),
+    /// `"infinity"`, or `"SOFT:HARD"` of those, soft not above hard.
+    fn rlimit(&mut self, r: Rlimit, field: &Field<'t>) -> Option<ResourceLimit> {
+        let node = field.node;
+        let one = |s: &str| -> Option<Limit> {
+            match s {
+                "infinity" => Some(Limit::Max),
+                s if r.is_bytes() => parse_size(s).map(Limit::Value),
+                s if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok().map(Limit::Value),
+                _ => None,
+            }
+        };
+        let limit = match node {
+            Node::Scalar(Value::Integer(i)) => {
+                u64::try_from(*i).ok().map(|v| ResourceLimit { soft: Limit::Value(v), hard: Limit::Value(v) })
+            }
+            Node::Scalar(Value::String(s)) => match s.split_once(':') {
+                Some((soft, hard)) => one(soft).zip(one(hard)).map(|(soft, hard)| ResourceLimit { soft, hard }),
+                None => one(s).map(|v| ResourceLimit { soft: v, hard: v }),
+            },
+            _ => None,
+        };
+        let Some(limit) = limit else {
+            let example = if r.is_bytes() { "\"64M\", \"8M:infinity\"" } else { "65536, \"1024:524288\"" };
+            let number = if r.is_bytes() { "bytes or a number with K, M, G or T" } else { "a number" };
+            self.r.invalid(
+                &field.at,
+                format!(
+                    "invalid limit {node} (expected {number}, \"infinity\", or \"SOFT:HARD\" of those, e.g. {example})"
+                ),
+            );
+            return None;
+        };
+        let above = match (limit.soft, limit.hard) {
+            (Limit::Max, Limit::Value(_)) => true,
+            (Limit::Value(s), Limit::Value(h)) => s > h,
+            _ => false,
+        };
+        if above {
+            self.r.invalid(&field.at, format!("invalid limit {node}: the soft limit is above the hard limit"));
+            return None;
+        }
+        Some(limit)
     }
 
     fn health(&mut self, kind: Kind, h: &Section<'t>) -> Health {

@@ -188,7 +188,8 @@ impl fmt::Display for Limit {
 }
 
 /// cgroup v2 limits of the unit's cgroup; `None` leaves the kernel's default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Also the process resource limits (setrlimit(2)) its processes start with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Limits {
     /// `memory.max`, bytes.
     pub memory_max: Option<Limit>,
@@ -196,7 +197,121 @@ pub struct Limits {
     pub cpu_weight: Option<u16>,
     /// `pids.max`.
     pub pids_max: Option<Limit>,
+    /// The rlimits the unit sets (`nofile = "1024:524288"`); one it does
+    /// not set is inherited from PID1, but for [`Rlimit::Nofile`], which is
+    /// [`DEFAULT_NOFILE`] then.
+    pub rlimits: BTreeMap<Rlimit, ResourceLimit>,
 }
+
+/// A process resource limit of `[limits]`, set with setrlimit(2) between
+/// fork and exec. The key is the kernel's name without `RLIMIT_`, in lower
+/// case (`RLIMIT_NOFILE`, systemd's `LimitNOFILE=`: `nofile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rlimit {
+    /// Open files (file descriptors) per process.
+    Nofile,
+    /// Processes (threads) of the unit's user, counted over the whole system.
+    Nproc,
+    /// Bytes of a core dump; 0: none.
+    Core,
+    /// Bytes of memory locked in RAM (mlock, io_uring, BPF maps on old kernels).
+    Memlock,
+    /// Bytes of a process's main stack.
+    Stack,
+    /// Bytes of address space.
+    As,
+    /// Bytes of a file the process writes.
+    Fsize,
+    /// Signals queued for the unit's user.
+    Sigpending,
+    /// Bytes in POSIX message queues of the unit's user.
+    Msgqueue,
+    /// Highest real-time priority (0-99) the process may set.
+    Rtprio,
+}
+
+impl Rlimit {
+    /// Every one, in the order `docs/units.md` lists them.
+    pub const ALL: [Rlimit; 10] = [
+        Rlimit::Nofile,
+        Rlimit::Nproc,
+        Rlimit::Core,
+        Rlimit::Memlock,
+        Rlimit::Stack,
+        Rlimit::As,
+        Rlimit::Fsize,
+        Rlimit::Sigpending,
+        Rlimit::Msgqueue,
+        Rlimit::Rtprio,
+    ];
+
+    /// Its key in `[limits]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Rlimit::Nofile => "nofile",
+            Rlimit::Nproc => "nproc",
+            Rlimit::Core => "core",
+            Rlimit::Memlock => "memlock",
+            Rlimit::Stack => "stack",
+            Rlimit::As => "as",
+            Rlimit::Fsize => "fsize",
+            Rlimit::Sigpending => "sigpending",
+            Rlimit::Msgqueue => "msgqueue",
+            Rlimit::Rtprio => "rtprio",
+        }
+    }
+
+    /// Whether its values are bytes (and so take `K`, `M`, `G`, `T`).
+    pub fn is_bytes(self) -> bool {
+        matches!(self, Rlimit::Core | Rlimit::Memlock | Rlimit::Stack | Rlimit::As | Rlimit::Fsize | Rlimit::Msgqueue)
+    }
+
+    /// The resource number setrlimit(2) takes.
+    pub fn resource(self) -> libc::__rlimit_resource_t {
+        match self {
+            Rlimit::Nofile => libc::RLIMIT_NOFILE,
+            Rlimit::Nproc => libc::RLIMIT_NPROC,
+            Rlimit::Core => libc::RLIMIT_CORE,
+            Rlimit::Memlock => libc::RLIMIT_MEMLOCK,
+            Rlimit::Stack => libc::RLIMIT_STACK,
+            Rlimit::As => libc::RLIMIT_AS,
+            Rlimit::Fsize => libc::RLIMIT_FSIZE,
+            Rlimit::Sigpending => libc::RLIMIT_SIGPENDING,
+            Rlimit::Msgqueue => libc::RLIMIT_MSGQUEUE,
+            Rlimit::Rtprio => libc::RLIMIT_RTPRIO,
+        }
+    }
+}
+
+/// The soft limit (what the process gets) and the hard one (up to which it
+/// may raise the soft one itself); [`Limit::Max`] is `RLIM_INFINITY`,
+/// written `"infinity"`. `soft <= hard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimit {
+    pub soft: Limit,
+    pub hard: Limit,
+}
+
+impl fmt::Display for ResourceLimit {
+    /// As unit files write it: `1024:524288`, `infinity`, `65536`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let one = |l: Limit| match l {
+            Limit::Max => "infinity".to_owned(),
+            Limit::Value(v) => v.to_string(),
+        };
+        if self.soft == self.hard {
+            f.write_str(&one(self.soft))
+        } else {
+            write!(f, "{}:{}", one(self.soft), one(self.hard))
+        }
+    }
+}
+
+/// The open files of a unit that does not set `nofile`, as systemd gives
+/// services (`DefaultLimitNOFILE=1024:524288`): 1024 for programs that
+/// still use select(2), which cannot watch a descriptor above 1023; up to
+/// 524288 for those that raise it themselves (Go programs do at start).
+pub const DEFAULT_NOFILE: ResourceLimit = ResourceLimit { soft: Limit::Value(1024), hard: Limit::Value(524_288) };
 
 impl Limits {
     /// The cgroup files to write and what to write in them.

@@ -34,6 +34,10 @@ pub(crate) enum Cause {
     Stopped,
     /// Could not be started at all.
     SpawnFailed(String),
+    /// The main process exited 0 on its own but left processes of the
+    /// unit running: the program put itself in the background. Says what
+    /// it left ("it left 1 process running (...): ..."). Never restarted.
+    Daemonized(String),
 }
 
 impl Outcome {
@@ -56,6 +60,7 @@ impl Outcome {
             Cause::HealthFailed(r) => r.clone(),
             Cause::Stopped => "stopped".to_owned(),
             Cause::SpawnFailed(e) => format!("cannot start: {e}"),
+            Cause::Daemonized(left) => format!("{}, but {left}", exit()),
         }
     }
 }
@@ -127,6 +132,11 @@ pub(crate) fn decide(
     now_us: u64,
 ) -> Decision {
     let what = outcome.describe(kind);
+    // A restart would start a second copy beside the first one's
+    // processes, or the same failure again: neither helps.
+    if let Cause::Daemonized(_) = outcome.cause {
+        return Decision::Failed(what);
+    }
     let clean_exit = outcome.clean_exit();
     if kind == Kind::Oneshot && clean_exit {
         return Decision::Done;

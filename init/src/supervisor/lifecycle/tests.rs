@@ -420,3 +420,19 @@ fn the_first_starts_timeline_is_kept_across_runs() {
     no_wait.gate_opened(false, 5);
     assert_eq!(no_wait.first_start().waited_from_us, None);
 }
+
+#[test]
+fn a_program_that_put_itself_in_the_background_fails_whatever_the_policy() {
+    let left = "it left 1 process running (pid 9: food)".to_owned();
+    let outcome =
+        |was_ready| Outcome { exit: Some(ExitStatus::Exited(0)), cause: Cause::Daemonized(left.clone()), was_ready };
+    let why = "exit status 0, but it left 1 process running (pid 9: food)".to_owned();
+    for kind in [Kind::LongRunning, Kind::Oneshot] {
+        for p in [RestartPolicy::Always, RestartPolicy::OnFailure, RestartPolicy::Never] {
+            for was_ready in [true, false] {
+                let d = decide(kind, &restart(p), &outcome(was_ready), &StartHistory::default(), S);
+                assert_eq!(d, Decision::Failed(why.clone()), "{kind:?} {p:?} ready {was_ready}");
+            }
+        }
+    }
+}

@@ -158,6 +158,7 @@ impl Manager {
             credentials: &p.credentials,
             notify_socket: p.notify.as_ref().map(NotifySocket::path),
             cgroup_procs: p.procs,
+            limits: &p.unit.limits,
             stdout: p.stdout,
             stderr: p.stderr,
         });

@@ -72,7 +72,7 @@ fn doc_examples() -> Vec<String> {
 #[test]
 fn unit_every_example_in_the_docs_parses() {
     let examples = doc_examples();
-    assert_eq!(examples.len(), 4);
+    assert_eq!(examples.len(), 5);
     for text in &examples {
         parse_ok("example", text);
     }
@@ -99,9 +99,21 @@ fn unit_the_full_example_sets_every_key() {
     assert_eq!(req.at.key.as_deref(), Some("dependencies.requires[0]"));
     assert!(req.at.line.is_some());
     assert_eq!(u.restart.policy, RestartPolicy::OnFailure);
+    let rl = |soft, hard| ResourceLimit { soft, hard };
+    let rlimits = [
+        (Rlimit::Nofile, rl(Limit::Value(65536), Limit::Value(1 << 20))),
+        (Rlimit::Nproc, rl(Limit::Max, Limit::Max)),
+        (Rlimit::Core, rl(Limit::Max, Limit::Max)),
+        (Rlimit::Memlock, rl(Limit::Value(64 << 20), Limit::Value(64 << 20))),
+    ];
     assert_eq!(
         u.limits,
-        Limits { memory_max: Some(Limit::Value(512 << 20)), cpu_weight: Some(100), pids_max: Some(Limit::Value(1024)) }
+        Limits {
+            memory_max: Some(Limit::Value(512 << 20)),
+            cpu_weight: Some(100),
+            pids_max: Some(Limit::Value(1024)),
+            rlimits: rlimits.into_iter().collect(),
+        }
     );
     assert_eq!(
         u.limits.cgroup_settings(),
@@ -389,4 +401,64 @@ fn unit_conditions_check() {
     assert!(c.check(true, |_| true).unwrap_err().contains("/no exists"));
     assert!(c.check(true, |_| false).unwrap_err().contains("/yes does not exist"));
     assert_eq!(Conditions::default().check(false, |_| false), Ok(()));
+}
+
+#[test]
+fn unit_resource_limits_take_one_value_soft_hard_infinity_and_sizes() {
+    let u = parse_ok(
+        "x",
+        "[service]\nexec = [\"/a\"]\n[limits]\nnofile = 1048576\nnproc = \"4096\"\ncore = 0\nstack = \"8M:infinity\"\n\
+         as = \"infinity\"\nfsize = \"1G:2G\"\nsigpending = \"100:200\"\nmsgqueue = 819200\nrtprio = \"0:99\"\nmemlock = \"infinity:infinity\"\n",
+    );
+    let rl = |soft, hard| ResourceLimit { soft, hard };
+    let (v, max) = (Limit::Value, Limit::Max);
+    let got: Vec<(&str, ResourceLimit)> = u.limits.rlimits.iter().map(|(r, l)| (r.key(), *l)).collect();
+    assert_eq!(
+        got,
+        [
+            ("nofile", rl(v(1 << 20), v(1 << 20))),
+            ("nproc", rl(v(4096), v(4096))),
+            ("core", rl(v(0), v(0))),
+            ("memlock", rl(max, max)),
+            ("stack", rl(v(8 << 20), max)),
+            ("as", rl(max, max)),
+            ("fsize", rl(v(1 << 30), v(2 << 30))),
+            ("sigpending", rl(v(100), v(200))),
+            ("msgqueue", rl(v(819_200), v(819_200))),
+            ("rtprio", rl(v(0), v(99))),
+        ]
+    );
+    assert_eq!(u.limits.rlimits[&Rlimit::Stack].to_string(), "8388608:infinity");
+    assert_eq!(u.limits.rlimits[&Rlimit::Nproc].to_string(), "4096");
+    assert!(u.limits.cgroup_settings().is_empty(), "rlimits are no cgroup files");
+    assert!(parse_ok("x", MINIMAL).limits.rlimits.is_empty(), "nothing set: the defaults apply at exec");
+    for r in Rlimit::ALL {
+        assert!(docs_mention(r.key()), "docs/units.md does not describe limits.{}", r.key());
+    }
+
+    let cases: &[(&str, &str)] = &[
+        ("nofile = \"64K\"", "invalid limit \"64K\" (expected a number, \"infinity\", or \"SOFT:HARD\""),
+        ("nofile = \"2048:1024\"", "the soft limit is above the hard limit"),
+        ("core = \"infinity:1G\"", "the soft limit is above the hard limit"),
+        ("nproc = -1", "invalid limit -1"),
+        ("memlock = \"64MB\"", "expected bytes or a number with K, M, G or T"),
+        ("nofile = \"unlimited\"", "invalid limit \"unlimited\""),
+        ("nofile = \"1024:\"", "invalid limit \"1024:\""),
+        ("stack = true", "invalid limit true"),
+    ];
+    for (line, want) in cases {
+        let text = format!("[service]\nexec = [\"/a\"]\n[limits]\n{line}\n");
+        let e = parse_err(&text);
+        let key = line.split(' ').next().unwrap();
+        assert_eq!((e.at.line, e.at.key.clone()), (Some(4), Some(format!("limits.{key}"))), "{line}: {e}");
+        assert!(e.to_string().contains(want), "{line}: {e}");
+    }
+    let e = parse_err("[service]\nexec = [\"/a\"]\n[limits]\nnofiles = 1\n");
+    assert!(e.to_string().contains("unknown field `nofiles`"), "{e}");
+}
+
+/// Whether docs/units.md has `key` as a key of an example.
+fn docs_mention(key: &str) -> bool {
+    let text = include_str!("../../../../docs/units.md");
+    text.contains(&format!("`{key}`")) || text.lines().any(|l| l.starts_with(&format!("{key} = ")))
 }
