@@ -11,7 +11,9 @@
 //! the pure `lifecycle` module; the manager is the shell that applies it:
 //! runs, timers, channels.
 //!
-//! Stopping a run: `stop_signal` (and SIGCONT) to the main process
+//! Stopping a run for good (stop, shutdown, removal; not a restart) first
+//! runs the unit's `exec_stop`, for at most `stop_timeout`. Then:
+//! `stop_signal` (and SIGCONT) to the main process
 //! (`kill_mode = "main"`) or to the whole cgroup (`"group"`, and always at
 //! shutdown); up to `stop_timeout` for the main process to exit and, for a
 //! group stop, the group to empty; then SIGKILL (`cgroup.kill`) and up to

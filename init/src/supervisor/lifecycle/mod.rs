@@ -25,6 +25,9 @@
 //!   (a long-running unit that exits 0 after it was ready and is not
 //!    `policy = "always"`: Inactive)
 //!
+//! Starting/Running --(not ready in time, or health checks failing, with
+//!   health.on_failure = "degrade": degrade)--> same phase, shown Degraded,
+//!   still running; READY=1 / a passing check (mark_ready, recovered) -> Running
 //! stop / restart / reload / shutdown (request_stop): -> Stopping -> Inactive (or the next start)
 //! left out by the plan: LeftOut (failed), never started
 //! ```
