@@ -13,14 +13,17 @@ use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
 const ETCDCTL: &str = "etcdctl --endpoints http://127.0.0.1:2379";
 
 /// A VM on a disk big enough for etcd's and containerd's data, up to the
-/// ready line (every unit the machine needs settled) and etcd active
-/// (nothing needs etcd, so the ready line does not wait for it).
+/// ready line (every unit the machine needs settled), then until the units
+/// nothing needs (so the ready line does not wait for them) are active too:
+/// etcd, and network-online (DHCP answered).
 fn boot(name: &str) -> Vm {
     let mut vm = Vm::start(VmConfig::new().name(name).disk_size(4 * GIB)).expect("starting the VM");
     if let Err(e) = vm.wait_ready(boot_timeout()) {
         panic!("the VM did not reach the ready line: {e}");
     }
-    wait_active(&mut vm, "etcd", Duration::from_secs(120));
+    for unit in ["etcd", "network-online"] {
+        wait_active(&mut vm, unit, Duration::from_secs(120));
+    }
     vm
 }
 
