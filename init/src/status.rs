@@ -24,10 +24,16 @@ pub enum UnitState {
     Failed,
     /// A condition was not met; nothing was started.
     Skipped,
+    /// Its main process runs but it is not doing its job: its health checks
+    /// failed, or it was not ready within its start timeout, and its
+    /// `health.on_failure = "degrade"` says a restart would not help. The
+    /// reason says which; it becomes active again once it is ready and
+    /// healthy.
+    Degraded,
 }
 
 impl UnitState {
-    pub const ALL: [UnitState; 8] = [
+    pub const ALL: [UnitState; 9] = [
         UnitState::Inactive,
         UnitState::Waiting,
         UnitState::Starting,
@@ -36,6 +42,7 @@ impl UnitState {
         UnitState::Stopping,
         UnitState::Failed,
         UnitState::Skipped,
+        UnitState::Degraded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +55,7 @@ impl UnitState {
             UnitState::Stopping => "stopping",
             UnitState::Failed => "failed",
             UnitState::Skipped => "skipped",
+            UnitState::Degraded => "degraded",
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use berth_layout::console::READY_PREFIX;
+use berth_layout::console::{NOT_READY, READY_PREFIX, UNITS_STOPPED_PREFIX};
+
+use crate::status::UnitState;
 
 /// Written by systemd-boot: microseconds from firmware start until it
 /// started the kernel.
@@ -56,6 +58,21 @@ pub fn ready_line(loader: Option<Duration>, kernel: Duration, userspace: Duratio
     format!("{READY_PREFIX}{} s ({firmware}, kernel {} s, userspace {} s)", secs(total), secs(b), secs(c))
 }
 
+/// What ends the ready line when units are not ready:
+/// `; not ready: etcd (starting), x (failed)`; empty when all are.
+pub fn not_ready_suffix(not_ready: &[(String, UnitState)]) -> String {
+    if not_ready.is_empty() {
+        return String::new();
+    }
+    let units: Vec<String> = not_ready.iter().map(|(name, state)| format!("{name} ({})", state.as_str())).collect();
+    format!("{NOT_READY}{}", units.join(", "))
+}
+
+/// `berth: units stopped in X.XXX s`.
+pub fn units_stopped_line(took: Duration) -> String {
+    format!("{UNITS_STOPPED_PREFIX}{} s", secs(millis(took)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +100,14 @@ mod tests {
         assert_eq!(parse_loader_usec(&[6, 0, 0, 0]), None);
         assert_eq!(parse_loader_usec(&efi_var("12x")), None);
         assert_eq!(parse_loader_usec(&[6, 0, 0, 0, 0xff]), None);
+    }
+
+    #[test]
+    fn the_ready_line_ends_with_the_units_not_ready_and_the_stop_line_says_how_long() {
+        assert_eq!(not_ready_suffix(&[]), "");
+        let units = [("etcd".to_string(), UnitState::Degraded), ("x".to_string(), UnitState::Failed)];
+        assert_eq!(not_ready_suffix(&units), "; not ready: etcd (degraded), x (failed)");
+        assert_eq!(units_stopped_line(Duration::from_micros(8_412_400)), "berth: units stopped in 8.412 s");
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_init::unit::{self, Account, HealthCheck, KillMode, Kind, Plan, Ready, RestartPolicy, Unit, UnitName};
+use berth_init::unit::{
+    self, Account, HealthAction, HealthCheck, KillMode, Kind, Plan, Ready, RestartPolicy, Unit, UnitName,
+};
 
 fn image_build() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../image-build")
@@ -87,12 +89,39 @@ fn containerd_survives_its_own_restart_and_does_not_need_the_network() {
 }
 
 #[test]
-fn etcd_notifies_may_take_long_and_holds_nothing_up() {
+fn containerd_stops_the_containers_gracefully_when_it_stops_for_good() {
+    let plan = image_plan();
+    let c = get(&plan, "containerd");
+    let exec_stop = c.service.exec_stop.as_deref().unwrap_or_else(|| panic!("containerd has no exec_stop"));
+    assert_eq!(exec_stop, ["/usr/lib/berth/stop-containers"]);
+    let script = std::fs::read_to_string(image_build().join("rootfs/usr/lib/berth/stop-containers")).unwrap();
+    for what in ["STOP_TIMEOUT_USEC", "ctr namespaces ls", "kill -s SIGTERM", "delete --force"] {
+        assert!(script.contains(what), "stop-containers does not use {what}");
+    }
+    // The containers' grace is stop_timeout less 10 s: 80 s, as long as
+    // systemd hosts give them (90 s at most).
+    assert_eq!(c.service.stop_timeout, Duration::from_secs(90));
+}
+
+#[test]
+fn the_ready_line_waits_for_the_network_containerd_and_sshd_only() {
+    let plan = image_plan();
+    let marked: BTreeSet<&str> =
+        plan.units.values().filter(|u| u.dependencies.required_for_ready).map(|u| u.name.as_str()).collect();
+    assert_eq!(marked, ["containerd", "network", "sshd"].into());
+}
+
+#[test]
+fn etcd_is_left_running_when_not_ready_or_unhealthy_and_holds_nothing_up() {
     let plan = image_plan();
     let e = get(&plan, "etcd");
     assert_eq!(e.service.exec.first().map(String::as_str), Some("/usr/bin/etcd"));
     assert_eq!(e.service.ready, Ready::Notify);
-    assert!(e.service.start_timeout >= Duration::from_secs(300), "{:?}", e.service.start_timeout);
+    // Without quorum etcd never sends READY=1 and a restart does not help:
+    // degraded after the start timeout (and after failed health checks),
+    // never stopped.
+    assert_eq!(e.health.as_ref().map(|h| h.on_failure), Some(HealthAction::Degrade));
+    assert!(e.service.start_timeout >= Duration::from_secs(30), "{:?}", e.service.start_timeout);
     assert_eq!(e.service.user, Some(Account::Name("etcd".into())));
     assert_eq!(arg(e, "--data-dir"), Some("/var/lib/etcd"));
     assert_eq!(arg(e, "--listen-client-urls"), Some("http://127.0.0.1:2379"));

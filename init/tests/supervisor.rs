@@ -935,3 +935,190 @@ fn a_program_that_daemonizes_fails_loudly_and_never_runs_twice() {
         wait_gone(main_daemon, Duration::from_secs(2)).await;
     });
 }
+
+// ---- readiness of the machine, degraded units (issue 7, fault 2) -------------------
+
+#[test]
+fn a_never_ready_unit_nothing_requires_does_not_hold_the_ready_signal() {
+    let env = Env::new("ready-signal");
+    // Nothing requires `never`, and its file does not mark it needed.
+    env.unit(
+        "never",
+        &format!("[service]\nexec = {}\nready = \"notify\"\nstart_timeout = \"20s\"\n", sh("exec sleep 30")),
+    );
+    // `dep` is needed because `user` requires it; `marked` by its own file.
+    env.unit("dep", &format!("[service]\nexec = {}\nready = \"notify\"\n", notify_after(0.5)));
+    env.unit("user", &format!("[service]\nexec = {}\n[dependencies]\nrequires = [\"dep\"]\n", sh("exec sleep 30")));
+    env.unit(
+        "marked",
+        &format!(
+            "[service]\nexec = {}\nready = \"notify\"\n[dependencies]\nrequired_for_ready = true\n",
+            notify_after(0.3)
+        ),
+    );
+    run(async {
+        let h = env.start();
+        let mut rx = h.settled();
+        let begin = Instant::now();
+        let s = rx.wait_for(|s| s.ready).await.unwrap().clone();
+        let took = begin.elapsed();
+        assert!(took >= Duration::from_millis(500), "ready before `dep`, which `user` requires ({took:?}): {s:#?}");
+        assert!(took < Duration::from_secs(5), "the ready signal waited for `never` ({took:?})");
+        assert!(!s.settled, "`never` is still starting: {s:#?}");
+        assert_eq!(s.not_ready, [("never".to_owned(), UnitState::Starting)], "{s:#?}");
+        for unit in ["dep", "user", "marked"] {
+            assert_eq!(h.status(unit).await.unwrap().state, UnitState::Active, "{unit}");
+        }
+        h.stop_all().await.unwrap();
+    });
+}
+
+/// A unit whose health check passes while `healthy` exists, checked every
+/// 100 ms, degraded (not restarted) after 2 failures in a row.
+fn degrading_unit(env: &Env, name: &str, healthy: &str) {
+    env.unit(
+        name,
+        &format!(
+            "[service]\nexec = {}\n[health]\ncheck = {{ command = [\"/bin/sh\", \"-c\", \"test -e {healthy}\"] }}\n\
+             interval = \"100ms\"\nfailures = 2\non_failure = \"degrade\"\n",
+            sh("exec sleep 30")
+        ),
+    );
+}
+
+#[test]
+fn a_degrade_health_policy_keeps_the_process_running_and_says_why() {
+    let env = Env::new("degrade");
+    let healthy = env.path("healthy");
+    degrading_unit(&env, "kv", &healthy);
+    run(async {
+        let h = env.start();
+        let first = wait_state(&h, "kv", UnitState::Active).await;
+        let degraded = wait_state(&h, "kv", UnitState::Degraded).await;
+        assert_eq!((degraded.pid, degraded.restarts), (first.pid, 0), "{degraded:#?}");
+        assert!(alive(first.pid));
+        assert!(degraded.reason.contains("health check failed 2 times in a row"), "{degraded:#?}");
+        assert!(degraded.reason.contains("not restarted"), "{degraded:#?}");
+        // Degraded is settled: nothing is under way.
+        assert!(h.settled().borrow().settled);
+        // Failing on, it stays as it is.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let later = h.status("kv").await.unwrap();
+        assert_eq!((later.state, later.pid, later.restarts), (UnitState::Degraded, first.pid, 0), "{later:#?}");
+        // A passing check makes it active again.
+        std::fs::write(&healthy, "").unwrap();
+        let back = wait_state(&h, "kv", UnitState::Active).await;
+        assert_eq!((back.pid, back.restarts, back.reason.as_str()), (first.pid, 0, ""), "{back:#?}");
+        log_lines("kv", "health check passed: active again").await;
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn a_degrade_unit_not_ready_in_time_is_left_running_and_becomes_active_once_ready() {
+    let env = Env::new("degrade-start");
+    env.unit(
+        "slow",
+        &format!(
+            "[service]\nexec = {}\nready = \"notify\"\nstart_timeout = \"300ms\"\n\
+             [health]\ncheck = {{ command = [\"/bin/true\"] }}\non_failure = \"degrade\"\n",
+            notify_after(1.5)
+        ),
+    );
+    run(async {
+        let h = env.start();
+        let started = wait_state(&h, "slow", UnitState::Starting).await;
+        let degraded = wait_state(&h, "slow", UnitState::Degraded).await;
+        assert_eq!((degraded.pid, degraded.restarts), (started.pid, 0), "{degraded:#?}");
+        assert!(degraded.reason.contains("not ready within start_timeout 300ms"), "{degraded:#?}");
+        let ready = wait_state(&h, "slow", UnitState::Active).await;
+        assert_eq!((ready.pid, ready.restarts), (started.pid, 0), "{ready:#?}");
+        h.stop_all().await.unwrap();
+    });
+}
+
+// ---- exec_stop (issue 7, fault 1) ---------------------------------------------------
+
+#[test]
+fn exec_stop_runs_before_the_stop_signal_on_a_stop_for_good_and_not_on_a_restart() {
+    let env = Env::with_cgroups("exec-stop");
+    let log = env.path("exec-stop.log");
+    let up = env.path("up");
+    // The main process notes SIGTERM (once: it gets it twice, as the main
+    // process and as a member of its group); exec_stop notes what it was given
+    // and takes 200 ms, as a graceful stop of what the unit carries would.
+    let main = format!("sleep 30 & trap 'trap \"\" TERM; echo term >> {log}; exit 0' TERM; touch {up}; wait");
+    let stop = format!("echo exec-stop $MAINPID $STOP_TIMEOUT_USEC >> {log}; sleep 0.2; echo exec-stop-done >> {log}");
+    env.unit(
+        "carrier",
+        &format!(
+            "[service]\nexec = {}\nexec_stop = [\"/bin/sh\", \"-c\", '''{stop}''']\nstop_timeout = \"3s\"\n",
+            sh(&main)
+        ),
+    );
+    let wait_up = || async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::path::Path::new(&up).exists() {
+            assert!(Instant::now() < deadline, "the main process did not start");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        std::fs::remove_file(&up).unwrap();
+    };
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>();
+    run(async {
+        let h = env.start();
+        let first = wait_state(&h, "carrier", UnitState::Active).await;
+        wait_up().await;
+        // A restart: straight to the stop signal.
+        h.restart("carrier").await.unwrap();
+        assert_eq!(lines(), ["term"]);
+        wait_up().await;
+        let second = h.status("carrier").await.unwrap();
+        assert_ne!(second.pid, first.pid);
+        // A stop for good: exec_stop first, with MAINPID and its time.
+        h.stop("carrier").await.unwrap();
+        assert_eq!(
+            lines(),
+            ["term".to_owned(), format!("exec-stop {} 3000000", second.pid), "exec-stop-done".into(), "term".into()]
+        );
+        // Shutdown too.
+        h.start("carrier").await.unwrap();
+        wait_up().await;
+        let third = h.status("carrier").await.unwrap();
+        h.stop_all().await.unwrap();
+        let all = lines();
+        assert_eq!(all[4..], [format!("exec-stop {} 3000000", third.pid), "exec-stop-done".into(), "term".into()]);
+        let log = log_lines("carrier", "exec_stop /bin/sh: exit status 0").await;
+        assert!(log.iter().any(|l| l.contains("exec_stop: started /bin/sh")), "{log:#?}");
+    });
+}
+
+#[test]
+fn exec_stop_is_bounded_by_stop_timeout_and_the_stop_bound_counts_it() {
+    let env = Env::with_cgroups("exec-stop-hang");
+    env.unit(
+        "hang",
+        &format!(
+            "[service]\nexec = {}\nexec_stop = [\"/bin/sh\", \"-c\", \"exec sleep 30\"]\nstop_timeout = \"400ms\"\n",
+            sh("exec sleep 30")
+        ),
+    );
+    env.unit("after-hang", &format!("[service]\nexec = {}\n[dependencies]\nafter = [\"hang\"]\n", sh("exec sleep 30")));
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        // Dependents first: after-hang's 10 s, then hang's 400 ms for
+        // exec_stop and 400 ms for SIGTERM; each 5 s more for SIGKILL.
+        let bound = h.stop_bound().await.unwrap();
+        assert_eq!(bound, Duration::from_millis(10_000 + 5_000 + 800 + 5_000));
+        let begin = Instant::now();
+        let stopped = h.stop("hang").await.unwrap();
+        let took = begin.elapsed();
+        assert!(took >= Duration::from_millis(400), "exec_stop was not waited for ({took:?})");
+        assert!(took < Duration::from_millis(2_000), "exec_stop was not cut at stop_timeout ({took:?})");
+        assert_eq!(stopped.state, UnitState::Inactive);
+        assert!(env.group("hang").is_empty(), "{:?}", env.group("hang").pids());
+        log_lines("hang", "exec_stop /bin/sh: still running after 400ms: killed").await;
+        h.stop_all().await.unwrap();
+    });
+}

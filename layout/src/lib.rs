@@ -21,8 +21,16 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What PID1 prints on the console, for people and for the test harness.
 pub mod console {
-    /// `berth: ready in X.XXX s (firmware+loader A s, kernel B s, userspace C s)`
+    /// `berth: ready in X.XXX s (firmware+loader A s, kernel B s, userspace C s)`,
+    /// followed by [`NOT_READY`] when some units are not ready.
     pub const READY_PREFIX: &str = "berth: ready in ";
+    /// Ends the ready line when some units are not ready (nothing the
+    /// machine needs waits for them): `; not ready: etcd (starting), x (failed)`,
+    /// each unit with its state.
+    pub const NOT_READY: &str = "; not ready: ";
+    /// `berth: units stopped in X.XXX s`: at shutdown, how long the units
+    /// took to stop (each within its own stop timeout).
+    pub const UNITS_STOPPED_PREFIX: &str = "berth: units stopped in ";
     /// Printed (and repeated) when early boot failed and the machine stays
     /// up in the emergency state.
     pub const EMERGENCY_PREFIX: &str = "berth: EMERGENCY: ";

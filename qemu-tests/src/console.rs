@@ -1,11 +1,12 @@
 //! Reading the serial console: PID1's ready line, failure markers, tails.
 
-use berth_layout::console::{EMERGENCY_PREFIX, READY_PREFIX};
+use berth_layout::console::{EMERGENCY_PREFIX, NOT_READY, READY_PREFIX};
 
 use crate::error::{Error, Result};
 
 /// How long each phase of a boot took, in seconds, as PID1's ready line
-/// says: `berth: ready in X.XXX s (firmware+loader A s, kernel B s, userspace C s)`.
+/// says: `berth: ready in X.XXX s (firmware+loader A s, kernel B s, userspace C s)`,
+/// and the units it names as not ready (`; not ready: etcd (starting)`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BootTimes {
     pub total: f64,
@@ -13,6 +14,9 @@ pub struct BootTimes {
     pub firmware_loader: Option<f64>,
     pub kernel: f64,
     pub userspace: f64,
+    /// The units the line names as not ready (their states left out), in
+    /// its order; empty when it names none (and for lines of older images).
+    pub not_ready: Vec<String>,
 }
 
 impl BootTimes {
@@ -22,6 +26,10 @@ impl BootTimes {
         let bad = |why: &str| Error::Parse(format!("ready line {line:?}: {why}"));
         let at = line.find(READY_PREFIX).ok_or_else(|| bad("no ready prefix"))?;
         let rest = line[at + READY_PREFIX.len()..].trim_end();
+        let (rest, not_ready) = match rest.split_once(NOT_READY) {
+            Some((times, units)) => (times, not_ready_units(units).ok_or_else(|| bad("expected `UNIT (STATE), ...`"))?),
+            None => (rest, Vec::new()),
+        };
         let (total, rest) = rest.split_once(" s (").ok_or_else(|| bad("expected `<total> s (`"))?;
         let total = seconds(total).ok_or_else(|| bad("total is not a number"))?;
         let inner = rest.strip_suffix(')').ok_or_else(|| bad("expected a closing parenthesis"))?;
@@ -49,8 +57,20 @@ impl BootTimes {
             firmware_loader: fw.ok_or_else(|| bad("no firmware+loader part"))?,
             kernel: kernel.ok_or_else(|| bad("no kernel part"))?.ok_or_else(|| bad("kernel time is n/a"))?,
             userspace: user.ok_or_else(|| bad("no userspace part"))?.ok_or_else(|| bad("userspace time is n/a"))?,
+            not_ready,
         })
     }
+}
+
+/// `etcd (starting), x (failed)` -> the unit names.
+fn not_ready_units(list: &str) -> Option<Vec<String>> {
+    list.split(", ")
+        .map(|item| {
+            let (name, state) = item.trim().split_once(" (")?;
+            let ok = !name.is_empty() && !name.contains(' ') && state.strip_suffix(')').is_some_and(|s| !s.is_empty());
+            ok.then(|| name.to_string())
+        })
+        .collect()
 }
 
 fn seconds(s: &str) -> Option<f64> {
@@ -121,7 +141,35 @@ mod tests {
         let r =
             BootTimes::parse("berth: ready in 21.346 s (firmware+loader 9.120 s, kernel 2.003 s, userspace 10.223 s)")
                 .unwrap();
-        assert_eq!(r, BootTimes { total: 21.346, firmware_loader: Some(9.12), kernel: 2.003, userspace: 10.223 });
+        assert_eq!(
+            r,
+            BootTimes {
+                total: 21.346,
+                firmware_loader: Some(9.12),
+                kernel: 2.003,
+                userspace: 10.223,
+                not_ready: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn the_units_not_ready_are_parsed_after_the_times() {
+        let r = BootTimes::parse(
+            "berth: ready in 21.346 s (firmware+loader 9.120 s, kernel 2.003 s, userspace 10.223 s); \
+             not ready: etcd (starting), getty@hvc0 (failed)",
+        )
+        .unwrap();
+        assert_eq!((r.total, r.userspace), (21.346, 10.223));
+        assert_eq!(r.not_ready, ["etcd", "getty@hvc0"]);
+        for bad in [
+            "berth: ready in 1.0 s (firmware+loader 1 s, kernel 1 s, userspace 2 s); not ready: etcd",
+            "berth: ready in 1.0 s (firmware+loader 1 s, kernel 1 s, userspace 2 s); not ready: ",
+            "berth: ready in 1.0 s (firmware+loader 1 s, kernel 1 s, userspace 2 s); not ready: etcd ()",
+        ] {
+            let e = BootTimes::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod console;
 mod disk;
 mod error;
 mod host;
+pub mod oci;
 mod qmp;
 mod settings;
 mod shell;

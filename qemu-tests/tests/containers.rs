@@ -4,140 +4,12 @@
 //! 10.88.0.0/16 and reaches the bridge's gateway (the host side, `berth0`).
 //! Only addresses inside the VM are used.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
+use berth_qemu::oci::{self, BUSYBOX_IMAGE as IMAGE};
 use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
-use serde_json::json;
 
-const IMAGE: &str = "berth.test/busybox:1";
 /// The gateway of the CNI network in /etc/cni/net.d/10-berth.conflist
 /// (bridge berth0, subnet 10.88.0.0/16, isGateway).
 const GATEWAY: &str = "10.88.0.1";
-
-#[track_caller]
-fn host(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The sha256 of a file, in hex (coreutils' sha256sum).
-fn sha256_file(path: &Path) -> String {
-    let out = host(Command::new("sha256sum").arg(path));
-    let hex = out.split_whitespace().next().unwrap_or_default().to_string();
-    assert_eq!(hex.len(), 64, "sha256sum said {out:?}");
-    hex
-}
-
-/// Debian's busybox-static package, from the image build's package cache.
-fn busybox_deb() -> PathBuf {
-    let cache = std::env::var_os("BERTH_CACHE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/berth"))
-        .join("packages");
-    let mut debs: Vec<PathBuf> = std::fs::read_dir(&cache)
-        .unwrap_or_else(|e| panic!("reading the package cache {}: {e} (run `berth-image build`)", cache.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("busybox-static_") && n.ends_with(".deb"))
-        })
-        .collect();
-    debs.sort();
-    debs.pop().unwrap_or_else(|| {
-        panic!("no busybox-static_*.deb in {} (it is pinned in image-build/packages.lock)", cache.display())
-    })
-}
-
-/// Writes a blob under `oci/blobs/sha256/` and returns its descriptor.
-fn blob(oci: &Path, media_type: &str, data: &[u8]) -> serde_json::Value {
-    let tmp = oci.join("blob.tmp");
-    std::fs::write(&tmp, data).expect("writing a blob");
-    let hex = sha256_file(&tmp);
-    std::fs::rename(&tmp, oci.join("blobs/sha256").join(&hex)).expect("moving a blob");
-    json!({ "mediaType": media_type, "digest": format!("sha256:{hex}"), "size": data.len() })
-}
-
-/// Builds an OCI image archive (one uncompressed layer: bin/busybox and
-/// a few applet links) in `dir`, padded to whole sectors so that it can be
-/// a disk. Returns its path.
-fn build_busybox_image(dir: &Path) -> PathBuf {
-    let _ = std::fs::remove_dir_all(dir);
-    let extract = dir.join("deb");
-    let rootfs = dir.join("rootfs");
-    let oci = dir.join("oci");
-    for d in [&extract, &rootfs.join("bin"), &oci.join("blobs/sha256")] {
-        std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
-    }
-    host(Command::new("dpkg-deb").arg("-x").arg(busybox_deb()).arg(&extract));
-    let bin = rootfs.join("bin");
-    std::fs::copy(extract.join("bin/busybox"), bin.join("busybox")).expect("copying busybox");
-    for applet in ["sh", "echo", "ping", "ip", "cat", "mkdir", "mount"] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("an applet link");
-    }
-
-    let layer = dir.join("layer.tar");
-    host(
-        Command::new("tar")
-            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-cf"])
-            .arg(&layer)
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("bin"),
-    );
-    let layer_data = std::fs::read(&layer).expect("reading the layer");
-    let layer_desc = blob(&oci, "application/vnd.oci.image.layer.v1.tar", &layer_data);
-    let diff_id = layer_desc["digest"].clone();
-
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": { "Cmd": ["/bin/sh"], "Env": ["PATH=/bin"] },
-        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
-    });
-    let config_desc =
-        blob(&oci, "application/vnd.oci.image.config.v1+json", &serde_json::to_vec(&config).expect("config"));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config_desc,
-        "layers": [layer_desc],
-    });
-    let mut manifest_desc =
-        blob(&oci, "application/vnd.oci.image.manifest.v1+json", &serde_json::to_vec(&manifest).expect("manifest"));
-    manifest_desc["platform"] = json!({ "architecture": "amd64", "os": "linux" });
-    manifest_desc["annotations"] = json!({ "org.opencontainers.image.ref.name": IMAGE });
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [manifest_desc],
-    });
-    std::fs::write(oci.join("index.json"), serde_json::to_vec(&index).expect("index")).expect("index.json");
-    std::fs::write(oci.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
-
-    let archive = dir.join("busybox-oci.tar");
-    host(
-        Command::new("tar")
-            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-cf"])
-            .arg(&archive)
-            .arg("-C")
-            .arg(&oci)
-            .args(["oci-layout", "index.json", "blobs"]),
-    );
-    let len = std::fs::metadata(&archive).expect("the archive").len();
-    let padded = len.div_ceil(512) * 512;
-    std::fs::OpenOptions::new().write(true).open(&archive).and_then(|f| f.set_len(padded)).expect("padding");
-    archive
-}
 
 #[track_caller]
 fn run(vm: &mut Vm, cmd: &str) -> (i32, String) {
@@ -150,8 +22,8 @@ fn run(vm: &mut Vm, cmd: &str) -> (i32, String) {
 #[test]
 fn a_container_runs_and_reaches_the_host_bridge() {
     let dir = berth_qemu::vms_dir().join(format!("oci-busybox-{}", std::process::id()));
-    let archive = build_busybox_image(&dir);
-    let drive = format!("file={},format=raw,if=virtio,readonly=on", archive.display().to_string().replace(',', ",,"));
+    let archive = oci::build_busybox_image(&dir).unwrap_or_else(|e| panic!("building the OCI image: {e}"));
+    let drive = oci::readonly_drive(&archive);
     let mut vm = Vm::start(VmConfig::new().name("containers").disk_size(4 * GIB).arg("-drive").arg(drive))
         .expect("starting the VM with the image disk");
     if let Err(e) = vm.wait_ready(boot_timeout()) {

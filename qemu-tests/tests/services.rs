@@ -15,11 +15,16 @@ use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
 const ETCDCTL: &str = "etcdctl --endpoints http://127.0.0.1:2379";
 
 /// A VM on a disk big enough for etcd's and containerd's data, up to the
-/// ready line (every unit settled).
+/// ready line (every unit the machine needs settled), then until the units
+/// nothing needs (so the ready line does not wait for them) are active too:
+/// etcd, and network-online (DHCP answered).
 fn boot(name: &str) -> Vm {
     let mut vm = Vm::start(VmConfig::new().name(name).disk_size(4 * GIB)).expect("starting the VM");
     if let Err(e) = vm.wait_ready(boot_timeout()) {
         panic!("the VM did not reach the ready line: {e}");
+    }
+    for unit in ["etcd", "network-online"] {
+        wait_active(&mut vm, unit, Duration::from_secs(120));
     }
     vm
 }
@@ -203,7 +208,7 @@ fn container_host_services_are_up() {
     let bad: Vec<&Row> = rows.iter().filter(|r| r.state != "active" || r.ready == "-" || r.ready.is_empty()).collect();
     assert!(
         bad.is_empty(),
-        "after the ready line every unit should be active with a READY-TIME; these are not:\n{}\n\n\
+        "after the ready line (and etcd's start) every unit should be active with a READY-TIME; these are not:\n{}\n\n\
          `berthctl status`:\n{text}\n{}",
         bad.iter().map(|r| r.line.as_str()).collect::<Vec<_>>().join("\n"),
         ctx(&vm)

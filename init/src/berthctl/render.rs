@@ -56,7 +56,7 @@ pub fn is_active(state: UnitState) -> bool {
 }
 
 /// `berthctl status`: one line per unit, sorted by name, and a last line
-/// that names the failed ones. `now_us` is CLOCK_MONOTONIC, like the
+/// that names the failed ones, and the degraded ones if any. `now_us` is CLOCK_MONOTONIC, like the
 /// statuses' times.
 pub fn status_table(units: &[UnitStatus], now_us: u64) -> String {
     let mut sorted: Vec<&UnitStatus> = units.iter().collect();
@@ -96,10 +96,16 @@ pub fn status_table(units: &[UnitStatus], now_us: u64) -> String {
     let failed: Vec<&str> = sorted.iter().filter(|s| s.state == UnitState::Failed).map(|s| s.name.as_str()).collect();
     let _ = write!(out, "\n{} units", sorted.len());
     if failed.is_empty() {
-        out.push_str(", none failed\n");
+        out.push_str(", none failed");
     } else {
-        let _ = writeln!(out, ", {} failed: {}", failed.len(), failed.join(", "));
+        let _ = write!(out, ", {} failed: {}", failed.len(), failed.join(", "));
     }
+    let degraded: Vec<&str> =
+        sorted.iter().filter(|s| s.state == UnitState::Degraded).map(|s| s.name.as_str()).collect();
+    if !degraded.is_empty() {
+        let _ = write!(out, "; {} degraded: {}", degraded.len(), degraded.join(", "));
+    }
+    out.push('\n');
     out
 }
 
@@ -185,6 +191,15 @@ mod tests {
         assert_eq!(lines[1], "containerd  active  6s ago  321  0         1s 500ms    -");
         assert_eq!(lines[2], "etcd        failed  1s ago  -    5         -           exit 1");
         assert_eq!(lines[4], "2 units, 1 failed: etcd");
+    }
+
+    #[test]
+    fn the_table_names_the_degraded_too() {
+        let mut etcd = unit("etcd", UnitState::Degraded);
+        etcd.pid = 77;
+        let out = status_table(&[etcd, unit("sshd", UnitState::Active)], 10_000_000);
+        assert!(out.lines().any(|l| l.starts_with("etcd  degraded")), "{out}");
+        assert!(out.ends_with("\n2 units, none failed; 1 degraded: etcd\n"), "{out}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::journal::{self, Journal};
 use crate::power::{self, Action, ShutdownFlag};
 use crate::reaper::{ExitStatus, Reaper};
+use crate::status::UnitState;
 use crate::supervisor::Settle;
 use crate::{info, log, timing};
 use early_boot::{boot_progress, Boot, BootEvent};
@@ -39,8 +40,9 @@ const SHELL_RETRY: Duration = Duration::from_secs(10);
 /// Reaping without SIGCHLD, should the signal handler be missing.
 const REAP_FALLBACK: Duration = Duration::from_secs(1);
 const REAP_BACKSTOP: Duration = Duration::from_secs(30);
-/// Shutdown gives the units this long in all to stop (each also has its
-/// own stop timeout); what is left is then killed.
+/// Shutdown gives the units at least this long in all to stop (each also
+/// has its own stop timeout, and longer ones are waited for: see
+/// `SupervisorHandle::stop_all_blocking`); what is left is then killed.
 const STOP_ALL_LIMIT: Duration = Duration::from_secs(90);
 /// A power request from the control API waits this long, so that its reply
 /// leaves before shutdown takes over this thread.
@@ -254,24 +256,27 @@ impl Pid1 {
             }
             Err(e) => {
                 info!("service manager: {e}; no services run");
-                self.print_ready();
+                self.print_ready(&[]);
             }
         }
     }
 
-    /// The system is ready once every unit has settled (active, failed,
-    /// skipped): the ready line, and what failed said right after it.
+    /// The system is ready once every unit it needs has settled (active,
+    /// failed, skipped, degraded): those another unit requires and those
+    /// marked `required_for_ready` ([`Settle::ready`]); a unit nothing
+    /// needs does not hold it back. The ready line names the units not
+    /// ready, and what failed is said right after it.
     fn units_settled(&mut self, s: &Settle) {
-        if !s.settled || self.ready_printed {
+        if !s.ready || self.ready_printed {
             return;
         }
-        self.print_ready();
+        self.print_ready(&s.not_ready);
         if !s.failed.is_empty() {
             info!("failed units: {} (`berthctl status` says why)", s.failed.join(", "));
         }
     }
 
-    fn print_ready(&mut self) {
+    fn print_ready(&mut self, not_ready: &[(String, UnitState)]) {
         if self.ready_printed || self.emergency.is_some() {
             return;
         }
@@ -279,7 +284,9 @@ impl Pid1 {
         let now = timing::monotonic_now();
         self.ready_us.store(u64::try_from(now.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
         let userspace = now.saturating_sub(self.start);
-        log::line(timing::ready_line(timing::loader_time(), self.start, userspace));
+        let mut line = timing::ready_line(timing::loader_time(), self.start, userspace);
+        line.push_str(&timing::not_ready_suffix(not_ready));
+        log::line(line);
     }
 
     pub(super) fn enter_emergency(&mut self, step: &str, error: &dyn std::fmt::Display) {
@@ -334,7 +341,9 @@ impl Pid1 {
     fn shutdown(&mut self, action: Action, reason: &str) -> ! {
         if let Some(services) = &mut self.services {
             info!("stopping units ({reason})");
+            let began = Instant::now();
             services.stop_all(self.reaper, STOP_ALL_LIMIT);
+            log::line(timing::units_stopped_line(began.elapsed()));
         }
         let sessions: Vec<i32> = self.shell.pid.into_iter().collect();
         let err = shutdown::run(&mut RealOps { flag: self.shutdown_flag.clone() }, action, reason, &sessions);

@@ -11,7 +11,9 @@
 //! the pure `lifecycle` module; the manager is the shell that applies it:
 //! runs, timers, channels.
 //!
-//! Stopping a run: `stop_signal` (and SIGCONT) to the main process
+//! Stopping a run for good (stop, shutdown, removal; not a restart) first
+//! runs the unit's `exec_stop`, for at most `stop_timeout`. Then:
+//! `stop_signal` (and SIGCONT) to the main process
 //! (`kill_mode = "main"`) or to the whole cgroup (`"group"`, and always at
 //! shutdown); up to `stop_timeout` for the main process to exit and, for a
 //! group stop, the group to empty; then SIGKILL (`cgroup.kill`) and up to
@@ -46,7 +48,7 @@ pub use accounts::{resolve as resolve_credentials, Credentials};
 use crate::cgroup::Cgroups;
 use crate::journal::Journal;
 use crate::reaper::Reaper;
-use crate::status::{Timeline, UnitStatus};
+use crate::status::{Timeline, UnitState, UnitStatus};
 use crate::unit::Plan;
 
 use manager::{Event, Manager, Request};
@@ -97,13 +99,20 @@ pub enum SupervisorError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Settle {
     /// No unit is waiting, starting, restarting or stopping: each is
-    /// active, failed, skipped or inactive. Goes back to false when one
-    /// restarts.
+    /// active, failed, skipped, inactive or degraded. Goes back to false
+    /// when one restarts.
     pub settled: bool,
     /// Units failed, by name (left-out ones included).
     pub failed: Vec<String>,
     /// Units not settled yet.
     pub pending: Vec<String>,
+    /// Every unit the machine's readiness waits for has settled: those
+    /// another unit requires and those whose file says
+    /// `required_for_ready = true`. A unit nothing needs (etcd in the
+    /// image) never holds this back.
+    pub ready: bool,
+    /// Every unit that is not active (or skipped), by name, with its state.
+    pub not_ready: Vec<(String, UnitState)>,
 }
 
 /// What [`SupervisorHandle::reload`] did.
@@ -230,25 +239,28 @@ impl SupervisorHandle {
     /// [`stop_all`](Self::stop_all) for a caller that cannot await: PID1's
     /// synchronous shutdown path. Reaps with `reaper` while it waits (the
     /// caller's thread may be the one that normally reaps), polling every
-    /// 20 ms, for at most `limit`. The manager must run on another thread
-    /// ([`Supervisor::spawn_thread`]): one on the caller's runtime could not
-    /// make progress while this blocks. `Ok(false)`: not done within `limit`.
+    /// 20 ms, for at most `limit` or the units' [stop bound](Self::stop_bound)
+    /// (and a few seconds), whichever is longer: a unit given a long
+    /// stop_timeout (containerd's grace for its containers) gets it. The
+    /// manager must run on another thread ([`Supervisor::spawn_thread`]):
+    /// one on the caller's runtime could not make progress while this
+    /// blocks. `Ok(false)`: not done within that time.
     pub fn stop_all_blocking(&self, reaper: &Reaper, limit: Duration) -> Result<bool, SupervisorError> {
         let (tx, mut rx) = oneshot::channel();
+        self.tx.send(Request::StopBound(tx)).map_err(|_| SupervisorError::Gone)?;
+        let bound = blocking_answer(reaper, &mut rx, STOP_BOUND_WAIT)?.unwrap_or(Duration::ZERO);
+        let limit = limit.max(bound.saturating_add(STOP_BOUND_SLACK));
+        let (tx, mut rx) = oneshot::channel();
         self.tx.send(Request::StopAll(tx)).map_err(|_| SupervisorError::Gone)?;
-        let start = std::time::Instant::now();
-        loop {
-            reaper.reap();
-            match rx.try_recv() {
-                Ok(result) => return result.map(|()| true),
-                Err(oneshot::error::TryRecvError::Closed) => return Err(SupervisorError::Gone),
-                Err(oneshot::error::TryRecvError::Empty) => {}
-            }
-            if start.elapsed() >= limit {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Ok(blocking_answer(reaper, &mut rx, limit)?.is_some())
+    }
+
+    /// The longest shutdown the units may take, each within its own
+    /// timeouts (`exec_stop` and `stop_timeout` each, SIGKILL's wait),
+    /// dependents first: [`stop_all`](Self::stop_all) takes no longer
+    /// unless the kernel cannot tear a process down.
+    pub async fn stop_bound(&self) -> Result<Duration, SupervisorError> {
+        self.ask(Request::StopBound).await
     }
 
     /// Changes whenever the units' settledness does.
@@ -261,6 +273,34 @@ impl SupervisorHandle {
         let mut rx = self.settle.clone();
         let s = rx.wait_for(|s| s.settled).await.map_err(|_| SupervisorError::Gone)?;
         Ok(s.clone())
+    }
+}
+
+/// How long [`SupervisorHandle::stop_all_blocking`] waits for the stop bound.
+const STOP_BOUND_WAIT: Duration = Duration::from_secs(2);
+/// Added to the stop bound: the manager's own work, the reaper's polling.
+const STOP_BOUND_SLACK: Duration = Duration::from_secs(5);
+
+/// Waits for an answer on `rx` for at most `limit`, reaping with `reaper`
+/// meanwhile (see [`SupervisorHandle::stop_all_blocking`]); `Ok(None)`:
+/// none within `limit`.
+fn blocking_answer<T>(
+    reaper: &Reaper,
+    rx: &mut oneshot::Receiver<Result<T, SupervisorError>>,
+    limit: Duration,
+) -> Result<Option<T>, SupervisorError> {
+    let start = std::time::Instant::now();
+    loop {
+        reaper.reap();
+        match rx.try_recv() {
+            Ok(result) => return result.map(Some),
+            Err(oneshot::error::TryRecvError::Closed) => return Err(SupervisorError::Gone),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        if start.elapsed() >= limit {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

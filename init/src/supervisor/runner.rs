@@ -25,7 +25,7 @@ use crate::cgroup::Group;
 use crate::journal::{Journal, Stream};
 use crate::notify::{Message, NotifySocket};
 use crate::reaper::{ExitStatus, Reaper};
-use crate::unit::{Health, HealthCheck, KillMode, Kind, Ready, Unit, UnitName};
+use crate::unit::{Health, HealthAction, HealthCheck, KillMode, Kind, Ready, Unit, UnitName};
 
 /// Between TCP readiness probes.
 const TCP_PROBE_INTERVAL: Duration = Duration::from_millis(50);
@@ -43,6 +43,11 @@ pub(crate) enum InstanceEvent {
     /// The run is over: the main process is gone, and so are the rest of
     /// its group when that was asked for.
     Done(Outcome),
+    /// Not ready within start_timeout, or failing its health checks, and
+    /// left running (`health.on_failure = "degrade"`), with why.
+    Degraded(String),
+    /// A health check passed after the unit was degraded by failed ones.
+    Healthy,
 }
 
 /// What the manager asks of a running instance.
@@ -51,6 +56,8 @@ pub(crate) struct StopRequest {
     /// Signal the whole group (shutdown, kill_mode group) rather than
     /// the main process only (kill_mode main).
     pub whole_group: bool,
+    /// A stop for good (not a restart): the unit's exec_stop runs first.
+    pub exec_stop: bool,
 }
 
 /// The main process's exit status, awaited at most once from the reaper
@@ -113,6 +120,9 @@ pub(crate) struct Runner {
     pub journal: Option<&'static Journal>,
     pub events: mpsc::UnboundedSender<Event>,
     pub stop_rx: mpsc::UnboundedReceiver<StopRequest>,
+    /// For exec_stop, which runs as the service does.
+    pub credentials: Credentials,
+    pub reaper: &'static Reaper,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -179,7 +189,11 @@ impl Runner {
     }
 
     fn health_loop(&mut self) -> Option<BoxFuture<String>> {
-        self.health.take().map(|h| Box::pin(health_loop(self.name.clone(), h)) as BoxFuture<String>)
+        let (events, unit, id) = (self.events.clone(), self.name.clone(), self.id);
+        let report = move |event| {
+            let _ = events.send(Event::Instance { unit: unit.clone(), id, event });
+        };
+        self.health.take().map(|h| Box::pin(health_loop(self.name.clone(), h, report)) as BoxFuture<String>)
     }
 
     async fn supervise(&mut self) -> Outcome {
@@ -189,6 +203,9 @@ impl Runner {
         };
         let mut health = if self.ready { self.health_loop() } else { None };
         let restart_kill = self.unit.service.kill_mode == KillMode::Group;
+        let degrade = self.unit.health.as_ref().is_some_and(|h| h.on_failure == HealthAction::Degrade);
+        // Not ready in time and degraded: no more start deadline.
+        let mut start_degraded = false;
         loop {
             tokio::select! {
                 status = self.exit.wait() => {
@@ -200,6 +217,9 @@ impl Runner {
                 req = self.stop_rx.recv() => {
                     // The manager gone (None) is treated as a shutdown.
                     let whole = req.is_none_or(|r| r.whole_group);
+                    if req.is_none_or(|r| r.exec_stop) {
+                        self.exec_stop().await;
+                    }
                     return self.terminate(whole, Cause::Stopped).await;
                 }
                 messages = recv_notify(self.notify.as_ref()) => {
@@ -222,8 +242,17 @@ impl Runner {
                     readiness = None;
                     health = self.became_ready();
                 }
-                () = sleep_until(self.start_deadline), if !self.ready => {
+                () = sleep_until(self.start_deadline), if !self.ready && !start_degraded => {
                     let limit = self.unit.service.start_timeout;
+                    if degrade {
+                        start_degraded = true;
+                        self.send(InstanceEvent::Degraded(format!(
+                            "not ready within start_timeout {}; not restarted ({LEFT_RUNNING}), \
+                             it becomes active once ready",
+                            human(limit)
+                        )));
+                        continue;
+                    }
                     self.note(&format!("not ready within start_timeout {}: stopping it", human(limit)));
                     return self.terminate(restart_kill, Cause::StartTimeout(limit)).await;
                 }
@@ -253,6 +282,58 @@ impl Runner {
         }
         let cause = daemonized.map_or(Cause::Exited, Cause::Daemonized);
         Outcome { exit: status, cause, was_ready: self.ready }
+    }
+
+    /// The unit's `exec_stop`, if it has one, before a stop for good: run
+    /// as the service is (its cgroup, user, environment and working
+    /// directory) with `MAINPID` and `STOP_TIMEOUT_USEC` (its time, in
+    /// microseconds) added, its output in the unit's log; its process group
+    /// is killed if it has not exited within stop_timeout.
+    async fn exec_stop(&mut self) {
+        let svc = &self.unit.service;
+        let Some(argv) = svc.exec_stop.as_deref() else { return };
+        let limit = svc.stop_timeout;
+        let mut environment = svc.environment.clone();
+        environment.insert("MAINPID".into(), self.pid.to_string());
+        environment.insert("STOP_TIMEOUT_USEC".into(), limit.as_micros().to_string());
+        let program = argv.first().map(String::as_str).unwrap_or_default();
+        let procs = match &self.members {
+            Members::Cgroup(g) => match g.procs_file() {
+                Ok(f) => Some(f),
+                Err(e) => return self.note(&format!("exec_stop {program}: not run: {e}")),
+            },
+            Members::Sessions(_) => None,
+        };
+        let pipe = |stream| self.journal.and_then(|j| j.pipe(self.name.as_str(), stream).ok()).map(|(w, _)| w);
+        let (stdout, stderr) = (pipe(Stream::Stdout), pipe(Stream::Stderr));
+        let cmd = exec::command(Launch {
+            argv,
+            environment: &environment,
+            working_directory: svc.working_directory.as_deref(),
+            credentials: &self.credentials,
+            notify_socket: None,
+            cgroup_procs: procs,
+            limits: &self.unit.limits,
+            stdout: stdout.map_or_else(Stdio::null, Stdio::from),
+            stderr: stderr.map_or_else(Stdio::null, Stdio::from),
+        });
+        let spawned = cmd.and_then(|mut cmd| self.reaper.spawn_async(&mut cmd));
+        let (pid, rx) = match spawned {
+            Ok(x) => x,
+            Err(e) => return self.note(&format!("exec_stop {program}: cannot start: {e}")),
+        };
+        self.note(&format!("exec_stop: started {program} (pid {pid}), up to {}", human(limit)));
+        let mut guard = KillOnDrop(Some(pid));
+        let result = timeout(limit, rx).await;
+        if let Ok(Ok(_)) = result {
+            guard.0 = None;
+        }
+        drop(guard);
+        match result {
+            Ok(Ok(status)) => self.note(&format!("exec_stop {program}: {status}")),
+            Ok(Err(_)) => self.note(&format!("exec_stop {program}: its exit status was lost")),
+            Err(_) => self.note(&format!("exec_stop {program}: still running after {}: killed", human(limit))),
+        }
     }
 
     /// The stop sequence: stop_signal to the main process or the whole
@@ -331,19 +412,40 @@ fn left_in_background(pids: &[i32], kind: Kind, stopped: bool) -> String {
     )
 }
 
-/// Runs the checks every interval from readiness on; returns why once
-/// `failures` checks in a row failed.
-async fn health_loop(name: UnitName, h: HealthRun) -> String {
+/// Why a degraded unit was not restarted, as its reason says.
+const LEFT_RUNNING: &str = "health.on_failure = \"degrade\"";
+
+/// Runs the checks every interval from readiness on. Once `failures`
+/// checks in a row failed: returns why (`on_failure = "restart"`), or
+/// reports the unit [degraded](InstanceEvent::Degraded) and goes on
+/// checking, reporting it [healthy](InstanceEvent::Healthy) again once a
+/// check passes (`"degrade"`).
+async fn health_loop(name: UnitName, h: HealthRun, report: impl Fn(InstanceEvent)) -> String {
     let mut failed = 0u32;
+    let mut degraded = false;
     loop {
         sleep(h.health.interval).await;
         match check_once(&h).await {
-            Ok(()) => failed = 0,
+            Ok(()) => {
+                failed = 0;
+                if degraded {
+                    degraded = false;
+                    report(InstanceEvent::Healthy);
+                }
+            }
             Err(e) => {
                 failed = failed.saturating_add(1);
+                if degraded {
+                    continue;
+                }
                 note(h.journal, &name, &format!("health check failed ({failed} of {}): {e}", h.health.failures));
                 if failed >= h.health.failures {
-                    return format!("health check failed {failed} times in a row: {e}");
+                    let why = format!("health check failed {failed} times in a row: {e}");
+                    if h.health.on_failure == HealthAction::Restart {
+                        return why;
+                    }
+                    degraded = true;
+                    report(InstanceEvent::Degraded(format!("{why}; not restarted ({LEFT_RUNNING})")));
                 }
             }
         }

@@ -13,8 +13,8 @@ use toml::Value;
 use super::document::{Node, Source, Table};
 use super::error::UnitError;
 use super::format::{
-    Account, Conditions, Dependencies, Dependency, Health, HealthCheck, KillMode, Kind, Limit, Limits, PathCondition,
-    Ready, Restart, RestartPolicy, Service, Unit, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX,
+    Account, Conditions, Dependencies, Dependency, Health, HealthAction, HealthCheck, KillMode, Kind, Limit, Limits,
+    PathCondition, Ready, Restart, RestartPolicy, Service, Unit, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX,
     DEFAULT_HEALTH_FAILURES, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_LIMIT,
     DEFAULT_START_LIMIT_INTERVAL, DEFAULT_START_TIMEOUT, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT,
 };
@@ -37,8 +37,9 @@ const SERVICE: &[&str] = &[
     "stop_signal",
     "stop_timeout",
     "kill_mode",
+    "exec_stop",
 ];
-const DEPENDENCIES: &[&str] = &["requires", "wants", "after"];
+const DEPENDENCIES: &[&str] = &["requires", "wants", "after", "required_for_ready"];
 const RESTART: &[&str] = &["policy", "backoff_initial", "backoff_max", "start_limit", "start_limit_interval"];
 /// The cgroup limits, then every [`Rlimit`] key in its order.
 const LIMITS: &[&str] = &[
@@ -56,7 +57,7 @@ const LIMITS: &[&str] = &[
     "msgqueue",
     "rtprio",
 ];
-const HEALTH: &[&str] = &["check", "interval", "timeout", "failures"];
+const HEALTH: &[&str] = &["check", "interval", "timeout", "failures", "on_failure"];
 const CONDITIONS: &[&str] = &["first_boot", "path_exists"];
 
 const DURATION_HINT: &str = "expected e.g. 500ms, 10s, 2m";
@@ -251,6 +252,11 @@ impl<'t> Check<'_> {
         .unwrap_or(DEFAULT_STOP_SIGNAL);
         let stop_timeout = self.duration(s, "stop_timeout", DEFAULT_STOP_TIMEOUT);
         let kill_mode = self.r.optional::<KillMode>(s, "kill_mode").unwrap_or_default();
+        let exec_stop = s.get("exec_stop").and_then(|f| {
+            let argv = self.r.strings(&f)?;
+            self.absolute_program(&f.at, &argv);
+            Some(argv.into_iter().map(|(_, arg)| arg).collect())
+        });
         Some(Service {
             exec: exec?.into_iter().map(|(_, arg)| arg).collect(),
             environment,
@@ -263,6 +269,7 @@ impl<'t> Check<'_> {
             stop_signal,
             stop_timeout,
             kill_mode,
+            exec_stop,
         })
     }
 
@@ -319,6 +326,7 @@ impl<'t> Check<'_> {
                 }
             }
         }
+        deps.required_for_ready = self.r.optional::<bool>(d, "required_for_ready").unwrap_or(false);
         deps
     }
 
@@ -469,7 +477,8 @@ impl<'t> Check<'_> {
         if failures == 0 {
             self.r.invalid(&h.place("failures"), "must be at least 1");
         }
-        Health { check: check.unwrap_or(HealthCheck::Command(Vec::new())), interval, timeout, failures }
+        let on_failure = self.r.optional::<HealthAction>(h, "on_failure").unwrap_or_default();
+        Health { check: check.unwrap_or(HealthCheck::Command(Vec::new())), interval, timeout, failures, on_failure }
     }
 
     fn conditions(&mut self, c: &Section<'t>) -> Conditions {

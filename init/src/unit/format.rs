@@ -58,6 +58,11 @@ pub struct Service {
     pub stop_timeout: Duration,
     /// What a restart (or `berthctl stop`) kills; shutdown always kills the group.
     pub kill_mode: KillMode,
+    /// `exec_stop`: run (absolute program path, arguments) when the unit is
+    /// stopped for good (`berthctl stop`, shutdown, removed by a reload),
+    /// before `stop_signal`; given up on after `stop_timeout`. Not run for
+    /// a restart. `None`: straight to `stop_signal`.
+    pub exec_stop: Option<Vec<String>>,
 }
 
 /// A user or group: a name looked up at start, or a numeric id.
@@ -112,6 +117,10 @@ pub struct Dependencies {
     pub requires: Vec<Dependency>,
     pub wants: Vec<Dependency>,
     pub after: Vec<Dependency>,
+    /// `required_for_ready`: the machine is not ready without this unit:
+    /// PID1's ready line waits until it has settled, as it does for every
+    /// unit another one requires.
+    pub required_for_ready: bool,
 }
 
 impl Dependencies {
@@ -337,8 +346,25 @@ pub struct Health {
     pub interval: Duration,
     /// A check that takes longer has failed.
     pub timeout: Duration,
-    /// This many failed checks in a row restart the unit.
+    /// This many failed checks in a row restart the unit (or, with
+    /// [`HealthAction::Degrade`], mark it degraded).
     pub failures: u32,
+    /// `on_failure`: what `failures` failed checks in a row do.
+    pub on_failure: HealthAction,
+}
+
+/// What a unit's failing health check does (`health.on_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthAction {
+    /// Stop it and decide as for a failure: restart per the policy.
+    #[default]
+    Restart,
+    /// Mark it degraded and leave it running, for units a restart cannot
+    /// help (etcd without quorum): checks go on, and one that passes makes
+    /// it active again. A start that is not ready within `start_timeout` is
+    /// degraded the same way instead of being stopped.
+    Degrade,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

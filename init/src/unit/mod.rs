@@ -44,8 +44,8 @@ mod tests;
 pub use check::parse_unit;
 pub use error::{Cycle, CycleStep, ErrorKind, Location, UnitError};
 pub use format::{
-    Account, Conditions, Dependencies, Dependency, Health, HealthCheck, KillMode, Kind, Limit, Limits, PathCondition,
-    Ready, Restart, RestartPolicy, Service, Unit,
+    Account, Conditions, Dependencies, Dependency, Health, HealthAction, HealthCheck, KillMode, Kind, Limit, Limits,
+    PathCondition, Ready, Restart, RestartPolicy, Service, Unit,
 };
 pub use format::{ResourceLimit, Rlimit, DEFAULT_NOFILE};
 pub use graph::{plan, Excluded, Exclusion, Gate, Needs, Plan, State};

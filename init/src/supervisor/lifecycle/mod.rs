@@ -25,6 +25,9 @@
 //!   (a long-running unit that exits 0 after it was ready and is not
 //!    `policy = "always"`: Inactive)
 //!
+//! Starting/Running --(not ready in time, or health checks failing, with
+//!   health.on_failure = "degrade": degrade)--> same phase, shown Degraded,
+//!   still running; READY=1 / a passing check (mark_ready, recovered) -> Running
 //! stop / restart / reload / shutdown (request_stop): -> Stopping -> Inactive (or the next start)
 //! left out by the plan: LeftOut (failed), never started
 //! ```
@@ -123,9 +126,12 @@ impl<S: StopSink, T> Lifecycle<S, T> {
         self.phase.state()
     }
 
-    /// Active, failed, skipped or inactive.
+    /// Active, failed, skipped, inactive or degraded: nothing is under way.
     pub fn settled(&self) -> bool {
-        matches!(self.state(), UnitState::Active | UnitState::Failed | UnitState::Skipped | UnitState::Inactive)
+        matches!(
+            self.state(),
+            UnitState::Active | UnitState::Failed | UnitState::Skipped | UnitState::Inactive | UnitState::Degraded
+        )
     }
 
     /// As the dependency gate of its dependents sees it.
@@ -138,7 +144,8 @@ impl<S: StopSink, T> Lifecycle<S, T> {
             | UnitState::Waiting
             | UnitState::Starting
             | UnitState::Restarting
-            | UnitState::Stopping => State::Pending,
+            | UnitState::Stopping
+            | UnitState::Degraded => State::Pending,
         }
     }
 
@@ -274,7 +281,7 @@ impl<S: StopSink, T> Lifecycle<S, T> {
         self.exec_us = Some(exec_us);
         self.first.started_us.get_or_insert(exec_us);
         self.ready_after_us = None;
-        let run = Run { id, stop, stop_sent: false, pid: Some(pid), then: Then::Decide };
+        let run = Run { id, stop, stop_sent: false, pid: Some(pid), then: Then::Decide, degraded: false };
         self.enter(Phase::Starting(run), "", now_us);
     }
 
@@ -284,10 +291,37 @@ impl<S: StopSink, T> Lifecycle<S, T> {
         if !matches!(self.phase, Phase::Starting(_)) {
             return None;
         }
-        let (before, run) = self.take_run()?;
+        let (before, mut run) = self.take_run()?;
+        run.degraded = false;
         self.phase = Phase::Running(run);
         self.entered(before, "", now_us);
         Some(self.became_ready(now_us))
+    }
+
+    /// Not ready within its start timeout, or failing its health checks,
+    /// where a restart would not help (`health.on_failure = "degrade"`):
+    /// marked degraded with `reason` and left running. False (nothing
+    /// changes) without a run that is starting or running.
+    pub fn degrade(&mut self, reason: String, now_us: u64) -> bool {
+        let before = self.phase.state();
+        match &mut self.phase {
+            Phase::Starting(run) | Phase::Running(run) => run.degraded = true,
+            _ => return false,
+        }
+        self.entered(before, reason, now_us);
+        true
+    }
+
+    /// A degraded unit that had been ready passed a health check: active
+    /// again. False when it was not degraded and running.
+    pub fn recovered(&mut self, now_us: u64) -> bool {
+        let before = self.phase.state();
+        match &mut self.phase {
+            Phase::Running(run) if run.degraded => run.degraded = false,
+            _ => return false,
+        }
+        self.entered(before, "", now_us);
+        true
     }
 
     fn became_ready(&mut self, now_us: u64) -> Duration {
@@ -342,7 +376,11 @@ impl<S: StopSink, T> Lifecycle<S, T> {
         let Some(run) = self.phase.run_mut() else { return false };
         if !run.stop_sent {
             run.stop_sent = true;
-            run.stop.request_stop(whole_group);
+            if run.then == Then::Restart {
+                run.stop.request_stop(whole_group);
+            } else {
+                run.stop.request_final_stop(whole_group);
+            }
         }
         self.enter_stopping(reason, now_us)
     }

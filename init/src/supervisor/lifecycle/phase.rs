@@ -7,6 +7,12 @@ pub(crate) trait StopSink {
     /// Asks the run to stop: `whole_group`, the whole group rather than
     /// the main process only.
     fn request_stop(&self, whole_group: bool);
+
+    /// [`request_stop`](Self::request_stop) for a stop for good (not a
+    /// restart): the unit's `exec_stop` runs first.
+    fn request_final_stop(&self, whole_group: bool) {
+        self.request_stop(whole_group);
+    }
 }
 
 /// What to do once the current run has ended.
@@ -34,6 +40,9 @@ pub(crate) struct Run<S> {
     /// The main process, until it has exited.
     pub(super) pid: Option<i32>,
     pub(super) then: Then,
+    /// Marked degraded (shown as such while starting or running): not
+    /// ready in time or failing its health checks, left running.
+    pub(super) degraded: bool,
 }
 
 /// Where a unit is in its life. `S` reaches a run's task, `T` is a pending
@@ -65,6 +74,7 @@ impl<S, T> Phase<S, T> {
     /// As `berthctl status` shows it.
     pub fn state(&self) -> UnitState {
         match self {
+            Phase::Starting(r) | Phase::Running(r) if r.degraded => UnitState::Degraded,
             Phase::LeftOut | Phase::Failed => UnitState::Failed,
             Phase::Waiting => UnitState::Waiting,
             Phase::Starting(_) => UnitState::Starting,

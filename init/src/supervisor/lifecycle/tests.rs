@@ -436,3 +436,57 @@ fn a_program_that_put_itself_in_the_background_fails_whatever_the_policy() {
         }
     }
 }
+
+#[test]
+fn a_degraded_run_keeps_running_is_settled_holds_its_dependents_and_recovers() {
+    let (mut life, _line) = starting(0);
+    assert!(life.degrade("not ready within start_timeout 1m".into(), S));
+    assert_eq!((life.state(), life.reason()), (UnitState::Degraded, "not ready within start_timeout 1m"));
+    assert_eq!((life.pid(), life.since_us()), (Some(42), S));
+    assert!(life.settled(), "nothing is under way");
+    assert_eq!(life.gate_state(), State::Pending, "what requires it waits");
+    assert!(!life.recovered(2 * S), "never ready: only READY=1 makes it active");
+    // Ready late: active, no longer degraded.
+    assert!(life.mark_ready(3 * S).is_some());
+    assert_eq!((life.state(), life.reason()), (UnitState::Active, ""));
+    // Failing health checks, then a passing one.
+    assert!(life.degrade("health check failed 3 times in a row".into(), 4 * S));
+    assert_eq!(life.state(), UnitState::Degraded);
+    assert!(life.recovered(5 * S));
+    assert_eq!((life.state(), life.reason(), life.since_us()), (UnitState::Active, "", 5 * S));
+    assert!(!life.recovered(6 * S), "it was not degraded");
+    // Stopping: degrading no longer applies.
+    life.stop_requested(true, 7 * S);
+    assert!(!life.degrade("late".into(), 8 * S));
+    assert_eq!(life.state(), UnitState::Stopping);
+}
+
+/// A stop line that records whether each request was for good.
+#[derive(Clone, Default)]
+struct FinalLine(Rc<RefCell<Vec<(bool, bool)>>>);
+
+impl StopSink for FinalLine {
+    fn request_stop(&self, whole_group: bool) {
+        self.0.borrow_mut().push((whole_group, false));
+    }
+    fn request_final_stop(&self, whole_group: bool) {
+        self.0.borrow_mut().push((whole_group, true));
+    }
+}
+
+#[test]
+fn a_stop_for_good_asks_for_exec_stop_and_a_restart_does_not() {
+    let for_good = |act: &dyn Fn(&mut Lifecycle<FinalLine, Timer>)| {
+        let mut life: Lifecycle<FinalLine, Timer> = Lifecycle::new(0);
+        let line = FinalLine::default();
+        life.started(1, line.clone(), 42, 0, 0);
+        act(&mut life);
+        let sent = line.0.borrow().clone();
+        sent
+    };
+    assert_eq!(for_good(&|l| l.stop_requested(false, S)), [(false, true)]);
+    assert_eq!(for_good(&|l| assert!(l.request_stop(true, "shutdown", S))), [(true, true)]);
+    assert_eq!(for_good(&|l| assert!(l.removed(None, S))), [(true, true)]);
+    assert_eq!(for_good(&|l| assert!(!l.start_requested(true, false, S))), [(false, false)]);
+    assert_eq!(for_good(&|l| assert!(!l.kept(true, true, S))), [(true, false)]);
+}

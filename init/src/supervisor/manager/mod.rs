@@ -34,6 +34,7 @@ pub(crate) enum Request {
     Reload(Box<Plan>, Reply<ReloadReport>),
     Timeline(Reply<Timeline>),
     StopAll(Reply<()>),
+    StopBound(Reply<Duration>),
 }
 
 pub(crate) enum Event {
@@ -62,7 +63,11 @@ fn now_us() -> u64 {
 impl StopSink for mpsc::UnboundedSender<StopRequest> {
     fn request_stop(&self, whole_group: bool) {
         // A runner gone has nothing left to stop.
-        let _ = self.send(StopRequest { whole_group });
+        let _ = self.send(StopRequest { whole_group, exec_stop: false });
+    }
+
+    fn request_final_stop(&self, whole_group: bool) {
+        let _ = self.send(StopRequest { whole_group, exec_stop: true });
     }
 }
 
@@ -274,6 +279,9 @@ impl Manager {
                 self.shutdown_waiters.push(r);
                 self.begin_shutdown();
             }
+            Request::StopBound(r) => {
+                let _ = r.send(Ok(self.stop_bound()));
+            }
         }
     }
 
@@ -361,6 +369,16 @@ impl Manager {
                     InstanceEvent::Ready => self.ready(&unit),
                     InstanceEvent::Status(text) => entry.life.set_status_text(text),
                     InstanceEvent::MainExited(status) => entry.life.main_exited(status, now_us()),
+                    InstanceEvent::Degraded(reason) => {
+                        if entry.life.degrade(reason.clone(), now_us()) {
+                            self.note(&unit, &format!("degraded: {reason}"));
+                        }
+                    }
+                    InstanceEvent::Healthy => {
+                        if entry.life.recovered(now_us()) {
+                            self.note(&unit, "health check passed: active again");
+                        }
+                    }
                     InstanceEvent::Done(outcome) => self.run_ended(&unit, &outcome),
                 }
             }
@@ -466,7 +484,15 @@ impl Manager {
         if settled && self.ready_us.is_none() {
             self.ready_us = Some(now_us());
         }
-        let next = Settle { settled, failed, pending };
+        let ready = self.units.iter().all(|(n, e)| e.life.settled() || !self.needed_for_ready(n));
+        let not_ready = self
+            .units
+            .iter()
+            .map(|(n, e)| (n, e.life.state()))
+            .filter(|(_, state)| !matches!(state, UnitState::Active | UnitState::Skipped))
+            .map(|(n, state)| (n.to_string(), state))
+            .collect();
+        let next = Settle { settled, failed, pending, ready, not_ready };
         self.settle.send_if_modified(|s| {
             if *s == next {
                 false
@@ -475,6 +501,14 @@ impl Manager {
                 true
             }
         });
+    }
+
+    /// Whether the machine's readiness waits for the unit: its file says
+    /// so (`required_for_ready`), or another unit requires it.
+    fn needed_for_ready(&self, name: &UnitName) -> bool {
+        let required = |e: &UnitEntry| e.needs.requires.contains(name);
+        self.units.get(name).is_some_and(|e| e.unit.dependencies.required_for_ready)
+            || self.units.values().any(required)
     }
 
     /// The wire's form: a time that is not there is 0.

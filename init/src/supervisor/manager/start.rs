@@ -204,6 +204,8 @@ impl Manager {
             journal: self.journal,
             events: self.events_tx.clone(),
             stop_rx,
+            credentials: p.credentials.clone(),
+            reaper: self.reaper,
         };
         tokio::spawn(runner.run());
         self.note(name, &format!("started {program} (pid {pid})"));

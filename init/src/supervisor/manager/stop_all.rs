@@ -2,7 +2,11 @@
 //! each unit is stopped once every unit that requires it or is ordered
 //! after it is down, whole groups, and nothing starts afterwards.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
 use super::{now_us, Down, Manager};
+use crate::supervisor::members::KILL_WAIT;
 use crate::unit::UnitName;
 
 impl Manager {
@@ -62,5 +66,44 @@ impl Manager {
                 let _ = w.send(Ok(()));
             }
         }
+    }
+}
+
+impl Manager {
+    /// The longest the shutdown may take: for each unit, once its
+    /// dependents are down, its `exec_stop` and then its stop signal get
+    /// `stop_timeout` each, and SIGKILL [`KILL_WAIT`]; the longest chain of
+    /// dependents decides.
+    pub(super) fn stop_bound(&self) -> Duration {
+        let mut done: BTreeMap<UnitName, Duration> = BTreeMap::new();
+        self.units.keys().map(|name| self.down_by(name, &mut done, &mut BTreeSet::new())).max().unwrap_or_default()
+    }
+
+    /// How long after shutdown began `name` is down at the latest.
+    fn down_by(
+        &self,
+        name: &UnitName,
+        done: &mut BTreeMap<UnitName, Duration>,
+        visiting: &mut BTreeSet<UnitName>,
+    ) -> Duration {
+        if let Some(d) = done.get(name) {
+            return *d;
+        }
+        let Some(entry) = self.units.get(name) else { return Duration::ZERO };
+        // The plan has no cycles; should one slip in, it is cut here.
+        if !visiting.insert(name.clone()) {
+            return Duration::ZERO;
+        }
+        let dependents =
+            entry.needs.dependents.iter().map(|d| self.down_by(d, done, visiting)).max().unwrap_or_default();
+        let svc = &entry.unit.service;
+        let own = match svc.exec_stop {
+            Some(_) => svc.stop_timeout.saturating_mul(2),
+            None => svc.stop_timeout,
+        };
+        let by = dependents.saturating_add(own).saturating_add(KILL_WAIT);
+        visiting.remove(name);
+        done.insert(name.clone(), by);
+        by
     }
 }

@@ -21,6 +21,7 @@ fn unit_minimal_file_gets_defaults() {
     assert_eq!(s.ready, Ready::Started);
     assert_eq!(s.start_timeout, Duration::from_secs(60));
     assert_eq!(s.stop_signal, Signal::SIGTERM);
+    assert_eq!(s.exec_stop, None);
     assert_eq!(s.stop_timeout, Duration::from_secs(10));
     assert_eq!(s.kill_mode, KillMode::Group);
     assert_eq!(u.dependencies, Dependencies::default());
@@ -91,6 +92,9 @@ fn unit_the_full_example_sets_every_key() {
     assert_eq!(s.ready, Ready::Notify);
     assert_eq!(s.start_timeout, Duration::from_secs(120));
     assert_eq!(s.stop_signal, Signal::SIGTERM);
+    let exec_stop = s.exec_stop.as_deref().unwrap();
+    assert_eq!(exec_stop, ["/usr/bin/sh", "-c", "echo stopping >> /var/lib/etcd/stops"]);
+    assert!(!u.dependencies.required_for_ready);
     let deps = |r: Relation| u.dependencies.get(r).iter().map(|d| d.name.clone()).collect::<Vec<_>>();
     assert_eq!(deps(Relation::Requires), names(&["network"]));
     assert_eq!(deps(Relation::Wants), names(&["time-sync"]));
@@ -122,6 +126,7 @@ fn unit_the_full_example_sets_every_key() {
     let h = u.health.clone().unwrap();
     assert_eq!(h.check, HealthCheck::Tcp("127.0.0.1:2379".parse().unwrap()));
     assert_eq!((h.interval, h.timeout, h.failures), (Duration::from_secs(10), Duration::from_secs(5), 3));
+    assert_eq!(h.on_failure, HealthAction::Restart);
     assert_eq!(u.conditions.first_boot, Some(false));
     assert_eq!(
         u.conditions.path_exists,
@@ -132,6 +137,27 @@ fn unit_the_full_example_sets_every_key() {
     assert_eq!(containerd.service.kill_mode, KillMode::Main);
     assert_eq!(containerd.restart.policy, RestartPolicy::Always);
     assert_eq!(containerd.limits.pids_max, Some(Limit::Max));
+    assert_eq!(containerd.service.exec_stop.as_deref(), Some(&["/usr/lib/berth/stop-containers".to_owned()][..]));
+    assert!(containerd.dependencies.required_for_ready);
+    let etcd = parse_ok("etcd", &doc_examples()[1]);
+    assert_eq!(etcd.health.map(|h| h.on_failure), Some(HealthAction::Degrade));
+}
+
+#[test]
+fn unit_stop_command_readiness_and_health_action_are_checked() {
+    let e = parse_err("[service]\nexec = [\"/bin/x\"]\nexec_stop = [\"stop\"]\n");
+    assert_eq!(
+        e.to_string(),
+        "/etc/berth/units/x.toml:3: key service.exec_stop[0]: program \"stop\" is not an absolute path"
+    );
+    let e = parse_err("[service]\nexec = [\"/bin/x\"]\nexec_stop = []\n");
+    assert!(e.to_string().contains("key service.exec_stop: must name a program"), "{e}");
+    let e = parse_err(&format!("{MINIMAL}[dependencies]\nrequired_for_ready = \"yes\"\n"));
+    assert!(e.to_string().contains(":4: key dependencies.required_for_ready: invalid type"), "{e}");
+    let e = parse_err(&format!("{MINIMAL}[health]\ncheck = {{ tcp = \"127.0.0.1:1\" }}\non_failure = \"ignore\"\n"));
+    assert!(e.to_string().contains(":5: key health.on_failure: unknown variant `ignore`"), "{e}");
+    let u = parse_ok("x", MINIMAL);
+    assert_eq!((u.service.exec_stop, u.dependencies.required_for_ready), (None, false));
 }
 
 #[test]
