@@ -1,4 +1,6 @@
-//! Berth's A/B updates: boot entries and their boot counters (this crate
-//! grows the slot state, bundles and installation with the update issue).
+//! Berth's A/B updates: boot entries and their boot counters, and the A/B
+//! state as one pure value ([`state::AbState`]); bundles and installation
+//! grow here with the update issue.
 
 pub mod boot_entry;
+pub mod state;

@@ -1,0 +1,589 @@
+//! The A/B state as one pure value, in the way of Bottlerocket's signpost:
+//! loaded once ([`AbState::load`]), changed only through named transitions
+//! ([`AbState::stage`], [`AbState::bless`], [`AbState::mark_bad`],
+//! [`AbState::rollback`]), written once by applying [`AbState::plan`].
+//!
+//! Nothing here touches a disk: loading takes the inputs as plain values
+//! (the ESP's `/loader/entries` file names with their contents, the text of
+//! `/proc/cmdline`, the bytes of two efivarfs files) and the plan is a list
+//! of file operations for the caller to apply.
+//!
+//! The sources of truth:
+//! - Boot Loader Specification type #1 entries, one per slot, named
+//!   `berth-<version>[+<left>[-<done>]].conf` ([`EntryName`]); the slot is
+//!   `berth.slot=a|b` on the entry's `options` line, the partition is its
+//!   `PARTUUID=`.
+//! - systemd boot counting (Automatic Boot Assessment): before booting an
+//!   entry with a counter, systemd-boot renames it to `+<left-1>-<done+1>`
+//!   and sets `LoaderBootCountPath` to the renamed file's path; an entry at
+//!   `+0` is "bad" and sorted after the others; a userspace that decides the
+//!   boot is good removes the counter (blesses it).
+//! - `LoaderEntrySelected`: the identifier of the entry systemd-boot booted
+//!   (its file name without the counter).
+//!
+//! "Slot" means an A/B root slot ([`Slot`]) here and nowhere else.
+
+use berth_layout::cmdline::slot_of;
+use berth_layout::disk::Slot;
+
+use crate::boot_entry::{self, EntryName, EntryNameError, INITIAL_TRIES};
+
+/// The efivarfs name of systemd-boot's `LoaderBootCountPath` variable.
+pub const LOADER_BOOT_COUNT_PATH: &str = "LoaderBootCountPath";
+/// The efivarfs name of systemd-boot's `LoaderEntrySelected` variable.
+pub const LOADER_ENTRY_SELECTED: &str = "LoaderEntrySelected";
+/// Where the entries live on the ESP (Boot Loader Specification).
+pub const ENTRIES_DIR: &str = "/loader/entries";
+
+/// One Berth boot entry on the ESP: its file name and what it boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The parsed file name (version and boot counter).
+    pub name: EntryName,
+    /// The root slot the entry boots (`berth.slot=` on its options line).
+    pub slot: Slot,
+    /// The root partition's PARTUUID named on the options line, if any.
+    pub partuuid: Option<String>,
+    /// The whole text of the entry file.
+    pub text: String,
+}
+
+impl Entry {
+    /// The file name in [`ENTRIES_DIR`], e.g. `berth-0.1.0+2-1.conf`.
+    pub fn file_name(&self) -> String {
+        self.name.to_string()
+    }
+
+    /// A boot that came up healthy: no counter.
+    pub fn is_blessed(&self) -> bool {
+        self.name.tries_left.is_none()
+    }
+
+    /// Spent its tries booting (`+0-<done>` with done > 0): this version
+    /// failed here, systemd-boot did not pick it for a good reason.
+    pub fn is_spent(&self) -> bool {
+        self.name.is_bad() && self.name.tries_done.unwrap_or(0) > 0
+    }
+}
+
+/// Why the inputs could not be loaded; each names the file or variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LoadError {
+    #[error("entry {0}: {1}")]
+    EntryName(String, EntryNameError),
+    #[error("entry {file}: no `options` line naming berth.slot=a or berth.slot=b")]
+    UnknownSlot { file: String },
+    #[error("entry {file}: `linux {found}` is not slot {slot}'s kernel {expected}")]
+    KernelMismatch { file: String, slot: &'static str, found: String, expected: String },
+    #[error("entries {first} and {second} both boot slot {slot}")]
+    TwoEntriesForSlot { first: String, second: String, slot: &'static str },
+    #[error("/proc/cmdline names no slot (berth.slot=a|b)")]
+    CmdlineNoSlot,
+    #[error("/proc/cmdline boots slot {0}, but no entry boots it")]
+    NoBootedEntry(&'static str),
+    #[error("EFI variable {name}: {why}")]
+    Variable { name: &'static str, why: &'static str },
+    #[error("EFI variable {LOADER_BOOT_COUNT_PATH} names {found:?}, but the booted entry is {expected:?}")]
+    BootCountPathMismatch { found: String, expected: String },
+    #[error("EFI variable {LOADER_ENTRY_SELECTED} names {found:?}, but the booted slot's entry is {expected:?}")]
+    EntrySelectedMismatch { found: String, expected: String },
+}
+
+/// Why a transition was refused; the state is then unchanged.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TransitionError {
+    #[error("the new entry's options boot slot {0}, the booted slot: only the other slot can be staged")]
+    TargetsBootedSlot(&'static str),
+    #[error("the new entry's options name no slot (berth.slot=a|b)")]
+    OptionsNoSlot,
+    #[error("version {0} is the booted version")]
+    SameVersionAsBooted(String),
+    #[error("the booted entry {0} is not blessed yet: staging now could leave no good entry")]
+    BootedNotBlessed(String),
+    #[error("version {0:?} cannot name an entry file")]
+    BadVersion(String),
+    #[error("the booted entry {0} is already blessed")]
+    AlreadyBlessed(String),
+    #[error("slot {0} has no boot entry")]
+    NoEntry(&'static str),
+    #[error("the other slot's entry {0} has not proven itself (still counting tries)")]
+    OtherUnproven(String),
+    #[error("the other slot's entry {0} spent its tries: that version failed here")]
+    OtherFailed(String),
+}
+
+/// One step of writing the state, relative to [`ENTRIES_DIR`] on the ESP.
+/// The caller applies them in order and syncs the ESP after each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileOp {
+    /// Remove an entry file.
+    Remove { file: String },
+    /// Rename an entry file (the boot counter changes, the content not).
+    Rename { from: String, to: String },
+    /// Write the slot's root partition and its kernel
+    /// ([`boot_entry::kernel_path`]) with the staged version's payload.
+    /// Planned after the slot's old entry is gone and before its new one
+    /// exists, so no entry ever points at a half-written slot.
+    WritePayload { slot: Slot, version: String },
+    /// Create an entry file with this content (temporary name, fsync,
+    /// rename is the caller's business).
+    Write { file: String, contents: String },
+}
+
+/// The A/B state: the entry of each slot, which slot is booted, and what
+/// systemd-boot said about this boot. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbState {
+    booted: Slot,
+    booted_partuuid: Option<String>,
+    boot_count_path: Option<String>,
+    entry_selected: Option<String>,
+    /// As loaded, indexed by [`slot_index`].
+    loaded: [Option<Entry>; 2],
+    /// As changed by the transitions.
+    entries: [Option<Entry>; 2],
+    /// The slot whose payload must be written (set by `stage`).
+    staged: Option<Slot>,
+}
+
+fn slot_index(slot: Slot) -> usize {
+    match slot {
+        Slot::A => 0,
+        Slot::B => 1,
+    }
+}
+
+/// The `PARTUUID=` a command line boots from (`dm-mod.waitfor=PARTUUID=...`
+/// or `root=PARTUUID=...`).
+pub fn partuuid_of(cmdline: &str) -> Option<String> {
+    cmdline.split_whitespace().find_map(|w| {
+        let v = w.strip_prefix("dm-mod.waitfor=").or_else(|| w.strip_prefix("root="))?;
+        v.strip_prefix("PARTUUID=").map(|p| p.trim_matches('"').to_string())
+    })
+}
+
+/// Decodes an efivarfs file holding a UTF-16LE string: a 4-byte attribute
+/// prefix, then the string, optionally NUL-terminated.
+pub fn parse_efi_string(name: &'static str, bytes: &[u8]) -> Result<String, LoadError> {
+    let err = |why| LoadError::Variable { name, why };
+    let text = bytes.get(4..).ok_or(err("shorter than its 4-byte attribute prefix"))?;
+    if text.len() % 2 != 0 {
+        return Err(err("odd number of bytes for a UTF-16LE string"));
+    }
+    let units: Vec<u16> =
+        text.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|u| *u != 0).collect();
+    let s = String::from_utf16(&units).map_err(|_| err("not valid UTF-16LE"))?;
+    if s.is_empty() {
+        return Err(err("empty string"));
+    }
+    Ok(s)
+}
+
+fn parse_entry(file: &str, text: &str) -> Result<Entry, LoadError> {
+    let name = EntryName::parse(file).map_err(|e| LoadError::EntryName(file.to_string(), e))?;
+    let line = |key: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.trim().split_once(char::is_whitespace)?;
+            (k == key).then(|| v.trim().to_string())
+        })
+    };
+    let options = line("options").unwrap_or_default();
+    let slot = slot_of(&options).ok_or_else(|| LoadError::UnknownSlot { file: file.to_string() })?;
+    if let Some(linux) = line("linux") {
+        let expected = boot_entry::kernel_path(slot);
+        if linux != expected {
+            return Err(LoadError::KernelMismatch {
+                file: file.to_string(),
+                slot: slot.name(),
+                found: linux,
+                expected,
+            });
+        }
+    }
+    Ok(Entry { name, slot, partuuid: partuuid_of(&options), text: text.to_string() })
+}
+
+impl AbState {
+    /// Loads the state from plain values:
+    /// - `entries`: the file names in [`ENTRIES_DIR`] with their contents;
+    ///   files not starting with `berth-` (other systems' entries) are ignored;
+    /// - `cmdline`: the text of `/proc/cmdline` (the booted slot and PARTUUID);
+    /// - `boot_count_path`, `entry_selected`: the bytes of the efivarfs files
+    ///   of [`LOADER_BOOT_COUNT_PATH`] and [`LOADER_ENTRY_SELECTED`], `None`
+    ///   when absent (no counter on this boot, or not booted by systemd-boot).
+    ///
+    /// The variables are checked against the entries: the counted path must
+    /// be the booted slot's entry, the selected entry its identifier.
+    pub fn load(
+        entries: &[(String, String)],
+        cmdline: &str,
+        boot_count_path: Option<&[u8]>,
+        entry_selected: Option<&[u8]>,
+    ) -> Result<AbState, LoadError> {
+        let mut slots: [Option<Entry>; 2] = [None, None];
+        for (file, text) in entries.iter().filter(|(f, _)| f.starts_with("berth-")) {
+            let e = parse_entry(file, text)?;
+            let i = slot_index(e.slot);
+            if let Some(first) = &slots[i] {
+                return Err(LoadError::TwoEntriesForSlot {
+                    first: first.file_name(),
+                    second: file.clone(),
+                    slot: e.slot.name(),
+                });
+            }
+            slots[i] = Some(e);
+        }
+        let booted = slot_of(cmdline).ok_or(LoadError::CmdlineNoSlot)?;
+        let booted_entry = slots[slot_index(booted)].as_ref().ok_or(LoadError::NoBootedEntry(booted.name()))?;
+
+        let boot_count_path = boot_count_path.map(|b| parse_efi_string(LOADER_BOOT_COUNT_PATH, b)).transpose()?;
+        if let Some(p) = &boot_count_path {
+            let file = p.rsplit(['/', '\\']).next().unwrap_or(p);
+            if file != booted_entry.file_name() {
+                return Err(LoadError::BootCountPathMismatch { found: p.clone(), expected: booted_entry.file_name() });
+            }
+        }
+        let entry_selected = entry_selected.map(|b| parse_efi_string(LOADER_ENTRY_SELECTED, b)).transpose()?;
+        if let Some(id) = &entry_selected {
+            let expected = booted_entry.name.blessed().to_string();
+            let with_conf = if id.ends_with(".conf") { id.clone() } else { format!("{id}.conf") };
+            let matches = EntryName::parse(&with_conf).is_ok_and(|n| n.blessed().to_string() == expected);
+            if !matches {
+                return Err(LoadError::EntrySelectedMismatch { found: id.clone(), expected });
+            }
+        }
+        Ok(AbState {
+            booted,
+            booted_partuuid: partuuid_of(cmdline),
+            boot_count_path,
+            entry_selected,
+            loaded: slots.clone(),
+            entries: slots,
+            staged: None,
+        })
+    }
+
+    /// The slot this system booted from.
+    pub fn booted(&self) -> Slot {
+        self.booted
+    }
+
+    /// The PARTUUID the booted root was set up from, if the command line names one.
+    pub fn booted_partuuid(&self) -> Option<&str> {
+        self.booted_partuuid.as_deref()
+    }
+
+    /// `LoaderBootCountPath` as loaded: set when this boot is being counted.
+    pub fn boot_count_path(&self) -> Option<&str> {
+        self.boot_count_path.as_deref()
+    }
+
+    /// `LoaderEntrySelected` as loaded.
+    pub fn entry_selected(&self) -> Option<&str> {
+        self.entry_selected.as_deref()
+    }
+
+    /// A slot's entry as the state is now (after the transitions so far).
+    pub fn entry(&self, slot: Slot) -> Option<&Entry> {
+        self.entries[slot_index(slot)].as_ref()
+    }
+
+    /// The booted slot's entry (always present: loading requires it).
+    pub fn booted_entry(&self) -> Option<&Entry> {
+        self.entry(self.booted)
+    }
+
+    /// Stages `version` into the other slot: its old entry goes, its
+    /// partition and kernel are written, and a new entry with
+    /// [`INITIAL_TRIES`] tries and `options` (the command line for that slot,
+    /// which must name it with `berth.slot=`) is written last.
+    ///
+    /// Refused when the options target the booted slot, when `version` is
+    /// the booted version, or when the booted entry is not blessed (a failed
+    /// new version would then fall back to an unproven one).
+    pub fn stage(&mut self, version: &str, options: &str) -> Result<(), TransitionError> {
+        let target = slot_of(options).ok_or(TransitionError::OptionsNoSlot)?;
+        if target == self.booted {
+            return Err(TransitionError::TargetsBootedSlot(target.name()));
+        }
+        let name = EntryName::new(version);
+        if EntryName::parse(&name.to_string()).as_ref() != Ok(&name) {
+            return Err(TransitionError::BadVersion(version.to_string()));
+        }
+        let booted = self.booted_entry().ok_or(TransitionError::NoEntry(self.booted.name()))?;
+        if booted.name.version == version {
+            return Err(TransitionError::SameVersionAsBooted(version.to_string()));
+        }
+        if !booted.is_blessed() {
+            return Err(TransitionError::BootedNotBlessed(booted.file_name()));
+        }
+        let text = boot_entry::entry_text(version, target, options);
+        self.entries[slot_index(target)] = Some(Entry { name, slot: target, partuuid: partuuid_of(options), text });
+        self.staged = Some(target);
+        Ok(())
+    }
+
+    /// Blesses this boot: the booted entry loses its counter, so
+    /// systemd-boot stops counting it. Refused when it has none.
+    pub fn bless(&mut self) -> Result<(), TransitionError> {
+        let booted = self.booted;
+        let e = self.entries[slot_index(booted)].as_mut().ok_or(TransitionError::NoEntry(booted.name()))?;
+        if e.is_blessed() {
+            return Err(TransitionError::AlreadyBlessed(e.file_name()));
+        }
+        e.name = e.name.blessed();
+        Ok(())
+    }
+
+    /// Marks a slot's entry bad (`+0`): systemd-boot sorts it after the
+    /// others, so it boots only when nothing else is left.
+    pub fn mark_bad(&mut self, slot: Slot) -> Result<(), TransitionError> {
+        let e = self.entries[slot_index(slot)].as_mut().ok_or(TransitionError::NoEntry(slot.name()))?;
+        e.name.tries_left = Some(0);
+        e.name.tries_done = None;
+        Ok(())
+    }
+
+    /// Boots the other slot next, if it holds a good version, without ever
+    /// pinning a default entry:
+    /// - the other entry is blessed: the booted entry is marked bad (`+0`);
+    /// - the other entry was marked bad by hand (`+0`, no tries done, as a
+    ///   previous rollback leaves it): it is re-armed with [`INITIAL_TRIES`]
+    ///   tries and the booted entry marked bad, so it boots next and is
+    ///   blessed again by its health gate.
+    ///
+    /// Refused when the other slot has no entry, is still counting tries (a
+    /// staged version not proven yet) or spent its tries (`+0-<done>`).
+    pub fn rollback(&mut self) -> Result<(), TransitionError> {
+        let other = self.booted.other();
+        let o = self.entry(other).ok_or(TransitionError::NoEntry(other.name()))?;
+        if o.is_spent() {
+            return Err(TransitionError::OtherFailed(o.file_name()));
+        }
+        let rearm = o.name.is_bad();
+        if !rearm && !o.is_blessed() {
+            return Err(TransitionError::OtherUnproven(o.file_name()));
+        }
+        if self.booted_entry().is_none() {
+            return Err(TransitionError::NoEntry(self.booted.name()));
+        }
+        if rearm {
+            if let Some(o) = self.entries[slot_index(other)].as_mut() {
+                o.name.tries_left = Some(INITIAL_TRIES);
+                o.name.tries_done = None;
+            }
+        }
+        self.mark_bad(self.booted)
+    }
+
+    /// The file operations that take the ESP (and the staged slot) from the
+    /// loaded state to this one, in a safe order: removals first (a staged
+    /// slot's old entry goes before its partition is touched), then renames
+    /// (counters), then the staged payload, then new entries last.
+    pub fn plan(&self) -> Vec<FileOp> {
+        let (mut removes, mut renames, mut payload, mut writes) = (vec![], vec![], vec![], vec![]);
+        for slot in [Slot::A, Slot::B] {
+            let i = slot_index(slot);
+            let staged = self.staged == Some(slot);
+            match (&self.loaded[i], &self.entries[i]) {
+                (None, None) => {}
+                (Some(o), None) => removes.push(FileOp::Remove { file: o.file_name() }),
+                (Some(o), Some(c)) if !staged && o.text == c.text => {
+                    if o.name != c.name {
+                        renames.push(FileOp::Rename { from: o.file_name(), to: c.file_name() });
+                    }
+                }
+                (o, Some(c)) => {
+                    if let Some(o) = o {
+                        removes.push(FileOp::Remove { file: o.file_name() });
+                    }
+                    writes.push(FileOp::Write { file: c.file_name(), contents: c.text.clone() });
+                }
+            }
+            if staged {
+                if let Some(c) = &self.entries[i] {
+                    payload.push(FileOp::WritePayload { slot, version: c.name.version.clone() });
+                }
+            }
+        }
+        removes.into_iter().chain(renames).chain(payload).chain(writes).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(slot: Slot) -> String {
+        format!("root=/dev/dm-0 dm-mod.waitfor=PARTUUID=uuid-{} berth.slot={}", slot.name(), slot.name())
+    }
+
+    fn entry(file: &str, slot: Slot) -> (String, String) {
+        let version = EntryName::parse(file).unwrap().version;
+        (file.to_string(), boot_entry::entry_text(&version, slot, &opts(slot)))
+    }
+
+    fn efi(s: &str) -> Vec<u8> {
+        let mut b = vec![7, 0, 0, 0];
+        for u in s.encode_utf16().chain([0]) {
+            b.extend(u.to_le_bytes());
+        }
+        b
+    }
+
+    fn load(files: &[(String, String)], booted: Slot, count: Option<&str>) -> Result<AbState, LoadError> {
+        let count = count.map(|c| efi(&format!("\\loader\\entries\\{c}")));
+        AbState::load(files, &opts(booted), count.as_deref(), None)
+    }
+
+    /// Booted blessed 1.0 in A, blessed 0.9 in B.
+    fn two_good() -> AbState {
+        load(&[entry("berth-1.0.conf", Slot::A), entry("berth-0.9.conf", Slot::B)], Slot::A, None).unwrap()
+    }
+
+    #[test]
+    fn loads_counters_blessed_and_bad_entries() {
+        let files = [entry("berth-2.0+2-1.conf", Slot::B), entry("berth-1.0.conf", Slot::A)];
+        let s = load(&files, Slot::B, Some("berth-2.0+2-1.conf")).unwrap();
+        assert_eq!(s.booted(), Slot::B);
+        assert_eq!(s.booted_partuuid(), Some("uuid-b"));
+        let b = s.booted_entry().unwrap();
+        assert_eq!((b.name.tries_left, b.name.tries_done), (Some(2), Some(1)));
+        assert!(s.entry(Slot::A).unwrap().is_blessed());
+        assert!(s.plan().is_empty());
+
+        let files =
+            [entry("berth-2.0+0.conf", Slot::B), entry("berth-1.0.conf", Slot::A), ("other.conf".into(), "x".into())];
+        let s = load(&files, Slot::A, None).unwrap();
+        let bad = s.entry(Slot::B).unwrap();
+        assert!(bad.name.is_bad() && !bad.is_spent());
+    }
+
+    #[test]
+    fn efi_variables_are_decoded_and_checked() {
+        let files = [entry("berth-1.0+2-1.conf", Slot::A)];
+        let sel = efi("berth-1.0.conf");
+        let s = AbState::load(&files, &opts(Slot::A), Some(&efi("/loader/entries/berth-1.0+2-1.conf")), Some(&sel))
+            .unwrap();
+        assert_eq!(s.entry_selected(), Some("berth-1.0.conf"));
+        assert_eq!(s.boot_count_path(), Some("/loader/entries/berth-1.0+2-1.conf"));
+        // Without the .conf suffix too.
+        assert!(AbState::load(&files, &opts(Slot::A), None, Some(&efi("berth-1.0"))).is_ok());
+
+        let malformed: [&[u8]; 3] = [&[1, 2], &[7, 0, 0, 0, 0x41], &[7, 0, 0, 0, 0x00, 0xd8, 0x41, 0x00]];
+        for bytes in malformed {
+            let e = AbState::load(&files, &opts(Slot::A), Some(bytes), None).unwrap_err();
+            assert!(matches!(e, LoadError::Variable { name: LOADER_BOOT_COUNT_PATH, .. }), "{e}");
+            let e = AbState::load(&files, &opts(Slot::A), None, Some(bytes)).unwrap_err();
+            assert!(matches!(e, LoadError::Variable { name: LOADER_ENTRY_SELECTED, .. }), "{e}");
+        }
+        let e = AbState::load(&files, &opts(Slot::A), Some(&efi("/loader/entries/berth-1.0+1-2.conf")), None);
+        assert!(matches!(e, Err(LoadError::BootCountPathMismatch { .. })));
+        let e = AbState::load(&files, &opts(Slot::A), None, Some(&efi("berth-0.9.conf")));
+        assert!(matches!(e, Err(LoadError::EntrySelectedMismatch { .. })));
+    }
+
+    #[test]
+    fn malformed_inputs_name_what_was_wrong() {
+        let unknown = ("berth-1.0.conf".to_string(), "linux /berth/c/linux.efi\noptions berth.slot=c\n".to_string());
+        let e = load(&[unknown], Slot::A, None).unwrap_err();
+        assert_eq!(e, LoadError::UnknownSlot { file: "berth-1.0.conf".into() });
+        assert!(e.to_string().contains("berth-1.0.conf"));
+
+        let wrong_kernel =
+            ("berth-1.0.conf".to_string(), format!("linux /berth/b/linux.efi\noptions {}\n", opts(Slot::A)));
+        assert!(matches!(load(&[wrong_kernel], Slot::A, None), Err(LoadError::KernelMismatch { .. })));
+
+        let e = load(&[("berth-1.0+x.conf".into(), String::new())], Slot::A, None);
+        assert!(matches!(e, Err(LoadError::EntryName(f, _)) if f == "berth-1.0+x.conf"));
+
+        let twice = [entry("berth-1.0.conf", Slot::A), entry("berth-0.9.conf", Slot::A)];
+        assert!(matches!(load(&twice, Slot::A, None), Err(LoadError::TwoEntriesForSlot { .. })));
+        assert_eq!(load(&[entry("berth-1.0.conf", Slot::A)], Slot::B, None), Err(LoadError::NoBootedEntry("b")));
+        assert_eq!(
+            AbState::load(&[entry("berth-1.0.conf", Slot::A)], "quiet", None, None),
+            Err(LoadError::CmdlineNoSlot)
+        );
+    }
+
+    #[test]
+    fn stage_replaces_the_other_slot_in_a_safe_order() {
+        let mut s = two_good();
+        s.stage("1.1", &opts(Slot::B)).unwrap();
+        let plan = s.plan();
+        assert_eq!(plan.len(), 3, "{plan:?}");
+        assert_eq!(plan[0], FileOp::Remove { file: "berth-0.9.conf".into() });
+        assert_eq!(plan[1], FileOp::WritePayload { slot: Slot::B, version: "1.1".into() });
+        let FileOp::Write { file, contents } = &plan[2] else { panic!("{plan:?}") };
+        assert_eq!(file, "berth-1.1+3.conf");
+        assert!(contents.contains("linux /berth/b/linux.efi") && contents.contains("berth.slot=b"));
+
+        // An empty other slot: payload, then entry.
+        let mut s = load(&[entry("berth-1.0.conf", Slot::A)], Slot::A, None).unwrap();
+        s.stage("1.1", &opts(Slot::B)).unwrap();
+        assert!(matches!(s.plan()[..], [FileOp::WritePayload { .. }, FileOp::Write { .. }]));
+    }
+
+    #[test]
+    fn stage_refusals() {
+        let mut s = two_good();
+        assert_eq!(s.stage("1.1", &opts(Slot::A)), Err(TransitionError::TargetsBootedSlot("a")));
+        assert_eq!(s.stage("1.1", "quiet"), Err(TransitionError::OptionsNoSlot));
+        assert_eq!(s.stage("1.0", &opts(Slot::B)), Err(TransitionError::SameVersionAsBooted("1.0".into())));
+        assert!(matches!(s.stage("a/b", &opts(Slot::B)), Err(TransitionError::BadVersion(_))));
+        assert_eq!(s, two_good());
+        let files = [entry("berth-1.0+2-1.conf", Slot::A)];
+        let mut s = load(&files, Slot::A, Some("berth-1.0+2-1.conf")).unwrap();
+        assert!(matches!(s.stage("1.1", &opts(Slot::B)), Err(TransitionError::BootedNotBlessed(_))));
+    }
+
+    #[test]
+    fn bless_drops_the_booted_counter() {
+        let files = [entry("berth-1.1+2-1.conf", Slot::B), entry("berth-1.0.conf", Slot::A)];
+        let mut s = load(&files, Slot::B, Some("berth-1.1+2-1.conf")).unwrap();
+        s.bless().unwrap();
+        assert_eq!(s.plan(), [FileOp::Rename { from: "berth-1.1+2-1.conf".into(), to: "berth-1.1.conf".into() }]);
+        assert_eq!(s.bless(), Err(TransitionError::AlreadyBlessed("berth-1.1.conf".into())));
+    }
+
+    #[test]
+    fn mark_bad_sets_the_counter_to_zero() {
+        let mut s = two_good();
+        s.mark_bad(Slot::B).unwrap();
+        assert_eq!(s.plan(), [FileOp::Rename { from: "berth-0.9.conf".into(), to: "berth-0.9+0.conf".into() }]);
+        let mut s = load(&[entry("berth-1.0.conf", Slot::A)], Slot::A, None).unwrap();
+        assert_eq!(s.mark_bad(Slot::B), Err(TransitionError::NoEntry("b")));
+    }
+
+    #[test]
+    fn rollback_goes_back_and_forth_between_good_slots() {
+        let mut s = two_good();
+        s.rollback().unwrap();
+        assert_eq!(s.plan(), [FileOp::Rename { from: "berth-1.0.conf".into(), to: "berth-1.0+0.conf".into() }]);
+
+        // Booted 0.9 in B after the rollback: going back re-arms 1.0.
+        let files = [entry("berth-1.0+0.conf", Slot::A), entry("berth-0.9.conf", Slot::B)];
+        let mut s = load(&files, Slot::B, None).unwrap();
+        s.rollback().unwrap();
+        assert_eq!(
+            s.plan(),
+            [
+                FileOp::Rename { from: "berth-1.0+0.conf".into(), to: "berth-1.0+3.conf".into() },
+                FileOp::Rename { from: "berth-0.9.conf".into(), to: "berth-0.9+0.conf".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn rollback_refusals() {
+        let mut s = load(&[entry("berth-1.0.conf", Slot::A)], Slot::A, None).unwrap();
+        assert_eq!(s.rollback(), Err(TransitionError::NoEntry("b")));
+        let files = [entry("berth-1.0.conf", Slot::A), entry("berth-1.1+0-3.conf", Slot::B)];
+        let mut s = load(&files, Slot::A, None).unwrap();
+        assert_eq!(s.rollback(), Err(TransitionError::OtherFailed("berth-1.1+0-3.conf".into())));
+        let files = [entry("berth-1.0.conf", Slot::A), entry("berth-1.1+3.conf", Slot::B)];
+        let mut s = load(&files, Slot::A, None).unwrap();
+        assert_eq!(s.rollback(), Err(TransitionError::OtherUnproven("berth-1.1+3.conf".into())));
+        assert!(s.plan().is_empty());
+    }
+}
