@@ -196,23 +196,23 @@ struct Shared<C> {
     followers: Arc<Followers>,
 }
 
-type FollowSlot = Arc<Mutex<Option<Follower>>>;
+type FollowCell = Arc<Mutex<Option<Follower>>>;
 
-/// Every connection's follow slot, so that [`ServerHandle::close_logs`]
+/// Every connection's follow cell, so that [`ServerHandle::close_logs`]
 /// can close the files they hold.
 #[derive(Default)]
 struct Followers {
     closed: AtomicBool,
-    slots: Mutex<Vec<Weak<Mutex<Option<Follower>>>>>,
+    cells: Mutex<Vec<Weak<Mutex<Option<Follower>>>>>,
 }
 
 impl Followers {
-    fn new_slot(&self) -> FollowSlot {
-        let slot = Arc::new(Mutex::new(None));
-        let mut slots = lock(&self.slots);
-        slots.retain(|w| w.strong_count() > 0);
-        slots.push(Arc::downgrade(&slot));
-        slot
+    fn new_cell(&self) -> FollowCell {
+        let cell = Arc::new(Mutex::new(None));
+        let mut cells = lock(&self.cells);
+        cells.retain(|w| w.strong_count() > 0);
+        cells.push(Arc::downgrade(&cell));
+        cell
     }
 
     fn is_closed(&self) -> bool {
@@ -221,9 +221,9 @@ impl Followers {
 
     fn close_all(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let slots = std::mem::take(&mut *lock(&self.slots));
-        for slot in slots.iter().filter_map(Weak::upgrade) {
-            *lock(&slot) = None;
+        let cells = std::mem::take(&mut *lock(&self.cells));
+        for cell in cells.iter().filter_map(Weak::upgrade) {
+            *lock(&cell) = None;
         }
     }
 }
@@ -373,14 +373,14 @@ fn to_wire(records: &[Record]) -> Vec<WireRecord> {
 pub struct Manager<C> {
     shared: Arc<Shared<C>>,
     calls: Arc<Semaphore>,
-    follower: FollowSlot,
+    follower: FollowCell,
 }
 
 impl<C: Control> Manager<C> {
     fn new(shared: Arc<Shared<C>>) -> Manager<C> {
         Manager {
             calls: Arc::new(Semaphore::new(MAX_CALLS_PER_CONNECTION)),
-            follower: shared.followers.new_slot(),
+            follower: shared.followers.new_cell(),
             shared,
         }
     }
@@ -472,17 +472,17 @@ impl<C: Control> Manager<C> {
         self.check_log_unit(unit).await?;
         let (root, name) = (self.shared.config.log_root.clone(), unit.to_string());
         let n = usize::try_from(n).unwrap_or(MAX_LOG_LINES).min(MAX_LOG_LINES);
-        let slot = Arc::clone(&self.follower);
+        let cell = Arc::clone(&self.follower);
         let followers = Arc::clone(&self.shared.followers);
         if followers.is_closed() {
             return Err(logs_closed());
         }
         let records = blocking(move || {
             let (backlog, follower) = journal::follow(&root, &name, n)?;
-            *lock(&slot) = Some(follower);
+            *lock(&cell) = Some(follower);
             if followers.is_closed() {
                 // Closed while we opened it.
-                *lock(&slot) = None;
+                *lock(&cell) = None;
             }
             Ok(backlog)
         })
@@ -497,8 +497,8 @@ impl<C: Control> Manager<C> {
         let wait = Duration::from_millis(u64::from(timeout_ms)).min(MAX_FOLLOW_WAIT);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let slot = Arc::clone(&self.follower);
-            let records = blocking(move || lock(&slot).as_mut().map(Follower::poll).transpose()).await?;
+            let cell = Arc::clone(&self.follower);
+            let records = blocking(move || lock(&cell).as_mut().map(Follower::poll).transpose()).await?;
             let Some(records) = records else {
                 if self.shared.followers.is_closed() {
                     return Err(logs_closed());
