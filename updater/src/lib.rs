@@ -1,6 +1,7 @@
-//! Berth's A/B updates: boot entries and their boot counters, and the A/B
-//! state as one pure value ([`state::AbState`]); bundles and installation
-//! grow here with the update issue.
+//! Berth's A/B updates: boot entries and their boot counters, the A/B
+//! state as one pure value ([`state::AbState`]) and signed update bundles
+//! ([`bundle`]); installation grows here with the update issue.
 
 pub mod boot_entry;
+pub mod bundle;
 pub mod state;
