@@ -32,3 +32,23 @@ pub const CONTROL_SOCKET: &str = "/run/berth/control.sock";
 pub const RUN_DIR: &str = "/run/berth";
 /// The units' sd_notify sockets, one per unit (inside [`RUN_DIR`]).
 pub const NOTIFY_DIR: &str = "/run/berth/notify";
+/// The public keys an update bundle may be signed with, one PEM file
+/// (`*.pem`, SPKI ed25519) each; several, so keys can be rotated.
+pub const UPDATE_KEYS_DIR: &str = "/usr/lib/berth/update-keys";
+/// berth-updater's control API (D-Bus, peer to peer; root only), which
+/// `berthctl update` talks to. Same rules as [`CONTROL_SOCKET`].
+pub const UPDATER_SOCKET: &str = "/run/berth/updater.sock";
+/// The updater's settings as the image ships them (health gate, deadline,
+/// automatic mode); [`UPDATER_CONFIG`] overrides them key by key.
+pub const UPDATER_DEFAULT_CONFIG: &str = "/usr/lib/berth/updater.toml";
+/// The administrator's (and user data's) updater settings.
+pub const UPDATER_CONFIG: &str = "/etc/berth/updater.toml";
+/// The updater's record of installs, rollbacks and versions that failed
+/// here (on the data partition, so it survives updates and rollbacks).
+pub const UPDATER_STATE_DIR: &str = "/var/lib/berth/updater";
+/// Created by berth-updater once this boot is blessed (its counter removed
+/// from the entry on the ESP). PID1 reboots a counted boot that has not
+/// got it by the health gate's deadline.
+pub const BOOT_BLESSED: &str = "/run/berth/boot-blessed";
+/// Where berth-updater mounts the ESP while it changes it (and only then).
+pub const ESP_MOUNT: &str = "/run/berth/esp";
