@@ -608,7 +608,7 @@ fn an_idle_connection_is_closed() {
         }
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let err = c.list().await.unwrap_err();
-        assert!(matches!(err, ClientError::Protocol(_) | ClientError::Timeout(_)), "{err:?}");
+        assert!(matches!(err, ClientError::Protocol(_) | ClientError::Timeout { .. }), "{err:?}");
     });
 }
 

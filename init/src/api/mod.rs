@@ -5,7 +5,7 @@
 //! ([`berth_layout::paths::CONTROL_SOCKET`]): no bus daemon. PID1 listens
 //! ([`server::serve`]); every accepted connection is checked (SO_PEERCRED:
 //! root only), authenticated with a small, bounded SASL exchange of our own
-//! ([`sasl`]) and then served by zbus in a task of its own, so a client that
+//! ([`sasl`], from [`berth_dbus`], shared with the updater) and then served by zbus in a task of its own, so a client that
 //! sends garbage, stalls or vanishes costs one task and nothing else.
 //!
 //! ```text
@@ -26,10 +26,10 @@
 //! berthctl) are tested against a fake.
 
 pub mod control;
-pub mod sasl;
 pub mod server;
 pub mod wire;
 
+pub use berth_dbus::sasl;
 pub use control::{Control, ControlError, ReloadOutcome};
 pub use server::{serve, serve_with, ServerConfig, ServerHandle};
 
