@@ -21,3 +21,21 @@ pub mod server;
 
 pub use client::{ClientError, Peer, Service};
 pub use server::{peer_allowed, CallLimit, PeerConfig, PeerServer};
+
+/// PID1's control API: `org.berth.Manager1` at `/org/berth/Manager` on
+/// `berth_layout::paths::CONTROL_SOCKET`.
+pub const MANAGER: Service = Service {
+    name: "berth-init",
+    path: "/org/berth/Manager",
+    interface: "org.berth.Manager1",
+    error_prefix: "org.berth.Manager1.Error",
+};
+
+/// The updater's API: `org.berth.Updater1` at `/org/berth/Updater` on
+/// `berth_layout::paths::UPDATER_SOCKET`.
+pub const UPDATER: Service = Service {
+    name: "berth-updater",
+    path: "/org/berth/Updater",
+    interface: "org.berth.Updater1",
+    error_prefix: "org.berth.Updater1.Error",
+};

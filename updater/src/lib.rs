@@ -4,4 +4,5 @@
 
 pub mod boot_entry;
 pub mod bundle;
+pub mod daemon;
 pub mod state;

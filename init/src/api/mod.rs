@@ -34,8 +34,8 @@ pub use control::{Control, ControlError, ReloadOutcome};
 pub use server::{serve, serve_with, ServerConfig, ServerHandle};
 
 /// The D-Bus interface PID1 serves.
-pub const INTERFACE: &str = "org.berth.Manager1";
+pub const INTERFACE: &str = berth_dbus::MANAGER.interface;
 /// The object it is served at.
-pub const OBJECT_PATH: &str = "/org/berth/Manager";
+pub const OBJECT_PATH: &str = berth_dbus::MANAGER.path;
 /// The prefix of the errors it returns.
-pub const ERROR_PREFIX: &str = "org.berth.Manager1.Error";
+pub const ERROR_PREFIX: &str = berth_dbus::MANAGER.error_prefix;

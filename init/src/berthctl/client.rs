@@ -13,7 +13,6 @@ use zbus::zvariant::DynamicType;
 
 use crate::api::control::ReloadOutcome;
 use crate::api::wire::{BadReply, WireRecord, WireStatus, WireTimeline};
-use crate::api::{ERROR_PREFIX, INTERFACE, OBJECT_PATH};
 use crate::journal::Record;
 use crate::status::{Timeline, UnitStatus};
 
@@ -25,8 +24,7 @@ pub use berth_dbus::ClientError;
 pub const START_STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// PID1's control API as a client sees it.
-pub const SERVICE: Service =
-    Service { name: "berth-init", path: OBJECT_PATH, interface: INTERFACE, error_prefix: ERROR_PREFIX };
+pub const SERVICE: Service = berth_dbus::MANAGER;
 
 /// A connection to PID1's control API.
 #[derive(Clone, Debug)]
