@@ -158,7 +158,11 @@ pub fn status(s: &WireStatus) -> String {
     let boot = if !s.bless_error.is_empty() {
         format!("NOT BLESSED: {}", s.bless_error)
     } else if s.blessed {
-        if s.counted { "blessed (the health gate passed)".into() } else { "blessed".into() }
+        if s.counted {
+            "blessed (the health gate passed)".into()
+        } else {
+            "blessed".into()
+        }
     } else if !s.gate.is_empty() {
         format!("not blessed yet: the health gate waits for {}", s.gate)
     } else {
@@ -240,12 +244,19 @@ mod tests {
                 message: "installed from /tmp/x.bundle".into(),
                 time: 1_700_000_000,
             }],
-            failed: vec![WireFailed { version: "0.3.0".into(), why: "its entry spent its tries".into(), time: 1_700_000_600 }],
+            failed: vec![WireFailed {
+                version: "0.3.0".into(),
+                why: "its entry spent its tries".into(),
+                time: 1_700_000_600,
+            }],
             ..WireStatus::default()
         };
         let text = status(&s);
         assert!(text.contains("booted  slot b: 0.2.0 (berth-0.2.0.conf, good)"), "{text}");
-        assert!(text.contains("other   slot a: 0.3.0 (berth-0.3.0+0-3.conf, FAILED: spent its tries (3 boots))"), "{text}");
+        assert!(
+            text.contains("other   slot a: 0.3.0 (berth-0.3.0+0-3.conf, FAILED: spent its tries (3 boots))"),
+            "{text}"
+        );
         assert!(text.contains("boot    blessed\n"), "{text}");
         assert!(text.contains("last    install of 0.3.0 into slot a: ok at 2023-11-14T22:13:20Z"), "{text}");
         assert!(text.contains("failed  0.3.0 (found 2023-11-14T22:23:20Z): its entry spent its tries"), "{text}");
@@ -281,8 +292,15 @@ mod tests {
     fn install_check_and_rollback_lines() {
         let i = WireInstalled { version: "0.2.0".into(), slot: "b".into(), bytes: 3 * 1024 * 1024 };
         assert_eq!(installed(&i), "installed 0.2.0 into slot b (3.0 MiB); it boots at the next reboot\n");
-        let c = WireCandidate { available: true, version: "0.2.0".into(), url: "http://h/b.bundle".into(), size: 1 << 20, booted: "0.1.0".into() };
-        assert!(candidate(&c).contains("0.2.0 is available (1.0 MiB), booted 0.1.0: berthctl update install http://h/b.bundle"));
+        let c = WireCandidate {
+            available: true,
+            version: "0.2.0".into(),
+            url: "http://h/b.bundle".into(),
+            size: 1 << 20,
+            booted: "0.1.0".into(),
+        };
+        assert!(candidate(&c)
+            .contains("0.2.0 is available (1.0 MiB), booted 0.1.0: berthctl update install http://h/b.bundle"));
         let none = WireCandidate { booted: "0.1.0".into(), ..WireCandidate::default() };
         assert_eq!(candidate(&none), "up to date: 0.1.0 is the newest version for this machine\n");
         assert_eq!(rolled_back(&slot("a", "0.1.0", "")), "slot a (0.1.0) boots next; reboot to go there\n");

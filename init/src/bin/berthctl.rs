@@ -23,9 +23,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use berth_init::berthctl::update::{self, UpdateClient};
 use berth_init::berthctl::{analyze, render, Client, ClientError};
 use berth_init::journal::{self, Joiner, Record, Stream, Timestamp};
-use berth_init::berthctl::update::{self, UpdateClient};
 use berth_layout::paths::{CONTROL_SOCKET, UPDATER_SOCKET};
 use clap::{Parser, Subcommand};
 

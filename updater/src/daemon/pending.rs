@@ -192,7 +192,11 @@ pub mod system {
         Err(SystemError("the system target is not merged yet (shim)".into()))
     }
     /// Loads the A/B state from the ESP's entries, /proc/cmdline and
-    /// systemd-boot's EFI variables.
+    /// systemd-boot's EFI variables. NEEDED BY THE DAEMON: a
+    /// LoaderBootCountPath naming a file that is no longer on the ESP (the
+    /// entry was blessed during this boot; the variable stays until the
+    /// next) loads as "not counted", not as an error: the daemon reads the
+    /// state back after a bless, and loads it for status and installs.
     pub fn load_state() -> Result<AbState, SystemError> {
         Err(SystemError("the system target is not merged yet (shim)".into()))
     }

@@ -22,11 +22,11 @@ pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 pub struct RealMachine;
 
 impl Machine for RealMachine {
-    fn load(&mut self) -> Result<AbState, String> {
+    fn load(&self) -> Result<AbState, String> {
         system::load_state().map_err(|e| e.to_string())
     }
 
-    fn apply(&mut self, state: &AbState) -> Result<(), String> {
+    fn apply(&self, state: &AbState) -> Result<(), String> {
         let plan: Vec<FileOp> = state.plan();
         if plan.iter().any(|op| matches!(op, FileOp::WritePayload { .. })) {
             return Err("a plan with a payload goes through the install engine".into());
@@ -36,7 +36,7 @@ impl Machine for RealMachine {
     }
 
     fn install(
-        &mut self,
+        &self,
         source: Box<dyn Read + Send>,
         keys: &KeyRing,
         ctx: &InstallContext,

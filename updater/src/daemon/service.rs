@@ -25,14 +25,14 @@ pub const BLESS_ATTEMPTS: u32 = 3;
 
 /// The machine: real ([`super::real::RealMachine`]) or a fake in tests.
 /// Errors are the text the user sees.
-pub trait Machine: Send + 'static {
+pub trait Machine: Send + Sync + 'static {
     /// Loads the A/B state (ESP entries, /proc/cmdline, EFI variables).
-    fn load(&mut self) -> Result<AbState, String>;
+    fn load(&self) -> Result<AbState, String>;
     /// Writes a changed state (no payload: bless, rollback) to the ESP.
-    fn apply(&mut self, state: &AbState) -> Result<(), String>;
+    fn apply(&self, state: &AbState) -> Result<(), String>;
     /// Runs the install engine on a loaded state.
     fn install(
-        &mut self,
+        &self,
         source: Box<dyn Read + Send>,
         keys: &KeyRing,
         ctx: &InstallContext,
@@ -113,7 +113,7 @@ struct Live {
 /// The daemon. Shared (`Arc`) by the API, the start-up gate and the
 /// automatic mode.
 pub struct Daemon<M, P> {
-    machine: Arc<Mutex<M>>,
+    machine: Arc<M>,
     pid1: P,
     settings: Settings,
     store: Store,
@@ -153,7 +153,7 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
             History::default()
         });
         Arc::new(Daemon {
-            machine: Arc::new(Mutex::new(machine)),
+            machine: Arc::new(machine),
             pid1,
             settings,
             store,
@@ -182,12 +182,12 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
 
     async fn load(&self) -> Result<AbState, String> {
         let machine = Arc::clone(&self.machine);
-        blocking(move || lock(&machine).load()).await
+        blocking(move || machine.load()).await
     }
 
     async fn apply(&self, state: AbState) -> Result<(), String> {
         let machine = Arc::clone(&self.machine);
-        blocking(move || lock(&machine).apply(&state)).await
+        blocking(move || machine.apply(&state)).await
     }
 
     /// Changes the history and saves it (on the blocking pool); a failed
@@ -274,7 +274,7 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
         } else {
             say(format_args!("install failed: {message}"));
         }
-        let boot_id = lock(&self.machine).boot_id();
+        let boot_id = self.machine.boot_id();
         self.remember(|h| {
             if ok {
                 h.staged = Some(Staged { version: version.clone(), slot: slot.clone(), boot_id });
@@ -304,7 +304,7 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
         let machine = Arc::clone(&self.machine);
         let outcome = tokio::task::spawn_blocking(move || {
             let (reader, _len) = fetch::open(&src, retries).map_err(|e| DaemonError::Failed(e.to_string()))?;
-            lock(&machine).install(reader, &keys, &ctx, state, &mut progress).map_err(DaemonError::Refused)
+            machine.install(reader, &keys, &ctx, state, &mut progress).map_err(DaemonError::Refused)
         })
         .await;
         outcome.unwrap_or_else(|e| Err(DaemonError::Failed(format!("the install task failed: {e}"))))
@@ -406,7 +406,7 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
                 return Bless::Failed(why);
             }
         };
-        let boot_id = lock(&self.machine).boot_id();
+        let boot_id = self.machine.boot_id();
         let changed = lock(&self.history).note_boot(&state, &boot_id, now());
         if changed {
             self.remember(|_| {}).await;
