@@ -241,8 +241,8 @@ pub mod publish {
         pub fn candidate(&self, arch: &str, booted: &str, failed: &[String]) -> Option<&Release> {
             self.releases
                 .iter()
-                .filter(|r| r.arch == arch && r.version.as_str() != booted && !failed.contains(&r.version))
-                .last()
+                .rev()
+                .find(|r| r.arch == arch && r.version.as_str() != booted && !failed.contains(&r.version))
         }
     }
 }
