@@ -50,6 +50,9 @@ pub struct VmConfig {
     pub net: Vec<String>,
     /// An i6300esb watchdog device (default on).
     pub watchdog: bool,
+    /// A second disk, raw and read-only, on virtio-blk (the guest's next
+    /// `/dev/vdX`): a "stick" carrying files ([`crate::fat_image`]).
+    pub stick: Option<PathBuf>,
     /// More QEMU arguments, appended last.
     pub extra_args: Vec<String>,
 }
@@ -77,6 +80,7 @@ impl VmConfig {
             work_dir: None,
             net: default_net(),
             watchdog: true,
+            stick: None,
             extra_args: Vec::new(),
         }
     }
@@ -154,6 +158,12 @@ impl VmConfig {
         self
     }
 
+    /// Attaches `image` as a second, read-only virtio disk (see [`VmConfig::stick`]).
+    pub fn stick(mut self, image: impl AsRef<Path>) -> Self {
+        self.stick = Some(image.as_ref().to_path_buf());
+        self
+    }
+
     /// Appends one QEMU argument.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra_args.push(arg.into());
@@ -194,6 +204,17 @@ impl VmConfig {
                     &format!("if=none,id=disk0,format=qcow2,file={}", drive_path(&paths.overlay)),
                     "-device",
                     &self.disk_device(),
+                ],
+            );
+        }
+        if let Some(stick) = &self.stick {
+            push(
+                &mut a,
+                &[
+                    "-drive",
+                    &format!("if=none,id=stick,format=raw,readonly=on,file={}", drive_path(stick)),
+                    "-device",
+                    "virtio-blk-pci,drive=stick",
                 ],
             );
         }

@@ -32,6 +32,7 @@ mod console;
 mod disk;
 mod error;
 mod host;
+pub mod http;
 pub mod oci;
 mod qmp;
 mod settings;
@@ -42,7 +43,7 @@ mod workdir;
 
 pub use config::{DiskBus, VmConfig};
 pub use console::{tail, BootTimes};
-pub use disk::{flip_byte, fsck_ext4, Fsck, Image, ImageFormat};
+pub use disk::{fat_image, flip_byte, fsck_ext4, Fsck, Image, ImageFormat};
 pub use error::{Error, Result};
 pub use host::{Host, INSTALL_HINT, OVMF_CODE, OVMF_VARS};
 pub use qmp::Qmp;
