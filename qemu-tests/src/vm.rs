@@ -290,6 +290,21 @@ impl Vm {
         BootTimes::parse(&line)
     }
 
+    /// Waits for the next boot's ready line like [`Vm::wait_ready`], but
+    /// through boots that fail on the way (a kernel panic, a verity error,
+    /// an emergency) and reset by themselves: for a machine that is
+    /// expected to spend boot tries and fall back. Fails only when QEMU
+    /// exits or time runs out.
+    pub fn wait_ready_through_failures(&mut self, timeout: Duration) -> Result<BootTimes> {
+        let n = self.ready_seen + 1;
+        let what = format!("ready line number {n}, through failing boots");
+        let line = self.wait_console(&what, timeout, |text, _| {
+            Ok(console::nth_line(text, n, console::is_ready_line).map(|(_, line)| line.to_string()))
+        })?;
+        self.ready_seen = n;
+        BootTimes::parse(&line)
+    }
+
     /// How many ready lines the console shows (boots that came up).
     pub fn ready_count(&self) -> usize {
         console::count_lines(&self.console_text(), READY_PREFIX)
