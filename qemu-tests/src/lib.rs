@@ -34,6 +34,7 @@ mod error;
 mod host;
 pub mod http;
 pub mod oci;
+pub mod releases;
 mod qmp;
 mod settings;
 mod shell;

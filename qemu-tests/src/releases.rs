@@ -1,0 +1,94 @@
+//! Berth releases for update tests, soaks and benchmarks: versions N, N+1,
+//! ... and broken variants, each built from the same tree by
+//! `berth-image build --os-version V --signing-key KEY [--variant NAME]`
+//! into a directory of its own, all signed with one key that every one of
+//! them accepts.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use berth_updater::bundle::{generate_dev_keypair, write_signing_key};
+
+use crate::disk::run_tool;
+use crate::error::{io, Error, Result};
+
+/// One built release.
+#[derive(Clone, Debug)]
+pub struct Release {
+    /// The OS version (os-release VERSION_ID, the boot entry, the bundle).
+    pub version: String,
+    /// The build's output directory.
+    pub dir: PathBuf,
+    /// `berth-<version>.bundle`: what `berthctl update install` takes.
+    pub bundle: PathBuf,
+    /// `berth.qcow2`: to boot this release from scratch.
+    pub qcow2: PathBuf,
+}
+
+/// Builds releases into `root`, signed with a key made there once.
+#[derive(Clone, Debug)]
+pub struct ReleaseBuilder {
+    /// The `berth-image` command line up to (not including) its
+    /// subcommand, e.g. `cargo run -q -p berth-image --`.
+    berth_image: Vec<OsString>,
+    root: PathBuf,
+    key: PathBuf,
+}
+
+impl ReleaseBuilder {
+    /// Builds with `berth_image` (the program and its leading arguments)
+    /// into `root`; makes the signing key `root/signing-key.pem` unless it
+    /// is there.
+    pub fn new(berth_image: Vec<OsString>, root: &Path) -> Result<ReleaseBuilder> {
+        std::fs::create_dir_all(root).map_err(io(format!("creating {}", root.display())))?;
+        let key = root.join("signing-key.pem");
+        if !key.exists() {
+            write_signing_key(&key, &generate_dev_keypair())
+                .map_err(|e| Error::Other(format!("writing {}: {e}", key.display())))?;
+        }
+        Ok(ReleaseBuilder { berth_image, root: root.to_path_buf(), key })
+    }
+
+    /// Builds with `cargo run -q -p berth-image --` from the workspace
+    /// (for tests: `$CARGO` is the cargo that runs them).
+    pub fn with_cargo(root: &Path) -> Result<ReleaseBuilder> {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let cmd = vec![cargo, "run".into(), "-q".into(), "-p".into(), "berth-image".into(), "--".into()];
+        ReleaseBuilder::new(cmd, root)
+    }
+
+    /// The key every release is signed with (PKCS#8 PEM).
+    pub fn key(&self) -> &Path {
+        &self.key
+    }
+
+    /// Builds `version` (with a test `variant`: `gate-fails`, `panic`)
+    /// into `root/<version>`.
+    pub fn build(&self, version: &str, variant: Option<&str>) -> Result<Release> {
+        let dir = self.root.join(version);
+        let (program, leading) = self
+            .berth_image
+            .split_first()
+            .ok_or_else(|| Error::Other("no berth-image command given".into()))?;
+        let mut cmd = Command::new(program);
+        cmd.current_dir(crate::workspace_root()).args(leading).arg("--out").arg(&dir).arg("build");
+        cmd.arg("--os-version").arg(version).arg("--signing-key").arg(&self.key);
+        if let Some(v) = variant {
+            cmd.arg("--variant").arg(v);
+        }
+        run_tool(&mut cmd)?;
+        let release = Release {
+            version: version.to_string(),
+            bundle: dir.join(format!("berth-{version}.bundle")),
+            qcow2: dir.join("berth.qcow2"),
+            dir,
+        };
+        for f in [&release.bundle, &release.qcow2] {
+            if !f.is_file() {
+                return Err(Error::Other(format!("berth-image build wrote no {}", f.display())));
+            }
+        }
+        Ok(release)
+    }
+}
