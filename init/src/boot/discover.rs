@@ -15,8 +15,8 @@ use super::system::{Disk, System};
 pub const SYS_BLOCK: &str = "/sys/class/block";
 pub const CMDLINE: &str = "/proc/cmdline";
 
-pub use berth_layout::bootdisk::{holds_root, partuuids};
 use berth_layout::bootdisk::NOT_DISKS;
+pub use berth_layout::bootdisk::{holds_root, partuuids};
 
 /// Why the disk holding the booted root (or a partition device on it) was
 /// not found.
