@@ -407,6 +407,7 @@ fn apply_op(op: &FileOp, target: &mut impl Target) -> Result<(), ApplyError> {
                 };
                 return Err(ApplyError::NotApplied { from: from.clone(), to: to.clone(), found: found.to_string() });
             }
+            return Ok(());
         }
         FileOp::WritePayload { .. } => return Err(ApplyError::NeedsBundle { op: describe(op) }),
         FileOp::Write { file, contents } => {
