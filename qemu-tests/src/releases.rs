@@ -67,10 +67,8 @@ impl ReleaseBuilder {
     /// into `root/<version>`.
     pub fn build(&self, version: &str, variant: Option<&str>) -> Result<Release> {
         let dir = self.root.join(version);
-        let (program, leading) = self
-            .berth_image
-            .split_first()
-            .ok_or_else(|| Error::Other("no berth-image command given".into()))?;
+        let (program, leading) =
+            self.berth_image.split_first().ok_or_else(|| Error::Other("no berth-image command given".into()))?;
         let mut cmd = Command::new(program);
         cmd.current_dir(crate::workspace_root()).args(leading).arg("--out").arg(&dir).arg("build");
         cmd.arg("--os-version").arg(version).arg("--signing-key").arg(&self.key);
