@@ -8,7 +8,10 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_updater::bundle::{generate_dev_keypair, write_signing_key};
+use berth_updater::bundle::{
+    generate_dev_keypair, load_signing_key, open, sign, write_signing_key, KeyRing, Manifest, HEADER_LEN,
+    SIGNATURE_BLOCK_LEN,
+};
 
 use crate::disk::run_tool;
 use crate::error::{io, Error, Result};
@@ -89,4 +92,36 @@ impl ReleaseBuilder {
         }
         Ok(release)
     }
+}
+
+/// Writes `dst`: the bundle `src` with its manifest changed by `edit` and
+/// signed again with the key in `key_file`, payloads as they are. For
+/// bundles an honest build never makes (another architecture, an older
+/// version) that must still carry a valid signature to show the refusal
+/// comes from the policy, not the signature.
+pub fn resign(src: &Path, dst: &Path, key_file: &Path, edit: impl FnOnce(&mut Manifest)) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let fail = |path: &Path, e: &dyn std::fmt::Display| Error::Other(format!("{}: {e}", path.display()));
+    let key = load_signing_key(key_file).map_err(|e| fail(key_file, &e))?;
+    let mut keys = KeyRing::new();
+    keys.add(key.verifying_key());
+    let file = std::fs::File::open(src).map_err(io(format!("opening {}", src.display())))?;
+    let bundle = open(file, &keys).map_err(|e| fail(src, &e))?;
+    let mut manifest = bundle.manifest().manifest().clone();
+    drop(bundle);
+    let mut header = [0u8; 16];
+    let mut f = std::fs::File::open(src).map_err(io(format!("opening {}", src.display())))?;
+    f.read_exact(&mut header).map_err(io("reading the bundle header"))?;
+    let manifest_len = u64::from(u32::from_le_bytes([header[12], header[13], header[14], header[15]]));
+    let first_payload = HEADER_LEN + manifest_len + SIGNATURE_BLOCK_LEN;
+    let mut readers = Vec::new();
+    for p in &manifest.payloads {
+        let mut r = std::fs::File::open(src).map_err(io(format!("opening {}", src.display())))?;
+        r.seek(SeekFrom::Start(first_payload + p.offset)).map_err(io("seeking to a payload"))?;
+        readers.push(r.take(p.size));
+    }
+    edit(&mut manifest);
+    let mut out = std::fs::File::create(dst).map_err(io(format!("creating {}", dst.display())))?;
+    let mut dyn_readers: Vec<&mut dyn Read> = readers.iter_mut().map(|r| r as &mut dyn Read).collect();
+    sign(&manifest, &mut dyn_readers, &key, &mut out).map_err(|e| fail(dst, &e))
 }
