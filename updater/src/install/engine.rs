@@ -132,11 +132,26 @@ fn from_target(payload: &str, e: TargetError) -> InstallError {
 }
 
 fn pause(ctx: &InstallContext, step: Step) {
-    if ctx.pause_before == Some(step) {
+    if ctx.pause_before == Some(step) && ctx.pause_percent.is_none() {
         eprintln!("berth-updater: paused before {step}");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
+        sleep_forever();
+    }
+}
+
+/// The mid-stream pause: once `done` of `total` root bytes reach the
+/// context's percentage.
+fn pause_in_root(ctx: &InstallContext, done: u64, total: u64) {
+    if let (Some(Step::WriteRoot), Some(p)) = (ctx.pause_before, ctx.pause_percent) {
+        if done.saturating_mul(100) >= total.saturating_mul(u64::from(p)) {
+            eprintln!("berth-updater: paused in write-root at {p}% ({done} of {total} bytes)");
+            sleep_forever();
         }
+    }
+}
+
+fn sleep_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
 
@@ -273,6 +288,7 @@ fn write_payloads<R: Read>(
                     target.write_partition(slot, done, buf.get(..n).unwrap_or_default())?;
                     done += n as u64;
                     progress(Progress { step: *step, done, total });
+                    pause_in_root(ctx, done, total);
                 }
                 target.sync_partition(slot)?;
                 bytes += done;

@@ -156,6 +156,27 @@ pub struct InstallContext {
     /// Stop before this step forever, after logging
     /// `berth-updater: paused before <step>` (power-cut tests only).
     pub pause_before: Option<Step>,
+    /// With `pause_before` = [`Step::WriteRoot`]: stop once this many
+    /// percent of the root are written instead (logging `paused in
+    /// write-root at <p>%`), to cut the power mid-stream.
+    pub pause_percent: Option<u8>,
+}
+
+/// Parses a pause point: a step name (`rename-entry`), or `write-root@P`
+/// for P percent into the root (1..=99). See [`InstallContext::pause_before`].
+pub fn parse_pause_point(s: &str) -> Result<(Step, Option<u8>), UnknownStep> {
+    let s = s.trim();
+    match s.split_once('@') {
+        None => Ok((s.parse()?, None)),
+        Some((step, percent)) => {
+            let step: Step = step.parse()?;
+            let percent: u8 = percent.parse().map_err(|_| UnknownStep(s.to_string()))?;
+            if step != Step::WriteRoot || !(1..=99).contains(&percent) {
+                return Err(UnknownStep(s.to_string()));
+            }
+            Ok((step, Some(percent)))
+        }
+    }
 }
 
 impl InstallContext {
@@ -167,6 +188,7 @@ impl InstallContext {
             failed_versions: Vec::new(),
             force: false,
             pause_before: None,
+            pause_percent: None,
         }
     }
 }

@@ -423,6 +423,50 @@ fn pause_before_stops_at_that_step_for_good() {
 }
 
 #[test]
+fn pause_mid_stream_stops_with_part_of_the_root_written() {
+    let dir = temp_dir("pause-mid");
+    let key = generate_dev_keypair();
+    let b = good(&key, "0.2.0");
+    let path = write_file(&dir, &b);
+    let disk = dir.join("disk");
+    let mut fake = machine(&disk);
+    let kernel = fake.esp_dir().join("berth/b/linux.efi");
+    let (step, percent) = parse_pause_point("write-root@50").unwrap();
+    let paused = InstallContext { pause_before: Some(step), pause_percent: percent, ..ctx() };
+    let keys = ring(&key);
+    let progress = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = progress.clone();
+    std::thread::spawn(move || {
+        let mut p = |p: Progress| seen.lock().unwrap().push(p);
+        let _ = install_file(&path, &keys, &paused, load_state(&mut fake).unwrap(), &mut fake, &mut p);
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let last = progress.lock().unwrap().last().copied();
+        if let Some(p) = last.filter(|p| p.step == Step::WriteRoot && p.done > 0) {
+            std::thread::sleep(Duration::from_millis(300));
+            let p2 = *progress.lock().unwrap().last().unwrap();
+            assert_eq!(p, p2, "the install went on after the pause");
+            // The test root is one write chunk: the pause comes after it, before the read-back.
+            assert!(p.done * 2 >= p.total, "paused at {} of {}", p.done, p.total);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the root was never written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_ne!(fs::read(&kernel).ok(), Some(b.kernel.clone()), "paused in the root: the new kernel is not written yet");
+}
+
+#[test]
+fn pause_points_parse() {
+    assert_eq!(parse_pause_point("rename-entry"), Ok((Step::RenameEntry, None)));
+    assert_eq!(parse_pause_point("write-root@50"), Ok((Step::WriteRoot, Some(50))));
+    for bad in ["write-root@0", "write-root@100", "write-kernel@5", "nowhere", "write-root@x"] {
+        assert!(parse_pause_point(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn apply_renames_and_reads_back_and_refuses_payloads() {
     let dir = temp_dir("apply");
     let mut fake = FakeTarget::new(&dir, Slot::B, PART).unwrap();
