@@ -92,6 +92,21 @@ impl ReleaseBuilder {
         }
         Ok(release)
     }
+
+    /// `berth-image publish DIR --bundle ...`: the bundles of `releases`
+    /// copied into `dir` (served by any static HTTP server) with signed
+    /// metadata listing them (and what `dir` listed before).
+    pub fn publish(&self, dir: &Path, releases: &[&Release]) -> Result<()> {
+        let (program, leading) =
+            self.berth_image.split_first().ok_or_else(|| Error::Other("no berth-image command given".into()))?;
+        let mut cmd = Command::new(program);
+        cmd.current_dir(crate::workspace_root()).args(leading).arg("publish").arg(dir);
+        for r in releases {
+            cmd.arg("--bundle").arg(&r.bundle);
+        }
+        cmd.arg("--signing-key").arg(&self.key);
+        run_tool(&mut cmd).map(drop)
+    }
 }
 
 /// Writes `dst`: the bundle `src` with its manifest changed by `edit` and
