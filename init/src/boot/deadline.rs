@@ -8,6 +8,13 @@
 //! rebooted by PID1, cleanly, so the version spends its tries and
 //! systemd-boot falls back to the other entry by itself.
 //!
+//! One exception: an entry that was already out of tries before this boot
+//! (`+0-<done>` with more tries done than an entry is armed with,
+//! [`INITIAL_TRIES`]). systemd-boot boots such an entry only when no
+//! better one is left, and renames it to `+0-<done+1>` each time: a reboot
+//! would boot it again, forever. PID1 then says so loudly and stays up, so
+//! the machine can still be reached and repaired.
+//!
 //! The decision is a pure value ([`BootDeadline`]); PID1 supplies the
 //! clock, the marker's existence and the reboot.
 //!
@@ -17,6 +24,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
+use berth_updater::boot_entry::{EntryName, INITIAL_TRIES};
 use berth_updater::state::{parse_efi_string, LOADER_BOOT_COUNT_PATH};
 
 use super::system::System;
@@ -69,12 +77,25 @@ pub enum Verdict {
     Blessed,
     /// Passed without a bless: say this line on the console and reboot.
     Reboot(String),
+    /// Passed without a bless, but the entry has no try left to spend: say
+    /// this line on the console and stay up.
+    StayUp(String),
 }
 
 impl BootDeadline {
     /// `Some` for a counted boot (see [`counted_boot`]).
     pub fn new(counted: Option<String>, deadline: Duration, start: Duration) -> Option<BootDeadline> {
         counted.map(|entry| BootDeadline { entry, deadline, start })
+    }
+
+    /// Whether the entry was out of tries before this boot: `+0-<done>`
+    /// with `done` above [`INITIAL_TRIES`] (systemd-boot has renamed a
+    /// `+0-<done-1>` entry, the only kind it boots once none better is
+    /// left).
+    pub fn out_of_tries(&self) -> bool {
+        let file = self.entry.rsplit(['\\', '/']).next().unwrap_or(&self.entry);
+        EntryName::parse(file)
+            .is_ok_and(|n| n.tries_left == Some(0) && n.tries_done.is_some_and(|done| done > INITIAL_TRIES))
     }
 
     /// The line that says the deadline is running.
@@ -97,9 +118,16 @@ impl BootDeadline {
         if now < due {
             return Verdict::Wait(due - now);
         }
+        let within = humantime::format_duration(self.deadline);
+        if self.out_of_tries() {
+            return Verdict::StayUp(format!(
+                "boot not blessed within {within} (health gate did not pass), but {} has no tries left and \
+                 systemd-boot had no better entry: staying up",
+                self.entry
+            ));
+        }
         Verdict::Reboot(format!(
-            "boot not blessed within {} (health gate did not pass): rebooting; systemd-boot counts this try",
-            humantime::format_duration(self.deadline)
+            "boot not blessed within {within} (health gate did not pass): rebooting; systemd-boot counts this try"
         ))
     }
 }
@@ -149,10 +177,33 @@ mod tests {
             )
         );
         let d = BootDeadline { deadline: Duration::from_secs(300), ..d };
+        assert!(!d.out_of_tries());
         assert!(matches!(d.verdict(Duration::from_secs(400), false), Verdict::Reboot(l) if l.contains("within 5m ")));
         assert_eq!(
             d.armed_line(),
             format!("boot counted ({ENTRY}): not blessed within 5m of PID1's start, it is rebooted")
         );
+    }
+
+    #[test]
+    fn the_last_try_reboots_but_an_entry_already_out_of_tries_stays_up() {
+        let at = |entry: &str| {
+            let d = BootDeadline::new(Some(entry.into()), Duration::from_secs(20), Duration::ZERO).unwrap();
+            d.verdict(Duration::from_secs(21), false)
+        };
+        // +1-2 renamed to +0-3: the third and last try, spent by a reboot
+        // (then systemd-boot prefers any entry that is not bad).
+        assert!(matches!(at("\\loader\\entries\\berth-0.1.0+0-3.conf"), Verdict::Reboot(_)));
+        // +0-3 renamed to +0-4: booted although bad, so nothing better is
+        // left; a reboot would only boot it again.
+        assert_eq!(
+            at("\\loader\\entries\\berth-0.1.0+0-4.conf"),
+            Verdict::StayUp(
+                "boot not blessed within 20s (health gate did not pass), but \\loader\\entries\\berth-0.1.0+0-4.conf \
+                 has no tries left and systemd-boot had no better entry: staying up"
+                    .into()
+            )
+        );
+        assert!(matches!(at("\\loader\\entries\\other.conf"), Verdict::Reboot(_)), "not Berth's name: counted");
     }
 }

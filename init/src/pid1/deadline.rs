@@ -46,6 +46,7 @@ impl Pid1 {
                 self.deadline = Some((deadline, next));
             }
             Verdict::Blessed => info!("boot blessed ({BOOT_BLESSED}): boot deadline off"),
+            Verdict::StayUp(line) => log::line(format!("{}{line}", log::PREFIX)),
             Verdict::Reboot(line) => {
                 // Loud: on the console, whatever the log level, before the
                 // units stop.
