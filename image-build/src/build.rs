@@ -188,7 +188,11 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
         EspFile { source: &sdboot, dest: "/EFI/BOOT/BOOTX64.EFI".into() },
         EspFile { source: &sdboot, dest: "/EFI/systemd/systemd-bootx64.efi".into() },
         EspFile { source: &loader_conf, dest: "/loader/loader.conf".into() },
-        EspFile { source: &entry, dest: format!("/loader/entries/{}", EntryName::new(version)) },
+        // Blessed from the start: a fresh disk has no other slot to fall
+        // back to, so counting its first boots would only reboot a machine
+        // whose health gate fails (say, etcd not configured yet) three
+        // times for nothing. Installed updates get their tries (+3).
+        EspFile { source: &entry, dest: format!("/loader/entries/{}", EntryName::new(version).blessed()) },
         EspFile { source: &kernel.bzimage, dest: boot_entry::kernel_path(Slot::A) },
     ];
     let volume_id = u32::from_be_bytes(esp_volume_id(version));

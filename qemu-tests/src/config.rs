@@ -48,7 +48,9 @@ pub struct VmConfig {
     /// The network arguments. Default: user networking on a virtio NIC
     /// without an option ROM (no iPXE: OVMF boots the disk).
     pub net: Vec<String>,
-    /// An i6300esb watchdog device (default on).
+    /// An i6300esb watchdog device (default on) whose expiry resets the
+    /// machine (`-action watchdog=reset`, QEMU's default made explicit):
+    /// PID1 arms and feeds it.
     pub watchdog: bool,
     /// A second disk, raw and read-only, on virtio-blk (the guest's next
     /// `/dev/vdX`): a "stick" carrying files ([`crate::fat_image`]).
@@ -272,7 +274,7 @@ impl VmConfig {
         // waits seconds for the kernel's RNG (mke2fs asks for random UUIDs).
         push(&mut a, &["-device", "virtio-rng-pci"]);
         if self.watchdog {
-            push(&mut a, &["-device", "i6300esb"]);
+            push(&mut a, &["-device", "i6300esb", "-action", "watchdog=reset"]);
         }
         if self.no_reboot {
             push(&mut a, &["-no-reboot"]);
@@ -393,7 +395,7 @@ mod tests {
             "-qmp unix:/vms/a,b/qmp.sock,server=on,wait=off",
             "file,id=ser,path=/vms/a,,b/console.log,append=on",
             "-serial chardev:ser",
-            "-device i6300esb",
+            "-device i6300esb -action watchdog=reset",
             "-device virtio-rng-pci",
         ] {
             assert!(a.contains(want), "{want:?} missing from {a}");
@@ -422,7 +424,7 @@ mod tests {
         assert!(!a.contains("admin.sock"), "{a}");
         assert!(a.contains("-nic none"), "{a}");
         assert!(!a.contains("overlay.qcow2"), "{a}");
-        assert!(!a.contains("i6300esb"), "{a}");
+        assert!(!a.contains("i6300esb") && !a.contains("watchdog="), "{a}");
         assert!(a.ends_with("-S"), "{a}");
     }
 
