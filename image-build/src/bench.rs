@@ -42,7 +42,7 @@ fn row(name: &str, unit: &str, values: &[f64]) {
 pub fn bench(ctx: &Context, opts: &RunOptions, boots: usize) -> Result<(), Error> {
     crate::deps::ensure()?;
     if !ctx.qcow2().exists() {
-        crate::build::build(ctx)?;
+        crate::build::build(ctx, &crate::build::BuildOptions::default())?;
     }
     let (mut fw, mut kernel, mut user, mut total, mut rss, mut off) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());

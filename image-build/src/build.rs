@@ -1,7 +1,8 @@
-//! `berth-image build`: kernel, root, EROFS, verity, ESP, disk, qcow2, in
-//! that order, with a size report at the end. The disk is written twice
-//! around the one root slot image: in 512-byte sectors (`berth.raw`) and
-//! in 4096-byte ones for 4Kn drives (`berth-4kn.raw`).
+//! `berth-image build`: kernel, root, EROFS, verity, ESP, disk, qcow2 and
+//! the signed update bundle, in that order, with a size report at the end.
+//! The disk is written twice around the one root slot image: in 512-byte
+//! sectors (`berth.raw`) and in 4096-byte ones for 4Kn drives
+//! (`berth-4kn.raw`); the bundle carries that same root slot image.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,13 +10,14 @@ use std::time::Instant;
 
 use berth_layout::cmdline::kernel_cmdline;
 use berth_layout::disk::{self, Slot, SECTOR, SECTOR_4KN};
-use berth_layout::{Guid, VERSION};
+use berth_layout::{os_release, Guid, VERSION};
 use berth_updater::boot_entry::{self, EntryName};
 
 use crate::cmd;
 use crate::context::Context;
 use crate::esp::EspFile;
-use crate::{deps, disk as diskimg, erofs, esp, kernel, manifest, packages, rootfs, verity};
+use crate::variant::{self, Variant};
+use crate::{bundle, deps, disk as diskimg, erofs, esp, kernel, keys, manifest, packages, rootfs, verity};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -36,6 +38,38 @@ pub struct SizeReport {
     pub disk_allocated: u64,
     pub qcow2: u64,
     pub qcow2_4kn: u64,
+    /// The update bundle written and its size in bytes.
+    pub bundle: (PathBuf, u64),
+}
+
+/// What `berth-image build` may change from its defaults.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// The OS version (semver without build metadata) in place of the
+    /// workspace's: os-release's VERSION_ID, the boot entry, the bundle,
+    /// and what derives from the version (partition UUIDs, verity salt).
+    pub os_version: Option<String>,
+    /// The bundle's min_from_version in place of image.toml's `min_update_from`.
+    pub min_from_version: Option<String>,
+    /// Sign with this PKCS#8 PEM key instead of the cached development key.
+    pub signing_key: Option<PathBuf>,
+    /// More public keys the image accepts (public or private PEM files).
+    pub accept_keys: Vec<PathBuf>,
+    /// A broken image, for the update tests.
+    pub variant: Option<Variant>,
+}
+
+/// The file holding the file name of the bundle the last build wrote (in the output directory).
+pub const LAST_BUNDLE: &str = "last-bundle.txt";
+
+/// A version as the updater compares them (semver) and as a boot entry
+/// name can carry it (no `+`, which starts the boot counter).
+fn check_version(flag: &str, v: &str) -> Result<(), Error> {
+    let parsed = semver::Version::parse(v).map_err(|e| format!("{flag} {v:?} is not a semver version: {e}"))?;
+    if !parsed.build.is_empty() {
+        return Err(format!("{flag} {v:?}: build metadata (+...) cannot go in a boot entry name").into());
+    }
+    Ok(())
 }
 
 fn mib(b: u64) -> String {
@@ -61,7 +95,8 @@ impl std::fmt::Display for SizeReport {
         writeln!(f, "  disk (virtual)          {:>12}", mib(self.disk_virtual))?;
         writeln!(f, "  disk (allocated)        {:>12}", mib(self.disk_allocated))?;
         writeln!(f, "  berth.qcow2             {:>12}", mib(self.qcow2))?;
-        write!(f, "  berth-4kn.qcow2         {:>12}", mib(self.qcow2_4kn))
+        writeln!(f, "  berth-4kn.qcow2         {:>12}", mib(self.qcow2_4kn))?;
+        write!(f, "  update bundle           {:>12}  {}", mib(self.bundle.1), self.bundle.0.display())
     }
 }
 
@@ -85,12 +120,10 @@ fn build_binaries(ctx: &Context, names: &[String]) -> Result<PathBuf, Error> {
     Ok(target.join("image"))
 }
 
-fn os_release() -> String {
-    format!("NAME=Berth\nID=berth\nVERSION_ID={VERSION}\nPRETTY_NAME=\"Berth {VERSION}\"\n")
-}
-
 /// Builds everything into `ctx.out` and returns the size report.
-pub fn build(ctx: &Context) -> Result<SizeReport, Error> {
+pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
+    let version = opts.os_version.as_deref().unwrap_or(VERSION);
+    check_version("--os-version", version)?;
     deps::ensure()?;
     let t0 = Instant::now();
     let work = ctx.out.join("work");
@@ -99,6 +132,13 @@ pub fn build(ctx: &Context) -> Result<SizeReport, Error> {
     let image = manifest::image(&dir)?;
     let lock = manifest::lock(&dir)?;
     let pins = lock.pins_for(&image, &manifest::lock_path(&dir))?;
+    let min_from = opts.min_from_version.as_deref().unwrap_or(&image.min_update_from);
+    check_version("--min-from-version", min_from)?;
+    let (signing_key, key_file) = keys::signing_key(opts.signing_key.as_deref(), &ctx.cache)?;
+    let mut accepted = vec![signing_key.verifying_key()];
+    for path in &opts.accept_keys {
+        accepted.push(keys::accepted_key(path)?);
+    }
 
     let t = Instant::now();
     let kernel = kernel::build(ctx)?;
@@ -116,33 +156,46 @@ pub fn build(ctx: &Context) -> Result<SizeReport, Error> {
 
     let t = Instant::now();
     let root = work.join("root");
-    let tree = rootfs::build(&image, &pkgroot, &bins, &dir.join("rootfs"), &os_release(), &root)?;
+    let mut tree = rootfs::build(&image, &pkgroot, &bins, &dir.join("rootfs"), &os_release::render(version), &root)?;
+    let keys_dir = berth_layout::paths::UPDATE_KEYS_DIR;
+    for name in keys::write_keys_dir(&root.join(keys_dir.trim_start_matches('/')), &accepted)? {
+        tree.files
+            .insert(format!("{keys_dir}/{name}"), file_len(&root.join(keys_dir.trim_start_matches('/')).join(&name)));
+    }
+    if let Some(v) = opts.variant {
+        variant::apply(v, &root)?;
+        eprintln!("build: test variant {v:?} applied: this image is broken on purpose");
+    }
     step("root tree", t);
 
     let t = Instant::now();
     let root_img = work.join("root-a.img");
-    let erofs_size = erofs::build(&root, &root_img, Guid::derive(&format!("{VERSION}/erofs")), epoch())?;
-    let (verity, root_partition) = verity::append_hash_tree(&root_img, VERSION)?;
+    let erofs_size = erofs::build(&root, &root_img, Guid::derive(&format!("{version}/erofs")), epoch())?;
+    let (verity, root_partition) = verity::append_hash_tree(&root_img, version)?;
     step("EROFS + verity", t);
 
     let t = Instant::now();
-    let partuuid = disk::partition_uuid(VERSION, Slot::A.label());
+    let partuuid = disk::partition_uuid(version, Slot::A.label());
     let cmdline = kernel_cmdline(Slot::A, partuuid, &verity);
     let loader_conf = work.join("loader.conf");
     // timeout 0: straight to the best entry; editor no: the command line
     // carries the verity root hash and must not be editable at the console.
     std::fs::write(&loader_conf, "timeout 0\neditor no\n")?;
     let entry = work.join("entry.conf");
-    std::fs::write(&entry, boot_entry::entry_text(VERSION, Slot::A, &cmdline))?;
+    std::fs::write(&entry, boot_entry::entry_text(version, Slot::A, &cmdline))?;
     let sdboot = rootfs::resolve(&pkgroot, &image.systemd_boot)?;
     let files = [
         EspFile { source: &sdboot, dest: "/EFI/BOOT/BOOTX64.EFI".into() },
         EspFile { source: &sdboot, dest: "/EFI/systemd/systemd-bootx64.efi".into() },
         EspFile { source: &loader_conf, dest: "/loader/loader.conf".into() },
-        EspFile { source: &entry, dest: format!("/loader/entries/{}", EntryName::new(VERSION)) },
+        // Blessed from the start: a fresh disk has no other slot to fall
+        // back to, so counting its first boots would only reboot a machine
+        // whose health gate fails (say, etcd not configured yet) three
+        // times for nothing. Installed updates get their tries (+3).
+        EspFile { source: &entry, dest: format!("/loader/entries/{}", EntryName::new(version).blessed()) },
         EspFile { source: &kernel.bzimage, dest: boot_entry::kernel_path(Slot::A) },
     ];
-    let volume_id = u32::from_be_bytes(esp_volume_id(VERSION));
+    let volume_id = u32::from_be_bytes(esp_volume_id(version));
     // One disk per logical sector size: berth.raw, and for 4Kn drives
     // berth-4kn.raw with the same root slot image (so the same PARTUUIDs,
     // verity root hash and command line) at the same offsets, in a GPT of
@@ -158,13 +211,26 @@ pub fn build(ctx: &Context) -> Result<SizeReport, Error> {
     for (sector_size, esp_name, raw, qcow2) in &disks {
         let esp_img = work.join(esp_name);
         let contents = [(disk::ESP_LABEL, esp_img.as_path()), (disk::ROOT_A_LABEL, root_img.as_path())];
-        diskimg::assemble(raw, VERSION, *sector_size, &contents)?;
+        diskimg::assemble(raw, version, *sector_size, &contents)?;
         diskimg::to_qcow2(raw, qcow2)?;
     }
     let [(_, _, raw, qcow2), (_, _, _, qcow2_4kn)] = disks;
     std::fs::write(ctx.out.join("cmdline.txt"), format!("{cmdline}\n"))?;
     std::fs::copy(&kernel.bzimage, ctx.out.join("bzImage"))?;
     step("disk", t);
+
+    let t = Instant::now();
+    let bundle_path = ctx.out.join(bundle::file_name(version));
+    let input = bundle::BundleInput {
+        os_version: version,
+        min_from_version: min_from,
+        root_image: &root_img,
+        verity: &verity,
+        kernel: &kernel.bzimage,
+    };
+    bundle::write(&input, &signing_key, &bundle_path)?;
+    std::fs::write(ctx.out.join(LAST_BUNDLE), format!("{}\n", bundle::file_name(version)))?;
+    step(&format!("bundle (signed with {})", key_file.display()), t);
 
     let report = SizeReport {
         kernel: file_len(&kernel.bzimage),
@@ -178,6 +244,7 @@ pub fn build(ctx: &Context) -> Result<SizeReport, Error> {
         disk_allocated: allocated(&raw),
         qcow2: file_len(&qcow2),
         qcow2_4kn: file_len(&qcow2_4kn),
+        bundle: (bundle_path.clone(), file_len(&bundle_path)),
     };
     std::fs::write(ctx.out.join("size-report.txt"), format!("{report}\n"))?;
     eprintln!("build: {} in {:.1} s", raw.display(), t0.elapsed().as_secs_f64());

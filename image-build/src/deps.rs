@@ -31,6 +31,9 @@ pub const HOST_PACKAGES: &[&str] = &[
     "ovmf",
     // a real SSH client for the tests (qemu-tests/tests/limits.rs)
     "openssh-client",
+    // a real static HTTP server with Range requests, for update downloads
+    // in the tests (qemu-tests/src/http.rs runs `busybox httpd`)
+    "busybox-static",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod build;
+mod bundle;
 mod cmd;
 mod context;
 mod deps;
@@ -16,11 +17,14 @@ mod erofs;
 mod error;
 mod esp;
 mod kernel;
+mod keys;
 mod manifest;
 mod packages;
+mod publish;
 mod rootfs;
 mod run;
 mod suite;
+mod variant;
 mod verity;
 
 use context::Context;
@@ -35,6 +39,33 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The OS version to build (semver) instead of the workspace's: the
+    /// os-release VERSION_ID, the boot entry and the bundle (tests build
+    /// N+1 and N+2 from the same tree).
+    #[arg(long, value_name = "V")]
+    os_version: Option<String>,
+    /// The oldest booted version the bundle may update (default:
+    /// image.toml's min_update_from).
+    #[arg(long, value_name = "V")]
+    min_from_version: Option<String>,
+    /// PKCS#8 PEM ed25519 key to sign the bundle with. Default: a
+    /// development key made once and kept in the build cache
+    /// ($BERTH_CACHE/keys/dev-signing-key.pem, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// Another key the image accepts bundles from (public or private PEM;
+    /// repeatable), besides the signing key: to rotate keys, version N+1
+    /// accepts old and new and is signed with the old, N+2 with the new.
+    #[arg(long = "accept-key", value_name = "FILE")]
+    accept_keys: Vec<PathBuf>,
+    /// FOR TESTS ONLY: build a broken image. gate-fails: its health gate
+    /// never passes; panic: /sbin/init exits at once and the kernel panics.
+    #[arg(long, value_name = "NAME")]
+    variant: Option<variant::Variant>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Install the host packages the build and the VMs need (as root).
@@ -44,9 +75,26 @@ enum Command {
     /// Build (or take from the cache) the trimmed kernel and print its path.
     Kernel,
     /// Build berth.raw and berth.qcow2, their 4Kn variants (berth-4kn.raw,
-    /// berth-4kn.qcow2: for disks with 4096-byte logical sectors) and print
-    /// the size report.
-    Build,
+    /// berth-4kn.qcow2: for disks with 4096-byte logical sectors), the signed
+    /// update bundle berth-<version>.bundle, and print the size report.
+    Build(BuildArgs),
+    /// Write an update source into DIR for any static HTTP server: the
+    /// bundles and signed metadata.json(.sig) listing them. Versions already
+    /// listed in DIR are kept (and signed again).
+    Publish {
+        /// The directory to write (created if missing).
+        dir: PathBuf,
+        /// A bundle to add (repeatable); default: the one the last build wrote.
+        #[arg(long = "bundle", value_name = "FILE")]
+        bundles: Vec<PathBuf>,
+        /// How long the metadata stays valid; updaters refuse it after that (e.g. 30d, 12h).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        expires_in: std::time::Duration,
+        /// PKCS#8 PEM ed25519 key to sign with (default: the cached development key).
+        /// Every bundle must verify with its public key.
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+    },
     /// Boot the image under QEMU + OVMF (building it first if missing).
     Run {
         /// Headless: wait for the ready line, power off over ACPI, print the boot report.
@@ -88,7 +136,20 @@ fn main() -> ExitCode {
         Command::Deps => deps::ensure().map_err(Into::into),
         Command::Lock => build::lock(&ctx),
         Command::Kernel => kernel::build(&ctx).map(|k| println!("{}", k.bzimage.display())).map_err(Into::into),
-        Command::Build => build::build(&ctx).map(|report| println!("{report}")),
+        Command::Build(a) => {
+            let opts = build::BuildOptions {
+                os_version: a.os_version,
+                min_from_version: a.min_from_version,
+                signing_key: a.signing_key,
+                accept_keys: a.accept_keys,
+                variant: a.variant,
+            };
+            build::build(&ctx, &opts).map(|report| println!("{report}"))
+        }
+        Command::Publish { dir, bundles, expires_in, signing_key } => {
+            let opts = publish::PublishOptions { dir, bundles, expires_in, signing_key };
+            publish::publish(&ctx, &opts).map(|m| print!("{}", publish::summary(&opts.dir, &m)))
+        }
         Command::Run { smoke, kvm, memory, bus, four_kn } => {
             run::run(&ctx, &run::RunOptions { smoke, kvm, memory_mib: memory, bus, four_kn })
         }

@@ -27,6 +27,8 @@ pub struct Image {
     pub power_commands: Vec<String>,
     pub systemd_boot: String,
     pub berth_binaries: Vec<String>,
+    /// The oldest booted version this tree's update bundle may update.
+    pub min_update_from: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -106,7 +108,7 @@ mod tests {
     fn a_bad_key_is_reported_with_file_and_line() {
         let dir = std::env::temp_dir().join(format!("berth-manifest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("image.toml"), "packages = []\nfiles = []\nbusybox = \"b\"\nbusybox_skip = []\npower_commands = []\nsystemd_boot = \"s\"\nberth_binaries = []\nextra = 1\n").unwrap();
+        std::fs::write(dir.join("image.toml"), "packages = []\nfiles = []\nbusybox = \"b\"\nbusybox_skip = []\npower_commands = []\nsystemd_boot = \"s\"\nberth_binaries = []\nextra = 1\nmin_update_from = \"0.1.0\"\n").unwrap();
         let err = image(&dir).unwrap_err().to_string();
         assert!(err.contains("image.toml") && err.contains("line 8") && err.contains("extra"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

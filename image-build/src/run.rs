@@ -49,7 +49,7 @@ impl RunOptions {
 
 fn ensure_image(ctx: &Context, opts: &RunOptions) -> Result<(), Error> {
     if !opts.image(ctx).exists() {
-        build::build(ctx)?;
+        build::build(ctx, &build::BuildOptions::default())?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use crate::context::Context;
 type Error = Box<dyn std::error::Error>;
 
 pub fn run(ctx: &Context, cargo_test_args: &[String]) -> Result<(), Error> {
-    let report = build::build(ctx)?;
+    let report = build::build(ctx, &build::BuildOptions::default())?;
     println!("{report}");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // Two QEMU guests at a time: each TCG guest keeps one of the two cores busy.

@@ -1,5 +1,6 @@
-//! Two builds from the same inputs give a byte-identical berth.raw, and a
-//! byte-identical berth-4kn.raw (its 4Kn variant).
+//! Two builds from the same inputs give a byte-identical berth.raw, a
+//! byte-identical berth-4kn.raw (its 4Kn variant) and a byte-identical
+//! update bundle (ed25519 signatures are deterministic).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,7 +45,9 @@ fn two_builds_give_identical_disks() {
     let _ = std::fs::remove_dir_all(&scratch);
     // The suite's image (BERTH_IMAGE_DIR) is one build; make it if absent.
     let first: PathBuf = match std::env::var_os("BERTH_IMAGE_DIR") {
-        Some(dir) if DISKS.iter().all(|d| Path::new(&dir).join(d).exists()) => PathBuf::from(dir),
+        Some(dir) if DISKS.iter().chain(&["last-bundle.txt"]).all(|d| Path::new(&dir).join(d).exists()) => {
+            PathBuf::from(dir)
+        }
         _ => {
             let d = scratch.join("one");
             build_into(&d);
@@ -53,7 +56,8 @@ fn two_builds_give_identical_disks() {
     };
     let second = scratch.join("two");
     build_into(&second);
-    for disk in DISKS {
+    let bundle = std::fs::read_to_string(second.join("last-bundle.txt")).unwrap();
+    for disk in DISKS.into_iter().chain([bundle.trim()]) {
         let (a, b) = (first.join(disk), second.join(disk));
         if let Some(at) = first_difference(&a, &b) {
             panic!(

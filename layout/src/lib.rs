@@ -8,15 +8,20 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod bootdisk;
 pub mod cmdline;
 pub mod disk;
 pub mod gpt;
 pub mod guid;
+pub mod os_release;
 pub mod paths;
 
 pub use guid::Guid;
 
-/// The OS version this tree builds; it names boot entries and derives UUIDs.
+/// The OS version this tree builds by default; it names boot entries and
+/// derives UUIDs. `berth-image build --os-version` can build another, so at
+/// run time the booted version is os-release's `VERSION_ID`
+/// ([`os_release::version_id`]), never this constant.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What PID1 prints on the console, for people and for the test harness.

@@ -48,8 +48,13 @@ pub struct VmConfig {
     /// The network arguments. Default: user networking on a virtio NIC
     /// without an option ROM (no iPXE: OVMF boots the disk).
     pub net: Vec<String>,
-    /// An i6300esb watchdog device (default on).
+    /// An i6300esb watchdog device (default on) whose expiry resets the
+    /// machine (`-action watchdog=reset`, QEMU's default made explicit):
+    /// PID1 arms and feeds it.
     pub watchdog: bool,
+    /// A second disk, raw and read-only, on virtio-blk (the guest's next
+    /// `/dev/vdX`): a "stick" carrying files ([`crate::fat_image`]).
+    pub stick: Option<PathBuf>,
     /// More QEMU arguments, appended last.
     pub extra_args: Vec<String>,
 }
@@ -77,6 +82,7 @@ impl VmConfig {
             work_dir: None,
             net: default_net(),
             watchdog: true,
+            stick: None,
             extra_args: Vec::new(),
         }
     }
@@ -154,6 +160,12 @@ impl VmConfig {
         self
     }
 
+    /// Attaches `image` as a second, read-only virtio disk (see [`VmConfig::stick`]).
+    pub fn stick(mut self, image: impl AsRef<Path>) -> Self {
+        self.stick = Some(image.as_ref().to_path_buf());
+        self
+    }
+
     /// Appends one QEMU argument.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra_args.push(arg.into());
@@ -194,6 +206,17 @@ impl VmConfig {
                     &format!("if=none,id=disk0,format=qcow2,file={}", drive_path(&paths.overlay)),
                     "-device",
                     &self.disk_device(),
+                ],
+            );
+        }
+        if let Some(stick) = &self.stick {
+            push(
+                &mut a,
+                &[
+                    "-drive",
+                    &format!("if=none,id=stick,format=raw,readonly=on,file={}", drive_path(stick)),
+                    "-device",
+                    "virtio-blk-pci,drive=stick",
                 ],
             );
         }
@@ -251,7 +274,7 @@ impl VmConfig {
         // waits seconds for the kernel's RNG (mke2fs asks for random UUIDs).
         push(&mut a, &["-device", "virtio-rng-pci"]);
         if self.watchdog {
-            push(&mut a, &["-device", "i6300esb"]);
+            push(&mut a, &["-device", "i6300esb", "-action", "watchdog=reset"]);
         }
         if self.no_reboot {
             push(&mut a, &["-no-reboot"]);
@@ -372,7 +395,7 @@ mod tests {
             "-qmp unix:/vms/a,b/qmp.sock,server=on,wait=off",
             "file,id=ser,path=/vms/a,,b/console.log,append=on",
             "-serial chardev:ser",
-            "-device i6300esb",
+            "-device i6300esb -action watchdog=reset",
             "-device virtio-rng-pci",
         ] {
             assert!(a.contains(want), "{want:?} missing from {a}");
@@ -401,7 +424,7 @@ mod tests {
         assert!(!a.contains("admin.sock"), "{a}");
         assert!(a.contains("-nic none"), "{a}");
         assert!(!a.contains("overlay.qcow2"), "{a}");
-        assert!(!a.contains("i6300esb"), "{a}");
+        assert!(!a.contains("i6300esb") && !a.contains("watchdog="), "{a}");
         assert!(a.ends_with("-S"), "{a}");
     }
 

@@ -180,6 +180,22 @@ impl Image {
     }
 }
 
+/// Makes a FAT file system image of `size` bytes at `out` holding `files`
+/// (host path, name in the root directory), the way a user carries files
+/// to a machine on a USB stick. Attach it with [`crate::VmConfig::stick`].
+pub fn fat_image(out: &Path, size: u64, files: &[(&Path, &str)]) -> Result<()> {
+    let _ = std::fs::remove_file(out);
+    File::create(out).and_then(|f| f.set_len(size)).map_err(io(format!("creating {}", out.display())))?;
+    run_tool(Command::new(require_program("mkfs.vfat", "dosfstools")?).args(["-n", "STICK"]).arg(out))?;
+    let mcopy = require_program("mcopy", "mtools")?;
+    for (src, name) in files {
+        run_tool(
+            Command::new(&mcopy).env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(out).arg(src).arg(format!("::{name}")),
+        )?;
+    }
+    Ok(())
+}
+
 /// XORs the byte at `offset` of a raw file with `mask`; returns the old and
 /// the new value.
 pub fn flip_byte(path: &Path, offset: u64, mask: u8) -> Result<(u8, u8)> {

@@ -290,6 +290,28 @@ impl Vm {
         BootTimes::parse(&line)
     }
 
+    /// Waits for the next boot's ready line like [`Vm::wait_ready`], but
+    /// through boots that fail on the way (a kernel panic, a verity error,
+    /// an emergency) and reset by themselves: for a machine that is
+    /// expected to spend boot tries and fall back. Fails only when QEMU
+    /// exits or time runs out.
+    pub fn wait_ready_through_failures(&mut self, timeout: Duration) -> Result<BootTimes> {
+        let n = self.ready_seen + 1;
+        let what = format!("ready line number {n}, through failing boots");
+        let line = self.wait_console(&what, timeout, |text, _| {
+            Ok(console::nth_line(text, n, console::is_ready_line).map(|(_, line)| line.to_string()))
+        })?;
+        self.ready_seen = n;
+        BootTimes::parse(&line)
+    }
+
+    /// Counts every ready line on the console so far as seen, so the next
+    /// [`Vm::wait_ready`] waits for a boot that has not come up yet (after
+    /// boots the test let pass without waiting for each).
+    pub fn skip_ready_lines(&mut self) {
+        self.ready_seen = self.ready_count();
+    }
+
     /// How many ready lines the console shows (boots that came up).
     pub fn ready_count(&self) -> usize {
         console::count_lines(&self.console_text(), READY_PREFIX)
@@ -392,15 +414,39 @@ impl Vm {
         }
     }
 
-    /// Runs `cmd` and returns its output; panics (naming the command, its
-    /// status and output) unless it exits 0. For tests.
+    /// Runs `cmd` and returns (exit status, output); panics (naming the
+    /// command and the console tail) when the shell itself fails. For tests.
     #[track_caller]
-    pub fn sh_ok(&mut self, cmd: &str) -> String {
+    pub fn sh_status(&mut self, cmd: &str) -> (i32, String) {
         match self.sh(cmd) {
-            Ok(o) if o.success() => o.output,
-            Ok(o) => panic!("guest command `{cmd}` exited with status {}:\n{}", o.status, o.output),
+            Ok(o) => (o.status, o.output),
             Err(e) => panic!("guest command `{cmd}`: {e}"),
         }
+    }
+
+    /// Runs `cmd` and returns its output; panics (naming the command, its
+    /// status, output and the console tail) unless it exits 0. For tests.
+    #[track_caller]
+    pub fn sh_ok(&mut self, cmd: &str) -> String {
+        let (status, out) = self.sh_status(cmd);
+        if status != 0 {
+            panic!("guest command `{cmd}` exited with status {status}:\n{out}\n{}", self.paths.context());
+        }
+        out
+    }
+
+    /// Writes `content` to the guest file `path` (its directory created)
+    /// through the admin shell, base64-encoded so any text survives the
+    /// trip (the guest has busybox `base64 -d`), and reads it back; panics
+    /// when either fails. For tests.
+    #[track_caller]
+    pub fn write_file(&mut self, path: &str, content: &str) {
+        use base64::Engine;
+        let dir = path.rsplit_once('/').map(|(d, _)| d).filter(|d| !d.is_empty()).unwrap_or("/");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(content.as_bytes());
+        self.sh_ok(&format!("mkdir -p '{dir}' && echo '{encoded}' | base64 -d > '{path}'"));
+        let back = self.read_file(path).unwrap_or_else(|e| panic!("reading back {path}: {e}"));
+        assert_eq!(back, content, "{path} in the guest does not hold what was written");
     }
 
     /// A guest file's text, read with shell built-ins only (no `cat`

@@ -11,14 +11,6 @@ use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
 /// (bridge berth0, subnet 10.88.0.0/16, isGateway).
 const GATEWAY: &str = "10.88.0.1";
 
-#[track_caller]
-fn run(vm: &mut Vm, cmd: &str) -> (i32, String) {
-    match vm.sh(cmd) {
-        Ok(o) => (o.status, o.output),
-        Err(e) => panic!("guest command `{cmd}`: {e}"),
-    }
-}
-
 #[test]
 fn a_container_runs_and_reaches_the_host_bridge() {
     let dir = berth_qemu::vms_dir().join(format!("oci-busybox-{}", std::process::id()));
@@ -33,22 +25,22 @@ fn a_container_runs_and_reaches_the_host_bridge() {
 
     // The image disk: the read-only virtio disk (vdb).
     let (_, disks) =
-        run(&mut vm, "for d in /sys/class/block/vd?; do [ \"$(cat $d/ro)\" = 1 ] && echo ${d##*/}; done; true");
+        vm.sh_status("for d in /sys/class/block/vd?; do [ \"$(cat $d/ro)\" = 1 ] && echo ${d##*/}; done; true");
     let disk = disks.lines().next().unwrap_or_else(|| panic!("no read-only virtio disk in the guest:\n{}", ctx(&vm)));
     assert_eq!(disk, "vdb", "the image disk is not vdb");
 
-    let (st, _) = run(&mut vm, "berthctl status containerd");
+    let (st, _) = vm.sh_status("berthctl status containerd");
     assert_eq!(st, 0, "containerd is not active\n{}", ctx(&vm));
 
-    let (st, out) = run(&mut vm, &format!("ctr image import --base-name berth.test/busybox /dev/{disk}"));
+    let (st, out) = vm.sh_status(&format!("ctr image import --base-name berth.test/busybox /dev/{disk}"));
     assert_eq!(st, 0, "`ctr image import` failed ({st}):\n{out}\n{}", ctx(&vm));
-    let (st, images) = run(&mut vm, "ctr image ls");
+    let (st, images) = vm.sh_status("ctr image ls");
     assert!(
         st == 0 && images.lines().any(|l| l.split_whitespace().next() == Some(IMAGE)),
         "`ctr image ls` (exit {st}) does not list {IMAGE}:\n{images}\nimport said:\n{out}"
     );
 
-    let (st, out) = run(&mut vm, &format!("ctr run --rm {IMAGE} c1 /bin/echo hello-from-container"));
+    let (st, out) = vm.sh_status(&format!("ctr run --rm {IMAGE} c1 /bin/echo hello-from-container"));
     assert!(
         st == 0 && out.lines().any(|l| l.trim() == "hello-from-container"),
         "`ctr run ... echo` (exit {st}) did not print hello-from-container:\n{out}\n{}",
@@ -56,8 +48,8 @@ fn a_container_runs_and_reaches_the_host_bridge() {
     );
 
     let cmd = format!("ctr run --rm --cni {IMAGE} c2 /bin/sh -c 'ip -4 addr; ping -c 1 -W 5 {GATEWAY}'");
-    let (st, out) = run(&mut vm, &cmd);
-    let (_, host_side) = run(&mut vm, "ip -4 addr show berth0; ls /etc/cni/net.d /opt/cni/bin");
+    let (st, out) = vm.sh_status(&cmd);
+    let (_, host_side) = vm.sh_status("ip -4 addr show berth0; ls /etc/cni/net.d /opt/cni/bin");
     let report = format!("`{cmd}` (exit {st}):\n{out}\nguest side:\n{host_side}\n{}", ctx(&vm));
     let addr = out
         .lines()
@@ -83,15 +75,15 @@ fn a_container_runs_and_reaches_the_host_bridge() {
          --mount type=bind,src=/var/lib/prop,dst=/prop,options=rbind:rshared {IMAGE} c3 \
          /bin/sh -c 'mkdir -p /prop/sub && mount -t tmpfs -o size=1m from-container /prop/sub'"
     );
-    let (st, out) = run(&mut vm, &cmd);
+    let (st, out) = vm.sh_status(&cmd);
     assert_eq!(st, 0, "`{cmd}` (exit {st}):\n{out}\n{}", ctx(&vm));
-    let (_, mounts) = run(&mut vm, "cat /proc/self/mountinfo");
+    let (_, mounts) = vm.sh_status("cat /proc/self/mountinfo");
     assert!(
         mounts.lines().any(|l| l.split_whitespace().nth(4) == Some("/var/lib/prop/sub") && l.contains(" - tmpfs from-container ")),
         "the container's tmpfs under the rshared bind mount did not propagate to the host:\n{mounts}"
     );
 
-    let (_, left) = run(&mut vm, "ctr containers ls -q");
+    let (_, left) = vm.sh_status("ctr containers ls -q");
     assert!(
         !left.contains("c1") && !left.contains("c2") && !left.contains("c3"),
         "`ctr run --rm` left containers behind:\n{left}"

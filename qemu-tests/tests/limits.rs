@@ -19,30 +19,10 @@ use std::time::{Duration, Instant};
 
 use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
 
-/// Runs `cmd` in the admin shell; (exit status, output).
-#[track_caller]
-fn run(vm: &mut Vm, cmd: &str) -> (i32, String) {
-    match vm.sh(cmd) {
-        Ok(o) => (o.status, o.output),
-        Err(e) => panic!("guest command `{cmd}`: {e}"),
-    }
-}
-
-/// Runs `cmd` and panics (with its output and the console tail) unless it
-/// exits 0.
-#[track_caller]
-fn ok(vm: &mut Vm, cmd: &str) -> String {
-    let (st, out) = run(vm, cmd);
-    if st != 0 {
-        panic!("guest command `{cmd}` exited with status {st}:\n{out}\n{}", vm.paths().context());
-    }
-    out
-}
-
 /// The main process of an active unit, from `berthctl status UNIT`.
 #[track_caller]
 fn unit_pid(vm: &mut Vm, unit: &str) -> u32 {
-    let out = ok(vm, &format!("berthctl status {unit}"));
+    let out = vm.sh_ok(&format!("berthctl status {unit}"));
     out.lines()
         .find_map(|l| l.trim().strip_prefix("PID:"))
         .and_then(|p| p.trim().parse().ok())
@@ -52,7 +32,7 @@ fn unit_pid(vm: &mut Vm, unit: &str) -> u32 {
 /// (soft, hard) of the row of `/proc/<pid>/limits` that starts with `name`.
 #[track_caller]
 fn limit(vm: &mut Vm, pid: &str, name: &str) -> (String, String) {
-    let text = ok(vm, &format!("cat /proc/{pid}/limits"));
+    let text = vm.sh_ok(&format!("cat /proc/{pid}/limits"));
     limit_in(&text, name)
 }
 
@@ -210,8 +190,8 @@ fn limits_are_generous_where_needed_and_ssh_sessions_outlive_the_listener() {
     }
 
     // ---- open files ----
-    assert_eq!(ok(&mut vm, "cat /proc/sys/fs/nr_open").trim(), "1073741816", "fs.nr_open is raised at boot");
-    assert_eq!(ok(&mut vm, "cat /proc/sys/fs/file-max").trim(), "9223372036854775807", "fs.file-max too");
+    assert_eq!(vm.sh_ok("cat /proc/sys/fs/nr_open").trim(), "1073741816", "fs.nr_open is raised at boot");
+    assert_eq!(vm.sh_ok("cat /proc/sys/fs/file-max").trim(), "9223372036854775807", "fs.file-max too");
     assert_eq!(limit(&mut vm, "1", "Max open files").1, "1073741816", "PID1's hard limit is fs.nr_open");
     for unit in ["containerd", "etcd"] {
         let pid = unit_pid(&mut vm, unit).to_string();
@@ -225,25 +205,21 @@ fn limits_are_generous_where_needed_and_ssh_sessions_outlive_the_listener() {
 
     // A container of a root made of the image's static busybox: the OCI
     // default, not containerd's limits.
-    ok(
-        &mut vm,
+    vm.sh_ok(
         "mkdir -p /var/lib/limits-root/bin && cp /usr/bin/busybox /var/lib/limits-root/bin/busybox \
          && ln -sf busybox /var/lib/limits-root/bin/sh && ln -sf busybox /var/lib/limits-root/bin/cat",
     );
-    let (st, out) = run(&mut vm, "ctr run --rm --rootfs /var/lib/limits-root limits1 /bin/cat /proc/self/limits");
+    let (st, out) = vm.sh_status("ctr run --rm --rootfs /var/lib/limits-root limits1 /bin/cat /proc/self/limits");
     assert_eq!(st, 0, "`ctr run` (exit {st}):\n{out}\n{}", vm.paths().context());
     assert_eq!(limit_in(&out, "Max open files"), pair("1024", "1024"), "a container keeps the OCI default");
 
     // ---- SSH sessions ----
     let dir = berth_qemu::vms_dir().join(format!("limits-ssh-{}", std::process::id()));
     let (key, public) = key_pair(&dir);
-    ok(
-        &mut vm,
-        &format!(
-            "mkdir -p /var/root/.ssh && chmod 700 /var/root/.ssh && echo '{public}' > /var/root/.ssh/authorized_keys \
+    vm.sh_ok(&format!(
+        "mkdir -p /var/root/.ssh && chmod 700 /var/root/.ssh && echo '{public}' > /var/root/.ssh/authorized_keys \
              && chmod 600 /var/root/.ssh/authorized_keys"
-        ),
-    );
+    ));
     login_works(&vm, port, &key, Duration::from_secs(60));
     let mut session = Session::open(port, &key);
     let shell = session.ask("echo session $$", "session ", &vm);
@@ -251,7 +227,7 @@ fn limits_are_generous_where_needed_and_ssh_sessions_outlive_the_listener() {
     assert!(shell.parse::<u32>().is_ok() && job.parse::<u32>().is_ok(), "shell {shell:?}, job {job:?}");
 
     let still_there = |vm: &mut Vm, session: &mut Session, after: &str| {
-        let (st, out) = run(vm, &format!("kill -0 {shell} && kill -0 {job} && echo both-alive"));
+        let (st, out) = vm.sh_status(&format!("kill -0 {shell} && kill -0 {job} && echo both-alive"));
         assert!(st == 0 && out.contains("both-alive"), "after {after}, the session or its job is gone:\n{out}");
         let answer = session.ask(&format!("kill -0 {job} && echo alive $$"), "alive ", vm);
         assert_eq!(answer, shell, "after {after}, the same session answers");
@@ -259,19 +235,19 @@ fn limits_are_generous_where_needed_and_ssh_sessions_outlive_the_listener() {
 
     // A restart of the unit: a new listener, the session lives on.
     let listener = unit_pid(&mut vm, "sshd");
-    let out = ok(&mut vm, "berthctl restart sshd");
+    let out = vm.sh_ok("berthctl restart sshd");
     let restarted = unit_pid(&mut vm, "sshd");
     assert_ne!(restarted, listener, "a new listener after `berthctl restart sshd`:\n{out}");
-    let (st, _) = run(&mut vm, &format!("kill -0 {listener}"));
+    let (st, _) = vm.sh_status(&format!("kill -0 {listener}"));
     assert_ne!(st, 0, "the old listener {listener} is gone");
     still_there(&mut vm, &mut session, "berthctl restart sshd");
     login_works(&vm, port, &key, Duration::from_secs(60));
 
     // The listener crashes: restarted, the session lives on.
-    ok(&mut vm, &format!("kill -9 {restarted}"));
+    vm.sh_ok(&format!("kill -9 {restarted}"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (st, out) = run(&mut vm, "berthctl status sshd");
+        let (st, out) = vm.sh_status("berthctl status sshd");
         let pid = out.lines().find_map(|l| l.trim().strip_prefix("PID:")).map(|p| p.trim().to_string());
         if st == 0 && pid.as_deref().is_some_and(|p| p != restarted.to_string() && p != "-") {
             break;

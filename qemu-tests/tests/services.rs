@@ -34,54 +34,6 @@ fn ctx(vm: &Vm) -> String {
     vm.paths().context()
 }
 
-/// Runs `cmd`; returns (exit status, output). Panics with the console tail
-/// when the shell itself fails.
-#[track_caller]
-fn run(vm: &mut Vm, cmd: &str) -> (i32, String) {
-    match vm.sh(cmd) {
-        Ok(o) => (o.status, o.output),
-        Err(e) => panic!("guest command `{cmd}`: {e}"),
-    }
-}
-
-/// Runs `cmd` and panics (with its output and the console tail) unless it
-/// exits 0.
-#[track_caller]
-fn ok(vm: &mut Vm, cmd: &str) -> String {
-    let (st, out) = run(vm, cmd);
-    if st != 0 {
-        panic!("guest command `{cmd}` exited with status {st}:\n{out}\n{}", ctx(vm));
-    }
-    out
-}
-
-/// Standard base64, so that files of any text reach the guest through the
-/// admin shell without quoting trouble (the guest has busybox `base64 -d`).
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Writes `content` to `path` in the guest (its directory is created).
-fn write_guest_file(vm: &mut Vm, path: &str, content: &str) {
-    let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
-    ok(vm, &format!("mkdir -p '{dir}' && echo '{}' | base64 -d > '{path}'", base64(content.as_bytes())));
-    let back = vm.read_file(path).unwrap_or_else(|e| panic!("reading back {path}: {e}"));
-    assert_eq!(back, content, "{path} in the guest does not hold what was written");
-}
-
 /// One row of `berthctl status`.
 #[derive(Debug, Clone)]
 struct Row {
@@ -125,7 +77,7 @@ fn parse_table(text: &str) -> Vec<Row> {
 
 /// `berthctl status` as (exit status, text, rows).
 fn status_table(vm: &mut Vm) -> (i32, String, Vec<Row>) {
-    let (st, out) = run(vm, "berthctl status");
+    let (st, out) = vm.sh_status("berthctl status");
     let rows = parse_table(&out);
     (st, out, rows)
 }
@@ -138,12 +90,12 @@ fn row<'a>(rows: &'a [Row], unit: &str, text: &str) -> &'a Row {
 fn wait_active(vm: &mut Vm, unit: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     loop {
-        let (st, out) = run(vm, &format!("berthctl status {unit}"));
+        let (st, out) = vm.sh_status(&format!("berthctl status {unit}"));
         if st == 0 {
             return out;
         }
         if Instant::now() >= deadline {
-            let (_, all) = run(vm, "berthctl status");
+            let (_, all) = vm.sh_status("berthctl status");
             panic!(
                 "{unit} is not active after {timeout:?}; `berthctl status {unit}` (exit {st}):\n{out}\n\
                  `berthctl status`:\n{all}\n{}",
@@ -158,12 +110,12 @@ fn wait_active(vm: &mut Vm, unit: &str, timeout: Duration) -> String {
 fn wait_etcd_healthy(vm: &mut Vm, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let (st, out) = run(vm, &format!("{ETCDCTL} endpoint health"));
+        let (st, out) = vm.sh_status(&format!("{ETCDCTL} endpoint health"));
         if st == 0 && out.contains("is healthy") {
             return;
         }
         if Instant::now() >= deadline {
-            let (_, status) = run(vm, "berthctl status etcd");
+            let (_, status) = vm.sh_status("berthctl status etcd");
             panic!(
                 "etcd is not healthy after {timeout:?}: `etcdctl endpoint health` (exit {st}):\n{out}\n\
                  `berthctl status etcd`:\n{status}\n{}",
@@ -217,18 +169,18 @@ fn container_host_services_are_up() {
     assert!(text.contains("none failed"), "`berthctl status` does not say `none failed`:\n{text}");
 
     // containerd answers its clients.
-    let (st, out) = run(&mut vm, "ctr version");
+    let (st, out) = vm.sh_status("ctr version");
     assert!(st == 0 && out.contains("Server:"), "`ctr version` (exit {st}) has no Server: section:\n{out}");
 
     // etcd answers and stores.
-    let (st, out) = run(&mut vm, &format!("{ETCDCTL} endpoint health"));
+    let (st, out) = vm.sh_status(&format!("{ETCDCTL} endpoint health"));
     assert!(st == 0 && out.contains("is healthy"), "`etcdctl endpoint health` (exit {st}):\n{out}");
-    let put = ok(&mut vm, &format!("{ETCDCTL} put k v"));
+    let put = vm.sh_ok(&format!("{ETCDCTL} put k v"));
     assert_eq!(put.trim(), "OK", "`etcdctl put k v` said:\n{put}");
-    let get = ok(&mut vm, &format!("{ETCDCTL} get k"));
+    let get = vm.sh_ok(&format!("{ETCDCTL} get k"));
     assert_eq!(get.lines().collect::<Vec<_>>(), ["k", "v"], "`etcdctl get k` said:\n{get}");
 
-    let analyze = ok(&mut vm, "berthctl analyze");
+    let analyze = vm.sh_ok("berthctl analyze");
     assert!(
         analyze.contains("etcd") && analyze.contains("containerd"),
         "`berthctl analyze` names neither etcd nor containerd:\n{analyze}"
@@ -285,12 +237,12 @@ fn etcd_is_restarted_after_kill_and_a_crashing_unit_ends_failed() {
     let before = row(&rows, "etcd", &text).clone();
     assert_eq!(before.state, "active", "etcd is not active after boot:\n{text}");
     let old_pid = before.pid.unwrap_or_else(|| panic!("etcd has no PID in `berthctl status`:\n{text}"));
-    let pidof = ok(&mut vm, "pidof etcd");
+    let pidof = vm.sh_ok("pidof etcd");
     assert!(
         pidof.split_whitespace().any(|p| p == old_pid.to_string()),
         "`berthctl status` says etcd is pid {old_pid}, pidof says {pidof}"
     );
-    ok(&mut vm, &format!("kill -9 {old_pid}"));
+    vm.sh_ok(&format!("kill -9 {old_pid}"));
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(120);
     let back = loop {
@@ -300,7 +252,7 @@ fn etcd_is_restarted_after_kill_and_a_crashing_unit_ends_failed() {
             break r;
         }
         if Instant::now() >= deadline {
-            let (_, details) = run(&mut vm, "berthctl status etcd");
+            let (_, details) = vm.sh_status("berthctl status etcd");
             panic!(
                 "etcd is not back within 120 s of `kill -9 {old_pid}` (want active, RESTARTS > {}, a new PID); \
                  last `berthctl status`:\n{text}\n`berthctl status etcd`:\n{details}\n{}",
@@ -313,13 +265,13 @@ fn etcd_is_restarted_after_kill_and_a_crashing_unit_ends_failed() {
     eprintln!("etcd back after {:?}: {}", killed.elapsed(), back.line);
     assert!(back.restarts >= 1);
     wait_etcd_healthy(&mut vm, Duration::from_secs(30));
-    let details = ok(&mut vm, "berthctl status etcd");
+    let details = vm.sh_ok("berthctl status etcd");
     assert!(details.contains("SIGKILL"), "`berthctl status etcd` does not show the SIGKILL as last exit:\n{details}");
 
     // ---- new units on reload: one crash-loops, one says hello ----------
-    write_guest_file(&mut vm, "/etc/berth/units/crasher.toml", CRASHER);
-    write_guest_file(&mut vm, "/etc/berth/units/hello.toml", HELLO);
-    write_guest_file(&mut vm, "/etc/berth/units/longline.toml", LONGLINE);
+    vm.write_file("/etc/berth/units/crasher.toml", CRASHER);
+    vm.write_file("/etc/berth/units/hello.toml", HELLO);
+    vm.write_file("/etc/berth/units/longline.toml", LONGLINE);
     // Reload, then watch crasher's state from inside the guest as fast as
     // berthctl answers, until it is failed (or ~2 minutes of tries).
     let watch = "berthctl reload || exit 10; i=0; while [ $i -lt 300 ]; do \
@@ -329,8 +281,8 @@ fn etcd_is_restarted_after_kill_and_a_crashing_unit_ends_failed() {
         Ok(o) => (o.status, o.output),
         Err(e) => panic!("watching crasher after `berthctl reload`: {e}"),
     };
-    let (cst, crasher) = run(&mut vm, "berthctl status crasher");
-    let (_, all) = run(&mut vm, "berthctl status");
+    let (cst, crasher) = vm.sh_status("berthctl status crasher");
+    let (_, all) = vm.sh_status("berthctl status");
     let log = vm.read_file("/var/log/berth/crasher.log").unwrap_or_else(|e| format!("(no log: {e})"));
     let report = format!(
         "states seen after reload:\n{seen}\n`berthctl status crasher` (exit {cst}):\n{crasher}\n\
@@ -367,7 +319,7 @@ fn etcd_is_restarted_after_kill_and_a_crashing_unit_ends_failed() {
     wait_active(&mut vm, "hello", Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (st, logs) = run(&mut vm, "berthctl logs hello -n 5");
+        let (st, logs) = vm.sh_status("berthctl logs hello -n 5");
         if st == 0 && logs.contains("hello-from-unit") {
             break;
         }
@@ -398,7 +350,7 @@ fn etcd_is_restarted_after_kill_and_a_crashing_unit_ends_failed() {
         ["stdout 100000 START-xx -END", "stdout+ 10 LAST-WOR ORDS"],
         "`berthctl logs longline` should show the long line whole and LAST-WORDS as a line not ended yet:\n{seen}"
     );
-    assert_eq!(run(&mut vm, "berthctl status longline").0, 0, "longline still runs");
+    assert_eq!(vm.sh_status("berthctl status longline").0, 0, "longline still runs");
 
     // etcd and the rest are unharmed by all this.
     let (_, text, rows) = status_table(&mut vm);
@@ -437,9 +389,9 @@ fn stamp_of<'a>(log: &'a str, what: &str) -> Option<&'a str> {
 fn poweroff_stops_units_in_reverse_order_and_fs_is_clean() {
     let mut vm = boot("services-poweroff");
 
-    write_guest_file(&mut vm, "/etc/berth/units/first.toml", &trap_unit("first", &[]));
-    write_guest_file(&mut vm, "/etc/berth/units/second.toml", &trap_unit("second", &["first"]));
-    ok(&mut vm, "berthctl reload");
+    vm.write_file("/etc/berth/units/first.toml", &trap_unit("first", &[]));
+    vm.write_file("/etc/berth/units/second.toml", &trap_unit("second", &["first"]));
+    vm.sh_ok("berthctl reload");
     wait_active(&mut vm, "first", Duration::from_secs(60));
     wait_active(&mut vm, "second", Duration::from_secs(60));
     // Both scripts have set their trap (they print -up after it).
@@ -503,12 +455,7 @@ fn poweroff_stops_units_in_reverse_order_and_fs_is_clean() {
 }
 
 #[test]
-fn base64_matches_the_standard() {
-    assert_eq!(base64(b""), "");
-    assert_eq!(base64(b"f"), "Zg==");
-    assert_eq!(base64(b"fo"), "Zm8=");
-    assert_eq!(base64(b"foo"), "Zm9v");
-    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+fn human_durations_parse() {
     assert_eq!(parse_human_ms("200ms"), Some(200));
     assert_eq!(parse_human_ms("1s 600ms"), Some(1600));
     assert_eq!(parse_human_ms("2s"), Some(2000));

@@ -138,18 +138,34 @@ pub struct AbState {
     booted_partuuid: Option<String>,
     boot_count_path: Option<String>,
     entry_selected: Option<String>,
-    /// As loaded, indexed by [`slot_index`].
-    loaded: [Option<Entry>; 2],
+    /// As loaded.
+    loaded: PerSlot<Option<Entry>>,
     /// As changed by the transitions.
-    entries: [Option<Entry>; 2],
+    entries: PerSlot<Option<Entry>>,
     /// The slot whose payload must be written (set by `stage`).
     staged: Option<Slot>,
 }
 
-fn slot_index(slot: Slot) -> usize {
-    match slot {
-        Slot::A => 0,
-        Slot::B => 1,
+/// One value per slot (no indexing that could panic).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct PerSlot<T> {
+    a: T,
+    b: T,
+}
+
+impl<T> PerSlot<T> {
+    fn get(&self, slot: Slot) -> &T {
+        match slot {
+            Slot::A => &self.a,
+            Slot::B => &self.b,
+        }
+    }
+
+    fn get_mut(&mut self, slot: Slot) -> &mut T {
+        match slot {
+            Slot::A => &mut self.a,
+            Slot::B => &mut self.b,
+        }
     }
 }
 
@@ -170,8 +186,11 @@ pub fn parse_efi_string(name: &'static str, bytes: &[u8]) -> Result<String, Load
     if text.len() % 2 != 0 {
         return Err(err("odd number of bytes for a UTF-16LE string"));
     }
-    let units: Vec<u16> =
-        text.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|u| *u != 0).collect();
+    let units: Vec<u16> = text
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)]))
+        .take_while(|u| *u != 0)
+        .collect();
     let s = String::from_utf16(&units).map_err(|_| err("not valid UTF-16LE"))?;
     if s.is_empty() {
         return Err(err("empty string"));
@@ -220,26 +239,33 @@ impl AbState {
         boot_count_path: Option<&[u8]>,
         entry_selected: Option<&[u8]>,
     ) -> Result<AbState, LoadError> {
-        let mut slots: [Option<Entry>; 2] = [None, None];
+        let mut slots: PerSlot<Option<Entry>> = PerSlot::default();
         for (file, text) in entries.iter().filter(|(f, _)| f.starts_with("berth-")) {
             let e = parse_entry(file, text)?;
-            let i = slot_index(e.slot);
-            if let Some(first) = &slots[i] {
+            if let Some(first) = slots.get(e.slot) {
                 return Err(LoadError::TwoEntriesForSlot {
                     first: first.file_name(),
                     second: file.clone(),
                     slot: e.slot.name(),
                 });
             }
-            slots[i] = Some(e);
+            let slot = e.slot;
+            *slots.get_mut(slot) = Some(e);
         }
         let booted = slot_of(cmdline).ok_or(LoadError::CmdlineNoSlot)?;
-        let booted_entry = slots[slot_index(booted)].as_ref().ok_or(LoadError::NoBootedEntry(booted.name()))?;
+        let booted_entry = slots.get(booted).as_ref().ok_or(LoadError::NoBootedEntry(booted.name()))?;
 
-        let boot_count_path = boot_count_path.map(|b| parse_efi_string(LOADER_BOOT_COUNT_PATH, b)).transpose()?;
+        let mut boot_count_path = boot_count_path.map(|b| parse_efi_string(LOADER_BOOT_COUNT_PATH, b)).transpose()?;
         if let Some(p) = &boot_count_path {
             let file = p.rsplit(['/', '\\']).next().unwrap_or(p);
-            if file != booted_entry.file_name() {
+            // The variable stays for the whole boot: once this boot is
+            // blessed, it names the entry's old, counted name. Then the boot
+            // is no longer counted.
+            let blessed_since =
+                booted_entry.is_blessed() && EntryName::parse(file).is_ok_and(|n| n.blessed() == booted_entry.name);
+            if blessed_since {
+                boot_count_path = None;
+            } else if file != booted_entry.file_name() {
                 return Err(LoadError::BootCountPathMismatch { found: p.clone(), expected: booted_entry.file_name() });
             }
         }
@@ -285,7 +311,7 @@ impl AbState {
 
     /// A slot's entry as the state is now (after the transitions so far).
     pub fn entry(&self, slot: Slot) -> Option<&Entry> {
-        self.entries[slot_index(slot)].as_ref()
+        self.entries.get(slot).as_ref()
     }
 
     /// The booted slot's entry (always present: loading requires it).
@@ -318,7 +344,7 @@ impl AbState {
             return Err(TransitionError::BootedNotBlessed(booted.file_name()));
         }
         let text = boot_entry::entry_text(version, target, options);
-        self.entries[slot_index(target)] = Some(Entry { name, slot: target, partuuid: partuuid_of(options), text });
+        *self.entries.get_mut(target) = Some(Entry { name, slot: target, partuuid: partuuid_of(options), text });
         self.staged = Some(target);
         Ok(())
     }
@@ -327,7 +353,7 @@ impl AbState {
     /// systemd-boot stops counting it. Refused when it has none.
     pub fn bless(&mut self) -> Result<(), TransitionError> {
         let booted = self.booted;
-        let e = self.entries[slot_index(booted)].as_mut().ok_or(TransitionError::NoEntry(booted.name()))?;
+        let e = self.entries.get_mut(booted).as_mut().ok_or(TransitionError::NoEntry(booted.name()))?;
         if e.is_blessed() {
             return Err(TransitionError::AlreadyBlessed(e.file_name()));
         }
@@ -338,7 +364,7 @@ impl AbState {
     /// Marks a slot's entry bad (`+0`): systemd-boot sorts it after the
     /// others, so it boots only when nothing else is left.
     pub fn mark_bad(&mut self, slot: Slot) -> Result<(), TransitionError> {
-        let e = self.entries[slot_index(slot)].as_mut().ok_or(TransitionError::NoEntry(slot.name()))?;
+        let e = self.entries.get_mut(slot).as_mut().ok_or(TransitionError::NoEntry(slot.name()))?;
         e.name.tries_left = Some(0);
         e.name.tries_done = None;
         Ok(())
@@ -368,7 +394,7 @@ impl AbState {
             return Err(TransitionError::NoEntry(self.booted.name()));
         }
         if rearm {
-            if let Some(o) = self.entries[slot_index(other)].as_mut() {
+            if let Some(o) = self.entries.get_mut(other).as_mut() {
                 o.name.tries_left = Some(INITIAL_TRIES);
                 o.name.tries_done = None;
             }
@@ -383,9 +409,8 @@ impl AbState {
     pub fn plan(&self) -> Vec<FileOp> {
         let (mut removes, mut renames, mut payload, mut writes) = (vec![], vec![], vec![], vec![]);
         for slot in [Slot::A, Slot::B] {
-            let i = slot_index(slot);
             let staged = self.staged == Some(slot);
-            match (&self.loaded[i], &self.entries[i]) {
+            match (self.loaded.get(slot), self.entries.get(slot)) {
                 (None, None) => {}
                 (Some(o), None) => removes.push(FileOp::Remove { file: o.file_name() }),
                 (Some(o), Some(c)) if !staged && o.text == c.text => {
@@ -401,7 +426,7 @@ impl AbState {
                 }
             }
             if staged {
-                if let Some(c) = &self.entries[i] {
+                if let Some(c) = self.entries.get(slot) {
                     payload.push(FileOp::WritePayload { slot, version: c.name.version.clone() });
                 }
             }
@@ -481,6 +506,20 @@ mod tests {
         assert!(matches!(e, Err(LoadError::BootCountPathMismatch { .. })));
         let e = AbState::load(&files, &opts(Slot::A), None, Some(&efi("berth-0.9.conf")));
         assert!(matches!(e, Err(LoadError::EntrySelectedMismatch { .. })));
+    }
+
+    #[test]
+    fn a_boot_blessed_since_it_began_loads_as_not_counted() {
+        // systemd-boot set the variable to the counted name; the entry was
+        // renamed (blessed) since; the variable stays until the next boot.
+        let files = [entry("berth-1.0.conf", Slot::A)];
+        let s = load(&files, Slot::A, Some("berth-1.0+2-1.conf")).unwrap();
+        assert_eq!(s.boot_count_path(), None);
+        // Another version's counted name is still a mismatch.
+        assert!(matches!(
+            load(&files, Slot::A, Some("berth-1.1+2-1.conf")),
+            Err(LoadError::BootCountPathMismatch { .. })
+        ));
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! an install engine that stages) and a fake PID1, and its D-Bus API over a
 //! socket in a temp dir.
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -14,13 +13,12 @@ use berth_layout::disk::Slot;
 use berth_updater::boot_entry::entry_text;
 use berth_updater::bundle::KeyRing;
 use berth_updater::bundle::{generate_dev_keypair, public_key_pem};
+use berth_updater::config::{Check, Config};
 use berth_updater::daemon::api;
 use berth_updater::daemon::history::{History, Kind, Store};
-use berth_updater::daemon::pending::config::{Check, Config, RebootPolicy, Window};
-use berth_updater::daemon::pending::install::{InstallContext, Installed, Progress, Step};
-use berth_updater::daemon::service::until_window;
 use berth_updater::daemon::wire::{WireInstalled, WireStatus};
 use berth_updater::daemon::{Bless, Daemon, Machine, Pid1, Readiness, Settings};
+use berth_updater::install::{InstallContext, Installed, Progress, Step};
 use berth_updater::state::{AbState, FileOp};
 
 // ------------------------------------------------------------ the fakes
@@ -111,10 +109,8 @@ impl Machine for FakeMachine {
         let d = self.0.lock().unwrap();
         let slot = d.booted.unwrap();
         let cmdline = opts(slot);
-        // The variable stays for the whole boot; once the entry it names is
-        // renamed (blessed), the state is loaded as not counted.
-        let counted = d.counted.as_ref().filter(|f| d.entries.iter().any(|e| &&e.0 == f));
-        let bcp = counted.map(|f| efi(&format!("\\loader\\entries\\{f}")));
+        // The variable stays for the whole boot, as systemd-boot set it.
+        let bcp = d.counted.as_ref().map(|f| efi(&format!("\\loader\\entries\\{f}")));
         AbState::load(&d.entries, &cmdline, bcp.as_deref(), None).map_err(|e| e.to_string())
     }
 
@@ -125,17 +121,16 @@ impl Machine for FakeMachine {
 
     fn install(
         &self,
-        mut source: Box<dyn Read + Send>,
+        source: &str,
+        _retries: u32,
         _keys: &KeyRing,
         ctx: &InstallContext,
         mut state: AbState,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Installed, String> {
         // The fake bundle is its version.
-        let mut version = String::new();
-        source.read_to_string(&mut version).map_err(|e| e.to_string())?;
-        let version = version.trim().to_string();
-        if ctx.failed_here.contains(&version) && !ctx.force {
+        let version = std::fs::read_to_string(source).map_err(|e| e.to_string())?.trim().to_string();
+        if ctx.failed_versions.contains(&version) && !ctx.force {
             return Err(format!("version {version} failed here before; --force to install it anyway"));
         }
         while self.0.lock().unwrap().hold {
@@ -150,7 +145,7 @@ impl Machine for FakeMachine {
         let mut d = self.0.lock().unwrap();
         FakeMachine::apply_plan(&mut d, &state.plan());
         d.installs += 1;
-        Ok(Installed { version, slot, entry: String::new(), bytes: 1024, elapsed: Duration::ZERO })
+        Ok(Installed { version, slot, entry_file: String::new(), bytes: 1024, elapsed: Duration::ZERO })
     }
 
     fn boot_id(&self) -> String {
@@ -378,40 +373,70 @@ fn a_version_that_spent_its_tries_or_is_not_running_after_a_reboot_is_failed_and
     assert!(h.has_failed("0.3.0") && h.staged.is_none());
 }
 
+/// Publishes `versions` in `dir` as `berth-image publish` does (signed
+/// metadata, a bundle file each), signed with a key added to `keys`.
+fn publish(dir: &Path, keys: &Path, versions: &[&str]) {
+    use berth_updater::publish::{self, Metadata, Release};
+    let key = generate_dev_keypair();
+    std::fs::write(keys.join("publisher.pem"), public_key_pem(&key.verifying_key()).unwrap()).unwrap();
+    let releases = versions
+        .iter()
+        .map(|v| {
+            let file = bundle(dir, v);
+            Release {
+                version: v.to_string(),
+                bundle: Path::new(&file).file_name().unwrap().to_string_lossy().into_owned(),
+                size: v.len() as u64,
+                sha256: "0".repeat(64),
+                architecture: "x86_64".into(),
+                min_from_version: "0.1.0".into(),
+            }
+        })
+        .collect();
+    let meta = Metadata::new(releases, std::time::SystemTime::now(), Duration::from_secs(3600));
+    let (json, sig) = publish::sign(&meta, &key).unwrap();
+    std::fs::write(dir.join(publish::METADATA_FILE), json).unwrap();
+    std::fs::write(dir.join(publish::SIGNATURE_FILE), sig).unwrap();
+}
+
 #[test]
 fn automatic_mode_never_installs_a_failed_version() {
     let dir = TempDir::new("auto");
+    let site = dir.0.join("site");
+    std::fs::create_dir_all(&site).unwrap();
     let machine = FakeMachine::new(&[("berth-0.1.0.conf", Slot::A)], Slot::A, None);
     let mut s = settings(&dir.0, vec![]);
-    s.config.auto.source = Some(dir.0.display().to_string());
+    s.config.auto.source = Some(site.display().to_string());
+    s.config.auto.reboot = berth_updater::config::RebootPolicy::Immediately;
+    publish(&site, &s.keys_dir, &["0.2.0"]);
     let mut h = History::default();
     h.failed.push(berth_updater::daemon::history::Failed { version: "0.2.0".into(), why: "x".into(), time: 0 });
     Store::new(&s.state_dir).save(&h).unwrap();
     let pid1 = FakePid1::default();
-    let daemon = Daemon::new(machine.clone(), pid1.clone(), s);
+    let daemon = Daemon::new(machine.clone(), pid1.clone(), s.clone());
     rt().block_on(async {
         // Not blessed yet: nothing happens.
         assert!(daemon.auto_round().await.unwrap().contains("not blessed"));
         daemon.start().await;
-        // The metadata (shimmed until H1's publish lands) cannot offer it;
-        // whatever check says, nothing is installed and nothing reboots.
-        let _ = daemon.auto_round().await;
+        // 0.2.0 failed here: check offers nothing, nothing is installed.
+        let c = daemon.check(None).await.unwrap();
+        assert!(!c.available, "{c:?}");
+        assert_eq!(daemon.auto_round().await.unwrap(), "up to date (0.1.0)");
     });
     assert_eq!(machine.0.lock().unwrap().installs, 0);
     assert_eq!(pid1.reboots.load(Ordering::SeqCst), 0);
-}
 
-#[test]
-fn reboot_windows() {
-    let w = Window { start: Duration::from_secs(2 * 3600), end: Duration::from_secs(4 * 3600) };
-    let day = 86_400 * 20_000;
-    assert_eq!(until_window(w, day + 3 * 3600), Duration::ZERO);
-    assert_eq!(until_window(w, day + 3600), Duration::from_secs(3600));
-    assert_eq!(until_window(w, day + 5 * 3600), Duration::from_secs(21 * 3600));
-    let wrap = Window { start: Duration::from_secs(23 * 3600), end: Duration::from_secs(3600) };
-    assert_eq!(until_window(wrap, day + 1800), Duration::ZERO);
-    assert_eq!(until_window(wrap, day + 22 * 3600), Duration::from_secs(3600));
-    let _ = RebootPolicy::Window;
+    // A newer good version is installed, and the machine reboots into it.
+    publish(&site, &s.keys_dir, &["0.2.0", "0.3.0"]);
+    rt().block_on(async {
+        let c = daemon.check(None).await.unwrap();
+        assert_eq!((c.available, c.version.as_str()), (true, "0.3.0"));
+        assert!(c.url.ends_with("/berth-0.3.0.bundle"), "{c:?}");
+        let what = daemon.auto_round().await.unwrap();
+        assert!(what.contains("installed 0.3.0 into slot b; rebooting"), "{what}");
+    });
+    assert_eq!(machine.files(), ["berth-0.1.0.conf", "berth-0.3.0+3.conf"]);
+    assert_eq!(pid1.reboots.load(Ordering::SeqCst), 1);
 }
 
 // --------------------------------------------------------- install, rollback

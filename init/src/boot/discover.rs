@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_layout::disk::{DATA_LABEL, DATA_TYPE, ROOT_X86_64_TYPE};
+use berth_layout::disk::{DATA_LABEL, DATA_TYPE};
 use berth_layout::gpt::{Gpt, Partition};
 use berth_layout::Guid;
 
@@ -15,17 +15,8 @@ use super::system::{Disk, System};
 pub const SYS_BLOCK: &str = "/sys/class/block";
 pub const CMDLINE: &str = "/proc/cmdline";
 
-/// Devices that are never the boot disk, and some of which are slow or
-/// odd to open (floppies, optical drives, the verity device itself).
-const NOT_DISKS: [&str; 5] = ["dm-", "ram", "zram", "sr", "fd"];
-
-/// Smallest disk worth reading a GPT from: the two tables alone take 67
-/// sectors.
-const MIN_DISK_BYTES: u64 = 1024 * 1024;
-/// Largest partition entry array read. A header that claims more is
-/// corrupt or hostile, and reading it would mean a huge allocation, which
-/// aborts rather than fails.
-const MAX_ENTRY_ARRAY: u64 = 1024 * 1024;
+use berth_layout::bootdisk::NOT_DISKS;
+pub use berth_layout::bootdisk::{holds_root, partuuids};
 
 /// Why the disk holding the booted root (or a partition device on it) was
 /// not found.
@@ -43,68 +34,10 @@ pub enum DiscoverError {
     NoPartitionDevice { disk: String, number: usize },
 }
 
-/// The GUIDs named `PARTUUID=` on a kernel command line.
-pub fn partuuids(cmdline: &str) -> Vec<Guid> {
-    let mut out: Vec<Guid> = Vec::new();
-    for g in cmdline
-        .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
-        .filter_map(|w| w.strip_prefix("PARTUUID="))
-        .filter_map(|g| g.get(..36)?.parse().ok())
-    {
-        if !out.contains(&g) {
-            out.push(g);
-        }
-    }
-    out
-}
-
-/// Whether a GPT header, if it is one, describes an entry array this
-/// process can afford to read.
-fn header_is_sane(h: &[u8]) -> bool {
-    if h.get(..8) != Some(b"EFI PART".as_slice()) {
-        return true;
-    }
-    let le32 = |o: usize| h.get(o..o + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
-    match (le32(80), le32(84)) {
-        (Some(count), Some(size)) => u64::from(count) * u64::from(size) <= MAX_ENTRY_ARRAY,
-        _ => false,
-    }
-}
-
-fn read_sector(disk: &mut Box<dyn Disk>, lba: u64, ss: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut buf = vec![0u8; usize::try_from(ss).unwrap_or(512)];
-    disk.seek(SeekFrom::Start(lba * ss))?;
-    disk.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-/// Reads and validates the GPT of `disk`. Guards the cases layout's reader
-/// does not: tiny disks, odd sector sizes, oversized entry arrays, and
-/// partitions that end before they start.
+/// Reads and validates the GPT of `disk` ([`berth_layout::bootdisk::read_table`]).
 pub fn read_table(disk: &mut Box<dyn Disk>) -> Result<Gpt, String> {
-    let ss = disk.sector_size();
-    let size = disk.size_bytes();
-    if !matches!(ss, 512 | 4096) {
-        return Err(format!("sector size {ss} is not 512 or 4096"));
-    }
-    if size < MIN_DISK_BYTES {
-        return Err(format!("{size} bytes is too small for a GPT"));
-    }
-    for lba in [1, size / ss - 1] {
-        let h = read_sector(disk, lba, ss).map_err(|e| e.to_string())?;
-        if !header_is_sane(&h) {
-            return Err(format!("GPT header at LBA {lba} has an oversized entry array"));
-        }
-    }
-    let gpt = Gpt::read(disk, ss, size).map_err(|e| e.to_string())?;
-    gpt.validate().map_err(|e| e.to_string())?;
-    Ok(gpt)
-}
-
-/// Whether `gpt` holds a root partition with one of `wanted` as its GUID.
-pub fn holds_root(gpt: &Gpt, wanted: &[Guid]) -> bool {
-    gpt.by_type(ROOT_X86_64_TYPE).any(|p| wanted.contains(&p.unique_guid))
+    let (ss, size) = (disk.sector_size(), disk.size_bytes());
+    berth_layout::bootdisk::read_table(disk, ss, size)
 }
 
 /// The data partition of a Berth disk.
@@ -210,17 +143,7 @@ pub fn kernel_partition_bytes(sys: &dyn System, name: &str) -> Result<u64, Disco
 mod tests {
     use super::*;
     use crate::boot::real::RealSystem;
-    use berth_layout::disk::{partition_uuid, ESP_TYPE};
-
-    #[test]
-    fn finds_partuuids_in_dm_mod_create() {
-        let g = partition_uuid("0.1.0", "root-a");
-        let cmdline = format!(
-            "console=ttyS0 dm-mod.create=\"root,,,ro,0 800 verity 1 PARTUUID={g} PARTUUID={g} 4096\" dm-mod.waitfor=PARTUUID={g} root=/dev/dm-0"
-        );
-        assert_eq!(partuuids(&cmdline), vec![g]);
-        assert!(partuuids("root=/dev/vda2 PARTUUID=nonsense").is_empty());
-    }
+    use berth_layout::disk::{partition_uuid, ESP_TYPE, ROOT_X86_64_TYPE};
 
     /// A Berth-shaped disk image in a temp file, written with layout's GPT.
     fn image(path: &Path, root_guid: Guid) {
@@ -258,16 +181,5 @@ mod tests {
         let err = read_table(&mut blank).unwrap_err();
         assert!(err.contains("no valid GPT"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_header_claiming_a_huge_entry_array_is_refused() {
-        let mut h = vec![0u8; 512];
-        h[..8].copy_from_slice(b"EFI PART");
-        h[80..84].copy_from_slice(&1024u32.to_le_bytes());
-        h[84..88].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(!header_is_sane(&h));
-        h[84..88].copy_from_slice(&128u32.to_le_bytes());
-        assert!(header_is_sane(&h));
     }
 }

@@ -14,6 +14,7 @@ use nix::errno::Errno;
 
 use super::ext4;
 use super::system::{Disk, MountSpec, System};
+use super::watchdog::WatchdogDevice;
 use crate::reaper::ExitStatus;
 
 pub const MIB: u64 = 1024 * 1024;
@@ -109,6 +110,8 @@ pub struct FakeSystem {
     pub nofile: (u64, u64),
     /// Kernel settings (`fs/nr_open`) whose writes fail with EINVAL.
     pub sysctl_errors: BTreeSet<String>,
+    /// Watchdog devices by path ([`FakeWatchdog::install`]).
+    pub watchdogs: BTreeMap<PathBuf, FakeWatchdog>,
 }
 
 impl FakeSystem {
@@ -135,6 +138,7 @@ impl FakeSystem {
             sector_size,
             nofile: (1024, 4096),
             sysctl_errors: BTreeSet::new(),
+            watchdogs: BTreeMap::new(),
         };
         let root = partition_uuid("0.1.0", "root-a");
         f.add_disk("vda", &berth_image_with_sectors(table_mib, disk_mib, root, sector_size));
@@ -296,6 +300,7 @@ impl System for FakeSystem {
             || self.dirs.contains(path)
             || self.disks.contains_key(path)
             || self.part_by_dev(path).is_some()
+            || self.watchdogs.contains_key(path)
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -440,6 +445,65 @@ impl System for FakeSystem {
     fn set_nofile_limit(&mut self, soft: u64, hard: u64) -> io::Result<()> {
         self.calls.push(format!("rlimit nofile {soft}:{hard}"));
         self.nofile = (soft, hard);
+        Ok(())
+    }
+
+    fn open_watchdog(&mut self, path: &Path) -> io::Result<Box<dyn WatchdogDevice>> {
+        let dev = self.watchdogs.get(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        dev.record(format!("open {}", path.display()));
+        Ok(Box::new(dev.clone()))
+    }
+}
+
+/// A watchdog device that records what is done to it; clones share the
+/// record, so a test keeps one while PID1's code owns the other.
+#[derive(Clone, Debug, Default)]
+pub struct FakeWatchdog {
+    identity: String,
+    calls: Arc<Mutex<Vec<String>>>,
+    /// WDIOC_SETTIMEOUT fails; the driver's timeout stays this.
+    refused: Arc<Mutex<Option<u32>>>,
+}
+
+impl FakeWatchdog {
+    /// Adds a device at `path`; the returned handle reads its record.
+    pub fn install(sys: &mut FakeSystem, path: &str, identity: &str) -> FakeWatchdog {
+        let dev = FakeWatchdog { identity: identity.into(), ..FakeWatchdog::default() };
+        sys.watchdogs.insert(PathBuf::from(path), dev.clone());
+        dev
+    }
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+    /// From now on the device refuses timeouts and keeps `secs`.
+    pub fn refuse_timeouts(&self, secs: u32) {
+        *self.refused.lock().unwrap() = Some(secs);
+    }
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+impl WatchdogDevice for FakeWatchdog {
+    fn identity(&mut self) -> io::Result<String> {
+        Ok(self.identity.clone())
+    }
+    fn set_timeout(&mut self, secs: u32) -> io::Result<u32> {
+        if self.refused.lock().unwrap().is_some() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        self.record(format!("set-timeout {secs}"));
+        Ok(secs)
+    }
+    fn timeout(&mut self) -> io::Result<u32> {
+        Ok(self.refused.lock().unwrap().unwrap_or(30))
+    }
+    fn keepalive(&mut self) -> io::Result<()> {
+        self.record("keepalive".into());
+        Ok(())
+    }
+    fn disarm(self: Box<Self>) -> io::Result<()> {
+        self.record("disarm (magic close)".into());
         Ok(())
     }
 }

@@ -10,12 +10,14 @@ use std::fmt;
 
 pub mod ceilings;
 pub mod data;
+pub mod deadline;
 pub mod discover;
 pub mod ext4;
 pub mod identity;
 pub mod mounts;
 pub mod real;
 pub mod system;
+pub mod watchdog;
 
 #[cfg(test)]
 mod fake;
@@ -88,6 +90,27 @@ impl BootReport {
         out.push(format!("hostname: {}", self.hostname));
         out
     }
+}
+
+/// What phase one hands to PID1.
+#[derive(Debug)]
+pub struct PhaseOne {
+    /// Whether the API filesystems are mounted ([`early_mounts`]).
+    pub mounted: Result<(), BootFailure>,
+    /// The hardware watchdog, armed (none when the machine has none).
+    pub watchdog: Option<watchdog::Watchdog>,
+    /// The entry systemd-boot counts this boot against
+    /// ([`deadline::counted_boot`]).
+    pub counted: Option<String>,
+}
+
+/// Phase 1 as PID1 runs it: [`early_mounts`], then, /dev and efivarfs
+/// being there, the watchdog is armed and the boot counter read.
+pub fn phase_one(sys: &mut dyn System) -> PhaseOne {
+    let mounted = early_mounts(sys);
+    let watchdog = watchdog::Watchdog::arm(sys);
+    let counted = deadline::counted_boot(sys);
+    PhaseOne { mounted, watchdog, counted }
 }
 
 /// Phase 1: /proc, /sys, /dev and the other API filesystems; then the

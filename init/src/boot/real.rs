@@ -10,6 +10,7 @@ use std::process::Stdio;
 use nix::mount::MsFlags;
 
 use super::system::{Disk, MountSpec, System};
+use super::watchdog::WatchdogDevice;
 use crate::power::ShutdownFlag;
 use crate::reaper::{ExitStatus, Reaper};
 use crate::spawn;
@@ -17,6 +18,20 @@ use crate::spawn;
 nix::ioctl_read_bad!(blksszget, 0x1268, libc::c_int);
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 nix::ioctl_write_ptr_bad!(blkpg, 0x1269, BlkpgIoctlArg);
+
+// The watchdog API, linux/watchdog.h ('W' ioctls).
+nix::ioctl_read!(wdioc_getsupport, b'W', 0, WatchdogInfo);
+nix::ioctl_read!(wdioc_keepalive, b'W', 5, libc::c_int);
+nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, libc::c_int);
+nix::ioctl_read!(wdioc_gettimeout, b'W', 7, libc::c_int);
+
+/// `struct watchdog_info` from linux/watchdog.h.
+#[repr(C)]
+pub struct WatchdogInfo {
+    options: u32,
+    firmware_version: u32,
+    identity: [u8; 32],
+}
 
 const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
 
@@ -253,6 +268,54 @@ impl System for RealSystem {
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) } != 0 {
             return Err(io::Error::last_os_error());
         }
+        Ok(())
+    }
+
+    fn open_watchdog(&mut self, path: &Path) -> io::Result<Box<dyn WatchdogDevice>> {
+        let file = OpenOptions::new().write(true).open(path)?;
+        Ok(Box::new(RealWatchdog { file }))
+    }
+}
+
+/// An open watchdog character device.
+struct RealWatchdog {
+    file: File,
+}
+
+impl WatchdogDevice for RealWatchdog {
+    fn identity(&mut self) -> io::Result<String> {
+        let mut info = WatchdogInfo { options: 0, firmware_version: 0, identity: [0; 32] };
+        // SAFETY: WDIOC_GETSUPPORT fills the struct it points to.
+        unsafe { wdioc_getsupport(self.file.as_raw_fd(), &mut info) }.map_err(io::Error::from)?;
+        let end = info.identity.iter().position(|b| *b == 0).unwrap_or(info.identity.len());
+        Ok(String::from_utf8_lossy(info.identity.get(..end).unwrap_or_default()).into_owned())
+    }
+
+    fn set_timeout(&mut self, secs: u32) -> io::Result<u32> {
+        let mut t = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+        // SAFETY: WDIOC_SETTIMEOUT reads and writes back one int.
+        unsafe { wdioc_settimeout(self.file.as_raw_fd(), &mut t) }.map_err(io::Error::from)?;
+        Ok(u32::try_from(t).unwrap_or(secs))
+    }
+
+    fn timeout(&mut self) -> io::Result<u32> {
+        let mut t: libc::c_int = 0;
+        // SAFETY: WDIOC_GETTIMEOUT writes one int.
+        unsafe { wdioc_gettimeout(self.file.as_raw_fd(), &mut t) }.map_err(io::Error::from)?;
+        u32::try_from(t).map_err(|_| io::Error::other(format!("negative timeout {t}")))
+    }
+
+    fn keepalive(&mut self) -> io::Result<()> {
+        let mut dummy: libc::c_int = 0;
+        // SAFETY: WDIOC_KEEPALIVE ignores its int argument.
+        unsafe { wdioc_keepalive(self.file.as_raw_fd(), &mut dummy) }.map_err(io::Error::from)?;
+        Ok(())
+    }
+
+    fn disarm(mut self: Box<Self>) -> io::Result<()> {
+        // The magic close: `V` then close(2) stops the timer.
+        self.file.write_all(b"V")?;
+        drop(self);
         Ok(())
     }
 }

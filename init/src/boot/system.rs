@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
+use super::watchdog::WatchdogDevice;
 use crate::reaper::ExitStatus;
 
 /// One mount(2) call.
@@ -70,4 +71,6 @@ pub trait System {
     fn nofile_limit(&self) -> io::Result<(u64, u64)>;
     /// Sets it (raising the hard limit needs CAP_SYS_RESOURCE).
     fn set_nofile_limit(&mut self, soft: u64, hard: u64) -> io::Result<()>;
+    /// Opens a watchdog device (`/dev/watchdog0`), which starts its timer.
+    fn open_watchdog(&mut self, path: &Path) -> io::Result<Box<dyn WatchdogDevice>>;
 }

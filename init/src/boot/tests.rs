@@ -407,3 +407,26 @@ fn early_boot_raises_the_ceilings_on_open_files_once_proc_is_mounted() {
     early_mounts(&mut sys).unwrap();
     assert!(sys.calls_starting("rlimit").is_empty(), "{:?}", sys.calls);
 }
+
+#[test]
+fn phase_one_arms_the_watchdog_and_reads_the_boot_counter_after_the_mounts() {
+    use super::deadline::LOADER_BOOT_COUNT_VAR;
+    use super::fake::FakeWatchdog;
+    let mut sys = FakeSystem::berth(1024, 1024);
+    let dog = FakeWatchdog::install(&mut sys, "/dev/watchdog0", "i6300ESB timer");
+    let mut var = vec![7, 0, 0, 0];
+    for u in "\\loader\\entries\\berth-0.1.0+2-1.conf".encode_utf16().chain([0]) {
+        var.extend_from_slice(&u.to_le_bytes());
+    }
+    sys.files.insert(LOADER_BOOT_COUNT_VAR.into(), var);
+    let one = phase_one(&mut sys);
+    one.mounted.unwrap();
+    assert_eq!(one.watchdog.unwrap().timeout(), std::time::Duration::from_secs(60));
+    assert_eq!(dog.calls(), ["open /dev/watchdog0", "set-timeout 60", "keepalive"]);
+    assert_eq!(one.counted.as_deref(), Some("\\loader\\entries\\berth-0.1.0+2-1.conf"));
+
+    let mut sys = FakeSystem::berth(1024, 1024);
+    sys.mount_errors.insert("/proc".into(), Errno::ENODEV);
+    let one = phase_one(&mut sys);
+    assert!(one.mounted.is_err() && one.watchdog.is_none() && one.counted.is_none(), "{one:?}");
+}

@@ -10,24 +10,25 @@ use tokio::sync::oneshot;
 
 use super::Pid1;
 use crate::boot::data::Prepared;
-use crate::boot::{self, BootFailure, BootReport, RealSystem};
+use crate::boot::{self, BootFailure, BootReport, PhaseOne, RealSystem};
 use crate::power::ShutdownFlag;
 use crate::{info, journal, log};
 
-type Pending<T> = oneshot::Receiver<Result<T, BootFailure>>;
+type Pending<T> = oneshot::Receiver<T>;
+type Outcome<T> = Result<T, oneshot::error::RecvError>;
 
 /// Where early boot is.
 pub(super) enum Boot {
     NotStarted,
-    Mounting(Pending<()>),
-    Storage(Pending<BootReport>),
+    Mounting(Pending<PhaseOne>),
+    Storage(Pending<Result<BootReport, BootFailure>>),
     Done,
 }
 
 /// A phase finished (or its thread vanished).
 pub(super) enum BootEvent {
-    Mounts(Result<Result<(), BootFailure>, oneshot::error::RecvError>),
-    Storage(Result<Result<BootReport, BootFailure>, oneshot::error::RecvError>),
+    Mounts(Outcome<PhaseOne>),
+    Storage(Outcome<Result<BootReport, BootFailure>>),
 }
 
 /// Resolves when the running phase has a result; never while none runs.
@@ -44,7 +45,7 @@ pub(super) async fn boot_progress(boot: &mut Boot) -> BootEvent {
 fn spawn_phase<T: Send + 'static>(
     name: &str,
     shutdown: &ShutdownFlag,
-    phase: impl FnOnce(&mut RealSystem) -> Result<T, BootFailure> + Send + 'static,
+    phase: impl FnOnce(&mut RealSystem) -> T + Send + 'static,
 ) -> io::Result<Pending<T>> {
     let (tx, rx) = oneshot::channel();
     let shutdown = shutdown.clone();
@@ -58,7 +59,7 @@ fn spawn_phase<T: Send + 'static>(
 impl Pid1 {
     pub(super) fn advance_boot(&mut self) {
         if let Boot::NotStarted = self.boot {
-            self.boot = match spawn_phase("boot-mounts", &self.shutdown_flag, |sys| boot::early_mounts(sys)) {
+            self.boot = match spawn_phase("boot-mounts", &self.shutdown_flag, |sys| boot::phase_one(sys)) {
                 Ok(rx) => Boot::Mounting(rx),
                 Err(e) => {
                     self.enter_emergency("mounts", &format!("starting the boot thread: {e}"));
@@ -69,13 +70,18 @@ impl Pid1 {
         }
     }
 
-    pub(super) fn mounts_done(&mut self, r: Result<Result<(), BootFailure>, oneshot::error::RecvError>) {
+    pub(super) fn mounts_done(&mut self, r: Outcome<PhaseOne>) {
         // Whatever of /dev and /sys exists now is used, even after a
         // failure: the emergency shell and the power button need them.
         if let Err(e) = log::stdio_to_console() {
             info!("stdio on {}: {e}", log::CONSOLE);
         }
         self.watch_power_buttons();
+        let r = r.map(|one| {
+            self.watchdog = one.watchdog;
+            self.counted = one.counted;
+            one.mounted
+        });
         match r {
             Ok(Ok(())) => {
                 self.boot =
@@ -99,10 +105,17 @@ impl Pid1 {
                 self.start_shell();
             }
         }
+        if let Boot::Done = self.boot {
+            // An emergency in a counted boot: the deadline still runs out,
+            // so a version that cannot mount its API filesystems falls back.
+            self.arm_deadline();
+        }
     }
 
-    pub(super) fn storage_done(&mut self, r: Result<Result<BootReport, BootFailure>, oneshot::error::RecvError>) {
+    pub(super) fn storage_done(&mut self, r: Outcome<Result<BootReport, BootFailure>>) {
         self.boot = Boot::Done;
+        // /etc is mounted (or never will be): the updater's settings can be read.
+        self.arm_deadline();
         match r {
             Ok(Ok(report)) => {
                 for line in report.lines() {

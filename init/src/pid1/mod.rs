@@ -1,11 +1,13 @@
 //! PID1's event loop: signals, the reaper, early boot's progress, the admin
-//! shell, the power button, the emergency reminder.
+//! shell, the power button, the emergency reminder, the hardware watchdog's
+//! feeding and the boot deadline.
 //!
 //! All state lives in [`Pid1`], outside the tokio runtime, and the boot
 //! steps run on plain threads: when a bug panics out of the loop, `main`
 //! builds a new runtime and calls [`Pid1::run`] again, and nothing that was
 //! in flight (a running mke2fs, the shell) is lost with the old runtime.
 
+mod deadline;
 mod early_boot;
 pub mod emergency;
 pub mod power_button;
@@ -22,7 +24,10 @@ use std::time::{Duration, Instant};
 
 use berth_layout::paths::{ADMIN_CONSOLE, SHELL};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Interval, MissedTickBehavior};
 
+use crate::boot::deadline::BootDeadline;
+use crate::boot::watchdog::Watchdog;
 use crate::journal::{self, Journal};
 use crate::power::{self, Action, ShutdownFlag};
 use crate::reaper::{ExitStatus, Reaper};
@@ -68,6 +73,8 @@ enum Event {
     PowerRequest(Action),
     PowerDue,
     Settled(Settle),
+    FeedWatchdog,
+    DeadlineDue,
     Tick,
 }
 
@@ -94,11 +101,30 @@ pub struct Pid1 {
     pending_power: Option<(Action, Instant)>,
     /// Raised when shutdown begins; the boot threads hold clones.
     shutdown_flag: ShutdownFlag,
+    /// The hardware watchdog, armed in boot phase one, fed by the loop.
+    watchdog: Option<Watchdog>,
+    /// The entry systemd-boot counts this boot against, until the
+    /// deadline is armed.
+    counted: Option<String>,
+    /// A counted boot's deadline and when to look at it next.
+    deadline: Option<(BootDeadline, Instant)>,
 }
 
 async fn until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => pending().await,
+    }
+}
+
+/// The watchdog's feeding ticks, at a quarter of its timeout; never
+/// without one. The interval belongs to the running tokio runtime, so it
+/// is made in the loop ([`Pid1::event_loop`]), not kept in [`Pid1`].
+async fn feed_tick(feeder: &mut Option<Interval>) {
+    match feeder {
+        Some(i) => {
+            i.tick().await;
+        }
         None => pending().await,
     }
 }
@@ -156,6 +182,9 @@ impl Pid1 {
             power_rx,
             pending_power: None,
             shutdown_flag: ShutdownFlag::default(),
+            watchdog: None,
+            counted: None,
+            deadline: None,
         }
     }
 
@@ -180,14 +209,23 @@ impl Pid1 {
         if let Some(s) = &mut self.services {
             s.ensure_server();
         }
+        let mut feeder: Option<Interval> = None;
         loop {
             self.advance_boot();
-            let event = self.next_event(&mut signals).await;
+            if let (None, Some(w)) = (&feeder, &mut self.watchdog) {
+                // A new loop (first, or after a panic): fed now, then on ticks.
+                w.feed();
+                let period = w.feed_interval();
+                let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                feeder = Some(i);
+            }
+            let event = self.next_event(&mut signals, &mut feeder).await;
             self.handle(event);
         }
     }
 
-    async fn next_event(&mut self, signals: &mut Signals) -> Event {
+    async fn next_event(&mut self, signals: &mut Signals, feeder: &mut Option<Interval>) -> Event {
         let backstop = if signals.complete { REAP_BACKSTOP } else { REAP_FALLBACK };
         let emergency_due = self.emergency.as_ref().map(|(_, t)| *t);
         tokio::select! {
@@ -200,6 +238,8 @@ impl Pid1 {
             Some(action) = self.power_rx.recv() => Event::PowerRequest(action),
             () = until(self.pending_power.map(|(_, t)| t)) => Event::PowerDue,
             s = settle_change(&mut self.settle) => Event::Settled(s),
+            () = feed_tick(feeder) => Event::FeedWatchdog,
+            () = until(self.deadline.as_ref().map(|(_, t)| *t)) => Event::DeadlineDue,
             () = tokio::time::sleep(backstop) => Event::Tick,
         }
     }
@@ -236,6 +276,12 @@ impl Pid1 {
                 }
             }
             Event::Settled(s) => self.units_settled(&s),
+            Event::FeedWatchdog => {
+                if let Some(w) = &mut self.watchdog {
+                    w.feed();
+                }
+            }
+            Event::DeadlineDue => self.deadline_due(),
             Event::EmergencyDue => {
                 if let Some((line, next)) = &mut self.emergency {
                     log::line(line.clone());
@@ -339,6 +385,11 @@ impl Pid1 {
     }
 
     fn shutdown(&mut self, action: Action, reason: &str) -> ! {
+        // This loop stops feeding it now: the shutdown timeout covers the
+        // units' stop and the rest, fed at each step.
+        if let Some(w) = &mut self.watchdog {
+            w.shutdown_begins();
+        }
         if let Some(services) = &mut self.services {
             info!("stopping units ({reason})");
             let began = Instant::now();
@@ -346,7 +397,8 @@ impl Pid1 {
             log::line(timing::units_stopped_line(began.elapsed()));
         }
         let sessions: Vec<i32> = self.shell.pid.into_iter().collect();
-        let err = shutdown::run(&mut RealOps { flag: self.shutdown_flag.clone() }, action, reason, &sessions);
+        let mut ops = RealOps { flag: self.shutdown_flag.clone(), watchdog: self.watchdog.take() };
+        let err = shutdown::run(&mut ops, action, reason, &sessions);
         info!("{action:?} failed: {err}; the machine stays halted here");
         log::flush(Duration::from_secs(1));
         // Returning would re-enter a loop whose filesystems are gone;

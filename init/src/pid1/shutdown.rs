@@ -10,6 +10,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::signal::Signal;
 
+use crate::boot::watchdog::Watchdog;
 use crate::log::PREFIX;
 use crate::mountinfo;
 use crate::power::{Action, ShutdownFlag};
@@ -43,6 +44,13 @@ pub trait ShutdownOps {
     fn remount_ro(&mut self, target: &str) -> nix::Result<()>;
     fn detach(&mut self, target: &str) -> nix::Result<()>;
     fn flush_console(&mut self);
+    /// Feeds the hardware watchdog (at each step: PID1's loop, which fed
+    /// it, is busy here).
+    fn feed_watchdog(&mut self);
+    /// The last word to the watchdog, just before the final lines and
+    /// reboot(2): left armed (fed, shutdown timeout) for a reboot, so a
+    /// hung firmware or loader still resets; disarmed for a poweroff.
+    fn watchdog_before_reboot(&mut self, action: Action);
     /// Only returns on failure.
     fn reboot(&mut self, action: Action) -> Errno;
 }
@@ -110,20 +118,25 @@ pub fn run(ops: &mut dyn ShutdownOps, action: Action, reason: &str, sessions: &[
     for pgid in sessions {
         ops.hangup(*pgid);
     }
+    ops.feed_watchdog();
     ops.kill_all(Signal::SIGTERM);
     if !wait_for_children(ops, TERM_GRACE) {
         ops.log(format!("{PREFIX}processes left after {} s: sending SIGKILL", TERM_GRACE.as_secs()));
         ops.kill_all(Signal::SIGKILL);
         wait_for_children(ops, KILL_GRACE);
     }
+    ops.feed_watchdog();
     if !ops.sync(SYNC_LIMIT) {
         ops.log(format!("{PREFIX}sync did not finish in {} s; going on", SYNC_LIMIT.as_secs()));
     }
     let mounts = ops.mounts();
     for target in unmount_plan(&mounts) {
+        ops.feed_watchdog();
         unmount(ops, &target);
     }
+    ops.feed_watchdog();
     ops.sync(SYNC_LIMIT);
+    ops.watchdog_before_reboot(action);
     ops.log(SHUTDOWN_DONE.to_string());
     ops.flush_console();
     ops.reboot(action)
@@ -133,6 +146,9 @@ pub fn run(ops: &mut dyn ShutdownOps, action: Action, reason: &str, sessions: &[
 pub struct RealOps {
     /// Raised by [`ShutdownOps::begin`].
     pub flag: ShutdownFlag,
+    /// The hardware watchdog, if there is one (already on its shutdown
+    /// timeout: [`Watchdog::shutdown_begins`]).
+    pub watchdog: Option<Watchdog>,
 }
 
 impl ShutdownOps for RealOps {
@@ -195,6 +211,18 @@ impl ShutdownOps for RealOps {
 
     fn flush_console(&mut self) {
         crate::log::flush(Duration::from_secs(2));
+    }
+
+    fn feed_watchdog(&mut self) {
+        if let Some(w) = &mut self.watchdog {
+            w.feed();
+        }
+    }
+
+    fn watchdog_before_reboot(&mut self, action: Action) {
+        if let Some(w) = self.watchdog.take() {
+            crate::log::line(format!("{PREFIX}{}", w.before_reboot(action)));
+        }
     }
 
     fn reboot(&mut self, action: Action) -> Errno {
@@ -310,6 +338,12 @@ mod tests {
         fn flush_console(&mut self) {
             self.calls.push("flush".into());
         }
+        fn feed_watchdog(&mut self) {
+            self.calls.push("feed".into());
+        }
+        fn watchdog_before_reboot(&mut self, action: Action) {
+            self.calls.push(format!("watchdog {action:?}"));
+        }
         fn reboot(&mut self, action: Action) -> Errno {
             self.calls.push(format!("reboot {action:?}"));
             Errno::EPERM
@@ -337,6 +371,7 @@ mod tests {
             f.pos("umount /etc"),
             f.pos("umount /var"),
             f.calls.iter().rposition(|c| c == "sync").unwrap(),
+            f.pos("watchdog Poweroff"),
             f.pos(&format!("log {SHUTDOWN_DONE}")),
             f.pos("flush"),
             f.pos("reboot Poweroff"),
@@ -352,6 +387,20 @@ mod tests {
         assert!(f.elapsed >= TERM_GRACE);
         assert!(f.pos("kill SIGKILL") < f.pos("umount /var"));
         assert_eq!(f.calls.last().unwrap(), "reboot Reboot");
+    }
+
+    #[test]
+    fn the_watchdog_is_fed_at_each_step_until_just_before_reboot() {
+        let mut f = Fake::new(None);
+        run(&mut f, Action::Reboot, "SIGTERM", &[]);
+        let feeds: Vec<usize> = (0..f.calls.len()).filter(|&i| f.calls[i] == "feed").collect();
+        assert!(feeds.len() >= 4, "{:#?}", f.calls);
+        assert!(feeds[0] < f.pos("kill SIGTERM"), "fed before the grace periods");
+        assert!(f.pos("kill SIGKILL") < feeds[1] && feeds[1] < f.pos("sync"), "fed after them");
+        let last_feed = *feeds.last().unwrap();
+        assert!(f.pos("umount /run") < last_feed, "fed after the unmounts");
+        let last = &f.calls[last_feed..];
+        assert_eq!(last[1..], ["sync", "watchdog Reboot", &format!("log {SHUTDOWN_DONE}"), "flush", "reboot Reboot"]);
     }
 
     #[test]

@@ -13,22 +13,23 @@ use berth_layout::paths::{
     BOOT_BLESSED, CONTROL_SOCKET, UPDATER_CONFIG, UPDATER_DEFAULT_CONFIG, UPDATER_SOCKET, UPDATER_STATE_DIR,
     UPDATE_KEYS_DIR,
 };
-use berth_updater::daemon::pending::config::{self, Config};
-use berth_updater::daemon::pending::install::Step;
+use berth_updater::config;
 use berth_updater::daemon::real::{RealMachine, RealPid1};
 use berth_updater::daemon::{api, Daemon, Settings};
+use berth_updater::install::parse_pause_point;
 
 /// Set by the QEMU power-cut tests through the unit's environment only.
 const PAUSE_ENV: &str = "BERTH_UPDATER_PAUSE_BEFORE";
 
 fn settings() -> Result<Settings, String> {
-    let config = if Path::new(UPDATER_DEFAULT_CONFIG).exists() {
-        config::load(Path::new(UPDATER_DEFAULT_CONFIG), Path::new(UPDATER_CONFIG)).map_err(|e| e.to_string())?
-    } else {
-        Config::default()
-    };
+    // Broken settings must not stop the bless: the image's file, or the
+    // built-in values, and the errors said.
+    let (config, errors) = config::load_or_fallback(Path::new(UPDATER_DEFAULT_CONFIG), Path::new(UPDATER_CONFIG));
+    for e in errors {
+        eprintln!("berth-updater: settings: {e}");
+    }
     let pause_before = match std::env::var(PAUSE_ENV) {
-        Ok(s) if !s.is_empty() => Some(Step::parse(&s).ok_or_else(|| format!("{PAUSE_ENV}={s}: no such step"))?),
+        Ok(s) if !s.is_empty() => Some(parse_pause_point(&s).map_err(|e| format!("{PAUSE_ENV}: {e}"))?),
         _ => None,
     };
     Ok(Settings {

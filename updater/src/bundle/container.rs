@@ -34,7 +34,8 @@ pub fn measure(mut reader: impl Read) -> io::Result<(u64, String)> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        hasher.update(&buf[..n]);
+        let chunk = buf.get(..n).unwrap_or_default();
+        hasher.update(chunk);
         len += n as u64;
     }
 }
@@ -93,8 +94,9 @@ pub fn sign(
             if done > p.size {
                 return Err(BundleError::PayloadSize { name: p.name.clone(), expected: p.size, actual: done });
             }
-            hasher.update(&buf[..n]);
-            w(&part, out, &buf[..n])?;
+            let chunk = buf.get(..n).unwrap_or_default();
+            hasher.update(chunk);
+            w(&part, out, chunk)?;
         }
         if done != p.size {
             return Err(BundleError::PayloadSize { name: p.name.clone(), expected: p.size, actual: done });
@@ -121,26 +123,29 @@ pub fn sign(
 /// ([`BundleError::InvalidManifest`], and its format version must equal
 /// the header's).
 pub fn open<R: Read>(mut reader: R, keys: &KeyRing) -> Result<Bundle<R>, BundleError> {
-    let mut header = [0u8; 16];
-    reader.read_exact(&mut header).map_err(|e| BundleError::io("header", e))?;
-    let magic: [u8; 8] = header[0..8].try_into().expect("8 bytes");
+    let (mut magic, mut version, mut len) = ([0u8; 8], [0u8; 4], [0u8; 4]);
+    for field in [&mut magic[..], &mut version[..], &mut len[..]] {
+        reader.read_exact(field).map_err(|e| BundleError::io("header", e))?;
+    }
     if magic != MAGIC {
         return Err(BundleError::BadMagic { found: magic });
     }
-    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    let version = u32::from_le_bytes(version);
     if version != FORMAT_VERSION {
         return Err(BundleError::UnsupportedFormat { found: version, supported: FORMAT_VERSION });
     }
-    let len = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+    let len = u32::from_le_bytes(len);
     if len == 0 || len > MAX_MANIFEST_LEN {
         return Err(BundleError::ManifestLength { len, max: MAX_MANIFEST_LEN });
     }
     let mut bytes = vec![0u8; len as usize];
     reader.read_exact(&mut bytes).map_err(|e| BundleError::io("manifest", e))?;
-    let mut sig_block = [0u8; 96];
-    reader.read_exact(&mut sig_block).map_err(|e| BundleError::io("signature", e))?;
-    let id = KeyId(sig_block[..32].try_into().expect("32 bytes"));
-    let signature = Signature::from_bytes(&sig_block[32..].try_into().expect("64 bytes"));
+    let (mut id, mut signature) = ([0u8; 32], [0u8; 64]);
+    for field in [&mut id[..], &mut signature[..]] {
+        reader.read_exact(field).map_err(|e| BundleError::io("signature", e))?;
+    }
+    let id = KeyId(id);
+    let signature = Signature::from_bytes(&signature);
     let key = keys.get(&id).ok_or_else(|| BundleError::UnknownKey { key_id: id.to_string() })?;
     key.verify_strict(&signed_message(&bytes), &signature)
         .map_err(|_| BundleError::BadSignature { key_id: id.to_string() })?;
@@ -267,14 +272,15 @@ impl<R: Read> PayloadReader<'_, R> {
 
 /// The [`BundleError`] inside an `io::Error` from a [`PayloadReader`], or a
 /// new one for an error from below.
-fn from_io(part: &str, e: io::Error) -> BundleError {
-    if e.get_ref().is_some_and(|inner| inner.is::<BundleError>()) {
-        if let Ok(inner) = e.into_inner().expect("checked").downcast::<BundleError>() {
-            return *inner;
-        }
-        unreachable!("checked the type above");
+pub(crate) fn from_io(part: &str, e: io::Error) -> BundleError {
+    if !e.get_ref().is_some_and(|inner| inner.is::<BundleError>()) {
+        return BundleError::io(part, e);
     }
-    BundleError::io(part, e)
+    match e.into_inner().map(|inner| inner.downcast::<BundleError>()) {
+        Some(Ok(inner)) => *inner,
+        Some(Err(other)) => BundleError::Io { part: part.to_string(), source: io::Error::other(other) },
+        None => BundleError::Truncated { part: part.to_string() },
+    }
 }
 
 impl<R: Read> Read for PayloadReader<'_, R> {
@@ -297,14 +303,14 @@ impl<R: Read> Read for PayloadReader<'_, R> {
             return Ok(0);
         }
         let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        let n = self.bundle.reader.read(&mut buf[..want])?;
+        let n = self.bundle.reader.read(buf.get_mut(..want).unwrap_or_default())?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 BundleError::Truncated { part: format!("payload {:?}", self.payload.name) },
             ));
         }
-        self.hasher.update(&buf[..n]);
+        self.hasher.update(buf.get(..n).unwrap_or_default());
         self.remaining -= n as u64;
         self.bundle.pos += n as u64;
         Ok(n)

@@ -52,6 +52,7 @@ mod manifest;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use container::from_io;
 pub use container::{measure, open, sign, Bundle, PayloadReader};
 pub use error::{BundleError, KeyError};
 pub use keys::{

@@ -21,9 +21,9 @@ use berth_dbus::{CallLimit, PeerConfig, PeerServer};
 use zbus::connection::Builder;
 use zbus::object_server::SignalEmitter;
 
-use super::pending::install::{Progress, Step};
 use super::service::{say, Daemon, DaemonError, Machine, Pid1};
 use super::wire::{WireCandidate, WireInstalled, WireSlot, WireStatus};
+use crate::install::{Progress, Step};
 
 /// Calls one connection may have in flight.
 pub const MAX_CALLS_PER_CONNECTION: usize = 8;

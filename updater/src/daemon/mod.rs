@@ -12,7 +12,6 @@
 
 pub mod api;
 pub mod history;
-pub mod pending;
 pub mod real;
 pub mod service;
 pub mod wire;

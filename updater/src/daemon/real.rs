@@ -2,17 +2,16 @@
 //! engine) and the real [`Pid1`] (PID1's control API on
 //! [`berth_layout::paths::CONTROL_SOCKET`]).
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_dbus::{Peer, MANAGER};
 
-use super::pending::install::{self, InstallContext, Installed, Progress};
-use super::pending::system;
 use super::service::{Machine, Pid1, Readiness};
 use crate::bundle::KeyRing;
+use crate::install::{self, InstallContext, Installed, Progress};
 use crate::state::{AbState, FileOp};
+use crate::system::{self, RealTarget};
 
 /// Where this boot's id is.
 pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
@@ -23,7 +22,8 @@ pub struct RealMachine;
 
 impl Machine for RealMachine {
     fn load(&self) -> Result<AbState, String> {
-        system::load_state().map_err(|e| e.to_string())
+        let mut target = RealTarget::open().map_err(|e| e.to_string())?;
+        system::load_state(&mut target).map_err(|e| e.to_string())
     }
 
     fn apply(&self, state: &AbState) -> Result<(), String> {
@@ -31,20 +31,21 @@ impl Machine for RealMachine {
         if plan.iter().any(|op| matches!(op, FileOp::WritePayload { .. })) {
             return Err("a plan with a payload goes through the install engine".into());
         }
-        let mut target = system::open_target().map_err(|e| e.to_string())?;
+        let mut target = RealTarget::open().map_err(|e| e.to_string())?;
         system::apply(&plan, &mut target).map_err(|e| e.to_string())
     }
 
     fn install(
         &self,
-        source: Box<dyn Read + Send>,
+        source: &str,
+        retries: u32,
         keys: &KeyRing,
         ctx: &InstallContext,
         state: AbState,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Installed, String> {
-        let mut target = system::open_target().map_err(|e| e.to_string())?;
-        install::install(source, keys, ctx, state, &mut target, progress).map_err(|e| e.to_string())
+        let mut target = RealTarget::open().map_err(|e| e.to_string())?;
+        install::install_from(source, retries, keys, ctx, state, &mut target, progress).map_err(|e| e.to_string())
     }
 
     fn boot_id(&self) -> String {

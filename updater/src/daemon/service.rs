@@ -10,15 +10,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::history::{History, Kind, Operation, Staged, Store};
-use super::pending::config::{Check, Config, RebootPolicy, Window};
-use super::pending::install::{InstallContext, Installed, Progress};
-use super::pending::{fetch, publish};
 use super::wire::{WireCandidate, WireFailed, WireOperation, WireSlot, WireStatus};
 use crate::bundle::KeyRing;
+use crate::config::{Check, Config, RebootPolicy};
+use crate::install::{InstallContext, Installed, Progress, Step};
 use crate::state::AbState;
+use crate::{fetch, publish};
 
-/// The metadata file is read up to this size.
-pub const MAX_METADATA_BYTES: u64 = 4 * 1024 * 1024;
 /// Bless attempts before giving up on this boot (PID1's deadline then
 /// reboots it).
 pub const BLESS_ATTEMPTS: u32 = 3;
@@ -30,10 +28,12 @@ pub trait Machine: Send + Sync + 'static {
     fn load(&self) -> Result<AbState, String>;
     /// Writes a changed state (no payload: bless, rollback) to the ESP.
     fn apply(&self, state: &AbState) -> Result<(), String>;
-    /// Runs the install engine on a loaded state.
+    /// Runs the install engine on a loaded state, from `source` (a bundle
+    /// file, or an http(s) URL fetched with `retries` resumes).
     fn install(
         &self,
-        source: Box<dyn Read + Send>,
+        source: &str,
+        retries: u32,
         keys: &KeyRing,
         ctx: &InstallContext,
         state: AbState,
@@ -85,8 +85,9 @@ pub struct Settings {
     pub blessed_marker: PathBuf,
     /// The architecture bundles must be for (`x86_64`).
     pub arch: String,
-    /// `BERTH_UPDATER_PAUSE_BEFORE` (QEMU power-cut tests only).
-    pub pause_before: Option<super::pending::install::Step>,
+    /// `BERTH_UPDATER_PAUSE_BEFORE` (QEMU power-cut tests only): the step,
+    /// and the percent into `write-root`.
+    pub pause_before: Option<(Step, Option<u8>)>,
 }
 
 /// How this boot's bless stands.
@@ -295,16 +296,16 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
         let state = self.load().await.map_err(DaemonError::Failed)?;
         let ctx = InstallContext {
             booted_version: state.booted_entry().map(|e| e.name.version.clone()).unwrap_or_default(),
-            arch: self.settings.arch.clone(),
-            failed_here: lock(&self.history).failed_versions(),
+            architecture: self.settings.arch.clone(),
+            failed_versions: lock(&self.history).failed_versions(),
             force,
-            pause_before: self.settings.pause_before,
+            pause_before: self.settings.pause_before.map(|p| p.0),
+            pause_percent: self.settings.pause_before.and_then(|p| p.1),
         };
         let (src, retries) = (source.to_string(), self.settings.config.fetch.retries);
         let machine = Arc::clone(&self.machine);
         let outcome = tokio::task::spawn_blocking(move || {
-            let (reader, _len) = fetch::open(&src, retries).map_err(|e| DaemonError::Failed(e.to_string()))?;
-            machine.install(reader, &keys, &ctx, state, &mut progress).map_err(DaemonError::Refused)
+            machine.install(&src, retries, &keys, &ctx, state, &mut progress).map_err(DaemonError::Refused)
         })
         .await;
         outcome.unwrap_or_else(|e| Err(DaemonError::Failed(format!("the install task failed: {e}"))))
@@ -367,15 +368,21 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
         let arch = self.settings.arch.clone();
         let booted2 = booted.clone();
         blocking(move || {
-            let meta_url = format!("{base}/{}", publish::METADATA_FILE);
-            let (reader, _) = fetch::open(&meta_url, retries).map_err(|e| e.to_string())?;
-            let mut bytes = Vec::new();
-            reader.take(MAX_METADATA_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("{meta_url}: {e}"))?;
-            if bytes.len() as u64 > MAX_METADATA_BYTES {
-                return Err(format!("{meta_url}: larger than {MAX_METADATA_BYTES} bytes"));
-            }
-            let meta = publish::verify(&bytes, &keys, SystemTime::now()).map_err(|e| format!("{meta_url}: {e}"))?;
-            Ok(match meta.candidate(&arch, &booted2, &failed) {
+            let read = |name: &str, max: u64| -> Result<Vec<u8>, String> {
+                let url = format!("{base}/{name}");
+                let (reader, _) = fetch::open(&url, retries).map_err(|e| e.to_string())?;
+                let mut bytes = Vec::new();
+                reader.take(max + 1).read_to_end(&mut bytes).map_err(|e| format!("{url}: {e}"))?;
+                if bytes.len() as u64 > max {
+                    return Err(format!("{url}: larger than {max} bytes"));
+                }
+                Ok(bytes)
+            };
+            let json = read(publish::METADATA_FILE, publish::MAX_METADATA_LEN)?;
+            let sig = read(publish::SIGNATURE_FILE, publish::MAX_SIGNATURE_LEN)?;
+            let meta = publish::verify(&json, &sig, &keys, SystemTime::now())
+                .map_err(|e| format!("{base}/{}: {e}", publish::METADATA_FILE))?;
+            Ok(match meta.candidate(&booted2, &arch, &failed) {
                 Some(r) => WireCandidate {
                     available: true,
                     version: r.version.clone(),
@@ -542,7 +549,7 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
                 let Some(window) = self.settings.config.auto.window else {
                     return Err(DaemonError::Refused("reboot = \"window\" without a window".into()));
                 };
-                let wait = until_window(window, now());
+                let wait = window.wait(SystemTime::now());
                 say(format_args!("{done}; rebooting in {}s, inside the window", wait.as_secs()));
                 tokio::time::sleep(wait).await;
                 self.pid1.reboot().await.map_err(DaemonError::Failed)?;
@@ -561,20 +568,6 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
             }
             tokio::time::sleep(interval).await;
         }
-    }
-}
-
-/// How long from `now` (seconds since the epoch) until the daily UTC
-/// window opens; zero inside it. A window may wrap past midnight.
-pub fn until_window(window: Window, now: u64) -> Duration {
-    const DAY: u64 = 86_400;
-    let t = now % DAY;
-    let (start, end) = (window.start.as_secs() % DAY, window.end.as_secs() % DAY);
-    let inside = if start <= end { t >= start && t < end } else { t >= start || t < end };
-    if inside {
-        Duration::ZERO
-    } else {
-        Duration::from_secs((start + DAY - t) % DAY)
     }
 }
 
