@@ -12,7 +12,7 @@ use crate::vm::Vm;
 /// next install (read at the start of each install; on tmpfs, so a power
 /// cut forgets it). Holds a step name of the install engine, e.g.
 /// `rename-entry`, or `write-root@50` for half way through the root.
-pub const PAUSE_FILE: &str = "/run/berth/updater-pause";
+pub const PAUSE_FILE: &str = berth_layout::paths::UPDATER_PAUSE_FILE;
 
 /// The points of an install where the power-cut tests cut: half way
 /// through streaming the root, between the root and the kernel, between

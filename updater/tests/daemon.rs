@@ -202,7 +202,7 @@ fn settings(dir: &Path, checks: Vec<Check>) -> Settings {
         state_dir: dir.join("state"),
         blessed_marker: dir.join("boot-blessed"),
         arch: "x86_64".into(),
-        pause_before: None,
+        pause_file: None,
     }
 }
 

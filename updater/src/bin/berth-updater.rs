@@ -10,16 +10,12 @@ use std::time::Duration;
 
 use berth_dbus::PeerConfig;
 use berth_layout::paths::{
-    BOOT_BLESSED, CONTROL_SOCKET, UPDATER_CONFIG, UPDATER_DEFAULT_CONFIG, UPDATER_SOCKET, UPDATER_STATE_DIR,
-    UPDATE_KEYS_DIR,
+    BOOT_BLESSED, CONTROL_SOCKET, UPDATER_CONFIG, UPDATER_DEFAULT_CONFIG, UPDATER_PAUSE_FILE, UPDATER_SOCKET,
+    UPDATER_STATE_DIR, UPDATE_KEYS_DIR,
 };
 use berth_updater::config;
 use berth_updater::daemon::real::{RealMachine, RealPid1};
 use berth_updater::daemon::{api, Daemon, Settings};
-use berth_updater::install::parse_pause_point;
-
-/// Set by the QEMU power-cut tests through the unit's environment only.
-const PAUSE_ENV: &str = "BERTH_UPDATER_PAUSE_BEFORE";
 
 fn settings() -> Result<Settings, String> {
     // Broken settings must not stop the bless: the image's file, or the
@@ -28,17 +24,13 @@ fn settings() -> Result<Settings, String> {
     for e in errors {
         eprintln!("berth-updater: settings: {e}");
     }
-    let pause_before = match std::env::var(PAUSE_ENV) {
-        Ok(s) if !s.is_empty() => Some(parse_pause_point(&s).map_err(|e| format!("{PAUSE_ENV}: {e}"))?),
-        _ => None,
-    };
     Ok(Settings {
         config,
         keys_dir: PathBuf::from(UPDATE_KEYS_DIR),
         state_dir: PathBuf::from(UPDATER_STATE_DIR),
         blessed_marker: PathBuf::from(BOOT_BLESSED),
         arch: std::env::consts::ARCH.to_string(),
-        pause_before,
+        pause_file: Some(PathBuf::from(UPDATER_PAUSE_FILE)),
     })
 }
 

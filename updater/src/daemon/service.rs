@@ -85,9 +85,12 @@ pub struct Settings {
     pub blessed_marker: PathBuf,
     /// The architecture bundles must be for (`x86_64`).
     pub arch: String,
-    /// `BERTH_UPDATER_PAUSE_BEFORE` (QEMU power-cut tests only): the step,
-    /// and the percent into `write-root`.
-    pub pause_before: Option<(Step, Option<u8>)>,
+    /// A file read at the start of each install that, when it exists,
+    /// names a point where the install stops for good
+    /// ([`crate::install::parse_pause_point`]): power-cut tests only.
+    /// berth-updater passes [`berth_layout::paths::UPDATER_PAUSE_FILE`], on tmpfs, so a
+    /// power cut forgets it.
+    pub pause_file: Option<PathBuf>,
 }
 
 /// How this boot's bless stands.
@@ -286,6 +289,18 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
         result
     }
 
+    /// The pause point of [`Settings::pause_file`], if the file exists.
+    fn pause_point(&self) -> Result<(Option<Step>, Option<u8>), DaemonError> {
+        let Some(path) = &self.settings.pause_file else { return Ok((None, None)) };
+        match std::fs::read_to_string(path) {
+            Ok(text) => crate::install::parse_pause_point(&text)
+                .map(|(step, percent)| (Some(step), percent))
+                .map_err(|e| DaemonError::Refused(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, None)),
+            Err(e) => Err(DaemonError::Failed(format!("{}: {e}", path.display()))),
+        }
+    }
+
     async fn install_now(
         &self,
         source: &str,
@@ -294,13 +309,14 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
     ) -> Result<Installed, DaemonError> {
         let keys = self.keys().map_err(DaemonError::Failed)?;
         let state = self.load().await.map_err(DaemonError::Failed)?;
+        let (pause_before, pause_percent) = self.pause_point()?;
         let ctx = InstallContext {
             booted_version: state.booted_entry().map(|e| e.name.version.clone()).unwrap_or_default(),
             architecture: self.settings.arch.clone(),
             failed_versions: lock(&self.history).failed_versions(),
             force,
-            pause_before: self.settings.pause_before.map(|p| p.0),
-            pause_percent: self.settings.pause_before.and_then(|p| p.1),
+            pause_before,
+            pause_percent,
         };
         let (src, retries) = (source.to_string(), self.settings.config.fetch.retries);
         let machine = Arc::clone(&self.machine);
