@@ -141,19 +141,44 @@ pub fn install(vm: &mut Vm, source: &str, force: bool) -> Result<(i32, String)> 
 /// the power.
 pub fn install_paused(vm: &mut Vm, source: &str, point: &str, timeout: Duration) -> Result<()> {
     vm.sh_ok(&format!("echo '{point}' > {PAUSE_FILE}"));
+    let lines_before = vm.sh_ok("berthctl logs updater -n 100000").lines().count();
     vm.sh_nowait(&format!("berthctl update install '{source}' > /run/install.log 2>&1 &"))?;
     let step = point.split('@').next().unwrap_or(point);
     let deadline = Instant::now() + timeout;
     loop {
-        let log = vm.sh_ok("berthctl logs updater -n 20");
+        let all = vm.sh_ok("berthctl logs updater -n 100000");
+        let log: String = all.lines().skip(lines_before).map(|l| format!("{l}\n")).collect();
         if log.contains(&format!("paused before {step}")) || log.contains(&format!("paused in {step}")) {
             return Ok(());
+        }
+        if log.contains("install failed") {
+            return Err(Error::Other(format!("the install failed before pausing at {point}:\n{log}")));
         }
         if Instant::now() >= deadline {
             return Err(Error::Timeout {
                 what: format!("the install to pause at {point}"),
                 after: timeout,
                 context: format!("{log}\n{}", vm.paths().context()),
+            });
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Waits until the unit `network-online` is active (DHCP done), as a user
+/// does before fetching from the network.
+pub fn wait_online(vm: &mut Vm, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (st, out) = vm.sh_status("berthctl status network-online >/dev/null 2>&1; echo $?");
+        if st == 0 && out.trim() == "0" {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: "network-online to be active".into(),
+                after: timeout,
+                context: vm.paths().context(),
             });
         }
         std::thread::sleep(Duration::from_secs(1));
