@@ -203,6 +203,9 @@ fn write<R: Read>(
     })?;
     let options = kernel_cmdline(slot, target.partuuid(slot)?, &Verity::from(geometry));
     state.stage(&version, &options)?;
+    if super::policy::is_downgrade(&version, &ctx.booted_version) {
+        state.mark_bad(state.booted())?;
+    }
     let plan = state.plan();
 
     let mut step = Step::RemoveEntry;

@@ -71,3 +71,12 @@ pub fn check(manifest: &Manifest, ctx: &InstallContext) -> Result<(), InstallErr
     }
     Ok(())
 }
+
+/// Whether installing `version` over the booted `booted` is a (forced)
+/// downgrade. systemd-boot sorts entries of one sort key by version, newest
+/// first, so a staged older version would never be tried while the booted
+/// newer entry is good: the install then marks the booted entry bad (`+0`),
+/// which still boots as the last resort if the older version fails.
+pub fn is_downgrade(version: &str, booted: &str) -> bool {
+    matches!((Version::parse(version), Version::parse(booted)), (Ok(v), Ok(b)) if v < b)
+}

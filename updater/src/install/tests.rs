@@ -297,6 +297,10 @@ fn force_installs_a_downgrade_and_a_version_that_failed() {
     let path = write_file(&dir, &good(&key, "0.0.5"));
     let done = run_file(&mut fake, &path, &ring(&key), &forced).unwrap();
     assert_eq!(done.entry_file, "berth-0.0.5+3.conf");
+    // systemd-boot tries the newest good entry first: the booted, newer one
+    // is marked bad so the older version boots next (and it is still the
+    // last resort if that fails).
+    assert_eq!(entry_names(&mut fake), ["berth-0.0.5+3.conf", "berth-0.1.0+0.conf"]);
 }
 
 #[test]
