@@ -13,8 +13,8 @@ use berth_layout::Guid;
 use nix::errno::Errno;
 
 use super::ext4;
+use super::system::WatchdogDevice;
 use super::system::{Disk, MountSpec, System};
-use super::watchdog::WatchdogDevice;
 use crate::reaper::ExitStatus;
 
 pub const MIB: u64 = 1024 * 1024;

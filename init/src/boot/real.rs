@@ -9,8 +9,8 @@ use std::process::Stdio;
 
 use nix::mount::MsFlags;
 
+use super::system::WatchdogDevice;
 use super::system::{Disk, MountSpec, System};
-use super::watchdog::WatchdogDevice;
 use crate::power::ShutdownFlag;
 use crate::reaper::{ExitStatus, Reaper};
 use crate::spawn;

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-use super::watchdog::WatchdogDevice;
 use crate::reaper::ExitStatus;
 
 /// One mount(2) call.
@@ -73,4 +72,22 @@ pub trait System {
     fn set_nofile_limit(&mut self, soft: u64, hard: u64) -> io::Result<()>;
     /// Opens a watchdog device (`/dev/watchdog0`), which starts its timer.
     fn open_watchdog(&mut self, path: &Path) -> io::Result<Box<dyn WatchdogDevice>>;
+}
+
+/// An open watchdog device (the real one in `real.rs`, a recording fake
+/// in the tests). Opening it starts the timer.
+pub trait WatchdogDevice: Send {
+    /// The driver's name of the device (WDIOC_GETSUPPORT `identity`, e.g.
+    /// `i6300ESB timer`).
+    fn identity(&mut self) -> io::Result<String>;
+    /// WDIOC_SETTIMEOUT, in whole seconds; returns the timeout the device
+    /// took (drivers round to what the hardware counts).
+    fn set_timeout(&mut self, secs: u32) -> io::Result<u32>;
+    /// WDIOC_GETTIMEOUT, in seconds.
+    fn timeout(&mut self) -> io::Result<u32>;
+    /// WDIOC_KEEPALIVE: restarts the countdown.
+    fn keepalive(&mut self) -> io::Result<()>;
+    /// Writes the magic character `V` and closes the device: the driver
+    /// stops the timer (unless the kernel was built with NOWAYOUT).
+    fn disarm(self: Box<Self>) -> io::Result<()>;
 }

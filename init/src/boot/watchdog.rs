@@ -12,11 +12,11 @@
 //! [`System::open_watchdog`]), so this is tested without /dev.
 
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::system::System;
+pub use super::system::WatchdogDevice;
 use crate::power::Action;
 
 /// Where to look, in order: the first watchdog's own node (the character
@@ -38,24 +38,6 @@ pub const RUNTIME_TIMEOUT: Duration = Duration::from_secs(60);
 /// shutdown; and a reboot leaves it armed, so a hung shutdown, firmware or
 /// loader still resets.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// An open watchdog device (the real one in `real.rs`, a recording fake
-/// in the tests). Opening it starts the timer.
-pub trait WatchdogDevice: Send {
-    /// The driver's name of the device (WDIOC_GETSUPPORT `identity`, e.g.
-    /// `i6300ESB timer`).
-    fn identity(&mut self) -> io::Result<String>;
-    /// WDIOC_SETTIMEOUT, in whole seconds; returns the timeout the device
-    /// took (drivers round to what the hardware counts).
-    fn set_timeout(&mut self, secs: u32) -> io::Result<u32>;
-    /// WDIOC_GETTIMEOUT, in seconds.
-    fn timeout(&mut self) -> io::Result<u32>;
-    /// WDIOC_KEEPALIVE: restarts the countdown.
-    fn keepalive(&mut self) -> io::Result<()>;
-    /// Writes the magic character `V` and closes the device: the driver
-    /// stops the timer (unless the kernel was built with NOWAYOUT).
-    fn disarm(self: Box<Self>) -> io::Result<()>;
-}
 
 /// The armed watchdog PID1 holds.
 pub struct Watchdog {
