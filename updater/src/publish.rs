@@ -224,6 +224,18 @@ impl Metadata {
     }
 
     /// The releases sorted by version, newest first (for listing).
+    /// The versions published for `arch` above `booted` that failed here
+    /// (so [`Metadata::candidate`] passes them over), newest first.
+    pub fn failed_here<S: AsRef<str>>(&self, booted: &str, arch: &str, failed_here: &[S]) -> Vec<&Release> {
+        let Ok(booted) = Version::parse(booted) else { return Vec::new() };
+        self.sorted()
+            .into_iter()
+            .filter(|r| r.architecture == arch)
+            .filter(|r| Version::parse(&r.version).is_ok_and(|v| v > booted))
+            .filter(|r| failed_here.iter().any(|f| f.as_ref() == r.version))
+            .collect()
+    }
+
     pub fn sorted(&self) -> Vec<&Release> {
         let mut v: Vec<_> = self.releases.iter().map(|r| (Version::parse(&r.version).ok(), r)).collect();
         v.sort_by(|a, b| b.0.cmp(&a.0));
@@ -459,6 +471,10 @@ mod tests {
         assert_eq!(m.candidate("0.12.0", "x86_64", none), None);
         assert_eq!(m.candidate("dev", "x86_64", none), None);
         assert_eq!(m.candidate("0.1.0", "riscv64", none), None);
+        // What was passed over because it failed here, newest first.
+        let failed = ["0.10.0", "0.2.0", "0.1.0", "0.11.0"];
+        let over: Vec<_> = m.failed_here("0.1.0", "x86_64", &failed).iter().map(|r| r.version.as_str()).collect();
+        assert_eq!(over, ["0.10.0", "0.2.0"]);
     }
 
     #[test]

@@ -207,7 +207,7 @@ pub fn rolled_back(s: &WireSlot) -> String {
 
 /// `berthctl update check`.
 pub fn candidate(c: &WireCandidate) -> String {
-    if c.available {
+    let mut out = if c.available {
         format!(
             "{} is available ({:.1} MiB), booted {}: berthctl update install {}\n",
             c.version,
@@ -217,7 +217,11 @@ pub fn candidate(c: &WireCandidate) -> String {
         )
     } else {
         format!("up to date: {} is the newest version for this machine\n", c.booted)
+    };
+    if !c.failed_here.is_empty() {
+        out += &format!("passed over (failed here): {}\n", c.failed_here.join(", "));
     }
+    out
 }
 
 #[cfg(test)]
@@ -298,11 +302,17 @@ mod tests {
             url: "http://h/b.bundle".into(),
             size: 1 << 20,
             booted: "0.1.0".into(),
+            failed_here: vec![],
         };
         assert!(candidate(&c)
             .contains("0.2.0 is available (1.0 MiB), booted 0.1.0: berthctl update install http://h/b.bundle"));
         let none = WireCandidate { booted: "0.1.0".into(), ..WireCandidate::default() };
         assert_eq!(candidate(&none), "up to date: 0.1.0 is the newest version for this machine\n");
+        let skipped = WireCandidate { failed_here: vec!["0.3.0".into()], ..none };
+        assert_eq!(
+            candidate(&skipped),
+            "up to date: 0.1.0 is the newest version for this machine\npassed over (failed here): 0.3.0\n"
+        );
         assert_eq!(rolled_back(&slot("a", "0.1.0", "")), "slot a (0.1.0) boots next; reboot to go there\n");
     }
 }

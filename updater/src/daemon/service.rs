@@ -398,6 +398,7 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
             let sig = read(publish::SIGNATURE_FILE, publish::MAX_SIGNATURE_LEN)?;
             let meta = publish::verify(&json, &sig, &keys, SystemTime::now())
                 .map_err(|e| format!("{base}/{}: {e}", publish::METADATA_FILE))?;
+            let failed_here = meta.failed_here(&booted2, &arch, &failed).iter().map(|r| r.version.clone()).collect();
             Ok(match meta.candidate(&booted2, &arch, &failed) {
                 Some(r) => WireCandidate {
                     available: true,
@@ -405,8 +406,9 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
                     url: format!("{base}/{}", r.bundle),
                     size: r.size,
                     booted: booted2,
+                    failed_here,
                 },
-                None => WireCandidate { booted: booted2, ..WireCandidate::default() },
+                None => WireCandidate { booted: booted2, failed_here, ..WireCandidate::default() },
             })
         })
         .await

@@ -68,8 +68,9 @@ pub struct WireInstalled {
     pub bytes: u64,
 }
 
-/// The answer of `Check(s url)`: `(bssts)`: whether there is a candidate,
-/// its version, bundle URL, size, and the booted version.
+/// The answer of `Check(s url)`: `(bsstsas)`: whether there is a candidate,
+/// its version, bundle URL, size, the booted version, and the newer
+/// published versions passed over because they failed here.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct WireCandidate {
     pub available: bool,
@@ -77,6 +78,7 @@ pub struct WireCandidate {
     pub url: String,
     pub size: u64,
     pub booted: String,
+    pub failed_here: Vec<String>,
 }
 
 impl From<&Operation> for WireOperation {
