@@ -139,14 +139,20 @@ pub fn install(vm: &mut Vm, source: &str, force: bool) -> Result<(i32, String)> 
 /// Starts an install that stops for good at `point` (see [`PAUSE_FILE`])
 /// and waits until the updater says it paused there; the caller then cuts
 /// the power.
+///
+/// The updater's log lives on /var and survives power cuts, so only lines
+/// logged after this call count: a pause line of an earlier install (at
+/// the same point, as a soak repeats them) is not taken for this one.
 pub fn install_paused(vm: &mut Vm, source: &str, point: &str, timeout: Duration) -> Result<()> {
+    let before = vm.sh_ok("berthctl logs updater -n 20");
+    let mark = before.lines().last().map(str::to_string);
     vm.sh_ok(&format!("echo '{point}' > {PAUSE_FILE}"));
     vm.sh_nowait(&format!("berthctl update install '{source}' > /run/install.log 2>&1 &"))?;
     let step = point.split('@').next().unwrap_or(point);
     let deadline = Instant::now() + timeout;
     loop {
         let log = vm.sh_ok("berthctl logs updater -n 20");
-        if log.contains(&format!("paused before {step}")) || log.contains(&format!("paused in {step}")) {
+        if paused_at(&log, mark.as_deref(), step) {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -158,6 +164,19 @@ pub fn install_paused(vm: &mut Vm, source: &str, point: &str, timeout: Duration)
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Whether `log` (the last lines of the updater's log) says the install
+/// paused at `step`, in a line after `mark` (the last line logged before
+/// the install started; when it scrolled out of `log`, every line is new).
+fn paused_at(log: &str, mark: Option<&str>, step: &str) -> bool {
+    let lines: Vec<&str> = log.lines().collect();
+    let from = mark.and_then(|m| lines.iter().rposition(|l| *l == m)).map_or(0, |i| i + 1);
+    lines
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .any(|l| l.contains(&format!("paused before {step}")) || l.contains(&format!("paused in {step}")))
 }
 
 /// Asks PID1 for a clean reboot (`berthctl reboot`) without waiting.
@@ -198,5 +217,19 @@ mod tests {
         assert_eq!(s.other.entry, "");
         assert!(s.failed.is_empty());
         assert!(UpdateStatus::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn only_pause_lines_after_the_mark_count() {
+        let old = "10.0 stderr berth-updater: paused before rename-entry";
+        let mark = "11.0 stdout berth-updater: started";
+        let log = format!("{old}\n{mark}\n");
+        assert!(!paused_at(&log, Some(mark), "rename-entry"), "a pause of an earlier boot");
+        let log = format!("{log}12.0 stderr berth-updater: paused before rename-entry\n");
+        assert!(paused_at(&log, Some(mark), "rename-entry"));
+        assert!(!paused_at(&log, Some(mark), "write-entry"));
+        let log = "12.0 stderr berth-updater: paused in write-root at 37% (1 of 3 bytes)\n";
+        assert!(paused_at(log, Some("scrolled out"), "write-root"), "the mark scrolled out: all lines are new");
+        assert!(paused_at(log, None, "write-root"));
     }
 }
