@@ -144,14 +144,14 @@ pub fn install(vm: &mut Vm, source: &str, force: bool) -> Result<(i32, String)> 
 /// logged after this call count: a pause line of an earlier install (at
 /// the same point, as a soak repeats them) is not taken for this one.
 pub fn install_paused(vm: &mut Vm, source: &str, point: &str, timeout: Duration) -> Result<()> {
-    let before = vm.sh_ok("berthctl logs updater -n 20");
+    let before = checked(vm, "berthctl logs updater -n 20")?;
     let mark = before.lines().last().map(str::to_string);
-    vm.sh_ok(&format!("echo '{point}' > {PAUSE_FILE}"));
+    checked(vm, &format!("echo '{point}' > {PAUSE_FILE}"))?;
     vm.sh_nowait(&format!("berthctl update install '{source}' > /run/install.log 2>&1 &"))?;
     let step = point.split('@').next().unwrap_or(point);
     let deadline = Instant::now() + timeout;
     loop {
-        let log = vm.sh_ok("berthctl logs updater -n 20");
+        let log = checked(vm, "berthctl logs updater -n 20")?;
         if paused_at(&log, mark.as_deref(), step) {
             return Ok(());
         }
@@ -163,6 +163,17 @@ pub fn install_paused(vm: &mut Vm, source: &str, point: &str, timeout: Duration)
             });
         }
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The output of `cmd` in the guest; an error (not a panic: soaks go on
+/// after one) unless it exits 0.
+fn checked(vm: &mut Vm, cmd: &str) -> Result<String> {
+    let out = vm.sh(cmd)?;
+    if out.success() {
+        Ok(out.output)
+    } else {
+        Err(Error::Other(format!("`{cmd}` exited with status {}:\n{}", out.status, out.output)))
     }
 }
 
