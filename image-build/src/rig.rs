@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_qemu::releases::{Release, ReleaseBuilder};
-use berth_qemu::updates::{self, wait_blessed, UpdateStatus};
+use berth_qemu::updates::{self, wait_blessed, wait_online, UpdateStatus};
 use berth_qemu::{boot_timeout, BootTimes, Vm, VmConfig};
 
 type Error = Box<dyn std::error::Error>;
@@ -143,7 +143,8 @@ impl Machine {
 
 /// Waits, at most `timeout` in all, for the next boot's ready line and
 /// then for the bless, and checks the machine runs `version` (from
-/// `slot`, when given). The error says which of these failed.
+/// `slot`, when given); then for `network-online`. The error says which
+/// of these failed.
 pub fn come_up(vm: &mut Vm, timeout: Duration, slot: Option<&str>, version: &str) -> Result<Up, String> {
     let deadline = Instant::now() + timeout;
     let times = vm.wait_ready(timeout).map_err(|e| format!("no ready line: {e}"))?;
@@ -162,6 +163,8 @@ pub fn come_up(vm: &mut Vm, timeout: Duration, slot: Option<&str>, version: &str
             status.text
         ));
     }
+    // The next step may fetch from the host: wait for DHCP as a user would.
+    wait_online(vm, Duration::from_secs(120)).map_err(|e| format!("up and blessed, but not online: {e}"))?;
     Ok(Up { ready_at, times, status })
 }
 

@@ -608,7 +608,7 @@ fn an_idle_connection_is_closed() {
         }
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let err = c.list().await.unwrap_err();
-        assert!(matches!(err, ClientError::Protocol(_) | ClientError::Timeout(_)), "{err:?}");
+        assert!(matches!(err, ClientError::Protocol(_) | ClientError::Timeout { .. }), "{err:?}");
     });
 }
 
@@ -697,4 +697,18 @@ fn logs_follow_joins_pieces_and_shows_a_line_not_ended_within_a_second_or_two() 
     assert_eq!(third.unwrap(), "2026-11-29T00:00:00.000000Z stdout long line");
     assert_eq!(fourth.unwrap(), "2026-11-29T00:00:00.000000Z stdout+ prompt> ");
     assert!(took < Duration::from_secs(3), "the held line came after {took:?}");
+}
+
+#[test]
+fn update_without_an_updater_is_a_clear_error() {
+    let dir = TempDir::new("no-updater");
+    let o = Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .arg("--updater-socket")
+        .arg(dir.0.join("updater.sock"))
+        .args(["update", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.starts_with("berthctl: cannot connect to ") && err.contains("updater.sock"), "{err}");
 }

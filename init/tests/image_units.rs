@@ -64,8 +64,24 @@ fn the_image_units_load_and_plan_without_errors() {
     let got: Vec<&str> = plan.units.keys().map(UnitName::as_str).collect();
     assert_eq!(
         got,
-        ["containerd", "etcd", "etcd-data", "loopback", "network", "network-online", "root-home", "ssh-keygen", "sshd"]
+        [
+            "containerd",
+            "etcd",
+            "etcd-data",
+            "loopback",
+            "network",
+            "network-online",
+            "root-home",
+            "ssh-keygen",
+            "sshd",
+            "updater"
+        ]
     );
+    // The updater's gate waits for the machine's readiness: it must not be
+    // part of it, nor require the network (it blesses without one).
+    let updater = get(&plan, "updater");
+    assert!(!updater.dependencies.required_for_ready);
+    assert!(updater.dependencies.requires.is_empty());
     // Every unit is somewhere in the start order and the stop order.
     let started: BTreeSet<&UnitName> = plan.layers.iter().flatten().collect();
     let stopped: BTreeSet<&UnitName> = plan.shutdown.iter().flatten().collect();
@@ -228,7 +244,12 @@ fn the_static_network_example_replaces_the_dhcp_unit_cleanly() {
 fn every_program_the_units_run_is_in_the_image() {
     let manifest: toml::Table =
         toml::from_str(&std::fs::read_to_string(image_build().join("image.toml")).unwrap()).unwrap();
-    let files: BTreeSet<&str> = manifest["files"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let mut files: BTreeSet<String> =
+        manifest["files"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    // Berth's own binaries go to /usr/bin.
+    files.extend(
+        manifest["berth_binaries"].as_array().unwrap().iter().map(|v| format!("/usr/bin/{}", v.as_str().unwrap())),
+    );
     let busybox = ["/usr/bin/sh", "/usr/bin/mkdir"];
     let plan = image_plan();
     for (n, u) in &plan.units {
@@ -238,7 +259,7 @@ fn every_program_the_units_run_is_in_the_image() {
         }
         for p in programs {
             assert!(
-                files.contains(p.as_str()) || busybox.contains(&p.as_str()),
+                files.contains(p) || busybox.contains(&p.as_str()),
                 "{n} runs {p}, which image.toml does not put in the image"
             );
         }

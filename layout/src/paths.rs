@@ -52,3 +52,7 @@ pub const UPDATER_STATE_DIR: &str = "/var/lib/berth/updater";
 pub const BOOT_BLESSED: &str = "/run/berth/boot-blessed";
 /// Where berth-updater mounts the ESP while it changes it (and only then).
 pub const ESP_MOUNT: &str = "/run/berth/esp";
+/// Power-cut tests only: a point where berth-updater's next install stops
+/// for good (a step name such as `rename-entry`, or `write-root@50`), read
+/// at the start of each install. On tmpfs, so a power cut forgets it.
+pub const UPDATER_PAUSE_FILE: &str = "/run/berth/updater-pause";

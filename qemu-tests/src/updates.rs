@@ -12,7 +12,7 @@ use crate::vm::Vm;
 /// next install (read at the start of each install; on tmpfs, so a power
 /// cut forgets it). Holds a step name of the install engine, e.g.
 /// `rename-entry`, or `write-root@50` for half way through the root.
-pub const PAUSE_FILE: &str = "/run/berth/updater-pause";
+pub const PAUSE_FILE: &str = berth_layout::paths::UPDATER_PAUSE_FILE;
 
 /// The points of an install where the power-cut tests cut: half way
 /// through streaming the root, between the root and the kernel, between
@@ -144,16 +144,19 @@ pub fn install(vm: &mut Vm, source: &str, force: bool) -> Result<(i32, String)> 
 /// logged after this call count: a pause line of an earlier install (at
 /// the same point, as a soak repeats them) is not taken for this one.
 pub fn install_paused(vm: &mut Vm, source: &str, point: &str, timeout: Duration) -> Result<()> {
-    let before = checked(vm, "berthctl logs updater -n 20")?;
-    let mark = before.lines().last().map(str::to_string);
     checked(vm, &format!("echo '{point}' > {PAUSE_FILE}"))?;
+    let lines_before = checked(vm, "berthctl logs updater -n 100000")?.lines().count();
     vm.sh_nowait(&format!("berthctl update install '{source}' > /run/install.log 2>&1 &"))?;
     let step = point.split('@').next().unwrap_or(point);
     let deadline = Instant::now() + timeout;
     loop {
-        let log = checked(vm, "berthctl logs updater -n 20")?;
-        if paused_at(&log, mark.as_deref(), step) {
+        let all = checked(vm, "berthctl logs updater -n 100000")?;
+        let log: String = all.lines().skip(lines_before).map(|l| format!("{l}\n")).collect();
+        if log.contains(&format!("paused before {step}")) || log.contains(&format!("paused in {step}")) {
             return Ok(());
+        }
+        if log.contains("install failed") {
+            return Err(Error::Other(format!("the install failed before pausing at {point}:\n{log}")));
         }
         if Instant::now() >= deadline {
             return Err(Error::Timeout {
@@ -177,17 +180,24 @@ fn checked(vm: &mut Vm, cmd: &str) -> Result<String> {
     }
 }
 
-/// Whether `log` (the last lines of the updater's log) says the install
-/// paused at `step`, in a line after `mark` (the last line logged before
-/// the install started; when it scrolled out of `log`, every line is new).
-fn paused_at(log: &str, mark: Option<&str>, step: &str) -> bool {
-    let lines: Vec<&str> = log.lines().collect();
-    let from = mark.and_then(|m| lines.iter().rposition(|l| *l == m)).map_or(0, |i| i + 1);
-    lines
-        .get(from..)
-        .unwrap_or_default()
-        .iter()
-        .any(|l| l.contains(&format!("paused before {step}")) || l.contains(&format!("paused in {step}")))
+/// Waits until the unit `network-online` is active (DHCP done), as a user
+/// does before fetching from the network.
+pub fn wait_online(vm: &mut Vm, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (st, out) = vm.sh_status("berthctl status network-online >/dev/null 2>&1; echo $?");
+        if st == 0 && out.trim() == "0" {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: "network-online to be active".into(),
+                after: timeout,
+                context: vm.paths().context(),
+            });
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// Asks PID1 for a clean reboot (`berthctl reboot`) without waiting.
@@ -228,19 +238,5 @@ mod tests {
         assert_eq!(s.other.entry, "");
         assert!(s.failed.is_empty());
         assert!(UpdateStatus::parse("nonsense").is_err());
-    }
-
-    #[test]
-    fn only_pause_lines_after_the_mark_count() {
-        let old = "10.0 stderr berth-updater: paused before rename-entry";
-        let mark = "11.0 stdout berth-updater: started";
-        let log = format!("{old}\n{mark}\n");
-        assert!(!paused_at(&log, Some(mark), "rename-entry"), "a pause of an earlier boot");
-        let log = format!("{log}12.0 stderr berth-updater: paused before rename-entry\n");
-        assert!(paused_at(&log, Some(mark), "rename-entry"));
-        assert!(!paused_at(&log, Some(mark), "write-entry"));
-        let log = "12.0 stderr berth-updater: paused in write-root at 37% (1 of 3 bytes)\n";
-        assert!(paused_at(log, Some("scrolled out"), "write-root"), "the mark scrolled out: all lines are new");
-        assert!(paused_at(log, None, "write-root"));
     }
 }

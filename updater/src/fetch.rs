@@ -65,9 +65,26 @@ pub fn open(source: &str, retries: u32) -> Result<(Box<dyn Read + Send>, Option<
         retries,
         resumed: 0,
     };
-    reader.connect()?;
+    // The first request is retried too: right after boot the network may
+    // not be up yet ("network unreachable"), or the server restarting.
+    loop {
+        match reader.connect() {
+            Ok(()) => break,
+            Err(FetchError::Request { .. }) if reader.resumed < reader.retries => {
+                reader.resumed += 1;
+                std::thread::sleep(backoff(reader.resumed));
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let len = reader.len;
     Ok((Box::new(reader), len))
+}
+
+/// The wait before the `n`th retry (1-based): 0.5 s, doubling, at most
+/// 16 s, so the default 5 retries span about 15 s.
+fn backoff(n: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << n.saturating_sub(1).min(5))).min(Duration::from_secs(16))
 }
 
 fn agent() -> ureq::Agent {
@@ -149,8 +166,8 @@ impl HttpReader {
             }));
         }
         self.resumed += 1;
-        // A short pause: a server that just dropped us may be restarting.
-        std::thread::sleep(Duration::from_millis(200 * u64::from(self.resumed.min(10))));
+        // A pause: a server that just dropped us may be restarting.
+        std::thread::sleep(backoff(self.resumed));
         match self.connect() {
             Ok(()) => Ok(()),
             // A failed resume request is one more drop.

@@ -13,6 +13,7 @@
 pub mod boot_entry;
 pub mod bundle;
 pub mod config;
+pub mod daemon;
 pub mod fetch;
 pub mod install;
 pub mod publish;

@@ -255,10 +255,17 @@ impl AbState {
         let booted = slot_of(cmdline).ok_or(LoadError::CmdlineNoSlot)?;
         let booted_entry = slots.get(booted).as_ref().ok_or(LoadError::NoBootedEntry(booted.name()))?;
 
-        let boot_count_path = boot_count_path.map(|b| parse_efi_string(LOADER_BOOT_COUNT_PATH, b)).transpose()?;
+        let mut boot_count_path = boot_count_path.map(|b| parse_efi_string(LOADER_BOOT_COUNT_PATH, b)).transpose()?;
         if let Some(p) = &boot_count_path {
             let file = p.rsplit(['/', '\\']).next().unwrap_or(p);
-            if file != booted_entry.file_name() {
+            // The variable stays for the whole boot: once this boot is
+            // blessed, it names the entry's old, counted name. Then the boot
+            // is no longer counted.
+            let blessed_since =
+                booted_entry.is_blessed() && EntryName::parse(file).is_ok_and(|n| n.blessed() == booted_entry.name);
+            if blessed_since {
+                boot_count_path = None;
+            } else if file != booted_entry.file_name() {
                 return Err(LoadError::BootCountPathMismatch { found: p.clone(), expected: booted_entry.file_name() });
             }
         }
@@ -499,6 +506,20 @@ mod tests {
         assert!(matches!(e, Err(LoadError::BootCountPathMismatch { .. })));
         let e = AbState::load(&files, &opts(Slot::A), None, Some(&efi("berth-0.9.conf")));
         assert!(matches!(e, Err(LoadError::EntrySelectedMismatch { .. })));
+    }
+
+    #[test]
+    fn a_boot_blessed_since_it_began_loads_as_not_counted() {
+        // systemd-boot set the variable to the counted name; the entry was
+        // renamed (blessed) since; the variable stays until the next boot.
+        let files = [entry("berth-1.0.conf", Slot::A)];
+        let s = load(&files, Slot::A, Some("berth-1.0+2-1.conf")).unwrap();
+        assert_eq!(s.boot_count_path(), None);
+        // Another version's counted name is still a mismatch.
+        assert!(matches!(
+            load(&files, Slot::A, Some("berth-1.1+2-1.conf")),
+            Err(LoadError::BootCountPathMismatch { .. })
+        ));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! ([`berth_layout::paths::CONTROL_SOCKET`]): no bus daemon. PID1 listens
 //! ([`server::serve`]); every accepted connection is checked (SO_PEERCRED:
 //! root only), authenticated with a small, bounded SASL exchange of our own
-//! ([`sasl`]) and then served by zbus in a task of its own, so a client that
+//! ([`sasl`], from [`berth_dbus`], shared with the updater) and then served by zbus in a task of its own, so a client that
 //! sends garbage, stalls or vanishes costs one task and nothing else.
 //!
 //! ```text
@@ -26,16 +26,16 @@
 //! berthctl) are tested against a fake.
 
 pub mod control;
-pub mod sasl;
 pub mod server;
 pub mod wire;
 
+pub use berth_dbus::sasl;
 pub use control::{Control, ControlError, ReloadOutcome};
 pub use server::{serve, serve_with, ServerConfig, ServerHandle};
 
 /// The D-Bus interface PID1 serves.
-pub const INTERFACE: &str = "org.berth.Manager1";
+pub const INTERFACE: &str = berth_dbus::MANAGER.interface;
 /// The object it is served at.
-pub const OBJECT_PATH: &str = "/org/berth/Manager";
+pub const OBJECT_PATH: &str = berth_dbus::MANAGER.path;
 /// The prefix of the errors it returns.
-pub const ERROR_PREFIX: &str = "org.berth.Manager1.Error";
+pub const ERROR_PREFIX: &str = berth_dbus::MANAGER.error_prefix;

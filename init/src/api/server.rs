@@ -1,31 +1,28 @@
-//! PID1's side of the control API: the socket, the checks, the interface.
+//! PID1's side of the control API: the interface on the socket.
 //!
-//! One task accepts; each connection gets a task of its own that checks the
-//! peer's credentials (SO_PEERCRED), authenticates it ([`sasl`], under a
-//! deadline) and serves `org.berth.Manager1` to it with zbus until it hangs
-//! up or stays idle too long. Every way a client can misbehave is bounded:
-//! connections (at most [`ServerConfig::max_connections`]), calls in flight
-//! per connection, the handshake's time and size, the size of a log reply,
+//! The socket, the peer checks (SO_PEERCRED, the bounded SASL exchange)
+//! and the limits on connections, calls in flight and idle time are
+//! [`berth_dbus::server`]'s, shared with the updater's API; each connection
+//! gets a `org.berth.Manager1` of its own. Every way a client can misbehave
+//! is bounded: connections (at most [`ServerConfig::max_connections`]),
+//! calls in flight per connection, the handshake's time and size, the size
+//! of a log reply,
 //! how long a follow call waits. Reading log files runs on tokio's blocking
 //! pool, never on PID1's thread.
 
 use std::collections::HashSet;
-use std::fs::{self, DirBuilder};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use berth_dbus::server::Setup;
+use berth_dbus::{CallLimit, PeerConfig, PeerServer};
+use tokio::sync::OwnedSemaphorePermit;
 use zbus::connection::Builder;
-use zbus::Guid;
 
 use super::control::{Control, ControlError, ReloadOutcome};
-use super::sasl;
 use super::wire::{WireRecord, WireStatus, WireTimeline};
 use super::OBJECT_PATH;
 use crate::info;
@@ -65,48 +62,51 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     pub fn new(socket: impl Into<PathBuf>, log_root: impl Into<PathBuf>) -> ServerConfig {
+        let peer = PeerConfig::new(socket);
         ServerConfig {
-            socket: socket.into(),
+            socket: peer.socket,
             log_root: log_root.into(),
-            allowed_uids: vec![0],
-            handshake_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(600),
-            max_connections: 64,
+            allowed_uids: peer.allowed_uids,
+            handshake_timeout: peer.handshake_timeout,
+            idle_timeout: peer.idle_timeout,
+            max_connections: peer.max_connections,
         }
     }
-}
 
-/// Whether a peer with this uid may use the API.
-pub fn peer_allowed(uid: u32, allowed_uids: &[u32]) -> bool {
-    allowed_uids.contains(&uid)
+    fn peer(&self) -> PeerConfig {
+        PeerConfig {
+            socket: self.socket.clone(),
+            allowed_uids: self.allowed_uids.clone(),
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 /// The running server. Dropping it stops it: the accepting task and every
 /// connection end, every followed log file is closed, and the socket file
 /// is removed (if it is still ours).
 pub struct ServerHandle {
-    task: JoinHandle<()>,
-    socket: PathBuf,
-    /// (dev, ino) of the socket file we bound.
-    id: (u64, u64),
+    peer: PeerServer,
     followers: Arc<Followers>,
 }
 
 impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle").field("socket", &self.socket).finish_non_exhaustive()
+        f.debug_struct("ServerHandle").field("socket", &self.socket()).finish_non_exhaustive()
     }
 }
 
 impl ServerHandle {
     pub fn socket(&self) -> &Path {
-        &self.socket
+        self.peer.socket()
     }
 
     /// Whether the accepting task still runs (false once its runtime is
     /// gone).
     pub fn is_running(&self) -> bool {
-        !self.task.is_finished()
+        self.peer.is_running()
     }
 
     /// Closes every log file a `Follow` holds open, now, and refuses new
@@ -120,13 +120,7 @@ impl ServerHandle {
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        self.task.abort();
         self.followers.close_all();
-        if let Ok(meta) = fs::symlink_metadata(&self.socket) {
-            if (meta.dev(), meta.ino()) == self.id {
-                let _ = fs::remove_file(&self.socket);
-            }
-        }
     }
 }
 
@@ -137,62 +131,31 @@ pub fn serve<C: Control>(control: C, socket: &Path, log_root: PathBuf) -> io::Re
 }
 
 /// Binds the socket and starts serving on the current tokio runtime
-/// (current_thread is fine): call it from within the runtime. The
-/// socket's directory is created 0700 when missing; the socket is 0600; a
-/// stale file at the socket's path is removed first.
+/// (current_thread is fine): call it from within the runtime. The socket's
+/// directory, permissions and peer checks are [`berth_dbus::server`]'s.
 pub fn serve_with<C: Control>(control: C, config: ServerConfig) -> io::Result<ServerHandle> {
-    let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|e| io::Error::other(format!("the control API needs a tokio runtime: {e}")))?;
-    let std_listener = bind(&config.socket)?;
-    let meta = fs::symlink_metadata(&config.socket)?;
-    let id = (meta.dev(), meta.ino());
-    let listener = {
-        let _guard = runtime.enter();
-        UnixListener::from_std(std_listener)?
-    };
-    let guid = Guid::generate().to_string();
     let followers = Arc::new(Followers::default());
-    let shared = Arc::new(Shared {
-        control,
-        config: config.clone(),
-        guid,
-        quiet: Quiet::default(),
-        followers: Arc::clone(&followers),
-    });
-    let task = runtime.spawn(accept_loop(listener, shared));
-    Ok(ServerHandle { task, socket: config.socket, id, followers })
+    let shared = Arc::new(Shared { control, config: config.clone(), followers: Arc::clone(&followers) });
+    let peer = PeerServer::start(config.peer(), "control API", log_note, ServeManager(shared))?;
+    Ok(ServerHandle { peer, followers })
 }
 
-/// Makes the directory (0700 if it creates it), replaces whatever but a
-/// directory is at `path`, binds, and makes the socket 0600.
-fn bind(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
-    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !dir.exists() {
-        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(named)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(named)?;
+fn log_note(args: std::fmt::Arguments<'_>) {
+    info!("control: {args}");
+}
+
+/// Serves a [`Manager`] of its own to each connection.
+struct ServeManager<C>(Arc<Shared<C>>);
+
+impl<C: Control> Setup for ServeManager<C> {
+    fn setup<'a>(&self, builder: Builder<'a>, _uid: u32) -> zbus::Result<Builder<'a>> {
+        builder.serve_at(OBJECT_PATH, Manager::new(Arc::clone(&self.0)))
     }
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{}: is a directory", path.display())));
-        }
-        // A socket left by an earlier run (or anything else there): the
-        // path is ours.
-        Ok(_) => fs::remove_file(path).map_err(named)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(named(e)),
-    }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(named)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(named)?;
-    listener.set_nonblocking(true).map_err(named)?;
-    Ok(listener)
 }
 
 struct Shared<C> {
     control: C,
     config: ServerConfig,
-    guid: String,
-    quiet: Quiet,
     followers: Arc<Followers>,
 }
 
@@ -224,84 +187,6 @@ impl Followers {
         let cells = std::mem::take(&mut *lock(&self.cells));
         for cell in cells.iter().filter_map(Weak::upgrade) {
             *lock(&cell) = None;
-        }
-    }
-}
-
-/// Keeps a client that connects in a loop from flooding the console: at
-/// most one message a second.
-#[derive(Default)]
-struct Quiet {
-    last_second: AtomicU64,
-}
-
-impl Quiet {
-    fn note(&self, args: std::fmt::Arguments<'_>) {
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let now = START.get_or_init(Instant::now).elapsed().as_secs() + 1;
-        if self.last_second.swap(now, Ordering::Relaxed) != now {
-            info!("control: {args}");
-        }
-    }
-}
-
-async fn accept_loop<C: Control>(listener: UnixListener, shared: Arc<Shared<C>>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    if connections.len() >= shared.config.max_connections {
-                        shared.quiet.note(format_args!("too many connections, closing a new one"));
-                        drop(stream);
-                    } else {
-                        connections.spawn(connection(stream, Arc::clone(&shared)));
-                    }
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, not spin.
-                    shared.quiet.note(format_args!("accept: {e}"));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-async fn connection<C: Control>(mut stream: UnixStream, shared: Arc<Shared<C>>) {
-    let uid = match stream.peer_cred() {
-        Ok(cred) => cred.uid(),
-        Err(e) => {
-            shared.quiet.note(format_args!("no peer credentials: {e}"));
-            return;
-        }
-    };
-    if !peer_allowed(uid, &shared.config.allowed_uids) {
-        shared.quiet.note(format_args!("refused a client of uid {uid}"));
-        return; // dropping the stream closes it
-    }
-    let manager = Manager::new(Arc::clone(&shared));
-    let config = &shared.config;
-    let setup = async {
-        sasl::server_handshake(&mut stream, &shared.guid, uid).await.map_err(|e| e.to_string())?;
-        Builder::authenticated_socket(stream, shared.guid.as_str())
-            .and_then(|b| b.p2p().serve_at(OBJECT_PATH, manager))
-            .map_err(|e| e.to_string())?
-            .build()
-            .await
-            .map_err(|e| e.to_string())
-    };
-    let conn = match tokio::time::timeout(config.handshake_timeout, setup).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(_)) | Err(_) => return, // garbage, a hang-up or a stall: just close
-    };
-    loop {
-        let activity = conn.monitor_activity();
-        tokio::select! {
-            () = conn.closed() => break,
-            () = activity => {}
-            () = tokio::time::sleep(config.idle_timeout) => break,
         }
     }
 }
@@ -372,23 +257,19 @@ fn to_wire(records: &[Record]) -> Vec<WireRecord> {
 /// connection's own).
 pub struct Manager<C> {
     shared: Arc<Shared<C>>,
-    calls: Arc<Semaphore>,
+    calls: CallLimit,
     follower: FollowCell,
 }
 
 impl<C: Control> Manager<C> {
     fn new(shared: Arc<Shared<C>>) -> Manager<C> {
-        Manager {
-            calls: Arc::new(Semaphore::new(MAX_CALLS_PER_CONNECTION)),
-            follower: shared.followers.new_cell(),
-            shared,
-        }
+        Manager { calls: CallLimit::new(MAX_CALLS_PER_CONNECTION), follower: shared.followers.new_cell(), shared }
     }
 
     fn permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        Arc::clone(&self.calls)
-            .try_acquire_owned()
-            .map_err(|_| ApiError::Refused(format!("more than {MAX_CALLS_PER_CONNECTION} calls in flight")))
+        self.calls
+            .permit()
+            .ok_or_else(|| ApiError::Refused(format!("more than {MAX_CALLS_PER_CONNECTION} calls in flight")))
     }
 
     fn control(&self) -> &C {
@@ -536,14 +417,6 @@ impl<C: Control> Manager<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_allowed_uids() {
-        assert!(peer_allowed(0, &[0]));
-        assert!(!peer_allowed(1000, &[0]));
-        assert!(peer_allowed(1000, &[0, 1000]));
-        assert!(!peer_allowed(0, &[]));
-    }
 
     #[test]
     fn log_replies_are_bounded_keeping_the_newest() {

@@ -1,84 +1,43 @@
 //! The client side of the control API, as `berthctl` uses it: async, on
 //! any tokio runtime (berthctl runs a current_thread one). Every call has a
-//! deadline, so a stuck PID1 gives an error, not a hung shell.
+//! deadline, so a stuck PID1 gives an error, not a hung shell (the
+//! connection and the error mapping are [`berth_dbus::client`]'s).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use berth_dbus::{Peer, Service};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::UnixStream;
-use zbus::connection::Builder;
 use zbus::zvariant::DynamicType;
 
 use crate::api::control::ReloadOutcome;
 use crate::api::wire::{BadReply, WireRecord, WireStatus, WireTimeline};
-use crate::api::{ERROR_PREFIX, INTERFACE, OBJECT_PATH};
 use crate::journal::Record;
 use crate::status::{Timeline, UnitStatus};
 
-/// The deadline of a call, unless said otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub use berth_dbus::client::DEFAULT_TIMEOUT;
+pub use berth_dbus::ClientError;
+
 /// Starting and stopping may take a while (a stop waits for the unit's
 /// processes to go).
 pub const START_STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot connect to {}: {message}", path.display())]
-    Connect { path: PathBuf, message: String },
-    /// PID1 answered with an error; `message` is its text (`no unit "x"`),
-    /// `name` the D-Bus error's name without the prefix (`NoUnit`).
-    #[error("{message}")]
-    Remote { name: String, message: String },
-    #[error("no answer from berth-init within {0:?}")]
-    Timeout(Duration),
-    #[error("{0}")]
-    Protocol(String),
-}
-
-impl From<BadReply> for ClientError {
-    fn from(e: BadReply) -> ClientError {
-        ClientError::Protocol(e.to_string())
-    }
-}
-
-impl From<zbus::Error> for ClientError {
-    fn from(e: zbus::Error) -> ClientError {
-        match e {
-            zbus::Error::MethodError(name, message, _) => {
-                let name = name.as_str();
-                let short = name.strip_prefix(ERROR_PREFIX).map(|n| n.trim_start_matches('.')).unwrap_or(name);
-                ClientError::Remote { name: short.to_string(), message: message.unwrap_or_else(|| name.to_string()) }
-            }
-            zbus::Error::FDO(e) => ClientError::Remote { name: "fdo".into(), message: e.to_string() },
-            other => ClientError::Protocol(format!("talking to berth-init: {other}")),
-        }
-    }
-}
+/// PID1's control API as a client sees it.
+pub const SERVICE: Service = berth_dbus::MANAGER;
 
 /// A connection to PID1's control API.
 #[derive(Clone, Debug)]
 pub struct Client {
-    conn: zbus::Connection,
+    peer: Peer,
     timeout: Duration,
 }
 
 impl Client {
     /// Connects to the socket (as root; the server refuses anyone else).
     pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
-        let failed = |message: String| ClientError::Connect { path: socket.to_path_buf(), message };
-        let setup = async {
-            let stream = UnixStream::connect(socket).await.map_err(|e| failed(e.to_string()))?;
-            Builder::unix_stream(stream)
-                .p2p()
-                .build()
-                .await
-                .map_err(|e| failed(format!("refused ({e}); only root may use it")))
-        };
-        let conn =
-            tokio::time::timeout(DEFAULT_TIMEOUT, setup).await.map_err(|_| ClientError::Timeout(DEFAULT_TIMEOUT))??;
-        Ok(Client { conn, timeout: DEFAULT_TIMEOUT })
+        let peer = Peer::connect(socket, SERVICE, DEFAULT_TIMEOUT).await?;
+        Ok(Client { peer, timeout: DEFAULT_TIMEOUT })
     }
 
     /// The deadline for the calls that have none of their own.
@@ -91,12 +50,7 @@ impl Client {
         A: Serialize + DynamicType,
         R: DeserializeOwned + zbus::zvariant::Type,
     {
-        let call = async {
-            let reply = self.conn.call_method(None::<&str>, OBJECT_PATH, Some(INTERFACE), method, args).await?;
-            let body: R = reply.body().deserialize()?;
-            Ok::<R, zbus::Error>(body)
-        };
-        tokio::time::timeout(timeout, call).await.map_err(|_| ClientError::Timeout(timeout))?.map_err(ClientError::from)
+        self.peer.call(method, args, timeout).await
     }
 
     pub async fn list(&self) -> Result<Vec<UnitStatus>, ClientError> {
@@ -162,4 +116,10 @@ impl Client {
 
 fn records_from(records: Vec<WireRecord>) -> Result<Vec<Record>, ClientError> {
     Ok(records.into_iter().map(Record::try_from).collect::<Result<_, _>>()?)
+}
+
+impl From<BadReply> for ClientError {
+    fn from(e: BadReply) -> ClientError {
+        ClientError::Protocol(e.to_string())
+    }
 }

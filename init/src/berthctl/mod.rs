@@ -6,5 +6,6 @@
 pub mod analyze;
 pub mod client;
 pub mod render;
+pub mod update;
 
 pub use client::{Client, ClientError};

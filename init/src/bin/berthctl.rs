@@ -9,6 +9,9 @@
 //!                                            long lines whole (pieces joined)
 //! berthctl reboot | poweroff
 //! berthctl analyze                           boot blame and critical chain
+//! berthctl update status                      slots, versions, counters, bless, failed versions
+//! berthctl update install FILE|URL [--force]  into the other slot, with a progress bar
+//! berthctl update rollback | check [URL]      boot the other slot next | the newest published
 //! ```
 //!
 //! Exit codes: 0 ok; 1 an error (the message on stderr); 3 `status UNIT`
@@ -20,9 +23,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use berth_init::berthctl::update::{self, UpdateClient};
 use berth_init::berthctl::{analyze, render, Client, ClientError};
 use berth_init::journal::{self, Joiner, Record, Stream, Timestamp};
-use berth_layout::paths::CONTROL_SOCKET;
+use berth_layout::paths::{CONTROL_SOCKET, UPDATER_SOCKET};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -31,6 +35,9 @@ struct Cli {
     /// The control socket.
     #[arg(long, global = true, default_value = CONTROL_SOCKET)]
     socket: PathBuf,
+    /// The updater's socket (`update ...`).
+    #[arg(long, global = true, default_value = UPDATER_SOCKET)]
+    updater_socket: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +70,29 @@ enum Command {
     Poweroff,
     /// How the boot went: time per unit (blame) and the critical chain.
     Analyze,
+    /// A/B updates through berth-updater.
+    Update {
+        #[command(subcommand)]
+        action: UpdateCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UpdateCommand {
+    /// Both slots, their versions and boot counters, whether this boot is
+    /// blessed, the last install or rollback, the versions that failed here.
+    Status,
+    /// Install a bundle (a file or an http(s) URL) into the other slot.
+    Install {
+        source: String,
+        /// Allow a downgrade or a version that failed here.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Boot the other slot next (if it holds a good version).
+    Rollback,
+    /// The newest published version (from URL, or the configured source).
+    Check { url: Option<String> },
 }
 
 /// Log lines `status UNIT` shows.
@@ -155,7 +185,33 @@ fn monotonic_us() -> u64 {
     }
 }
 
+/// `berthctl update ...`.
+async fn run_update(socket: &std::path::Path, action: UpdateCommand) -> Result<u8, Failure> {
+    let client = UpdateClient::connect(socket).await?;
+    match action {
+        UpdateCommand::Status => print(&update::status(&client.status().await?))?,
+        UpdateCommand::Rollback => print(&update::rolled_back(&client.rollback().await?))?,
+        UpdateCommand::Check { url } => print(&update::candidate(&client.check(url.as_deref().unwrap_or("")).await?))?,
+        UpdateCommand::Install { source, force } => {
+            // The daemon opens the file: give it a path it can find.
+            let source = if source.contains("://") {
+                source
+            } else {
+                std::path::absolute(&source).map(|p| p.display().to_string()).unwrap_or(source)
+            };
+            let mut bar = update::Bar::new();
+            let result = client.install(&source, force, |p| bar.show(&p)).await;
+            bar.finish();
+            print(&update::installed(&result?))?;
+        }
+    }
+    Ok(0)
+}
+
 async fn run(cli: Cli) -> Result<u8, Failure> {
+    if let Command::Update { action } = cli.command {
+        return run_update(&cli.updater_socket, action).await;
+    }
     let client = Client::connect(&cli.socket).await?;
     match cli.command {
         Command::Status { unit: None } => {
@@ -210,6 +266,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let timeline = client.timeline().await?;
             print(&analyze::report(&timeline))?;
         }
+        Command::Update { .. } => {}
     }
     Ok(0)
 }

@@ -157,3 +157,39 @@ fn an_error_status_is_refused_at_open() {
     assert!(matches!(e, FetchError::Status { status: 404, offset: 0, .. }), "{e}");
     assert!(e.to_string().contains(&url));
 }
+
+#[test]
+fn a_server_not_up_yet_is_retried_at_open() {
+    // Reserve a port, free it, and start serving there only after a while.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let body = data();
+    let served = body.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", served.len()).unwrap();
+        stream.write_all(&served).unwrap();
+    });
+    let (mut r, len) = open(&format!("http://127.0.0.1:{port}/b.bundle"), 5).unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).unwrap();
+    assert_eq!((len, got), (Some(body.len() as u64), body));
+    // Without retries, the refused connection is the error, naming the URL.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let e = open(&format!("http://127.0.0.1:{port}/b.bundle"), 0).err().unwrap();
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+}
+
+#[test]
+fn backoff_doubles_and_is_bounded() {
+    assert_eq!(backoff(1), std::time::Duration::from_millis(500));
+    assert_eq!(backoff(2), std::time::Duration::from_secs(1));
+    assert_eq!(backoff(5), std::time::Duration::from_secs(8));
+    assert_eq!(backoff(40), std::time::Duration::from_secs(16));
+}
