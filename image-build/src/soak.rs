@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_qemu::http::StaticServer;
 use berth_qemu::updates::{install_paused, CUT_POINTS};
-use berth_qemu::{boot_timeout, workspace_root, VmConfig};
+use berth_qemu::{boot_timeout, workspace_root, VmConfig, GIB};
 
 use crate::rig::{come_up, Machine, Rig};
 
@@ -48,8 +48,13 @@ pub struct SoakOptions {
 pub struct Rng(u64);
 
 impl Rng {
+    /// Seeds through splitmix64, so near seeds start far apart (and the
+    /// state is never 0).
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -143,7 +148,9 @@ pub fn soak(opts: &SoakOptions) -> Result<(), Error> {
     let mut machines = 0;
     let mut fresh = || -> Result<Machine, Error> {
         machines += 1;
-        let cfg = VmConfig::new().name(&format!("soak{machines}")).disk(&rig.n.qcow2).kvm(opts.kvm);
+        // etcd preallocates a 64 MB WAL: the data partition grows to the
+        // end of a 4 GiB disk (the image's own leaves it 32 MiB).
+        let cfg = VmConfig::new().name(&format!("soak{machines}")).disk(&rig.n.qcow2).disk_size(4 * GIB).kvm(opts.kvm);
         Machine::start(cfg, n)
     };
     let mut m = fresh()?;
@@ -280,6 +287,8 @@ mod tests {
         assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), expected);
         assert!(seen.values().all(|&c| c > 50), "each point about 1 in 6: {seen:?}");
         assert_eq!(pick(&mut Rng::new(3)), pick(&mut Rng::new(3)), "a seed repeats its points");
+        let firsts: std::collections::BTreeSet<u64> = (0..20).map(|s| Rng::new(s).next_u64()).collect();
+        assert_eq!(firsts.len(), 20, "every seed starts elsewhere");
     }
 
     #[test]
