@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_qemu::releases::{Release, ReleaseBuilder};
 use berth_qemu::updates::{self, wait_blessed, wait_online, UpdateStatus};
-use berth_qemu::{boot_timeout, BootTimes, Vm, VmConfig};
+use berth_qemu::{boot_timeout, Vm, VmConfig};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -78,11 +78,10 @@ pub struct Machine {
     pub away: String,
 }
 
-/// A boot that came up: when its ready line was seen (host clock), its
-/// boot times, and `status` once it was blessed.
+/// A boot that came up: when its ready line was seen (host clock), and
+/// `status` once it was blessed.
 pub struct Up {
     pub ready_at: Instant,
-    pub times: BootTimes,
     pub status: UpdateStatus,
 }
 
@@ -147,7 +146,7 @@ impl Machine {
 /// of these failed.
 pub fn come_up(vm: &mut Vm, timeout: Duration, slot: Option<&str>, version: &str) -> Result<Up, String> {
     let deadline = Instant::now() + timeout;
-    let times = vm.wait_ready(timeout).map_err(|e| format!("no ready line: {e}"))?;
+    vm.wait_ready(timeout).map_err(|e| format!("no ready line: {e}"))?;
     let ready_at = Instant::now();
     // The health gate waits for containerd and etcd: give it at least a
     // minute even when the boot took most of the time.
@@ -165,7 +164,7 @@ pub fn come_up(vm: &mut Vm, timeout: Duration, slot: Option<&str>, version: &str
     }
     // The next step may fetch from the host: wait for DHCP as a user would.
     wait_online(vm, Duration::from_secs(120)).map_err(|e| format!("up and blessed, but not online: {e}"))?;
-    Ok(Up { ready_at, times, status })
+    Ok(Up { ready_at, status })
 }
 
 /// Runs `cmd` in the guest between two readings of /proc/uptime; returns
