@@ -21,8 +21,10 @@ mod keys;
 mod manifest;
 mod packages;
 mod publish;
+mod rig;
 mod rootfs;
 mod run;
+mod soak;
 mod suite;
 mod variant;
 mod verity;
@@ -114,10 +116,35 @@ enum Command {
         #[arg(long = "4kn")]
         four_kn: bool,
     },
-    /// Boot the image several times and print boot, size and memory figures.
+    /// Boot the image several times and print boot, size and memory
+    /// figures, then update figures (unless --no-updates).
     Bench {
+        /// Boots of the image for the boot figures (0: none).
         #[arg(long, default_value_t = 5)]
         boots: usize,
+        #[arg(long)]
+        kvm: bool,
+        /// Skip the update figures (by default N and N+1 are built and
+        /// updates between them measured: install throughput against the
+        /// raw write throughput of the same virtual disk, install to the
+        /// new slot's ready line, bundle size against the root tree).
+        #[arg(long)]
+        no_updates: bool,
+        /// Update runs (install, boot N+1, roll back) for the medians (0: none).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Build releases N and N+1, then cut the power of a VM installing N+1
+    /// (or booting it the first time) N times at random points, and count
+    /// the cuts after which it does not come up on its old slot (bricks).
+    /// Hours under TCG; not part of `test`.
+    Soak {
+        /// How many power cuts.
+        #[arg(long, value_name = "N")]
+        power_cuts: usize,
+        /// Seed of the random cut points (default: the clock; printed).
+        #[arg(long)]
+        seed: Option<u64>,
         #[arg(long)]
         kvm: bool,
     },
@@ -153,11 +180,17 @@ fn main() -> ExitCode {
         Command::Run { smoke, kvm, memory, bus, four_kn } => {
             run::run(&ctx, &run::RunOptions { smoke, kvm, memory_mib: memory, bus, four_kn })
         }
-        Command::Bench { boots, kvm } => bench::bench(
-            &ctx,
-            &run::RunOptions { smoke: true, kvm, memory_mib: 1024, bus: DiskBus::Virtio, four_kn: false },
-            boots,
-        ),
+        Command::Bench { boots, kvm, no_updates, runs } => {
+            let opts = run::RunOptions { smoke: true, kvm, memory_mib: 1024, bus: DiskBus::Virtio, four_kn: false };
+            bench::bench(&ctx, &opts, boots).and_then(|()| {
+                if no_updates || runs == 0 {
+                    Ok(())
+                } else {
+                    bench::bench_updates(&opts, runs)
+                }
+            })
+        }
+        Command::Soak { power_cuts, seed, kvm } => soak::soak(&soak::SoakOptions { cuts: power_cuts, seed, kvm }),
         Command::Test { cargo_args } => suite::run(&ctx, &cargo_args),
     };
     match result {

@@ -109,6 +109,19 @@ impl ReleaseBuilder {
     }
 }
 
+/// The manifest of `bundle`, its signature checked against the key in
+/// `key_file` (PKCS#8 PEM; the public half is used): payload names,
+/// sizes, the verity geometry.
+pub fn read_manifest(bundle: &Path, key_file: &Path) -> Result<Manifest> {
+    let fail = |path: &Path, e: &dyn std::fmt::Display| Error::Other(format!("{}: {e}", path.display()));
+    let key = load_signing_key(key_file).map_err(|e| fail(key_file, &e))?;
+    let mut keys = KeyRing::new();
+    keys.add(key.verifying_key());
+    let file = std::fs::File::open(bundle).map_err(io(format!("opening {}", bundle.display())))?;
+    let opened = open(file, &keys).map_err(|e| fail(bundle, &e))?;
+    Ok(opened.manifest().manifest().clone())
+}
+
 /// Writes `dst`: the bundle `src` with its manifest changed by `edit` and
 /// signed again with the key in `key_file`, payloads as they are. For
 /// bundles an honest build never makes (another architecture, an older
@@ -118,12 +131,7 @@ pub fn resign(src: &Path, dst: &Path, key_file: &Path, edit: impl FnOnce(&mut Ma
     use std::io::{Read, Seek, SeekFrom};
     let fail = |path: &Path, e: &dyn std::fmt::Display| Error::Other(format!("{}: {e}", path.display()));
     let key = load_signing_key(key_file).map_err(|e| fail(key_file, &e))?;
-    let mut keys = KeyRing::new();
-    keys.add(key.verifying_key());
-    let file = std::fs::File::open(src).map_err(io(format!("opening {}", src.display())))?;
-    let bundle = open(file, &keys).map_err(|e| fail(src, &e))?;
-    let mut manifest = bundle.manifest().manifest().clone();
-    drop(bundle);
+    let mut manifest = read_manifest(src, key_file)?;
     let mut header = [0u8; 16];
     let mut f = std::fs::File::open(src).map_err(io(format!("opening {}", src.display())))?;
     f.read_exact(&mut header).map_err(io("reading the bundle header"))?;

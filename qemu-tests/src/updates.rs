@@ -139,14 +139,18 @@ pub fn install(vm: &mut Vm, source: &str, force: bool) -> Result<(i32, String)> 
 /// Starts an install that stops for good at `point` (see [`PAUSE_FILE`])
 /// and waits until the updater says it paused there; the caller then cuts
 /// the power.
+///
+/// The updater's log lives on /var and survives power cuts, so only lines
+/// logged after this call count: a pause line of an earlier install (at
+/// the same point, as a soak repeats them) is not taken for this one.
 pub fn install_paused(vm: &mut Vm, source: &str, point: &str, timeout: Duration) -> Result<()> {
-    vm.sh_ok(&format!("echo '{point}' > {PAUSE_FILE}"));
-    let lines_before = vm.sh_ok("berthctl logs updater -n 100000").lines().count();
+    checked(vm, &format!("echo '{point}' > {PAUSE_FILE}"))?;
+    let lines_before = checked(vm, "berthctl logs updater -n 100000")?.lines().count();
     vm.sh_nowait(&format!("berthctl update install '{source}' > /run/install.log 2>&1 &"))?;
     let step = point.split('@').next().unwrap_or(point);
     let deadline = Instant::now() + timeout;
     loop {
-        let all = vm.sh_ok("berthctl logs updater -n 100000");
+        let all = checked(vm, "berthctl logs updater -n 100000")?;
         let log: String = all.lines().skip(lines_before).map(|l| format!("{l}\n")).collect();
         if log.contains(&format!("paused before {step}")) || log.contains(&format!("paused in {step}")) {
             return Ok(());
@@ -162,6 +166,17 @@ pub fn install_paused(vm: &mut Vm, source: &str, point: &str, timeout: Duration)
             });
         }
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The output of `cmd` in the guest; an error (not a panic: soaks go on
+/// after one) unless it exits 0.
+fn checked(vm: &mut Vm, cmd: &str) -> Result<String> {
+    let out = vm.sh(cmd)?;
+    if out.success() {
+        Ok(out.output)
+    } else {
+        Err(Error::Other(format!("`{cmd}` exited with status {}:\n{}", out.status, out.output)))
     }
 }
 
