@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use berth_layout::disk::Slot;
 use berth_layout::Guid;
 
-use super::target::{copy_to, esp_components, Target, TargetError};
+use super::target::{copy_to, esp_components, read_entries, Target, TargetError};
 
 /// An operation of the fake, to make it fail at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,18 +196,7 @@ impl Target for FakeTarget {
     }
 
     fn entries(&mut self) -> Result<Vec<(String, String)>, TargetError> {
-        let dir = self.esp_dir().join("loader/entries");
-        let io = |e| TargetError::io("reading", &dir, None, e);
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io)? {
-            let e = e.map_err(io)?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".conf") && e.file_type().map_err(io)?.is_file() {
-                out.push((name, fs::read_to_string(e.path()).map_err(io)?));
-            }
-        }
-        out.sort();
-        Ok(out)
+        read_entries(&self.esp_dir().join("loader/entries"))
     }
 
     fn efi_var(&mut self, name: &str) -> Result<Option<Vec<u8>>, TargetError> {

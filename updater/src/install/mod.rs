@@ -56,7 +56,7 @@ use std::time::Duration;
 
 pub use engine::{apply, install, install_file, install_from, load_state, ApplyError};
 pub use fake::{fake_partuuid, FakeOp, FakeTarget};
-pub use target::{copy_to, esp_components as esp_components_of, Target, TargetError};
+pub use target::{copy_to, esp_components as esp_components_of, read_entries, Target, TargetError};
 
 use crate::bundle::BundleError;
 use crate::state::{LoadError, TransitionError};

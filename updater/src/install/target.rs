@@ -3,8 +3,9 @@
 //! system calls, [`super::FakeTarget`] keeps files in a temporary
 //! directory and can be told to fail at a step.
 
+use std::fs;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use berth_layout::disk::Slot;
 use berth_layout::Guid;
@@ -119,4 +120,26 @@ pub fn copy_to(
         out.write_all(chunk).map_err(|e| TargetError::io("writing", path, Some(done), e))?;
         done += n as u64;
     }
+}
+
+/// The Boot Loader Specification entries in `dir` (the ESP's
+/// `/loader/entries`): every regular `*.conf` file's name and text, sorted
+/// by name; none when the directory does not exist.
+pub fn read_entries(dir: &Path) -> Result<Vec<(String, String)>, TargetError> {
+    let io = |e| TargetError::io("reading", dir, None, e);
+    let mut out = Vec::new();
+    let list = match fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(e)),
+    };
+    for e in list {
+        let e = e.map_err(io)?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".conf") && e.file_type().map_err(io)?.is_file() {
+            out.push((name, fs::read_to_string(e.path()).map_err(io)?));
+        }
+    }
+    out.sort();
+    Ok(out)
 }

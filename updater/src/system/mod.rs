@@ -388,23 +388,7 @@ impl Target for RealTarget {
     }
 
     fn entries(&mut self) -> Result<Vec<(String, String)>, TargetError> {
-        let dir = self.esp_path(ENTRIES_DIR)?;
-        let io = |e| TargetError::io("reading", &dir, None, e);
-        let mut out = Vec::new();
-        let list = match fs::read_dir(&dir) {
-            Ok(l) => l,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io(e)),
-        };
-        for e in list {
-            let e = e.map_err(io)?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".conf") && e.file_type().map_err(io)?.is_file() {
-                out.push((name, fs::read_to_string(e.path()).map_err(io)?));
-            }
-        }
-        out.sort();
-        Ok(out)
+        install::read_entries(&self.esp_path(ENTRIES_DIR)?)
     }
 
     fn efi_var(&mut self, name: &str) -> Result<Option<Vec<u8>>, TargetError> {
