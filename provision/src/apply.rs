@@ -1,0 +1,1 @@
+//! Applying a plan through [`crate::host::Host`], all or nothing.

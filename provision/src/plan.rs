@@ -1,0 +1,1 @@
+//! The apply plan: config + machine facts + the record -> changes (pure).

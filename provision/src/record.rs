@@ -1,0 +1,1 @@
+//! The record of what is in force: /var/lib/berth/provision.

@@ -1,0 +1,1 @@
+//! Berth's native TOML -> [`crate::tree::Node`].

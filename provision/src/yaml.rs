@@ -1,0 +1,1 @@
+//! `#cloud-config` YAML -> [`crate::tree::Node`].
