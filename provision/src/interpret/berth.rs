@@ -1,0 +1,299 @@
+//! Berth's own keys: `units`, `containerd`, `etcd`, `update`, `ssh`
+//! (under `berth:` in #cloud-config, top-level tables in TOML). A key
+//! these do not know is an error in both formats.
+
+use crate::diag::Place;
+use crate::model::{Containerd, Etcd, Item, UnitFile, Units, Update};
+use crate::tree::Node;
+
+use super::read::Ctx;
+use super::valid;
+
+fn not_berth(cx: &mut Ctx, at: &Place, known: &[&str]) {
+    cx.error(at, format!("unknown key (known here: {})", known.join(", ")));
+}
+
+/// `units`: `add` and `override` (NAME -> unit text), `disable` and
+/// `enable` (lists of names).
+pub(crate) fn units(cx: &mut Ctx, n: &Node, at: &Place) -> Units {
+    let mut u = Units::default();
+    let Some(entries) = cx.map(n, at) else { return u };
+    for (k, v) in entries {
+        let p = at.child(k.line, &k.name);
+        match k.name.as_str() {
+            "add" | "override" => {
+                let is_override = k.name == "override";
+                let Some(files) = cx.map(v, &p) else { continue };
+                for (name, text) in files {
+                    let fp = p.child(name.line, &name.name);
+                    if let Err(e) = valid::unit_name(&name.name) {
+                        cx.error(&fp, e);
+                        continue;
+                    }
+                    let Some(t) = cx.string(text, &fp) else { continue };
+                    if let Err(e) = unit_text(&t) {
+                        cx.error(&fp, format!("not a valid unit: {e}"));
+                        continue;
+                    }
+                    u.files.push(UnitFile { name: name.name.clone(), text: t, is_override, at: fp });
+                }
+            }
+            "disable" | "enable" => {
+                let mut names = Vec::new();
+                for item in cx.strings(v, &p, false) {
+                    match valid::unit_name(&item.value) {
+                        Ok(()) => names.push(item),
+                        Err(e) => cx.error(&item.at, e),
+                    }
+                }
+                if k.name == "disable" {
+                    u.disable = names;
+                } else {
+                    u.enable = names;
+                }
+            }
+            _ => not_berth(cx, &p, &["add", "override", "disable", "enable"]),
+        }
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for f in &u.files {
+        if seen.contains(&f.name.as_str()) {
+            cx.error(&f.at, format!("unit `{}` is given twice", f.name));
+        }
+        seen.push(&f.name);
+    }
+    for d in &u.disable {
+        if u.files.iter().any(|f| f.name == d.value) || u.enable.iter().any(|e| e.value == d.value) {
+            cx.error(&d.at, format!("unit `{}` is both disabled and added, overridden or enabled", d.value));
+        }
+    }
+    u
+}
+
+/// A unit file's text: TOML with a `[service]` table whose `exec` is a
+/// non-empty list of strings, the first an absolute path. The rest of the
+/// unit is checked by berth-init's unit reader when it loads the file.
+pub(crate) fn unit_text(t: &str) -> Result<(), String> {
+    let doc: toml::Table = toml::from_str(t).map_err(|e| {
+        let line = e.span().map(|s| t.as_bytes().iter().take(s.start).filter(|b| **b == b'\n').count() + 1);
+        format!("line {} of the unit: {}", line.unwrap_or(0), e.message())
+    })?;
+    let service = match doc.get("service") {
+        Some(toml::Value::Table(s)) => s,
+        Some(_) => return Err("`service` must be a table ([service])".into()),
+        None => return Err("it has no [service] table".into()),
+    };
+    match service.get("exec") {
+        Some(toml::Value::Array(a)) if !a.is_empty() && a.iter().all(|v| v.is_str()) => {
+            match a.first().and_then(|v| v.as_str()) {
+                Some(p) if p.starts_with('/') => Ok(()),
+                _ => Err("service.exec's program must be an absolute path".into()),
+            }
+        }
+        _ => Err("service.exec must be a non-empty list of strings (the program and its arguments)".into()),
+    }
+}
+
+/// `containerd`: `config` (the whole config.toml, valid TOML) and
+/// `registry_mirrors` (HOST -> list of endpoint URLs).
+pub(crate) fn containerd(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Containerd> {
+    let mut c = Containerd { config: None, registry_mirrors: Vec::new(), at: at.clone() };
+    for (k, v) in cx.map(n, at)? {
+        let p = at.child(k.line, &k.name);
+        match k.name.as_str() {
+            "config" => {
+                if let Some(t) = cx.string(v, &p) {
+                    match toml::from_str::<toml::Table>(&t) {
+                        Ok(_) => c.config = Some(Item { value: t, at: p }),
+                        Err(e) => cx.error(&p, format!("not valid TOML: {}", e.message())),
+                    }
+                }
+            }
+            "registry_mirrors" => {
+                let Some(hosts) = cx.map(v, &p) else { continue };
+                for (h, urls) in hosts {
+                    let hp = p.child(h.line, &h.name);
+                    let host_ok = !h.name.is_empty()
+                        && h.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'));
+                    if !host_ok {
+                        cx.error(&hp, format!("`{}` is not a registry host (`docker.io`, `registry.example.com:5000`)", h.name));
+                        continue;
+                    }
+                    let mut list = Vec::new();
+                    for u in cx.strings(urls, &hp, false) {
+                        match valid::http_url(&u.value) {
+                            Ok(()) => list.push(u.value),
+                            Err(e) => cx.error(&u.at, e),
+                        }
+                    }
+                    if list.is_empty() {
+                        cx.error(&hp, "needs at least one mirror URL");
+                    }
+                    c.registry_mirrors.push((h.name.clone(), list));
+                }
+            }
+            _ => not_berth(cx, &p, &["config", "registry_mirrors"]),
+        }
+    }
+    Some(c)
+}
+
+/// A list of URLs, or one string of comma-separated URLs (etcd's flags).
+fn urls(cx: &mut Ctx, n: &Node, at: &Place) -> Vec<String> {
+    let mut out = Vec::new();
+    for u in cx.strings(n, at, true) {
+        match valid::http_url(&u.value) {
+            Ok(()) => out.push(u.value),
+            Err(e) => cx.error(&u.at, e),
+        }
+    }
+    out
+}
+
+/// `etcd`: the member's name, the initial cluster and the four URL lists.
+pub(crate) fn etcd(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Etcd> {
+    let mut e = Etcd {
+        name: None,
+        initial_cluster: None,
+        initial_cluster_state: None,
+        initial_cluster_token: None,
+        listen_peer_urls: Vec::new(),
+        initial_advertise_peer_urls: Vec::new(),
+        listen_client_urls: Vec::new(),
+        advertise_client_urls: Vec::new(),
+        at: at.clone(),
+    };
+    let member = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    for (k, v) in cx.map(n, at)? {
+        let p = at.child(k.line, &k.name);
+        match k.name.as_str() {
+            "name" => {
+                if let Some(s) = cx.nonempty(v, &p) {
+                    if member(&s) {
+                        e.name = Some(s);
+                    } else {
+                        cx.error(&p, format!("`{s}` is not a member name (letters, digits, `-_.`)"));
+                    }
+                }
+            }
+            "initial_cluster" => {
+                if let Some(s) = cx.nonempty(v, &p) {
+                    let mut ok = true;
+                    for m in s.split(',') {
+                        match m.trim().split_once('=') {
+                            Some((name, url)) if member(name) => {
+                                if let Err(err) = valid::http_url(url) {
+                                    cx.error(&p, format!("member `{name}`: {err}"));
+                                    ok = false;
+                                }
+                            }
+                            _ => {
+                                cx.error(&p, format!("`{m}` is not NAME=PEER_URL"));
+                                ok = false;
+                            }
+                        }
+                    }
+                    if ok {
+                        e.initial_cluster = Some(s);
+                    }
+                }
+            }
+            "initial_cluster_state" => {
+                if let Some(s) = cx.string(v, &p) {
+                    if s == "new" || s == "existing" {
+                        e.initial_cluster_state = Some(s);
+                    } else {
+                        cx.error(&p, format!("expected `new` or `existing`, found `{s}`"));
+                    }
+                }
+            }
+            "initial_cluster_token" => e.initial_cluster_token = cx.nonempty(v, &p),
+            "listen_peer_urls" => e.listen_peer_urls = urls(cx, v, &p),
+            "initial_advertise_peer_urls" => e.initial_advertise_peer_urls = urls(cx, v, &p),
+            "listen_client_urls" => e.listen_client_urls = urls(cx, v, &p),
+            "advertise_client_urls" => e.advertise_client_urls = urls(cx, v, &p),
+            _ => not_berth(
+                cx,
+                &p,
+                &[
+                    "name",
+                    "initial_cluster",
+                    "initial_cluster_state",
+                    "initial_cluster_token",
+                    "listen_peer_urls",
+                    "initial_advertise_peer_urls",
+                    "listen_client_urls",
+                    "advertise_client_urls",
+                ],
+            ),
+        }
+    }
+    Some(e)
+}
+
+/// `update`: the updater's settings (/etc/berth/updater.toml).
+pub(crate) fn update(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Update> {
+    let mut u = Update { source: None, auto: None, interval: None, reboot: None, window: None, at: at.clone() };
+    let mut window_at = at.clone();
+    for (k, v) in cx.map(n, at)? {
+        let p = at.child(k.line, &k.name);
+        match k.name.as_str() {
+            "source" => {
+                if let Some(s) = cx.nonempty(v, &p) {
+                    match valid::http_url(&s) {
+                        Ok(()) => u.source = Some(s),
+                        Err(e) => cx.error(&p, e),
+                    }
+                }
+            }
+            "auto" => u.auto = cx.bool(v, &p),
+            "interval" => {
+                if let Some(s) = cx.nonempty(v, &p) {
+                    match humantime::parse_duration(&s) {
+                        Ok(d) if !d.is_zero() => u.interval = Some(s),
+                        Ok(_) => cx.error(&p, "the interval must be more than zero"),
+                        Err(e) => cx.error(&p, format!("`{s}` is not a duration (`6h`, `30m`): {e}")),
+                    }
+                }
+            }
+            "reboot" => {
+                if let Some(s) = cx.string(v, &p) {
+                    if matches!(s.as_str(), "immediately" | "window" | "never") {
+                        u.reboot = Some(s);
+                    } else {
+                        cx.error(&p, format!("expected `immediately`, `window` or `never`, found `{s}`"));
+                    }
+                }
+            }
+            "window" => {
+                window_at = p.clone();
+                if let Some(s) = cx.string(v, &p) {
+                    match valid::window(&s) {
+                        Ok(()) => u.window = Some(s),
+                        Err(e) => cx.error(&p, e),
+                    }
+                }
+            }
+            _ => not_berth(cx, &p, &["source", "auto", "interval", "reboot", "window"]),
+        }
+    }
+    match (u.reboot.as_deref(), &u.window) {
+        (Some("window"), None) => cx.error(at, "`reboot = window` needs a `window` (HH:MM-HH:MM)"),
+        (Some("immediately" | "never") | None, Some(_)) => cx.error(&window_at, "`window` is only read with `reboot: window`"),
+        _ => {}
+    }
+    Some(u)
+}
+
+/// `ssh`: `enabled` (the sshd unit on or off).
+pub(crate) fn ssh(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Item<bool>> {
+    let mut out = None;
+    for (k, v) in cx.map(n, at)? {
+        let p = at.child(k.line, &k.name);
+        match k.name.as_str() {
+            "enabled" => out = cx.bool(v, &p).map(|b| Item { value: b, at: p }),
+            _ => not_berth(cx, &p, &["enabled"]),
+        }
+    }
+    out
+}
