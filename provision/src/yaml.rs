@@ -168,7 +168,7 @@ impl Builder<'_> {
         }
     }
 
-    fn scalar(&self, text: &str, style: ScalarStyle, tag: Option<&Tag>, line: usize) -> Result<Value, Diagnostic> {
+    fn scalar(&mut self, text: &str, style: ScalarStyle, tag: Option<&Tag>, line: usize) -> Result<Value, Diagnostic> {
         let style = match style {
             ScalarStyle::Plain => Style::Plain,
             _ => Style::Quoted,
@@ -180,7 +180,12 @@ impl Builder<'_> {
                     let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
                     match base64::engine::general_purpose::STANDARD.decode(clean.as_bytes()) {
                         Ok(b) => Ok(Value::Binary(b)),
-                        Err(e) => Err(self.err(line, format!("YAML: !!binary is not valid base64: {e}"))),
+                        // Collected, and the rest of the document still read.
+                        Err(e) => {
+                            let d = self.err(line, format!("YAML: !!binary is not valid base64: {e}"));
+                            self.errors.push(d);
+                            Ok(Value::Null)
+                        }
                     }
                 }
                 (true, "str") => Ok(Value::Scalar(Scalar { text: text.to_string(), style: Style::Quoted })),

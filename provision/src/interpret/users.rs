@@ -127,6 +127,14 @@ fn user(cx: &mut Ctx, n: &Node, at: &Place, key_name: Option<&str>) -> Option<Us
         (None, Some((k, v))) => Some(cx.nonempty(v, &at.child(k.line, "name"))?),
         (None, None) => None,
     };
+    // A name-less entry of snap's (`- snapuser: EMAIL`): that user is made
+    // by snapd, which Berth lacks; not the default user.
+    if name.is_none() {
+        if let Some((k, _)) = entries.iter().find(|(k, _)| k.name == "snapuser") {
+            cx.warn(&at.child(k.line, "snapuser"), "not implemented on Berth (no snapd): this entry is ignored");
+            return None;
+        }
+    }
     let mut u = match name.as_deref() {
         None | Some("default") => blank("root", true, at),
         Some(name) => {
