@@ -1,0 +1,232 @@
+//! The interpreter through `check`: both formats mean the same, every
+//! key's type and rules, all errors collected, each with source, line and key.
+
+use berth_provision::interpret::{meta_data, network_config};
+use berth_provision::model::{Command, Config};
+use berth_provision::{check, Diagnostic, Document, Format};
+
+/// The config's Debug text without its places (lines and key paths differ
+/// between formats, the meaning must not).
+fn meaning(c: &Config) -> String {
+    let s = format!("{c:?}");
+    let mut out = String::new();
+    let mut rest = s.as_str();
+    while let Some(i) = rest.find("Place {") {
+        out.push_str(rest.get(..i).unwrap());
+        let after = rest.get(i..).unwrap();
+        let end = after.find('}').unwrap();
+        rest = after.get(end + 1..).unwrap();
+    }
+    out.push_str(rest);
+    out
+}
+
+fn ok(src: &str) -> Document {
+    match check("u", src.as_bytes()) {
+        Ok(d) => d,
+        Err(r) => panic!("rejected: {:#?}", r.errors),
+    }
+}
+
+fn errors(src: &str) -> Vec<String> {
+    match check("u", src.as_bytes()) {
+        Ok(d) => panic!("accepted: {:#?}", d.config),
+        Err(r) => r.errors.iter().map(Diagnostic::to_string).collect(),
+    }
+}
+
+fn warnings(d: &Document) -> Vec<String> {
+    d.warnings.iter().map(Diagnostic::to_string).collect()
+}
+
+#[test]
+fn the_two_examples_pass_and_mean_the_same() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/");
+    let y = check("user-data.yaml", &std::fs::read(format!("{dir}user-data.yaml")).unwrap()).unwrap();
+    let t = check("user-data.toml", &std::fs::read(format!("{dir}user-data.toml")).unwrap()).unwrap();
+    assert_eq!(y.format, Format::CloudConfig);
+    assert_eq!(t.format, Format::Native);
+    assert!(y.warnings.is_empty(), "{:?}", y.warnings);
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    assert_eq!(meaning(&y.config), meaning(&t.config));
+    // Every field is set by the examples (they are complete).
+    let c = &y.config;
+    assert!(c.hostname.is_some() && c.fqdn.is_some() && c.timezone.is_some() && c.ntp.is_some() && c.network.is_some());
+    assert!(c.containerd.is_some() && c.etcd.is_some() && c.update.is_some());
+    assert!(c.ssh.enabled.is_some() && c.ssh.password_auth.is_some() && c.ssh.disable_root.is_some());
+    assert_eq!(c.users.len(), 2);
+    assert!(c.users.first().unwrap().is_default);
+    assert_eq!(c.write_files.len(), 3);
+    assert_eq!(c.write_files.get(1).unwrap().content, b"hello world\n");
+    assert_eq!(c.write_files.get(2).unwrap().mode, 0o600);
+    assert_eq!(c.units.files.len(), 2);
+    assert_eq!(c.bootcmd.len(), 2);
+    assert_eq!(c.runcmd.len(), 2);
+}
+
+#[test]
+fn equivalent_documents_give_equal_configs() {
+    let y = ok("#cloud-config\nhostname: a\nusers:\n  - name: bob\n    groups: x, y\n    lock_passwd: no\nwrite_files:\n  - path: /etc/f\n    permissions: 0755\nberth:\n  ssh:\n    enabled: off\n");
+    let t = ok("#berth-config\nhostname = \"a\"\n[[users]]\nname = \"bob\"\ngroups = [\"x\", \"y\"]\nlock_passwd = false\n[[write_files]]\npath = \"/etc/f\"\npermissions = \"0755\"\n[ssh]\nenabled = false\n");
+    assert_eq!(meaning(&y.config), meaning(&t.config));
+    assert_eq!(y.config.write_files.first().unwrap().mode, 0o755);
+}
+
+#[test]
+fn format_detection_and_what_is_refused() {
+    assert_eq!(check("u", b"").unwrap().config, Config::default());
+    assert_eq!(check("u", b"  \n\n").unwrap().config, Config::default());
+    assert_eq!(check("u", b"#cloud-config\n").unwrap().config, Config::default());
+    assert_eq!(check("u", b"#berth-config\n").unwrap().format, Format::Native);
+    for (doc, why) in [
+        ("#!/bin/sh\necho hi\n", "shell script"),
+        ("Content-Type: multipart/mixed; boundary=x\n", "MIME multipart"),
+        ("#include\nhttp://x/y\n", "#include"),
+        ("#cloud-config-archive\n- a\n", "archive"),
+        ("#cloud-boothook\necho\n", "not supported"),
+        ("hostname: a\n", "first line must be"),
+    ] {
+        let e = errors(doc);
+        assert!(e.first().unwrap().contains(why), "{doc}: {e:?}");
+    }
+    // gzip'd, and the sha256 of the bytes as given.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, b"#cloud-config\nhostname: zipped\n").unwrap();
+    let bytes = gz.finish().unwrap();
+    let d = check("u", &bytes).unwrap();
+    assert_eq!(d.config.hostname.unwrap().value, "zipped");
+    assert_eq!(d.sha256.len(), 64);
+    assert_eq!(check("u", b"").unwrap().sha256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+#[test]
+fn every_error_is_collected_with_source_line_and_key() {
+    let e = errors("#cloud-config\nhostname: -bad\ntimezone: ../x\nusers:\n  - name: bob\n    passwd: hunter2\nwrite_files:\n  - path: /usr/bin/x\nberth:\n  etcd:\n    nmae: x\n");
+    assert_eq!(e.len(), 5, "{e:#?}");
+    assert!(e.first().unwrap().starts_with("u:2: key hostname: "));
+    assert!(e.get(1).unwrap().starts_with("u:3: key timezone: "));
+    assert!(e.get(2).unwrap().starts_with("u:6: key users[0].passwd: "));
+    assert!(e.get(3).unwrap().starts_with("u:8: key write_files[0].path: "));
+    assert!(e.get(4).unwrap().starts_with("u:11: key berth.etcd.nmae: unknown key"));
+}
+
+#[test]
+fn unknown_keys_warn_in_cloud_config_and_fail_in_toml() {
+    let d = ok("#cloud-config\npackages: [vim]\napt: {}\nfrobnicate: 1\netcd: {}\n");
+    let w = warnings(&d);
+    assert_eq!(w.len(), 4, "{w:?}");
+    assert!(w.first().unwrap().contains("u:2: key packages: not implemented on Berth (cloud-init's cc_package_update_upgrade_install)"));
+    assert!(w.get(2).unwrap().contains("u:4: key frobnicate: unknown key"));
+    assert!(w.get(3).unwrap().contains("under `berth:`"));
+    let e = errors("#berth-config\nfrobnicate = 1\n");
+    assert_eq!(e, ["u:2: key frobnicate: unknown key"]);
+    // A cloud-init module Berth lacks: a warning in both formats.
+    assert_eq!(ok("#berth-config\npackages = [\"vim\"]\n").warnings.len(), 1);
+    // Misspelled Berth keys: errors in both.
+    assert!(errors("#berth-config\n[update]\nauto = true\nreboto = \"never\"\n").first().unwrap().contains("key update.reboto: unknown key"));
+    assert!(errors("#cloud-config\nberth:\n  unitz: {}\n").first().unwrap().contains("key berth.unitz"));
+}
+
+#[test]
+fn yaml11_scalars() {
+    let d = ok("#cloud-config\nssh_pwauth: yes\ndisable_root: off\nwrite_files:\n  - path: /etc/a\n    permissions: 0644\n  - path: /etc/b\n    permissions: '0600'\n  - path: /etc/c\n    permissions: 0o755\n  - path: /etc/d\n    permissions: 644\n");
+    assert!(d.config.ssh.password_auth.as_ref().unwrap().value);
+    assert!(!d.config.ssh.disable_root.as_ref().unwrap().value);
+    let modes: Vec<u32> = d.config.write_files.iter().map(|f| f.mode).collect();
+    assert_eq!(modes, [0o644, 0o600, 0o755, 644]);
+    assert!(warnings(&d).first().unwrap().contains("decimal"));
+    // A quoted boolean is a string.
+    assert!(errors("#cloud-config\ndisable_root: 'yes'\n").first().unwrap().contains("expected a boolean, found a string"));
+}
+
+#[test]
+fn users() {
+    let d = ok("#cloud-config\nusers:\n  - default\n  - name: ann\n    groups: [a, b]\n    primary-group: ann\n    uid: 2000\n    sudo: ALL\n    ssh_authorized_keys: [ssh-ed25519 AAAA ann@x]\nssh_authorized_keys: ['ssh-rsa AAAAB root@x']\n");
+    let u = &d.config.users;
+    assert_eq!(u.len(), 2);
+    let root = u.first().unwrap();
+    assert!(root.is_default && root.name == "root" && root.lock_passwd);
+    let ann = u.get(1).unwrap();
+    assert_eq!(ann.groups, ["a", "b"]);
+    assert_eq!(ann.primary_group.as_deref(), Some("ann"));
+    assert_eq!(ann.uid, Some(2000));
+    assert_eq!(ann.ssh_authorized_keys.first().unwrap().value, "ssh-ed25519 AAAA ann@x");
+    assert!(ok("#cloud-config\nusers:\n  - {gecos: Root}\n").config.users.first().unwrap().is_default);
+    assert!(errors("#cloud-config\nusers: [default, {gecos: R}]\n").first().unwrap().contains("given twice"));
+    assert_eq!(d.config.ssh_authorized_keys.len(), 1);
+    let w = warnings(&d);
+    assert!(w.iter().any(|w| w.contains("users[1].primary-group: deprecated in cloud-init: use `primary_group`")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("users[1].sudo: not implemented")), "{w:?}");
+    let e = errors("#cloud-config\nusers:\n  - name: x\n    plain_text_passwd: secret\n  - name: '1bad'\n  - name: y\n    homedir: /home/y\n");
+    assert_eq!(e.len(), 3, "{e:?}");
+    // users as a comma-separated string.
+    let d = ok("#cloud-config\nusers: default, bob\n");
+    assert_eq!(d.config.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["root", "bob"]);
+}
+
+#[test]
+fn write_files_encodings() {
+    let d = ok("#cloud-config\nwrite_files:\n  - path: /etc/a\n    encoding: gz+b64\n    content: H4sIAAAAAAAAA8tIzcnJBwCGphA2BQAAAA==\n  - path: /etc/b\n    content: !!binary aGk=\n  - path: /run//x/./y\n    owner: bob\n");
+    let f = &d.config.write_files;
+    assert_eq!(f.first().unwrap().content, b"hello");
+    assert_eq!(f.get(1).unwrap().content, b"hi");
+    assert_eq!(f.get(2).unwrap().path, "/run/x/y");
+    assert_eq!(f.get(2).unwrap().owner, ("bob".to_string(), "root".to_string()));
+    let e = errors("#cloud-config\nwrite_files:\n  - path: /etc/../x\n  - content: x\n  - path: /etc/z\n    encoding: rot13\n    content: x\n  - path: /etc/w\n    permissions: '9999'\n");
+    assert_eq!(e.len(), 4, "{e:?}");
+}
+
+#[test]
+fn commands() {
+    let d = ok("#cloud-config\nbootcmd:\n  - echo hi\n  - [ls, -l, 5]\nruncmd:\n  -\n  - date\n");
+    assert_eq!(d.config.bootcmd.first().unwrap().value, Command::Shell("echo hi".into()));
+    assert_eq!(d.config.bootcmd.get(1).unwrap().value, Command::Argv(vec!["ls".into(), "-l".into(), "5".into()]));
+    assert_eq!(d.config.runcmd.len(), 1);
+    assert!(errors("#cloud-config\nbootcmd: echo\n").first().unwrap().contains("expected a list"));
+}
+
+#[test]
+fn berth_keys() {
+    let e = errors("#berth-config\n[units.add]\nx = \"[service]\\nexec = [\\\"rel\\\"]\\n\"\nY = \"\"\n[etcd]\ninitial_cluster = \"a=ftp://x\"\ninitial_cluster_state = \"old\"\n[update]\nreboot = \"window\"\ninterval = \"soon\"\n[containerd]\nconfig = \"not = [toml\"\n");
+    assert_eq!(e.len(), 7, "{e:#?}");
+    let d = ok("#berth-config\n[units]\ndisable = [\"sshd\"]\n[update]\nreboot = \"never\"\nauto = false\n");
+    assert_eq!(d.config.units.disable.first().unwrap().value, "sshd");
+    assert_eq!(d.config.update.unwrap().auto, Some(false));
+}
+
+#[test]
+fn preserve_hostname_ignores_hostname() {
+    let d = ok("#cloud-config\npreserve_hostname: true\nhostname: a\n");
+    assert!(d.config.hostname.is_none());
+    assert_eq!(d.warnings.len(), 1);
+}
+
+#[test]
+fn network_v1_and_v2() {
+    let d = ok("#cloud-config\nnetwork:\n  version: 2\n  ethernets:\n    eth0:\n      addresses: [10.0.0.2/24]\n      gateway4: 10.0.0.1\n      nameservers: {addresses: [1.1.1.1]}\n");
+    let n = d.config.network.unwrap();
+    let i = n.interfaces.first().unwrap();
+    assert_eq!(i.routes.first().unwrap().to, "0.0.0.0/0");
+    assert_eq!(n.nameservers, ["1.1.1.1"]);
+    let n = network_config(
+        "nc",
+        b"version: 1\nconfig:\n  - type: physical\n    name: eth0\n    mac_address: 'AA:BB:CC:DD:EE:FF'\n    subnets:\n      - type: static\n        address: 192.168.1.5\n        netmask: 255.255.255.0\n        gateway: 192.168.1.1\n        dns_nameservers: [192.168.1.1]\n",
+    )
+    .unwrap();
+    let i = n.interfaces.first().unwrap();
+    assert_eq!(i.addresses, ["192.168.1.5/24"]);
+    assert_eq!(i.mac.as_deref(), Some("aa:bb:cc:dd:ee:ff"));
+    assert_eq!(n.version, 1);
+    let e = network_config("nc", b"network:\n  version: 2\n  bonds: {}\n  ethernets:\n    e:\n      addresses: [300.1.1.1/24]\n").unwrap_err();
+    assert_eq!(e.len(), 2, "{e:?}");
+}
+
+#[test]
+fn meta_data_reads_instance_id_and_hostname() {
+    let m = meta_data("md", b"instance-id: iid-1\nlocal-hostname: box\nother: 1\n").unwrap();
+    assert_eq!(m.instance_id.as_deref(), Some("iid-1"));
+    assert_eq!(m.local_hostname.as_deref(), Some("box"));
+    assert_eq!(meta_data("md", b"").unwrap(), Default::default());
+    assert_eq!(meta_data("md", b"{\"instance-id\": \"j\"}").unwrap().instance_id.as_deref(), Some("j"));
+    assert!(meta_data("md", b"- a\n").is_err());
+}
