@@ -39,12 +39,23 @@ pub const MAX_NODES: usize = 200_000;
 /// Errors: every duplicate or non-scalar key found, or the first syntax
 /// error; each at its line, the key path empty.
 pub fn read(source: &str, text: &str) -> Result<Node, Vec<Diagnostic>> {
-    let mut b = Builder { source, stack: Vec::new(), anchors: HashMap::new(), root: None, docs: 0, nodes: 0, errors: Vec::new() };
+    let mut b = Builder {
+        source,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        root: None,
+        docs: 0,
+        nodes: 0,
+        errors: Vec::new(),
+    };
     for ev in Parser::new_from_str(text) {
         let (ev, span) = match ev {
             Ok(e) => e,
             Err(e) => {
-                b.errors.push(Diagnostic::new(Place::new(source, e.marker().line().max(1), ""), format!("YAML: {}", e.info())));
+                b.errors.push(Diagnostic::new(
+                    Place::new(source, e.marker().line().max(1), ""),
+                    format!("YAML: {}", e.info()),
+                ));
                 return Err(b.errors);
             }
         };
@@ -129,7 +140,9 @@ impl Builder<'_> {
                 self.push(Open::Map { line, anchor, entries: Vec::new(), merges: Vec::new(), pending: None }, line)
             }
             Event::SequenceEnd => match self.stack.pop() {
-                Some(Open::List { line: l, anchor, items }) => self.finish(Node { line: l, value: Value::List(items) }, anchor, line),
+                Some(Open::List { line: l, anchor, items }) => {
+                    self.finish(Node { line: l, value: Value::List(items) }, anchor, line)
+                }
                 _ => Err(self.err(line, "YAML: unbalanced sequence")),
             },
             Event::MappingEnd => match self.stack.pop() {
@@ -163,8 +176,20 @@ impl Builder<'_> {
     fn collection_tag(&self, tag: Option<&Tag>, want: &str, line: usize) -> Result<(), Diagnostic> {
         match tag {
             None => Ok(()),
-            Some(t) if t.handle == "tag:yaml.org,2002:" && (t.suffix == want || (want == "map" && t.suffix == "omap")) => Ok(()),
-            Some(t) => Err(self.err(line, format!("YAML: unsupported tag `{}{}` on a {}", t.handle, t.suffix, if want == "seq" { "list" } else { "mapping" }))),
+            Some(t)
+                if t.handle == "tag:yaml.org,2002:" && (t.suffix == want || (want == "map" && t.suffix == "omap")) =>
+            {
+                Ok(())
+            }
+            Some(t) => Err(self.err(
+                line,
+                format!(
+                    "YAML: unsupported tag `{}{}` on a {}",
+                    t.handle,
+                    t.suffix,
+                    if want == "seq" { "list" } else { "mapping" }
+                ),
+            )),
         }
     }
 
@@ -190,9 +215,13 @@ impl Builder<'_> {
                 }
                 (true, "str") => Ok(Value::Scalar(Scalar { text: text.to_string(), style: Style::Quoted })),
                 (true, "null") => Ok(Value::Null),
-                (true, "int" | "bool" | "float" | "timestamp") => Ok(Value::Scalar(Scalar { text: text.to_string(), style: Style::Plain })),
+                (true, "int" | "bool" | "float" | "timestamp") => {
+                    Ok(Value::Scalar(Scalar { text: text.to_string(), style: Style::Plain }))
+                }
                 // `!` alone: the non-specific tag, a string.
-                (false, "!") if t.handle.is_empty() => Ok(Value::Scalar(Scalar { text: text.to_string(), style: Style::Quoted })),
+                (false, "!") if t.handle.is_empty() => {
+                    Ok(Value::Scalar(Scalar { text: text.to_string(), style: Style::Quoted }))
+                }
                 _ => Err(self.err(line, format!("YAML: unsupported tag `{}{}`", t.handle, t.suffix))),
             };
         }
@@ -227,7 +256,10 @@ impl Builder<'_> {
                         Value::Scalar(s) => s.text,
                         Value::Null => "~".to_string(),
                         Value::Binary(_) | Value::Map(_) | Value::List(_) => {
-                            self.errors.push(Diagnostic::new(Place::new(source, node.line, ""), "YAML: a key must be a scalar"));
+                            self.errors.push(Diagnostic::new(
+                                Place::new(source, node.line, ""),
+                                "YAML: a key must be a scalar",
+                            ));
                             *pending = Some(PendingKey::Bad);
                             return Ok(());
                         }
@@ -364,7 +396,9 @@ mod tests {
         let mut t = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..10 {
             let p = i - 1;
-            t.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+            t.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
         }
         assert!(read("u", &t).unwrap_err()[0].message.contains("nodes"));
         let deep = "[".repeat(1000);

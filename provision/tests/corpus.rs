@@ -54,9 +54,7 @@ fn files(root: &Path) -> Vec<(String, Kind)> {
             let name = p.file_name().unwrap().to_string_lossy().to_string();
             let kind = if rel.starts_with("examples/network-config-") && name.ends_with(".yaml") {
                 Kind::Network
-            } else if rel.starts_with("examples/") && name.ends_with(".txt") {
-                Kind::UserData
-            } else if rel == "examples/seed/user-data" {
+            } else if (rel.starts_with("examples/") && name.ends_with(".txt")) || rel == "examples/seed/user-data" {
                 Kind::UserData
             } else if rel == "examples/seed/meta-data" {
                 Kind::MetaData
@@ -117,7 +115,8 @@ fn every_corpus_file_has_its_expected_outcome() {
     let all = files(&root);
     assert!(all.len() >= 60, "the corpus looks incomplete: {} files", all.len());
     if std::env::var("BERTH_CORPUS_GENERATE").is_ok() {
-        let mut out = String::from("# The outcome of every cloud-init corpus file (tests/corpus.rs); reviewed by hand.\n");
+        let mut out =
+            String::from("# The outcome of every cloud-init corpus file (tests/corpus.rs); reviewed by hand.\n");
         for (rel, kind) in &all {
             out.push_str(&format!("\n[\"{rel}\"]\n"));
             match run(&root, rel, *kind) {
@@ -170,8 +169,20 @@ fn every_corpus_file_has_its_expected_outcome() {
 #[test]
 fn no_unsupported_key_passes_silently() {
     const IMPLEMENTED: &[&str] = &[
-        "hostname", "fqdn", "preserve_hostname", "users", "ssh_authorized_keys", "write_files", "bootcmd", "runcmd", "ntp", "timezone",
-        "ssh_pwauth", "disable_root", "network", "berth",
+        "hostname",
+        "fqdn",
+        "preserve_hostname",
+        "users",
+        "ssh_authorized_keys",
+        "write_files",
+        "bootcmd",
+        "runcmd",
+        "ntp",
+        "timezone",
+        "ssh_pwauth",
+        "disable_root",
+        "network",
+        "berth",
     ];
     let root = corpus();
     for (rel, kind) in files(&root) {

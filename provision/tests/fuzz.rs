@@ -15,8 +15,12 @@ fn seeds() -> &'static Vec<Vec<u8>> {
     static S: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     S.get_or_init(|| {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/");
-        let mut v: Vec<Vec<u8>> = ["user-data.yaml", "user-data.toml"].iter().filter_map(|f| std::fs::read(format!("{dir}{f}")).ok()).collect();
-        let corpus = std::env::var("BERTH_CLOUD_INIT_CORPUS").unwrap_or_else(|_| "/work/shared/corpus/cloud-init".into());
+        let mut v: Vec<Vec<u8>> = ["user-data.yaml", "user-data.toml"]
+            .iter()
+            .filter_map(|f| std::fs::read(format!("{dir}{f}")).ok())
+            .collect();
+        let corpus =
+            std::env::var("BERTH_CLOUD_INIT_CORPUS").unwrap_or_else(|_| "/work/shared/corpus/cloud-init".into());
         for sub in ["examples", "module-docs/cc_users_groups", "module-docs/cc_write_files", "module-docs/cc_ntp"] {
             if let Ok(rd) = std::fs::read_dir(format!("{corpus}/{sub}")) {
                 for e in rd.flatten() {
@@ -78,10 +82,7 @@ fn apply(mut doc: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
 /// Bytes YAML and TOML care about, to hit their corners more often.
 fn syntax_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
-        prop_oneof![
-            any::<u8>(),
-            prop::sample::select(b":-[]{},#&*!|>'\"\n =.\t?%@`\\0".to_vec()),
-        ],
+        prop_oneof![any::<u8>(), prop::sample::select(b":-[]{},#&*!|>'\"\n =.\t?%@`\\0".to_vec()),],
         0..12,
     )
 }
@@ -97,16 +98,55 @@ fn edit() -> impl Strategy<Value = Edit> {
 /// A structured #cloud-config document from pieces of real keys and values.
 fn structured() -> impl Strategy<Value = String> {
     let key = prop::sample::select(vec![
-        "hostname", "users", "write_files", "runcmd", "bootcmd", "ntp", "network", "berth", "units", "etcd", "update", "path",
-        "permissions", "encoding", "content", "name", "groups", "version", "ethernets", "config", "type", "subnets", "passwd",
+        "hostname",
+        "users",
+        "write_files",
+        "runcmd",
+        "bootcmd",
+        "ntp",
+        "network",
+        "berth",
+        "units",
+        "etcd",
+        "update",
+        "path",
+        "permissions",
+        "encoding",
+        "content",
+        "name",
+        "groups",
+        "version",
+        "ethernets",
+        "config",
+        "type",
+        "subnets",
+        "passwd",
     ]);
     let scalar = prop::sample::select(vec![
-        "yes", "0644", "'0644'", "~", "", "default", "/etc/x", "b64", "gz+b64", "!!binary aGk=", "1", "2", "[]", "{}", "-1",
-        "physical", "static", "\"a\\u0000b\"", "*a", "&a x", "10.0.0.1/24",
+        "yes",
+        "0644",
+        "'0644'",
+        "~",
+        "",
+        "default",
+        "/etc/x",
+        "b64",
+        "gz+b64",
+        "!!binary aGk=",
+        "1",
+        "2",
+        "[]",
+        "{}",
+        "-1",
+        "physical",
+        "static",
+        "\"a\\u0000b\"",
+        "*a",
+        "&a x",
+        "10.0.0.1/24",
     ]);
-    let line = (0usize..4, key, prop::bool::ANY, scalar).prop_map(|(indent, k, dash, v)| {
-        format!("{}{}{k}: {v}\n", "  ".repeat(indent), if dash { "- " } else { "" })
-    });
+    let line = (0usize..4, key, prop::bool::ANY, scalar)
+        .prop_map(|(indent, k, dash, v)| format!("{}{}{k}: {v}\n", "  ".repeat(indent), if dash { "- " } else { "" }));
     prop::collection::vec(line, 0..24).prop_map(|lines| format!("#cloud-config\n{}", lines.concat()))
 }
 

@@ -115,7 +115,10 @@ fn unknown_keys_warn_in_cloud_config_and_fail_in_toml() {
     let d = ok("#cloud-config\npackages: [vim]\napt: {}\nfrobnicate: 1\netcd: {}\n");
     let w = warnings(&d);
     assert_eq!(w.len(), 4, "{w:?}");
-    assert!(w.first().unwrap().contains("u:2: key packages: not implemented on Berth (cloud-init's cc_package_update_upgrade_install)"));
+    assert!(w
+        .first()
+        .unwrap()
+        .contains("u:2: key packages: not implemented on Berth (cloud-init's cc_package_update_upgrade_install)"));
     assert!(w.get(2).unwrap().contains("u:4: key frobnicate: unknown key"));
     assert!(w.get(3).unwrap().contains("under `berth:`"));
     let e = errors("#berth-config\nfrobnicate = 1\n");
@@ -123,7 +126,10 @@ fn unknown_keys_warn_in_cloud_config_and_fail_in_toml() {
     // A cloud-init module Berth lacks: a warning in both formats.
     assert_eq!(ok("#berth-config\npackages = [\"vim\"]\n").warnings.len(), 1);
     // Misspelled Berth keys: errors in both.
-    assert!(errors("#berth-config\n[update]\nauto = true\nreboto = \"never\"\n").first().unwrap().contains("key update.reboto: unknown key"));
+    assert!(errors("#berth-config\n[update]\nauto = true\nreboto = \"never\"\n")
+        .first()
+        .unwrap()
+        .contains("key update.reboto: unknown key"));
     assert!(errors("#cloud-config\nberth:\n  unitz: {}\n").first().unwrap().contains("key berth.unitz"));
 }
 
@@ -136,7 +142,10 @@ fn yaml11_scalars() {
     assert_eq!(modes, [0o644, 0o600, 0o755, 644]);
     assert!(warnings(&d).first().unwrap().contains("decimal"));
     // A quoted boolean is a string.
-    assert!(errors("#cloud-config\ndisable_root: 'yes'\n").first().unwrap().contains("expected a boolean, found a string"));
+    assert!(errors("#cloud-config\ndisable_root: 'yes'\n")
+        .first()
+        .unwrap()
+        .contains("expected a boolean, found a string"));
 }
 
 #[test]
@@ -155,7 +164,10 @@ fn users() {
     assert!(errors("#cloud-config\nusers: [default, {gecos: R}]\n").first().unwrap().contains("given twice"));
     assert_eq!(d.config.ssh_authorized_keys.len(), 1);
     let w = warnings(&d);
-    assert!(w.iter().any(|w| w.contains("users[1].primary-group: deprecated in cloud-init: use `primary_group`")), "{w:?}");
+    assert!(
+        w.iter().any(|w| w.contains("users[1].primary-group: deprecated in cloud-init: use `primary_group`")),
+        "{w:?}"
+    );
     assert!(w.iter().any(|w| w.contains("users[1].sudo: not implemented")), "{w:?}");
     let e = errors("#cloud-config\nusers:\n  - name: x\n    plain_text_passwd: secret\n  - name: '1bad'\n  - name: y\n    homedir: /home/y\n");
     assert_eq!(e.len(), 3, "{e:?}");
@@ -217,7 +229,11 @@ fn network_v1_and_v2() {
     assert_eq!(i.addresses, ["192.168.1.5/24"]);
     assert_eq!(i.mac.as_deref(), Some("aa:bb:cc:dd:ee:ff"));
     assert_eq!(n.version, 1);
-    let e = network_config("nc", b"network:\n  version: 2\n  bonds: {}\n  ethernets:\n    e:\n      addresses: [300.1.1.1/24]\n").unwrap_err();
+    let e = network_config(
+        "nc",
+        b"network:\n  version: 2\n  bonds: {}\n  ethernets:\n    e:\n      addresses: [300.1.1.1/24]\n",
+    )
+    .unwrap_err();
     assert_eq!(e.len(), 2, "{e:?}");
 }
 

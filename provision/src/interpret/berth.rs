@@ -116,7 +116,10 @@ pub(crate) fn containerd(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Container
                     let host_ok = !h.name.is_empty()
                         && h.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'));
                     if !host_ok {
-                        cx.error(&hp, format!("`{}` is not a registry host (`docker.io`, `registry.example.com:5000`)", h.name));
+                        cx.error(
+                            &hp,
+                            format!("`{}` is not a registry host (`docker.io`, `registry.example.com:5000`)", h.name),
+                        );
                         continue;
                     }
                     let mut list = Vec::new();
@@ -163,7 +166,8 @@ pub(crate) fn etcd(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Etcd> {
         advertise_client_urls: Vec::new(),
         at: at.clone(),
     };
-    let member = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let member =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     for (k, v) in cx.map(n, at)? {
         let p = at.child(k.line, &k.name);
         match k.name.as_str() {
@@ -279,7 +283,9 @@ pub(crate) fn update(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Update> {
     }
     match (u.reboot.as_deref(), &u.window) {
         (Some("window"), None) => cx.error(at, "`reboot = window` needs a `window` (HH:MM-HH:MM)"),
-        (Some("immediately" | "never") | None, Some(_)) => cx.error(&window_at, "`window` is only read with `reboot: window`"),
+        (Some("immediately" | "never") | None, Some(_)) => {
+            cx.error(&window_at, "`window` is only read with `reboot: window`")
+        }
         _ => {}
     }
     Some(u)

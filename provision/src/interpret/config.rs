@@ -44,14 +44,19 @@ pub(crate) fn document(cx: &mut Ctx, root: &Node, source: &str) -> Config {
             ("berth", Format::CloudConfig) => match &v.value {
                 Value::Map(m) => berth_entries.extend(m.iter().map(|(k, v)| (k, v))),
                 Value::Null => {}
-                _ => cx.error(&at, format!("expected a mapping of Berth's keys ({}), found {}", BERTH_KEYS.join(", "), v.kind())),
+                _ => cx.error(
+                    &at,
+                    format!("expected a mapping of Berth's keys ({}), found {}", BERTH_KEYS.join(", "), v.kind()),
+                ),
             },
             (name, Format::Native) if BERTH_KEYS.contains(&name) => berth_entries.push((k, v)),
             (name, _) => not_implemented(cx, name, &at),
         }
     }
     let berth_at = match cx.format {
-        Format::CloudConfig => entries.iter().find(|(k, _)| k.name == "berth").map_or(top.clone(), |(k, _)| top.child(k.line, "berth")),
+        Format::CloudConfig => {
+            entries.iter().find(|(k, _)| k.name == "berth").map_or(top.clone(), |(k, _)| top.child(k.line, "berth"))
+        }
         Format::Native => top.clone(),
     };
     for (k, v) in berth_entries {

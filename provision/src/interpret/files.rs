@@ -77,7 +77,9 @@ fn write_file(cx: &mut Ctx, n: &Node, at: &Place) -> Option<WriteFile> {
             }
             "append" => f.append = cx.bool(v, &p).unwrap_or(false),
             "defer" => f.defer = cx.bool(v, &p).unwrap_or(false),
-            "source" => cx.warn(&p, "not implemented on Berth (no download of file contents): `content` is written instead"),
+            "source" => {
+                cx.warn(&p, "not implemented on Berth (no download of file contents): `content` is written instead")
+            }
             _ => cx.unknown(&p, ""),
         }
     }
@@ -88,7 +90,10 @@ fn write_file(cx: &mut Ctx, n: &Node, at: &Place) -> Option<WriteFile> {
         if let Some(bytes) = decode(cx, node, &p, &encoding.0, &encoding.1) {
             f.content = bytes;
         }
-    } else if !matches!(encoding.0.as_str(), "text/plain" | "gz" | "gzip" | "gz+base64" | "gzip+base64" | "gz+b64" | "gzip+b64" | "b64" | "base64") {
+    } else if !matches!(
+        encoding.0.as_str(),
+        "text/plain" | "gz" | "gzip" | "gz+base64" | "gzip+base64" | "gz+b64" | "gzip+b64" | "b64" | "base64"
+    ) {
         cx.error(&encoding.1, format!("unknown encoding `{}`", encoding.0));
     }
     (cx.errors.len() == before).then_some(f)

@@ -17,9 +17,9 @@ mod berth;
 mod config;
 mod files;
 mod network;
-mod users;
 mod read;
 mod schema;
+mod users;
 mod valid;
 
 use sha2::{Digest, Sha256};
@@ -38,13 +38,24 @@ pub const MAX_DOCUMENT: u64 = 16 << 20;
 /// See [`crate::check::check`].
 pub fn check(source: &str, bytes: &[u8]) -> Checked {
     let sha256 = hex(&Sha256::digest(bytes));
-    let reject = |errors: Vec<Diagnostic>, warnings: Vec<Diagnostic>| Rejected { source: source.to_string(), errors, warnings, sha256: sha256.clone() };
+    let reject = |errors: Vec<Diagnostic>, warnings: Vec<Diagnostic>| Rejected {
+        source: source.to_string(),
+        errors,
+        warnings,
+        sha256: sha256.clone(),
+    };
     let whole = |msg: String| vec![Diagnostic::new(Place::new(source, 0, ""), msg)];
     let text = match text_of(bytes) {
         Ok(t) => t,
         Err(e) => return Err(reject(whole(e), Vec::new())),
     };
-    let empty = |format| Document { source: source.to_string(), format, config: Default::default(), warnings: Vec::new(), sha256: sha256.clone() };
+    let empty = |format| Document {
+        source: source.to_string(),
+        format,
+        config: Default::default(),
+        warnings: Vec::new(),
+        sha256: sha256.clone(),
+    };
     if text.trim().is_empty() {
         return Ok(empty(Format::CloudConfig));
     }
@@ -87,7 +98,8 @@ fn text_of(bytes: &[u8]) -> Result<String, String> {
         return Err(format!("user data larger than {} MiB", MAX_DOCUMENT >> 20));
     }
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    String::from_utf8(bytes.to_vec()).map_err(|e| format!("user data is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+    String::from_utf8(bytes.to_vec())
+        .map_err(|e| format!("user data is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
 }
 
 /// The format from the first line; the reason for what Berth refuses.
@@ -164,7 +176,8 @@ pub fn network_config_checked(source: &str, bytes: &[u8]) -> Result<(Network, Ve
     let text = text_of(bytes).map_err(|e| vec![Diagnostic::new(Place::new(source, 0, ""), e)])?;
     let root = crate::yaml::read(source, &text)?;
     let top = Place::new(source, 0, "");
-    let empty = Network { version: 2, interfaces: Vec::new(), nameservers: Vec::new(), search: Vec::new(), at: top.clone() };
+    let empty =
+        Network { version: 2, interfaces: Vec::new(), nameservers: Vec::new(), search: Vec::new(), at: top.clone() };
     if root.value == Value::Null {
         return Ok((empty, Vec::new()));
     }

@@ -88,7 +88,8 @@ fn default_to(gw: &str) -> String {
 // ---- version 1 ----
 
 fn v1(cx: &mut Ctx, entries: &[(Key, Node)], at: &Place) -> Option<Network> {
-    let mut net = Network { version: 1, interfaces: Vec::new(), nameservers: Vec::new(), search: Vec::new(), at: at.clone() };
+    let mut net =
+        Network { version: 1, interfaces: Vec::new(), nameservers: Vec::new(), search: Vec::new(), at: at.clone() };
     let mut global_routes: Vec<(Route, Place)> = Vec::new();
     for (k, v) in entries {
         let p = at.child(k.line, &k.name);
@@ -102,7 +103,10 @@ fn v1(cx: &mut Ctx, entries: &[(Key, Node)], at: &Place) -> Option<Network> {
                 for (i, item) in items.iter().enumerate() {
                     let ip = p.item(item.line, i);
                     let Some(m) = cx.map(item, &ip) else { continue };
-                    let ty = m.iter().find(|(k, _)| k.name == "type").and_then(|(k, v)| cx.string(v, &ip.child(k.line, "type")));
+                    let ty = m
+                        .iter()
+                        .find(|(k, _)| k.name == "type")
+                        .and_then(|(k, v)| cx.string(v, &ip.child(k.line, "type")));
                     match ty.as_deref() {
                         Some("physical") => {
                             if let Some(iface) = v1_physical(cx, m, &ip, &mut net) {
@@ -172,7 +176,10 @@ fn v1(cx: &mut Ctx, entries: &[(Key, Node)], at: &Place) -> Option<Network> {
         let idx = match (idx, net.interfaces.len()) {
             (Some(i), _) => Some(i),
             (None, 1) => {
-                cx.warn(&p, format!("the gateway {} is in no subnet of the interface: the route is set on it anyway", r.via));
+                cx.warn(
+                    &p,
+                    format!("the gateway {} is in no subnet of the interface: the route is set on it anyway", r.via),
+                );
                 Some(0)
             }
             _ => None,
@@ -360,7 +367,8 @@ fn v1_subnet(cx: &mut Ctx, n: &Node, at: &Place, iface: &mut Interface, net: &mu
 // ---- version 2 ----
 
 fn v2(cx: &mut Ctx, entries: &[(Key, Node)], at: &Place) -> Option<Network> {
-    let mut net = Network { version: 2, interfaces: Vec::new(), nameservers: Vec::new(), search: Vec::new(), at: at.clone() };
+    let mut net =
+        Network { version: 2, interfaces: Vec::new(), nameservers: Vec::new(), search: Vec::new(), at: at.clone() };
     for (k, v) in entries {
         let p = at.child(k.line, &k.name);
         match k.name.as_str() {
@@ -430,7 +438,10 @@ fn v2_ethernet(cx: &mut Ctx, id: &str, n: &Node, at: &Place, net: &mut Network) 
                 if let Some(gw) = ip_item(cx, v, &p) {
                     let is_v6 = gw.contains(':');
                     if is_v6 != (k.name == "gateway6") {
-                        cx.error(&p, format!("{gw} is not an {} address", if k.name == "gateway6" { "IPv6" } else { "IPv4" }));
+                        cx.error(
+                            &p,
+                            format!("{gw} is not an {} address", if k.name == "gateway6" { "IPv6" } else { "IPv4" }),
+                        );
                     } else {
                         iface.routes.push(Route { to: default_to(&gw), via: gw, metric: None });
                     }
@@ -465,7 +476,9 @@ fn v2_ethernet(cx: &mut Ctx, id: &str, n: &Node, at: &Place, net: &mut Network) 
                             "to" => route.to = cx.nonempty(v, &q).unwrap_or_default(),
                             "via" => route.via = ip_item(cx, v, &q).unwrap_or_default(),
                             "metric" => route.metric = cx.u32(v, &q),
-                            "on-link" | "table" | "scope" | "type" | "from" | "mtu" => cx.warn(&q, "not implemented on Berth: ignored"),
+                            "on-link" | "table" | "scope" | "type" | "from" | "mtu" => {
+                                cx.warn(&q, "not implemented on Berth: ignored")
+                            }
                             _ => cx.unknown(&q, ""),
                         }
                     }
@@ -485,8 +498,10 @@ fn v2_ethernet(cx: &mut Ctx, id: &str, n: &Node, at: &Place, net: &mut Network) 
                 }
             }
             "mtu" => iface.mtu = cx.u32(v, &p),
-            "optional" | "dhcp4-overrides" | "dhcp6-overrides" | "accept-ra" | "wakeonlan" | "link-local" | "critical"
-            | "dhcp-identifier" | "ipv6-privacy" | "macaddress" | "renderer" => cx.warn(&p, "not implemented on Berth: ignored"),
+            "optional" | "dhcp4-overrides" | "dhcp6-overrides" | "accept-ra" | "wakeonlan" | "link-local"
+            | "critical" | "dhcp-identifier" | "ipv6-privacy" | "macaddress" | "renderer" => {
+                cx.warn(&p, "not implemented on Berth: ignored")
+            }
             _ => cx.unknown(&p, ""),
         }
     }

@@ -200,9 +200,14 @@ fn user(cx: &mut Ctx, n: &Node, at: &Place, key_name: Option<&str>) -> Option<Us
                     }
                 }
             }
-            "plain_text_passwd" => cx.error(&p, "a plain-text password is refused on Berth: give `passwd` a crypt(3) hash (`mkpasswd -m sha-512`)"),
+            "plain_text_passwd" => cx.error(
+                &p,
+                "a plain-text password is refused on Berth: give `passwd` a crypt(3) hash (`mkpasswd -m sha-512`)",
+            ),
             "ssh_authorized_keys" => u.ssh_authorized_keys = keys(cx, v, &p),
-            "sudo" | "doas" => cx.warn(&p, "not implemented on Berth (there is no sudo or doas: the admin is root): ignored"),
+            "sudo" | "doas" => {
+                cx.warn(&p, "not implemented on Berth (there is no sudo or doas: the admin is root): ignored")
+            }
             other if USER_KEYS.iter().any(|(k, _)| *k == other) => cx.warn(&p, "not implemented on Berth: ignored"),
             _ => cx.unknown(&p, ""),
         }

@@ -169,7 +169,12 @@ pub(crate) fn mac(s: &str) -> Result<String, String> {
 
 /// A network interface's kernel name: 1..=15 bytes, no `/`, space or `:`.
 pub(crate) fn ifname(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 15 || s == "." || s == ".." || s.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control()) {
+    if s.is_empty()
+        || s.len() > 15
+        || s == "."
+        || s == ".."
+        || s.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         return Err(format!("`{s}` is not an interface name (1 to 15 characters, no `/`, `:` or space)"));
     }
     Ok(())
@@ -185,7 +190,8 @@ pub(crate) fn crypt_hash(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err("must be a crypt(3) hash (`$6$...`, `$y$...`, as made by `mkpasswd`); a plain-text password is refused".into())
+        Err("must be a crypt(3) hash (`$6$...`, `$y$...`, as made by `mkpasswd`); a plain-text password is refused"
+            .into())
     }
 }
 
