@@ -72,8 +72,20 @@ pub fn read(source: &str, text: &str) -> Result<Node, Vec<Diagnostic>> {
 }
 
 enum Open {
-    List { line: usize, anchor: usize, items: Vec<Node> },
-    Map { line: usize, anchor: usize, entries: Vec<(Key, Node)>, merges: Vec<Node>, pending: Option<PendingKey> },
+    List {
+        line: usize,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        line: usize,
+        anchor: usize,
+        entries: Vec<(Key, Node)>,
+        /// Key -> its line, for duplicates in constant time.
+        seen: HashMap<String, usize>,
+        merges: Vec<Node>,
+        pending: Option<PendingKey>,
+    },
 }
 
 enum PendingKey {
@@ -137,7 +149,17 @@ impl Builder<'_> {
             }
             Event::MappingStart(anchor, tag) => {
                 self.collection_tag(tag.as_deref(), "map", line)?;
-                self.push(Open::Map { line, anchor, entries: Vec::new(), merges: Vec::new(), pending: None }, line)
+                self.push(
+                    Open::Map {
+                        line,
+                        anchor,
+                        entries: Vec::new(),
+                        seen: HashMap::new(),
+                        merges: Vec::new(),
+                        pending: None,
+                    },
+                    line,
+                )
             }
             Event::SequenceEnd => match self.stack.pop() {
                 Some(Open::List { line: l, anchor, items }) => {
@@ -250,7 +272,7 @@ impl Builder<'_> {
                 items.push(node);
                 Ok(())
             }
-            Some(Open::Map { entries, merges, pending, .. }) => match pending.take() {
+            Some(Open::Map { seen, merges, pending, .. }) => match pending.take() {
                 None => {
                     let name = match node.value {
                         Value::Scalar(s) => s.text,
@@ -266,17 +288,20 @@ impl Builder<'_> {
                     };
                     if name == "<<" {
                         *pending = Some(PendingKey::Merge);
-                    } else if let Some((k, _)) = entries.iter().find(|(k, _)| k.name == name) {
-                        let msg = format!("YAML: duplicate key `{name}` (first at line {})", k.line);
+                    } else if let Some(first) = seen.get(&name) {
+                        let msg = format!("YAML: duplicate key `{name}` (first at line {first})");
                         self.errors.push(Diagnostic::new(Place::new(source, node.line, &name), msg));
                         *pending = Some(PendingKey::Bad);
                     } else {
+                        seen.insert(name.clone(), node.line);
                         *pending = Some(PendingKey::Key(Key { name, line: node.line }));
                     }
                     Ok(())
                 }
                 Some(PendingKey::Key(k)) => {
-                    entries.push((k, node));
+                    if let Some(Open::Map { entries, .. }) = self.stack.last_mut() {
+                        entries.push((k, node));
+                    }
                     Ok(())
                 }
                 Some(PendingKey::Merge) => {
@@ -307,9 +332,10 @@ fn merge_into(entries: &mut Vec<(Key, Node)>, merged: Node) {
             .collect(),
         _ => Vec::new(),
     };
+    let mut have: std::collections::HashSet<String> = entries.iter().map(|(k, _)| k.name.clone()).collect();
     for m in maps {
         for (k, v) in m {
-            if !entries.iter().any(|(e, _)| e.name == k.name) {
+            if have.insert(k.name.clone()) {
                 entries.push((k, v));
             }
         }

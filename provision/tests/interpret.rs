@@ -246,3 +246,21 @@ fn meta_data_reads_instance_id_and_hostname() {
     assert_eq!(meta_data("md", b"{\"instance-id\": \"j\"}").unwrap().instance_id.as_deref(), Some("j"));
     assert!(meta_data("md", b"- a\n").is_err());
 }
+
+#[test]
+fn hostname_and_fqdn_as_cloud_init_reads_them() {
+    let c = ok("#cloud-config\nfqdn: web.example.com\n").config;
+    assert_eq!(c.hostname.unwrap().value, "web");
+    let c = ok("#cloud-config\nhostname: db.example.com\n").config;
+    assert_eq!(c.hostname.unwrap().value, "db");
+    assert_eq!(c.fqdn.unwrap().value, "db.example.com");
+    let c = ok("#cloud-config\nhostname: a\nfqdn: b.example.com\n").config;
+    assert_eq!(c.hostname.unwrap().value, "a");
+}
+
+#[test]
+fn network_config_disabled_and_odd_roots() {
+    assert!(ok("#cloud-config\nnetwork: {config: disabled}\n").config.network.is_none());
+    assert_eq!(errors("#cloud-config\n- a\n"), ["u:2: expected a mapping, found a list"]);
+    assert_eq!(errors("#berth-config\nhostname = 5\n"), ["u:2: key hostname: expected a string, found an integer"]);
+}

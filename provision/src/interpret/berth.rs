@@ -55,15 +55,15 @@ pub(crate) fn units(cx: &mut Ctx, n: &Node, at: &Place) -> Units {
             _ => not_berth(cx, &p, &["add", "override", "disable", "enable"]),
         }
     }
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for f in &u.files {
-        if seen.contains(&f.name.as_str()) {
+        if !seen.insert(f.name.as_str()) {
             cx.error(&f.at, format!("unit `{}` is given twice", f.name));
         }
-        seen.push(&f.name);
     }
+    let enabled: std::collections::HashSet<&str> = u.enable.iter().map(|e| e.value.as_str()).collect();
     for d in &u.disable {
-        if u.files.iter().any(|f| f.name == d.value) || u.enable.iter().any(|e| e.value == d.value) {
+        if seen.contains(d.value.as_str()) || enabled.contains(d.value.as_str()) {
             cx.error(&d.at, format!("unit `{}` is both disabled and added, overridden or enabled", d.value));
         }
     }

@@ -16,7 +16,7 @@ pub(crate) const BERTH_KEYS: &[&str] = &["units", "containerd", "etcd", "update"
 pub(crate) fn document(cx: &mut Ctx, root: &Node, source: &str) -> Config {
     let mut c = Config::default();
     let top = Place::new(source, 0, "");
-    let Some(entries) = cx.map(root, &top) else { return c };
+    let Some(entries) = cx.map(root, &Place::new(source, root.line, "")) else { return c };
     let mut berth_entries: Vec<(&Key, &Node)> = Vec::new();
     for (k, v) in entries {
         let at = top.child(k.line, &k.name);
@@ -70,6 +70,16 @@ pub(crate) fn document(cx: &mut Ctx, root: &Node, source: &str) -> Config {
             _ => cx.error(&at, format!("not a Berth key (Berth's keys: {})", BERTH_KEYS.join(", "))),
         }
     }
+    // cloud-init's reading (util.get_hostname_fqdn): an fqdn alone gives
+    // the hostname its first label; a dotted hostname alone is the fqdn.
+    match (&c.hostname, &c.fqdn) {
+        (None, Some(f)) => c.hostname = Some(Item { value: first_label(&f.value), at: f.at.clone() }),
+        (Some(h), None) if h.value.trim_end_matches('.').contains('.') => {
+            c.fqdn = Some(h.clone());
+            c.hostname = Some(Item { value: first_label(&h.value), at: h.at.clone() });
+        }
+        _ => {}
+    }
     if c.preserve_hostname {
         for n in [&c.hostname, &c.fqdn].into_iter().flatten() {
             cx.warn(&n.at, "ignored: preserve_hostname is true");
@@ -93,6 +103,10 @@ fn not_implemented(cx: &mut Ctx, name: &str, at: &Place) {
     } else {
         cx.unknown(at, "");
     }
+}
+
+fn first_label(name: &str) -> String {
+    name.split('.').next().unwrap_or(name).to_string()
 }
 
 fn host(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Item<String>> {

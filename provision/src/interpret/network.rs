@@ -30,6 +30,16 @@ pub(crate) fn network(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Network> {
             return network(cx, inner, &at.child(k.line, "network"));
         }
     }
+    // `network: {config: disabled}`: cloud-init's way to leave the network
+    // as the image sets it.
+    if let Some((_, v)) = entries.iter().find(|(k, _)| k.name == "config") {
+        if matches!(&v.value, Value::Scalar(s) if s.text == "disabled") {
+            if let Some((k2, _)) = entries.iter().find(|(k2, _)| k2.name != "config") {
+                cx.error(&at.child(k2.line, &k2.name), "`config: disabled` takes no other key");
+            }
+            return None;
+        }
+    }
     let version = match entries.iter().find(|(k, _)| k.name == "version") {
         Some((k, v)) => cx.uint(v, &at.child(k.line, "version")),
         None => {
@@ -74,8 +84,9 @@ fn ips(cx: &mut Ctx, n: &Node, at: &Place) -> Vec<String> {
 }
 
 fn push_unique(v: &mut Vec<String>, items: Vec<String>) {
+    let mut have: std::collections::HashSet<String> = v.iter().cloned().collect();
     for i in items {
-        if !v.contains(&i) {
+        if have.insert(i.clone()) {
             v.push(i);
         }
     }

@@ -60,12 +60,11 @@ pub(crate) fn users(cx: &mut Ctx, n: &Node, at: &Place) -> Vec<User> {
         }
         Value::Binary(_) => cx.error(at, "expected a list of users, found binary data"),
     }
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for u in &out {
-        if seen.contains(&u.name.as_str()) {
+        if !seen.insert(u.name.as_str()) {
             cx.error(&u.at, format!("user `{}` is given twice", u.name));
         }
-        seen.push(&u.name);
     }
     out
 }
