@@ -150,6 +150,61 @@ fn structured() -> impl Strategy<Value = String> {
     prop::collection::vec(line, 0..24).prop_map(|lines| format!("#cloud-config\n{}", lines.concat()))
 }
 
+/// A structured #berth-config document: tables, arrays of tables and
+/// values of every TOML type under real keys.
+fn structured_toml() -> impl Strategy<Value = String> {
+    let key = prop::sample::select(vec![
+        "hostname",
+        "users",
+        "write_files",
+        "runcmd",
+        "ntp",
+        "network",
+        "units",
+        "etcd",
+        "update",
+        "ssh",
+        "path",
+        "permissions",
+        "encoding",
+        "content",
+        "name",
+        "groups",
+        "version",
+        "add",
+        "disable",
+        "enabled",
+        "auto",
+        "reboot",
+        "window",
+        "\"set-name\"",
+    ]);
+    let value = prop::sample::select(vec![
+        "1",
+        "0o644",
+        "\"0644\"",
+        "true",
+        "1.5",
+        "1979-05-27T07:32:00Z",
+        "[]",
+        "[1, \"a\"]",
+        "{}",
+        "{ a = 1 }",
+        "\"\"",
+        "\"default\"",
+        "\"/etc/x\"",
+        "'''\n[service]\nexec = [\"/x\"]\n'''",
+        "[\"default\", { name = \"b\" }]",
+        "\"02:00-03:00\"",
+    ]);
+    let line = (key, value, 0u8..4).prop_map(|(k, v, kind)| match kind {
+        0 => format!("[{k}]\n"),
+        1 => format!("[[{k}]]\n"),
+        _ => format!("{k} = {v}\n"),
+    });
+    prop::collection::vec(line, 0..24).prop_map(|lines| format!("#berth-config\n{}", lines.concat()))
+}
+
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)
 }
@@ -174,6 +229,14 @@ proptest! {
         prop_assume!(!seeds.is_empty());
         let doc = seeds.get(seed.index(seeds.len())).cloned().unwrap_or_default();
         all_readers(&apply(doc, &edits));
+    }
+
+    #[test]
+    fn structured_toml_documents(doc in structured_toml()) {
+        all_readers(doc.as_bytes());
+        if let Err(r) = check("s", doc.as_bytes()) {
+            prop_assert!(!r.errors.is_empty());
+        }
     }
 
     #[test]
