@@ -264,3 +264,12 @@ fn network_config_disabled_and_odd_roots() {
     assert_eq!(errors("#cloud-config\n- a\n"), ["u:2: expected a mapping, found a list"]);
     assert_eq!(errors("#berth-config\nhostname = 5\n"), ["u:2: key hostname: expected a string, found an integer"]);
 }
+
+#[test]
+fn toml_array_of_tables_users() {
+    let d = ok("#berth-config\n[[users]]\nname = \"default\"\nssh_authorized_keys = [\"ssh-ed25519 AAAA r@x\"]\n[[users]]\nname = \"alice\"\n");
+    let u = &d.config.users;
+    assert!(u.first().unwrap().is_default);
+    assert_eq!(u.first().unwrap().name, "root");
+    assert_eq!(u.get(1).unwrap().name, "alice");
+}
