@@ -37,11 +37,12 @@ pub const MAX_NODES: usize = 200_000;
 /// is [`Value::Null`] at line 1.
 ///
 /// Errors: every duplicate or non-scalar key found, or the first syntax
-/// error; each at its line, the key path empty.
+/// error; each at its line, with the key path where known.
 pub fn read(source: &str, text: &str) -> Result<Node, Vec<Diagnostic>> {
     let mut b = Builder {
         source,
         stack: Vec::new(),
+        paths: Vec::new(),
         anchors: HashMap::new(),
         root: None,
         docs: 0,
@@ -100,6 +101,8 @@ enum PendingKey {
 struct Builder<'s> {
     source: &'s str,
     stack: Vec<Open>,
+    /// The key path of each open collection (`users[1].groups`), for errors.
+    paths: Vec<String>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     docs: usize,
@@ -161,13 +164,13 @@ impl Builder<'_> {
                     line,
                 )
             }
-            Event::SequenceEnd => match self.stack.pop() {
+            Event::SequenceEnd => match self.pop() {
                 Some(Open::List { line: l, anchor, items }) => {
                     self.finish(Node { line: l, value: Value::List(items) }, anchor, line)
                 }
                 _ => Err(self.err(line, "YAML: unbalanced sequence")),
             },
-            Event::MappingEnd => match self.stack.pop() {
+            Event::MappingEnd => match self.pop() {
                 Some(Open::Map { line: l, anchor, mut entries, merges, .. }) => {
                     for m in merges {
                         merge_into(&mut entries, m);
@@ -179,7 +182,23 @@ impl Builder<'_> {
         }
     }
 
+    fn pop(&mut self) -> Option<Open> {
+        self.paths.pop();
+        self.stack.pop()
+    }
+
+    /// The key path of the node being read next.
+    fn child_path(&self) -> String {
+        let parent = self.paths.last().map_or("", String::as_str);
+        match self.stack.last() {
+            Some(Open::List { items, .. }) => format!("{parent}[{}]", items.len()),
+            Some(Open::Map { pending: Some(PendingKey::Key(k)), .. }) => join(parent, &k.name),
+            _ => parent.to_string(),
+        }
+    }
+
     fn push(&mut self, open: Open, line: usize) -> Result<(), Diagnostic> {
+        let path = self.child_path();
         self.count(1, line)?;
         if self.stack.len() >= MAX_DEPTH {
             return Err(self.err(line, format!("YAML: nested deeper than {MAX_DEPTH}")));
@@ -188,9 +207,13 @@ impl Builder<'_> {
         // read and dropped.
         if let Some(Open::Map { pending: pending @ None, .. }) = self.stack.last_mut() {
             *pending = Some(PendingKey::BadKey);
-            let d = self.err(line, "YAML: a key must be a scalar, not a mapping or a list");
+            let d = Diagnostic::new(
+                Place::new(self.source, line, &path),
+                "YAML: a key must be a scalar, not a mapping or a list",
+            );
             self.errors.push(d);
         }
+        self.paths.push(path);
         self.stack.push(open);
         Ok(())
     }
@@ -229,7 +252,8 @@ impl Builder<'_> {
                         Ok(b) => Ok(Value::Binary(b)),
                         // Collected, and the rest of the document still read.
                         Err(e) => {
-                            let d = self.err(line, format!("YAML: !!binary is not valid base64: {e}"));
+                            let at = Place::new(self.source, line, &self.child_path());
+                            let d = Diagnostic::new(at, format!("YAML: !!binary is not valid base64: {e}"));
                             self.errors.push(d);
                             Ok(Value::Null)
                         }
@@ -260,6 +284,7 @@ impl Builder<'_> {
             self.anchors.insert(anchor, node.clone());
         }
         let source = self.source;
+        let parent = self.paths.last().cloned().unwrap_or_default();
         match self.stack.last_mut() {
             None => {
                 if self.root.is_some() {
@@ -279,7 +304,7 @@ impl Builder<'_> {
                         Value::Null => "~".to_string(),
                         Value::Binary(_) | Value::Map(_) | Value::List(_) => {
                             self.errors.push(Diagnostic::new(
-                                Place::new(source, node.line, ""),
+                                Place::new(source, node.line, &parent),
                                 "YAML: a key must be a scalar",
                             ));
                             *pending = Some(PendingKey::Bad);
@@ -290,7 +315,7 @@ impl Builder<'_> {
                         *pending = Some(PendingKey::Merge);
                     } else if let Some(first) = seen.get(&name) {
                         let msg = format!("YAML: duplicate key `{name}` (first at line {first})");
-                        self.errors.push(Diagnostic::new(Place::new(source, node.line, &name), msg));
+                        self.errors.push(Diagnostic::new(Place::new(source, node.line, &join(&parent, &name)), msg));
                         *pending = Some(PendingKey::Bad);
                     } else {
                         seen.insert(name.clone(), node.line);
@@ -339,6 +364,14 @@ fn merge_into(entries: &mut Vec<(Key, Node)>, merged: Node) {
                 entries.push((k, v));
             }
         }
+    }
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
     }
 }
 
@@ -392,8 +425,10 @@ mod tests {
         let e = read("u", "? [a, b]\n: c\nd: 1\n").unwrap_err();
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].message.contains("scalar"));
-        let e = read("u", "x:\n  a: 1\n  a: 2\ny:\n  b: 1\n  b: 2\n").unwrap_err();
+        let e = read("u", "x:\n  a: 1\n  a: 2\ny:\n  - b: 1\n    b: 2\n").unwrap_err();
         assert_eq!(e.len(), 2);
+        assert_eq!(e[0].to_string(), "u:3: key x.a: YAML: duplicate key `a` (first at line 2)");
+        assert_eq!(e[1].to_string(), "u:6: key y[0].b: YAML: duplicate key `b` (first at line 5)");
     }
 
     #[test]
