@@ -26,6 +26,7 @@
 pub mod apply;
 pub mod check;
 pub mod diag;
+pub mod generate;
 pub mod host;
 pub mod interpret;
 pub mod machine;
