@@ -468,7 +468,8 @@ impl Planner<'_> {
                 put(self, unit_path("sshd"), gen_units::sshd(pw, noroot), 0o644, "ssh_pwauth/disable_root");
             }
         }
-        if let Some(net) = &config.network {
+        // A network config without interfaces keeps the image's DHCP.
+        if let Some(net) = config.network.as_ref().filter(|n| !n.interfaces.is_empty()) {
             put(self, unit_path("network"), gen_units::network(net), 0o644, "network");
         }
         if let Some(etcd) = &config.etcd {
