@@ -38,6 +38,9 @@ pub mod toml_tree;
 pub mod tree;
 pub mod yaml;
 
+#[cfg(test)]
+mod testutil;
+
 pub use check::{check, Checked, Document, Format, Rejected};
 pub use diag::{Diagnostic, Place};
 pub use model::Config;

@@ -584,3 +584,6 @@ impl Planner<'_> {
         self.write("/etc/timezone", format!("{name}\n"), 0o644, 0, 0);
     }
 }
+
+#[cfg(test)]
+mod tests;
