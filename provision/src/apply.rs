@@ -19,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_layout::paths::PROVISION_DIR;
 use serde::{Deserialize, Serialize};
 
 use crate::host::{Existing, Host};
@@ -242,6 +243,11 @@ pub fn apply(host: &mut dyn Host, changes: &[Change], trial_until: Option<u64>) 
             restore_failed: None,
         });
     }
+    // The state directory is there before anything is remembered, so
+    // that it is never among the directories an undo removes.
+    if !host.exists(Path::new(PROVISION_DIR)) {
+        host.create_dir(Path::new(PROVISION_DIR), 0o700, 0, 0).map_err(err(format!("make {PROVISION_DIR}")))?;
+    }
     // What needs doing, and what it replaces.
     let mut todo: Vec<&Change> = vec![];
     let mut entries: Vec<Entry> = vec![];
@@ -449,3 +455,6 @@ pub fn discard(host: &mut dyn Host) -> io::Result<bool> {
     remove_set(host, blobs)?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests;

@@ -47,6 +47,7 @@ pub fn machine() -> (tempfile::TempDir, FsHost<FakeRunner>) {
     std::fs::write(root.join("usr/share/zoneinfo/Europe/Berlin"), b"TZif-berlin").unwrap();
     std::fs::write(root.join("usr/share/zoneinfo/UTC"), b"TZif-utc").unwrap();
     std::fs::create_dir_all(root.join("var/root")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/berth/provision")).unwrap();
     std::fs::write(root.join("etc/machine-id"), b"0123456789abcdef0123456789abcdef\n").unwrap();
     let host = FsHost { root: root.to_path_buf(), runner: FakeRunner::default(), set_kernel_hostname: false };
     (dir, host)
@@ -75,7 +76,7 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
     out
 }
 
-/// A host that counts writes, fails a write to one path, or stops
+/// A host that counts writes, fails writes to one path, or stops
 /// working for good after some changes (a power cut).
 pub struct Faulty<'a> {
     pub inner: &'a mut dyn Host,
@@ -91,10 +92,7 @@ impl<'a> Faulty<'a> {
         Faulty { inner, fail_path: None, ops_left: None, writes: 0 }
     }
 
-    fn step(&mut self, path: &Path) -> io::Result<()> {
-        if self.fail_path.as_deref() == Some(path) {
-            return Err(io::Error::other(format!("injected failure at {}", path.display())));
-        }
+    fn step(&mut self) -> io::Result<()> {
         match &mut self.ops_left {
             Some(0) => Err(io::Error::other("power cut")),
             Some(n) => {
@@ -114,20 +112,23 @@ impl Host for Faulty<'_> {
         self.inner.exists(path)
     }
     fn write_atomic(&mut self, path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
-        self.step(path)?;
+        if self.fail_path.as_deref() == Some(path) {
+            return Err(io::Error::other(format!("injected failure at {}", path.display())));
+        }
+        self.step()?;
         self.writes += 1;
         self.inner.write_atomic(path, bytes, mode, uid, gid)
     }
     fn remove(&mut self, path: &Path) -> io::Result<()> {
-        self.step(path)?;
+        self.step()?;
         self.inner.remove(path)
     }
     fn create_dir(&mut self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
-        self.step(path)?;
+        self.step()?;
         self.inner.create_dir(path, mode, uid, gid)
     }
     fn symlink(&mut self, target: &Path, path: &Path) -> io::Result<()> {
-        self.step(path)?;
+        self.step()?;
         self.inner.symlink(target, path)
     }
     fn set_hostname(&mut self, name: &str) -> io::Result<()> {
