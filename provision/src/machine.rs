@@ -674,3 +674,6 @@ pub fn show(host: &dyn Host) -> Option<InForce> {
         trial_until,
     })
 }
+
+#[cfg(test)]
+mod tests;
