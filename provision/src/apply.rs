@@ -48,9 +48,20 @@ pub enum State {
 pub enum Was {
     Absent,
     /// A file; its content is `backup/BLOB`.
-    File { mode: u32, uid: u32, gid: u32, blob: String },
-    Symlink { target: PathBuf },
-    Dir { mode: u32, uid: u32, gid: u32 },
+    File {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        blob: String,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+    Dir {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,15 +148,21 @@ fn needed(host: &dyn Host, change: &Change) -> io::Result<bool> {
 
 fn change_path(change: &Change) -> Option<&str> {
     match change {
-        Change::Write { path, .. } | Change::Remove { path } | Change::Mkdir { path, .. } | Change::Symlink { path, .. } => {
-            Some(path)
-        }
+        Change::Write { path, .. }
+        | Change::Remove { path }
+        | Change::Mkdir { path, .. }
+        | Change::Symlink { path, .. } => Some(path),
         Change::SetHostname(_) | Change::Bootcmd(_) => None,
     }
 }
 
 /// Records what `path` and its missing parents were, once.
-fn remember(host: &dyn Host, path: &str, entries: &mut Vec<Entry>, blobs: &mut Vec<(String, Vec<u8>)>) -> io::Result<()> {
+fn remember(
+    host: &dyn Host,
+    path: &str,
+    entries: &mut Vec<Entry>,
+    blobs: &mut Vec<(String, Vec<u8>)>,
+) -> io::Result<()> {
     // Missing parents, outermost first, so that putting back (in
     // reverse) removes the innermost first.
     let mut missing: Vec<String> = vec![];
@@ -186,8 +203,7 @@ fn owner(uid: u32, gid: u32) -> String {
 }
 
 /// A line for people about one change made.
-fn describe(host: &dyn Host, change: &Change, before: Option<&[u8]>) -> Option<String> {
-    let _ = host;
+fn describe(change: &Change, before: Option<&[u8]>) -> Option<String> {
     Some(match change {
         Change::Write { path, content, .. } if path == "/etc/hostname" => {
             let old = before.map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default();
@@ -205,7 +221,9 @@ fn describe(host: &dyn Host, change: &Change, before: Option<&[u8]>) -> Option<S
             };
             format!("unit {name}: {what} ({path})")
         }
-        Change::Write { path, .. } if path.starts_with("/var/lib/berth/provision/") && !path.ends_with(".sh") => return None,
+        Change::Write { path, .. } if path.starts_with("/var/lib/berth/provision/") && !path.ends_with(".sh") => {
+            return None
+        }
         Change::Write { path, mode, uid, gid, .. } => format!("wrote {path} ({mode:04o} {})", owner(*uid, *gid)),
         Change::Remove { path } if path.starts_with("/etc/berth/units/") => {
             format!("unit {}: removed ({path})", unit_of_path(path).unwrap_or_default())
@@ -220,7 +238,9 @@ fn describe(host: &dyn Host, change: &Change, before: Option<&[u8]>) -> Option<S
 
 fn make(host: &mut dyn Host, change: &Change) -> io::Result<()> {
     match change {
-        Change::Write { path, content, mode, uid, gid } => host.write_atomic(Path::new(path), content, *mode, *uid, *gid),
+        Change::Write { path, content, mode, uid, gid } => {
+            host.write_atomic(Path::new(path), content, *mode, *uid, *gid)
+        }
         Change::Remove { path } => host.remove(Path::new(path)),
         Change::Mkdir { path, mode, uid, gid } => host.create_dir(Path::new(path), *mode, *uid, *gid),
         Change::Symlink { target, path } => host.symlink(Path::new(target), Path::new(path)),
@@ -280,7 +300,11 @@ pub fn apply(host: &mut dyn Host, changes: &[Change], trial_until: Option<u64>) 
     })();
     if let Err(e) = saved {
         let _ = remove_set(host, blobs.len());
-        return Err(ApplyError { what: format!("keep the previous contents in {BACKUP_DIR}"), source: e, restore_failed: None });
+        return Err(ApplyError {
+            what: format!("keep the previous contents in {BACKUP_DIR}"),
+            source: e,
+            restore_failed: None,
+        });
     }
     for c in &todo {
         let path = change_path(c);
@@ -298,7 +322,7 @@ pub fn apply(host: &mut dyn Host, changes: &[Change], trial_until: Option<u64>) 
         }
         if let Some(p) = path {
             out.paths.push(p.to_string());
-            if let Some(line) = describe(&*host, c, before.as_deref()) {
+            if let Some(line) = describe(c, before.as_deref()) {
                 out.lines.push(line);
             }
         }
@@ -354,8 +378,18 @@ fn finish(host: &mut dyn Host, todo: &[&Change], out: &mut Applied) {
                     Ok(ran) if ran.success() => out.bootcmd.push(format!("bootcmd {}: ok", show(cmd))),
                     Ok(ran) => {
                         out.bootcmd_failed += 1;
-                        let how = ran.code.map_or("killed (timeout or signal)".to_string(), |c| format!("exit status {c}"));
-                        let tail: String = ran.output.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+                        let how =
+                            ran.code.map_or("killed (timeout or signal)".to_string(), |c| format!("exit status {c}"));
+                        let tail: String = ran
+                            .output
+                            .lines()
+                            .rev()
+                            .take(5)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join(" | ");
                         out.bootcmd.push(format!("bootcmd {}: {how}: {tail}", show(cmd)));
                     }
                     Err(e) => {

@@ -281,12 +281,8 @@ impl Runner for ProcessRunner {
         let (program, args) =
             argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an empty command"))?;
         let (mut reader, writer) = io::pipe()?;
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone()?)
-            .stderr(writer)
-            .spawn()?;
+        let mut child =
+            Command::new(program).args(args).stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).spawn()?;
         let collect = std::thread::spawn(move || {
             let mut kept: Vec<u8> = Vec::new();
             let mut buf = [0u8; 8192];

@@ -134,7 +134,9 @@ pub(crate) fn at_boot_with(r: &Readers, host: &mut dyn Host, probed: Probed, fac
     let record = match record::load(&*host) {
         Ok(r) => r,
         Err(e) => {
-            b.error(format!("the record of what is in force is unreadable ({e}): the document found is applied as new"));
+            b.error(format!(
+                "the record of what is in force is unreadable ({e}): the document found is applied as new"
+            ));
             None
         }
     };
@@ -218,11 +220,8 @@ pub(crate) fn at_boot_with(r: &Readers, host: &mut dyn Host, probed: Probed, fac
                 warnings: doc.warnings.iter().map(|d| d.to_string()).collect(),
                 managed: vec![],
             };
-            let docs = Docs {
-                user_data,
-                meta_data: found.meta_data.clone(),
-                network_config: found.network_config.clone(),
-            };
+            let docs =
+                Docs { user_data, meta_data: found.meta_data.clone(), network_config: found.network_config.clone() };
             let job = Job {
                 config: &config,
                 local_hostname: meta.local_hostname.clone(),
@@ -249,7 +248,8 @@ pub(crate) fn at_boot_with(r: &Readers, host: &mut dyn Host, probed: Probed, fac
                 Err(f) => {
                     b.failed(&origin, f);
                     if let Some(prev) = keep {
-                        b.lines.push(format!("user data: {} (instance {}) stays in force", prev.source, prev.instance_id));
+                        b.lines
+                            .push(format!("user data: {} (instance {}) stays in force", prev.source, prev.instance_id));
                         b.status.instance_id = Some(prev.instance_id.clone());
                         b.every_boot(r, host, prev);
                     }
@@ -390,7 +390,10 @@ impl Boot {
                 self.diagnostics(&errors);
             }
             Err(Fail::Io(e)) => {
-                self.lines.push(format!("user data: applying the document in force ({}) failed: nothing of it is left applied", rec.source));
+                self.lines.push(format!(
+                    "user data: applying the document in force ({}) failed: nothing of it is left applied",
+                    rec.source
+                ));
                 self.error(e);
             }
         }
@@ -524,7 +527,9 @@ pub(crate) fn change_with(
     now: SystemTime,
 ) -> Result<ChangeReport, ChangeError> {
     match apply::pending(&*host).map_err(|e| ChangeError::Apply(e.to_string()))? {
-        Some(apply::Index { state: apply::State::Trial { until }, .. }) => return Err(ChangeError::TrialPending { until }),
+        Some(apply::Index { state: apply::State::Trial { until }, .. }) => {
+            return Err(ChangeError::TrialPending { until })
+        }
         Some(_) => {
             // An earlier change was cut short (PID1 died mid-way): undo it.
             apply::restore(host).map_err(|e| ChangeError::Apply(format!("putting back an unfinished apply: {e}")))?;

@@ -80,12 +80,28 @@ pub struct Scope {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     /// The file's whole new content.
-    Write { path: String, content: Vec<u8>, mode: u32, uid: u32, gid: u32 },
-    Remove { path: String },
+    Write {
+        path: String,
+        content: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Remove {
+        path: String,
+    },
     /// Made when missing (with its missing parents); an existing directory
     /// is left as it is.
-    Mkdir { path: String, mode: u32, uid: u32, gid: u32 },
-    Symlink { target: String, path: String },
+    Mkdir {
+        path: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        target: String,
+        path: String,
+    },
     SetHostname(String),
     /// A `bootcmd` entry, run after the files are in place.
     Bootcmd(Command),
@@ -167,7 +183,12 @@ fn authorized_keys_path(home: &str) -> String {
 
 impl Facts {
     /// Reads what [`plan`] needs for `config` from the machine.
-    pub fn gather(host: &dyn Host, config: &Config, local_hostname: Option<String>, instance_id: &str) -> io::Result<Facts> {
+    pub fn gather(
+        host: &dyn Host,
+        config: &Config,
+        local_hostname: Option<String>,
+        instance_id: &str,
+    ) -> io::Result<Facts> {
         let text = |p: &str| -> io::Result<String> {
             Ok(host.read(Path::new(p))?.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
         };
@@ -272,7 +293,10 @@ impl Planner<'_> {
         let mut homes: Vec<(String, u32, u32)> = vec![];
         if !config.ssh_authorized_keys.is_empty() {
             let home = accounts.home("root").filter(|h| !h.is_empty()).unwrap_or(ROOT_HOME).to_string();
-            keys.entry(home).or_insert((0, 0, vec![])).2.extend(config.ssh_authorized_keys.iter().map(|k| k.value.clone()));
+            keys.entry(home)
+                .or_insert((0, 0, vec![]))
+                .2
+                .extend(config.ssh_authorized_keys.iter().map(|k| k.value.clone()));
         }
         for u in &config.users {
             let name = user_name(u).to_string();
@@ -310,7 +334,8 @@ impl Planner<'_> {
                 uid,
                 gid,
             });
-            let current = self.facts.files.get(&path).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            let current =
+                self.facts.files.get(&path).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
             let mut lines: Vec<String> = current.lines().map(String::from).collect();
             for k in new {
                 let k = k.trim().to_string();
@@ -389,7 +414,17 @@ impl Planner<'_> {
         // The password: a hash as given (`!` before it when locked); no
         // hash: a new user gets `!`, an existing one is locked if asked.
         if accounts.shadow.get(name).is_none() {
-            accounts.shadow.push(vec![name.into(), "!".into(), "1".into(), "".into(), "".into(), "".into(), "".into(), "".into(), "".into()]);
+            accounts.shadow.push(vec![
+                name.into(),
+                "!".into(),
+                "1".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+            ]);
         }
         let current = accounts.shadow.field(name, 1).unwrap_or("").to_string();
         let new = match (&u.passwd, u.lock_passwd) {
@@ -453,7 +488,13 @@ impl Planner<'_> {
         if !config.runcmd.is_empty() {
             let cmds: Vec<Command> = config.runcmd.iter().map(|c| c.value.clone()).collect();
             put(self, gen_units::RUNCMD_SCRIPT.into(), gen_units::runcmd_script(&cmds), 0o700, "runcmd");
-            put(self, unit_path(gen_units::RUNCMD_UNIT), gen_units::runcmd_unit(&self.facts.instance_id), 0o644, "runcmd");
+            put(
+                self,
+                unit_path(gen_units::RUNCMD_UNIT),
+                gen_units::runcmd_unit(&self.facts.instance_id),
+                0o644,
+                "runcmd",
+            );
         }
         if let Some(ntp) = config.ntp.as_ref().filter(|n| n.enabled) {
             put(self, unit_path("ntp"), gen_units::ntp(ntp), 0o644, "ntp");

@@ -15,7 +15,6 @@
 use std::io;
 use std::path::Path;
 
-
 use serde::{Deserialize, Serialize};
 
 use crate::check::Format;

@@ -20,7 +20,10 @@ pub struct FakeRunner {
 impl Runner for FakeRunner {
     fn run(&mut self, argv: &[String], _timeout: Duration) -> io::Result<Ran> {
         self.ran.borrow_mut().push(argv.to_vec());
-        Ok(Ran { code: Some(if self.fail { 1 } else { 0 }), output: if self.fail { "boom".into() } else { String::new() } })
+        Ok(Ran {
+            code: Some(if self.fail { 1 } else { 0 }),
+            output: if self.fail { "boom".into() } else { String::new() },
+        })
     }
 }
 
@@ -154,8 +157,18 @@ pub fn assert_valid_unit(name: &str, text: &str) {
         (
             "service",
             &[
-                "exec", "environment", "working_directory", "user", "group", "kind", "ready", "start_timeout",
-                "stop_signal", "stop_timeout", "kill_mode", "exec_stop",
+                "exec",
+                "environment",
+                "working_directory",
+                "user",
+                "group",
+                "kind",
+                "ready",
+                "start_timeout",
+                "stop_signal",
+                "stop_timeout",
+                "kill_mode",
+                "exec_stop",
             ],
         ),
         ("dependencies", &["requires", "wants", "after", "required_for_ready"]),
@@ -194,5 +207,9 @@ pub fn assert_valid_unit(name: &str, text: &str) {
 }
 
 fn humantime_like(s: &str) {
-    assert!(s.chars().next().is_some_and(|c| c.is_ascii_digit()) && s.chars().last().is_some_and(|c| c.is_ascii_alphabetic()), "duration {s}");
+    assert!(
+        s.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && s.chars().last().is_some_and(|c| c.is_ascii_alphabetic()),
+        "duration {s}"
+    );
 }

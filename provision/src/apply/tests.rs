@@ -40,10 +40,7 @@ fn config() -> Config {
         ntp: Some(Ntp { enabled: true, servers: vec![], pools: vec![], at: at("ntp") }),
         bootcmd: vec![Item { value: Command::Shell("echo booted".into()), at: at("bootcmd[0]") }],
         runcmd: vec![Item { value: Command::Shell("echo once".into()), at: at("runcmd[0]") }],
-        units: Units {
-            disable: vec![Item { value: "etcd".into(), at: at("units.disable[0]") }],
-            ..Units::default()
-        },
+        units: Units { disable: vec![Item { value: "etcd".into(), at: at("units.disable[0]") }], ..Units::default() },
         ..Config::default()
     }
 }
@@ -71,7 +68,10 @@ fn every_kind_of_change_is_made_and_described() {
     assert_eq!(std::fs::read_to_string(root.join("etc/berth/units/etcd.toml")).unwrap(), "");
     assert!(!root.join("etc/obsolete").exists());
     assert!(!root.join("var/lib/berth/provision/backup").exists());
-    assert_eq!(host.runner.ran.borrow().as_slice(), &[vec!["/usr/bin/sh".to_string(), "-c".into(), "echo booted".into()]]);
+    assert_eq!(
+        host.runner.ran.borrow().as_slice(),
+        &[vec!["/usr/bin/sh".to_string(), "-c".into(), "echo booted".into()]]
+    );
     assert_eq!(applied.hostname.as_deref(), Some("node1"));
     assert_eq!(applied.units_changed, vec!["etcd", "ntp", "user-runcmd"]);
     assert_eq!(applied.bootcmd, vec!["bootcmd echo booted: ok"]);
@@ -157,7 +157,11 @@ fn a_power_cut_mid_apply_is_undone_from_the_backup() {
         faulty.ops_left = Some(cut_after);
         assert!(apply(&mut faulty, &changes, None).is_err());
         // The next boot.
-        let mut rebooted = crate::host::FsHost { root: dir.path().to_path_buf(), runner: crate::testutil::FakeRunner::default(), set_kernel_hostname: false };
+        let mut rebooted = crate::host::FsHost {
+            root: dir.path().to_path_buf(),
+            runner: crate::testutil::FakeRunner::default(),
+            set_kernel_hostname: false,
+        };
         let r = restore(&mut rebooted).unwrap();
         // Cut before the index was written: nothing was changed yet.
         assert_eq!(r.is_some(), cut_after >= 8, "cut after {cut_after}");
@@ -165,7 +169,10 @@ fn a_power_cut_mid_apply_is_undone_from_the_backup() {
         // Leftover backup contents of a set whose index was never written
         // are harmless; the machine's files are as before.
         let strip = |s: &std::collections::BTreeMap<PathBuf, String>| {
-            s.iter().filter(|(p, _)| !p.starts_with("var/lib/berth/provision/backup")).map(|(p, v)| (p.clone(), v.clone())).collect::<Vec<_>>()
+            s.iter()
+                .filter(|(p, _)| !p.starts_with("var/lib/berth/provision/backup"))
+                .map(|(p, v)| (p.clone(), v.clone()))
+                .collect::<Vec<_>>()
         };
         assert_eq!(strip(&after), strip(&before), "cut after {cut_after}");
         assert!(pending(&rebooted).unwrap().is_none());

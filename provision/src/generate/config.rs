@@ -29,7 +29,8 @@ pub fn updater(u: &Update) -> String {
 /// tried in order before the registry itself (`docker.io` is served by
 /// registry-1.docker.io).
 pub fn registry_hosts(host: &str, mirrors: &[String]) -> String {
-    let server = if host == "docker.io" { "https://registry-1.docker.io".to_string() } else { format!("https://{host}") };
+    let server =
+        if host == "docker.io" { "https://registry-1.docker.io".to_string() } else { format!("https://{host}") };
     let mut s = format!("{HEADER}server = {}\n", toml_str(&server));
     for m in mirrors {
         let m = if m.contains("://") { m.clone() } else { format!("https://{m}") };

@@ -48,10 +48,8 @@ pub fn runcmd_script(commands: &[Command]) -> String {
 /// stamp (whatever the script's status: once means once, as cloud-init).
 pub fn runcmd_unit(instance_id: &str) -> String {
     let stamp = format!("{RUNCMD_DONE_DIR}/{}", instance_file_name(instance_id));
-    let shell = format!(
-        "/usr/bin/sh {RUNCMD_SCRIPT}; rc=$?; mkdir -p {RUNCMD_DONE_DIR} && : > {}; exit $rc",
-        sh_quote(&stamp)
-    );
+    let shell =
+        format!("/usr/bin/sh {RUNCMD_SCRIPT}; rc=$?; mkdir -p {RUNCMD_DONE_DIR} && : > {}; exit $rc", sh_quote(&stamp));
     format!(
         "{HEADER}description = \"user data: runcmd (once per instance)\"\n\n\
 [service]\n\
@@ -107,7 +105,8 @@ pub fn sshd(password_auth: bool, disable_root: bool) -> String {
         argv.push("-w".into());
     }
     argv.extend(
-        ["-m", "-r", "/etc/dropbear/dropbear_ed25519_host_key", "-p", "22", "-P", "/run/dropbear.pid"].map(String::from),
+        ["-m", "-r", "/etc/dropbear/dropbear_ed25519_host_key", "-p", "22", "-P", "/run/dropbear.pid"]
+            .map(String::from),
     );
     format!(
         "{HEADER}# dropbear on port 22{}{}.\n\

@@ -6,7 +6,7 @@ use crate::diag::Place;
 use crate::host::FsHost;
 use crate::model::{Command, Item, User, WriteFile};
 use crate::sources::{Found, Kind};
-use crate::testutil::{machine, snapshot, Faulty, FakeRunner};
+use crate::testutil::{machine, snapshot, FakeRunner, Faulty};
 
 /// A stand-in for H1's reader, so that these tests run before the merge:
 /// one directive a line (`hostname X`, `user NAME`, `file PATH TEXT`,
@@ -83,7 +83,13 @@ fn fake_meta(source: &str, bytes: &[u8]) -> Result<MetaData, Diagnostic> {
 }
 
 fn fake_network(source: &str, _bytes: &[u8]) -> Result<crate::model::Network, Vec<Diagnostic>> {
-    Ok(crate::model::Network { version: 2, interfaces: vec![], nameservers: vec![], search: vec![], at: Place::new(source, 0, "") })
+    Ok(crate::model::Network {
+        version: 2,
+        interfaces: vec![],
+        nameservers: vec![],
+        search: vec![],
+        at: Place::new(source, 0, ""),
+    })
 }
 
 const FAKE: Readers = Readers { check: fake_check, meta_data: fake_meta, network_config: fake_network };
@@ -107,7 +113,10 @@ fn probed(user_data: Option<&str>, instance: Option<&str>) -> Probed {
 }
 
 fn facts() -> BootFacts {
-    BootFacts { machine_id: "0123456789abcdef0123456789abcdef".into(), now: UNIX_EPOCH + Duration::from_secs(1_700_000_000) }
+    BootFacts {
+        machine_id: "0123456789abcdef0123456789abcdef".into(),
+        now: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    }
 }
 
 fn boot(host: &mut dyn Host, user_data: Option<&str>, instance: Option<&str>) -> BootOutcome {
@@ -216,7 +225,8 @@ fn an_invalid_document_applies_nothing_and_names_the_error() {
     // What only the machine can tell (a time zone it lacks) rejects it too.
     let out = boot(&mut host, Some("tz Mars/Olympus\n"), Some("i-3"));
     assert_eq!(out.status.outcome, Outcome::Rejected, "{:#?}", out.lines);
-    assert!(out.status.errors[0].ends_with("key tz: time zone Mars/Olympus: /usr/share/zoneinfo/Mars/Olympus is not on this machine"));
+    assert!(out.status.errors[0]
+        .ends_with("key tz: time zone Mars/Olympus: /usr/share/zoneinfo/Mars/Olympus is not on this machine"));
 }
 
 #[test]
@@ -238,13 +248,18 @@ fn config_apply_try_revert_confirm() {
     let before = snapshot(dir.path());
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
     let doc2 = "hostname node2\ndisable etcd\nfile /etc/motd again\nrunncmd\n";
-    let report = change_with(&FAKE, &mut host, "/root/new.yaml", doc2.as_bytes(), Some(Duration::from_secs(60)), now).unwrap();
+    let report =
+        change_with(&FAKE, &mut host, "/root/new.yaml", doc2.as_bytes(), Some(Duration::from_secs(60)), now).unwrap();
     assert_eq!(report.trial_until, Some(1_700_000_160));
     assert_eq!(report.hostname.as_deref(), Some("node2"));
     assert_eq!(report.units_changed, vec!["etcd", "user-runcmd"]);
     assert!(report.changes.contains(&"hostname: node1 -> node2".to_string()), "{:#?}", report.changes);
     assert!(report.changes.contains(&"unit etcd: masked (/etc/berth/units/etcd.toml)".to_string()));
-    assert!(report.changes.contains(&"unit user-runcmd: removed (/etc/berth/units/user-runcmd.toml)".to_string()), "{:#?}", report.changes);
+    assert!(
+        report.changes.contains(&"unit user-runcmd: removed (/etc/berth/units/user-runcmd.toml)".to_string()),
+        "{:#?}",
+        report.changes
+    );
     assert_eq!(read(&dir, "/etc/motd").as_deref(), Some("again\n"), "config apply includes once-per-instance keys");
     assert_eq!(show(&host).unwrap().trial_until, Some(1_700_000_160));
     assert!(matches!(
@@ -270,7 +285,9 @@ fn config_apply_try_revert_confirm() {
     // An invalid document: refused, nothing changed.
     let before = snapshot(dir.path());
     match change_with(&FAKE, &mut host, "bad.yaml", b"invalid\n", None, now) {
-        Err(ChangeError::Invalid(e)) => assert_eq!(e[0].to_string(), "bad.yaml:1: key invalid: expected a string, found a list"),
+        Err(ChangeError::Invalid(e)) => {
+            assert_eq!(e[0].to_string(), "bad.yaml:1: key invalid: expected a string, found a list")
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(snapshot(dir.path()), before);
@@ -283,7 +300,13 @@ fn a_trial_pending_at_boot_is_reverted_first() {
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
     change_with(&FAKE, &mut host, "new", b"hostname node2\n", Some(Duration::from_secs(600)), now).unwrap();
     let out = boot(&mut host, Some(DOC), Some("i-1"));
-    assert!(out.lines[0].starts_with("user data: the configuration on trial was not confirmed before this boot: the last known good one is back"), "{:#?}", out.lines);
+    assert!(
+        out.lines[0].starts_with(
+            "user data: the configuration on trial was not confirmed before this boot: the last known good one is back"
+        ),
+        "{:#?}",
+        out.lines
+    );
     assert_eq!(out.status.outcome, Outcome::Unchanged);
     assert_eq!(read(&dir, "/etc/hostname").as_deref(), Some("node1\n"));
     assert_eq!(out.status.trial_until, None);
@@ -299,10 +322,12 @@ fn a_power_cut_during_a_change_is_undone_at_the_next_boot() {
         let mut faulty = Faulty::new(&mut host);
         // Past the backup (a few contents and the index), some changes made.
         faulty.ops_left = Some(12);
-        assert!(change_with(&FAKE, &mut faulty, "new", b"hostname node2\nuser bob\nfile /etc/motd cut\n", None, now).is_err());
+        assert!(change_with(&FAKE, &mut faulty, "new", b"hostname node2\nuser bob\nfile /etc/motd cut\n", None, now)
+            .is_err());
     }
     assert!(dir.path().join("var/lib/berth/provision/backup/index.json").exists(), "the cut left the backup");
-    let mut rebooted = FsHost { root: dir.path().to_path_buf(), runner: FakeRunner::default(), set_kernel_hostname: false };
+    let mut rebooted =
+        FsHost { root: dir.path().to_path_buf(), runner: FakeRunner::default(), set_kernel_hostname: false };
     let out = boot(&mut rebooted, Some(DOC), Some("i-1"));
     assert!(out.lines[0].starts_with("user data: an apply was cut short (power loss or crash)"), "{:#?}", out.lines);
     assert_eq!(out.status.outcome, Outcome::Unchanged);
@@ -330,6 +355,9 @@ mod with_the_real_reader {
         let report = change(&mut host, "new.toml", doc.as_bytes(), None, UNIX_EPOCH).unwrap();
         assert_eq!(report.hostname.as_deref(), Some("node2"));
         assert_eq!(read(&dir, "/etc/hostname").as_deref(), Some("node2\n"));
-        assert!(matches!(change(&mut host, "bad.toml", b"#berth-config\nhostname = [1]\n", None, UNIX_EPOCH), Err(ChangeError::Invalid(_))));
+        assert!(matches!(
+            change(&mut host, "bad.toml", b"#berth-config\nhostname = [1]\n", None, UNIX_EPOCH),
+            Err(ChangeError::Invalid(_))
+        ));
     }
 }

@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn tables_keep_what_they_do_not_change() {
-        let text = "# comment\nroot:x:0:0:root:/var/root:/usr/bin/sh\n\netcd:x:101:101:etcd:/var/lib/etcd:/usr/bin/nologin\n";
+        let text =
+            "# comment\nroot:x:0:0:root:/var/root:/usr/bin/sh\n\netcd:x:101:101:etcd:/var/lib/etcd:/usr/bin/nologin\n";
         let mut t = Table::parse(text);
         assert_eq!(t.text(), text);
         t.set("etcd", 6, "/usr/bin/sh");

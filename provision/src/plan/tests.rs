@@ -47,13 +47,16 @@ fn plan_on_image(config: &Config, scope: Scope) -> Result<Plan, Vec<Diagnostic>>
 
 fn written<'a>(p: &'a Plan, path: &str) -> Option<(&'a [u8], u32, u32, u32)> {
     p.changes.iter().rev().find_map(|c| match c {
-        Change::Write { path: q, content, mode, uid, gid } if q == path => Some((content.as_slice(), *mode, *uid, *gid)),
+        Change::Write { path: q, content, mode, uid, gid } if q == path => {
+            Some((content.as_slice(), *mode, *uid, *gid))
+        }
         _ => None,
     })
 }
 
 fn text(p: &Plan, path: &str) -> String {
-    String::from_utf8(written(p, path).unwrap_or_else(|| panic!("{path} not written: {:#?}", p.changes)).0.to_vec()).unwrap()
+    String::from_utf8(written(p, path).unwrap_or_else(|| panic!("{path} not written: {:#?}", p.changes)).0.to_vec())
+        .unwrap()
 }
 
 #[test]
@@ -63,22 +66,27 @@ fn a_new_user_gets_accounts_groups_a_home_and_keys() {
     ann.ssh_authorized_keys = vec![key("ssh-ed25519 AAAA ann@x")];
     ann.passwd = Some("$6$salt$hash".into());
     ann.lock_passwd = false;
-    let config = Config {
-        users: vec![ann],
-        ssh_authorized_keys: vec![key("ssh-ed25519 BBBB root@x")],
-        ..Config::default()
-    };
+    let config =
+        Config { users: vec![ann], ssh_authorized_keys: vec![key("ssh-ed25519 BBBB root@x")], ..Config::default() };
     let p = plan_on_image(&config, ALL).unwrap();
     let passwd = text(&p, "/etc/passwd");
     assert!(passwd.starts_with("root:x:0:0:root:/var/root:/usr/bin/sh\n"), "{passwd}");
     assert!(passwd.ends_with("ann:x:1000:1000::/var/home/ann:/usr/bin/sh\n"), "{passwd}");
     let group = text(&p, "/etc/group");
-    assert!(group.contains("etcd:x:101:ann\n") && group.contains("ann:x:1000:\n") && group.contains("wheel:x:1001:ann\n"), "{group}");
+    assert!(
+        group.contains("etcd:x:101:ann\n") && group.contains("ann:x:1000:\n") && group.contains("wheel:x:1001:ann\n"),
+        "{group}"
+    );
     assert!(text(&p, "/etc/shadow").ends_with("ann:$6$salt$hash:1::::::\n"));
     assert_eq!(written(&p, "/etc/shadow").unwrap().1, 0o600);
     assert!(p.changes.contains(&Change::Mkdir { path: "/var/home".into(), mode: 0o755, uid: 0, gid: 0 }));
     assert!(p.changes.contains(&Change::Mkdir { path: "/var/home/ann".into(), mode: 0o700, uid: 1000, gid: 1000 }));
-    assert!(p.changes.contains(&Change::Mkdir { path: "/var/home/ann/.ssh".into(), mode: 0o700, uid: 1000, gid: 1000 }));
+    assert!(p.changes.contains(&Change::Mkdir {
+        path: "/var/home/ann/.ssh".into(),
+        mode: 0o700,
+        uid: 1000,
+        gid: 1000
+    }));
     let (keys, mode, uid, gid) = written(&p, "/var/home/ann/.ssh/authorized_keys").unwrap();
     assert_eq!((keys, mode, uid, gid), (&b"ssh-ed25519 AAAA ann@x\n"[..], 0o600, 1000, 1000));
     assert_eq!(text(&p, "/var/root/.ssh/authorized_keys"), "ssh-ed25519 BBBB root@x\n");
@@ -106,7 +114,10 @@ fn the_default_user_is_root_and_existing_users_are_changed_in_place() {
     let shadow = text(&p, "/etc/shadow");
     assert!(shadow.starts_with("root:*:1::::::\n") && shadow.contains("etcd:*:1"), "{shadow}");
     assert_eq!(text(&p, "/var/root/.ssh/authorized_keys"), "ssh-rsa CCCC\n");
-    assert!(!p.changes.iter().any(|c| matches!(c, Change::Mkdir { path, .. } if path.contains("svc") || path == "/nonexistent")));
+    assert!(!p
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::Mkdir { path, .. } if path.contains("svc") || path == "/nonexistent")));
 }
 
 #[test]
@@ -138,7 +149,8 @@ fn write_files_resolve_owners_append_and_defer() {
     assert_eq!(written(&p, "/var/home/ann/notes").unwrap(), (&b"hi\n"[..], 0o640, 1000, 1001));
     assert_eq!(text(&p, "/etc/motd"), "welcome\nmore\n");
     // Order: the file not deferred first, the accounts, the deferred one.
-    let pos = |path: &str| p.changes.iter().position(|c| matches!(c, Change::Write { path: q, .. } if q == path)).unwrap();
+    let pos =
+        |path: &str| p.changes.iter().position(|c| matches!(c, Change::Write { path: q, .. } if q == path)).unwrap();
     assert!(pos("/etc/app.conf") < pos("/etc/passwd") && pos("/etc/passwd") < pos("/var/home/ann/notes"));
     // Appending again (config apply on the same instance) adds nothing.
     std::fs::write(dir.path().join("etc/motd"), "welcome\nmore\n").unwrap();
@@ -162,7 +174,10 @@ fn hostname_fqdn_and_preserve_hostname() {
     let config = Config { hostname: named("node1"), fqdn: named("node1.example.com"), ..Config::default() };
     let p = plan_on_image(&config, BOOT).unwrap();
     assert_eq!(text(&p, "/etc/hostname"), "node1\n");
-    assert_eq!(text(&p, "/etc/hosts"), "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tnode1.example.com node1\t# berth user data\n");
+    assert_eq!(
+        text(&p, "/etc/hosts"),
+        "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tnode1.example.com node1\t# berth user data\n"
+    );
     assert_eq!(p.hostname.as_deref(), Some("node1"));
     assert_eq!(p.changes.last(), Some(&Change::SetHostname("node1".into())));
     // A dotted hostname is the fqdn; the line is replaced, not added.
@@ -173,7 +188,13 @@ fn hostname_fqdn_and_preserve_hostname() {
     assert_eq!(text(&p, "/etc/hostname"), "web\n");
     assert_eq!(text(&p, "/etc/hosts"), "10.0.0.1 db\n127.0.1.1\tweb.example.org web\t# berth user data\n");
     // meta-data's local-hostname when the document has none.
-    let p = plan(&Config::default(), &Facts { local_hostname: Some("meta".into()), ..Facts::default() }, &Previous::default(), BOOT).unwrap();
+    let p = plan(
+        &Config::default(),
+        &Facts { local_hostname: Some("meta".into()), ..Facts::default() },
+        &Previous::default(),
+        BOOT,
+    )
+    .unwrap();
     assert_eq!(text(&p, "/etc/hostname"), "meta\n");
     let config = Config { hostname: named("x"), preserve_hostname: true, ..Config::default() };
     assert!(plan_on_image(&config, BOOT).unwrap().changes.is_empty());
@@ -183,10 +204,16 @@ fn hostname_fqdn_and_preserve_hostname() {
 fn timezone_links_localtime_or_is_an_error_when_missing() {
     let tz = |v: &str| Config { timezone: Some(Item { value: v.into(), at: at("timezone") }), ..Config::default() };
     let p = plan_on_image(&tz("Europe/Berlin"), BOOT).unwrap();
-    assert!(p.changes.contains(&Change::Symlink { target: "/usr/share/zoneinfo/Europe/Berlin".into(), path: "/etc/localtime".into() }));
+    assert!(p.changes.contains(&Change::Symlink {
+        target: "/usr/share/zoneinfo/Europe/Berlin".into(),
+        path: "/etc/localtime".into()
+    }));
     assert_eq!(text(&p, "/etc/timezone"), "Europe/Berlin\n");
     let e = plan_on_image(&tz("Mars/Olympus"), BOOT).unwrap_err();
-    assert_eq!(e[0].to_string(), "user-data:3: key timezone: time zone Mars/Olympus: /usr/share/zoneinfo/Mars/Olympus is not on this machine");
+    assert_eq!(
+        e[0].to_string(),
+        "user-data:3: key timezone: time zone Mars/Olympus: /usr/share/zoneinfo/Mars/Olympus is not on this machine"
+    );
     // UTC without zoneinfo: no /etc/localtime.
     let p = plan(&tz("Etc/UTC"), &Facts::default(), &Previous::default(), BOOT).unwrap();
     assert!(p.changes.contains(&Change::Remove { path: "/etc/localtime".into() }));
@@ -210,18 +237,35 @@ fn net(dhcp_second: bool) -> Network {
     if dhcp_second {
         interfaces.push(iface("eth1", true, &[]));
     }
-    Network { version: 2, interfaces, nameservers: vec!["192.0.2.53".into()], search: vec!["example.com".into()], at: at("network") }
+    Network {
+        version: 2,
+        interfaces,
+        nameservers: vec!["192.0.2.53".into()],
+        search: vec!["example.com".into()],
+        at: at("network"),
+    }
 }
 
 #[test]
 fn every_boot_keys_become_units_and_settings() {
     let config = Config {
         ntp: Some(Ntp { enabled: true, servers: vec!["time.example.com".into()], pools: vec![], at: at("ntp") }),
-        ssh: Ssh { password_auth: Some(Item { value: true, at: at("ssh_pwauth") }), disable_root: Some(Item { value: true, at: at("disable_root") }), enabled: None },
+        ssh: Ssh {
+            password_auth: Some(Item { value: true, at: at("ssh_pwauth") }),
+            disable_root: Some(Item { value: true, at: at("disable_root") }),
+            enabled: None,
+        },
         network: Some(net(false)),
         runcmd: vec![Item { value: Command::Argv(vec!["touch".into(), "/var/a b".into()]), at: at("runcmd[0]") }],
         bootcmd: vec![Item { value: Command::Shell("echo hi".into()), at: at("bootcmd[0]") }],
-        update: Some(Update { source: Some("http://10.0.2.2/berth/".into()), auto: Some(true), interval: Some("6h".into()), reboot: Some("window".into()), window: Some("02:00-04:00".into()), at: at("update") }),
+        update: Some(Update {
+            source: Some("http://10.0.2.2/berth/".into()),
+            auto: Some(true),
+            interval: Some("6h".into()),
+            reboot: Some("window".into()),
+            window: Some("02:00-04:00".into()),
+            at: at("update"),
+        }),
         containerd: Some(Containerd {
             config: Some(Item { value: "version = 2\n".into(), at: at("containerd.config") }),
             registry_mirrors: vec![("docker.io".into(), vec!["mirror.example.com".into()])],
@@ -246,9 +290,19 @@ fn every_boot_keys_become_units_and_settings() {
     let sshd = text(&p, "/etc/berth/units/sshd.toml");
     assert!(sshd.contains(r#"exec = ["/usr/sbin/dropbear", "-F", "-E", "-w", "-m","#), "{sshd}");
     let network = text(&p, "/etc/berth/units/network.toml");
-    assert!(network.contains("kind = \"oneshot\"") && network.contains("/usr/bin/ip address replace 192.0.2.10/24 dev eth0"), "{network}");
-    assert!(network.contains("/usr/bin/ip link set dev eth0 mtu 9000") && network.contains("/usr/bin/ip route replace default via 192.0.2.1 dev eth0"));
-    assert!(network.contains("printf '%s\\n' 'nameserver 192.0.2.53' 'search example.com' > /etc/resolv.conf"), "{network}");
+    assert!(
+        network.contains("kind = \"oneshot\"")
+            && network.contains("/usr/bin/ip address replace 192.0.2.10/24 dev eth0"),
+        "{network}"
+    );
+    assert!(
+        network.contains("/usr/bin/ip link set dev eth0 mtu 9000")
+            && network.contains("/usr/bin/ip route replace default via 192.0.2.1 dev eth0")
+    );
+    assert!(
+        network.contains("printf '%s\\n' 'nameserver 192.0.2.53' 'search example.com' > /etc/resolv.conf"),
+        "{network}"
+    );
     let runcmd = text(&p, "/etc/berth/units/user-runcmd.toml");
     assert!(runcmd.contains(r#"path_exists = "!/var/lib/berth/provision/runcmd-done/i-1""#), "{runcmd}");
     assert!(text(&p, "/var/lib/berth/provision/runcmd.sh").ends_with("\ntouch '/var/a b'\n"));
@@ -260,7 +314,10 @@ fn every_boot_keys_become_units_and_settings() {
     let hosts = text(&p, "/etc/containerd/certs.d/docker.io/hosts.toml");
     assert!(hosts.contains("server = \"https://registry-1.docker.io\"\n\n[host.\"https://mirror.example.com\"]\n  capabilities = [\"pull\", \"resolve\"]\n"), "{hosts}");
     let etcd = text(&p, "/etc/berth/units/etcd.toml");
-    assert!(etcd.contains(r#""--initial-cluster", "n1=http://192.0.2.10:2380", "--initial-cluster-state", "new""#), "{etcd}");
+    assert!(
+        etcd.contains(r#""--initial-cluster", "n1=http://192.0.2.10:2380", "--initial-cluster-state", "new""#),
+        "{etcd}"
+    );
     assert_eq!(p.units, vec!["containerd", "etcd", "network", "ntp", "sshd", "updater", "user-runcmd"]);
     assert_eq!(p.changes.last(), Some(&Change::Bootcmd(Command::Shell("echo hi".into()))));
     for (path, content, ..) in p.changes.iter().filter_map(|c| match c {
@@ -270,7 +327,11 @@ fn every_boot_keys_become_units_and_settings() {
         assert_valid_unit(path, std::str::from_utf8(content).unwrap());
     }
     // bootcmd only when asked (at boot).
-    assert!(!plan_on_image(&config, Scope { per_instance: true, bootcmd: false }).unwrap().changes.iter().any(|c| matches!(c, Change::Bootcmd(_))));
+    assert!(!plan_on_image(&config, Scope { per_instance: true, bootcmd: false })
+        .unwrap()
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::Bootcmd(_))));
 }
 
 #[test]
@@ -295,7 +356,15 @@ fn units_add_override_disable_enable_and_what_a_new_document_drops() {
     assert_eq!(text(&p, "/etc/berth/units/web.toml"), "[service]\nexec = [\"/usr/bin/true\"]\n");
     assert_eq!(text(&p, "/etc/berth/units/etcd.toml"), "");
     assert_eq!(text(&p, "/etc/berth/units/sshd.toml"), "");
-    assert_eq!(p.managed, vec!["/etc/berth/units/containerd.toml", "/etc/berth/units/etcd.toml", "/etc/berth/units/sshd.toml", "/etc/berth/units/web.toml"]);
+    assert_eq!(
+        p.managed,
+        vec![
+            "/etc/berth/units/containerd.toml",
+            "/etc/berth/units/etcd.toml",
+            "/etc/berth/units/sshd.toml",
+            "/etc/berth/units/web.toml"
+        ]
+    );
     // The next document drops them: they are removed (masks lifted).
     let (dir, host) = machine();
     std::fs::create_dir_all(dir.path().join("etc/berth/units")).unwrap();
@@ -316,7 +385,10 @@ fn units_add_override_disable_enable_and_what_a_new_document_drops() {
     assert!(q.changes.is_empty());
     assert!(q.warnings[0].message.contains("which user data did not make"), "{:?}", q.warnings);
     // add of an image unit, override of a missing one: errors.
-    let bad = Config { units: Units { files: vec![unit("sshd", false), unit("nope", true)], ..Units::default() }, ..Config::default() };
+    let bad = Config {
+        units: Units { files: vec![unit("sshd", false), unit("nope", true)], ..Units::default() },
+        ..Config::default()
+    };
     let e = plan_on_image(&bad, BOOT).unwrap_err();
     assert!(e[0].message.contains("the image has a unit sshd") && e[1].message.contains("no unit nope"), "{e:?}");
 }
@@ -326,7 +398,8 @@ fn units_add_override_disable_enable_and_what_a_new_document_drops() {
 #[test]
 fn generated_overrides_match_the_images_units() {
     let image = |name: &str| -> toml::Table {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../image-build/rootfs/usr/lib/berth/units/{name}.toml"));
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../image-build/rootfs/usr/lib/berth/units/{name}.toml"));
         toml::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
     };
     let sshd: toml::Table = toml::from_str(&gen_units::sshd(false, false)).unwrap();
@@ -352,7 +425,10 @@ fn generated_overrides_match_the_images_units() {
 #[test]
 fn static_network_with_dhcp_on_another_interface_keeps_dhcpcd() {
     let text = gen_units::network(&net(true));
-    assert!(text.contains("exec /usr/sbin/dhcpcd --nobackground eth1\n") && text.contains("ready = \"started\""), "{text}");
+    assert!(
+        text.contains("exec /usr/sbin/dhcpcd --nobackground eth1\n") && text.contains("ready = \"started\""),
+        "{text}"
+    );
     assert_valid_unit("network", &text);
     let mut with_mac = net(false);
     with_mac.interfaces[0].mac = Some("52:54:00:AA:BB:CC".into());
