@@ -360,4 +360,31 @@ mod with_the_real_reader {
             Err(ChangeError::Invalid(_))
         ));
     }
+
+    /// H1's complete examples apply on the image, both formats the same,
+    /// and a second apply changes nothing.
+    #[test]
+    fn the_complete_examples_apply_and_apply_again_changes_nothing() {
+        for name in ["user-data.yaml", "user-data.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+            let doc = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let (dir, mut host) = machine();
+            let report = change(&mut host, name, &doc, None, UNIX_EPOCH).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(report.hostname.as_deref(), Some("node-1"), "{name}");
+            for unit in ["app", "app-legacy", "containerd", "etcd", "network", "ntp", "sshd", "updater", "user-runcmd"]
+            {
+                assert!(
+                    report.units_changed.iter().any(|u| u == unit),
+                    "{name}: {unit} not in {:?}",
+                    report.units_changed
+                );
+            }
+            assert!(read(&dir, "/etc/passwd").unwrap().contains("\nalice:x:1500:"), "{name}");
+            let network = read(&dir, "/etc/berth/units/network.toml").unwrap();
+            crate::testutil::assert_valid_unit("network", &network);
+            assert!(network.contains("exec /usr/sbin/dhcpcd --nobackground eth1"), "{name}: {network}");
+            let again = change(&mut host, name, &doc, None, UNIX_EPOCH).unwrap();
+            assert!(again.changes.is_empty() && again.units_changed.is_empty(), "{name}: {again:#?}");
+        }
+    }
 }
