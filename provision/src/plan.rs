@@ -517,6 +517,14 @@ impl Planner<'_> {
             put(self, unit_path("etcd"), gen_units::etcd(etcd), 0o644, "etcd");
         }
         if let Some(update) = &config.update {
+            // What the updater would refuse in its file (and then ignore
+            // the whole of it): refused here, at the document's place.
+            if update.auto == Some(true) && update.source.is_none() {
+                self.error(&update.at, "auto = true needs a source (the updater has nowhere to look)");
+            }
+            if update.reboot.as_deref() == Some("window") && update.window.is_none() {
+                self.error(&update.at, "reboot = \"window\" needs a window (\"HH:MM-HH:MM\", UTC)");
+            }
             put(self, UPDATER_CONFIG.into(), gen_config::updater(update), 0o644, "update");
         }
         if let Some(c) = &config.containerd {

@@ -134,7 +134,11 @@ pub fn etcd(e: &Etcd) -> String {
     let urls = |v: &[String], default: &str| if v.is_empty() { default.to_string() } else { v.join(",") };
     let name = e.name.clone().unwrap_or_else(|| "berth".into());
     let peer_adv = urls(&e.initial_advertise_peer_urls, "http://127.0.0.1:2380");
-    let cluster = e.initial_cluster.clone().unwrap_or_else(|| format!("{name}={peer_adv}"));
+    // This member alone: NAME=URL for each of its peer URLs.
+    let cluster = e
+        .initial_cluster
+        .clone()
+        .unwrap_or_else(|| peer_adv.split(',').map(|u| format!("{name}={u}")).collect::<Vec<_>>().join(","));
     let mut argv: Vec<String> = vec![
         "/usr/bin/etcd".into(),
         "--name".into(),

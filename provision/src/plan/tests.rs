@@ -393,6 +393,29 @@ fn units_add_override_disable_enable_and_what_a_new_document_drops() {
     assert!(e[0].message.contains("the image has a unit sshd") && e[1].message.contains("no unit nope"), "{e:?}");
 }
 
+#[test]
+fn update_settings_the_updater_would_refuse_are_errors() {
+    let update = |auto: Option<bool>, reboot: Option<&str>| Config {
+        update: Some(Update {
+            source: None,
+            auto,
+            interval: None,
+            reboot: reboot.map(String::from),
+            window: None,
+            at: at("update"),
+        }),
+        ..Config::default()
+    };
+    let e = plan_on_image(&update(Some(true), None), BOOT).unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "user-data:3: key update: auto = true needs a source (the updater has nowhere to look)"
+    );
+    let e = plan_on_image(&update(None, Some("window")), BOOT).unwrap_err();
+    assert!(e[0].message.starts_with("reboot = \"window\" needs a window"));
+    assert!(plan_on_image(&update(Some(false), Some("never")), BOOT).is_ok());
+}
+
 /// The generated sshd (no flags changed) and etcd (no settings) units are
 /// the image's, comments aside: they stay in step with the image.
 #[test]
