@@ -230,13 +230,14 @@ pub(crate) fn at_boot_with(r: &Readers, host: &mut dyn Host, probed: Probed, fac
                 record: (new, docs),
                 trial_until: None,
             };
+            let first = b.lines.len();
             b.warnings(&doc.warnings);
             match run(host, job) {
                 Ok((plan, applied)) => {
                     b.status.outcome = Outcome::Applied;
                     b.status.sha256 = Some(sha);
                     b.lines.insert(
-                        0,
+                        first,
                         format!(
                             "user data: {origin} applied (instance {instance_id}, {} warnings) in {probe_ms} ms{tried}",
                             doc.warnings.len() + plan.warnings.len()

@@ -463,3 +463,109 @@ fn static_network_with_dhcp_on_another_interface_keeps_dhcpcd() {
     let ok = std::process::Command::new("sh").args(["-n", "-c", script]).status().unwrap();
     assert!(ok.success(), "{script}");
 }
+
+/// The planner never panics, whatever the config and the machine's files
+/// say (a fuzz run without a dependency: a fixed-seed generator over
+/// tricky values; H1's proptest covers the readers).
+#[test]
+fn the_planner_does_not_panic_on_odd_configs_and_machines() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    const S: &[&str] = &[
+        "",
+        "root",
+        "a:b",
+        "x\ny",
+        "..",
+        "/",
+        "/etc/passwd",
+        "1000",
+        "4294967295",
+        "default",
+        "é",
+        "-",
+        "a,b",
+        "/var/home/x",
+        "0.0.0.0/0",
+        "::/0",
+        "eth0",
+        "Europe/Berlin",
+        "sshd",
+        "etcd",
+        "#",
+        "'\"$(x)`",
+    ];
+    const TEXTS: &[&str] = &[
+        "",
+        "root:x:0:0::/var/root:/usr/bin/sh\n",
+        "a\n::::\n#c\nb:x:notanumber:y\n",
+        "x:x:59999:59999::/h:/s\n",
+        ":\n\n",
+    ];
+    for _ in 0..3000 {
+        let mut pick = |xs: &[&'static str]| -> String { xs[(next() % xs.len() as u64) as usize].to_string() };
+        let place = at("k");
+        let mut u = user(&pick(S));
+        u.groups = vec![pick(S), pick(S)];
+        u.primary_group = Some(pick(S)).filter(|s| !s.is_empty());
+        u.homedir = Some(pick(S)).filter(|s| s.starts_with('/'));
+        u.uid = pick(S).parse().ok();
+        u.system = pick(S).len() % 2 == 0;
+        u.is_default = pick(S).is_empty();
+        u.ssh_authorized_keys = vec![key(&pick(S))];
+        u.passwd = Some(pick(S));
+        let mut w = file(&format!("/{}", pick(S)), &pick(S), ("root", "root"));
+        w.owner = (pick(S), pick(S));
+        w.append = pick(S).len() % 2 == 1;
+        w.defer = pick(S).len() % 3 == 1;
+        let config = Config {
+            hostname: Some(Item { value: pick(S), at: place.clone() }),
+            fqdn: Some(Item { value: pick(S), at: place.clone() }),
+            timezone: Some(Item { value: pick(S), at: place.clone() }),
+            users: vec![u.clone(), u],
+            write_files: vec![w],
+            network: Some(Network {
+                version: 1,
+                interfaces: vec![Interface {
+                    name: pick(S),
+                    mac: Some(pick(S)),
+                    dhcp4: pick(S).is_empty(),
+                    addresses: vec![pick(S)],
+                    routes: vec![Route { to: pick(S), via: pick(S), metric: pick(S).parse().ok() }],
+                    mtu: pick(S).parse().ok(),
+                    at: place.clone(),
+                }],
+                nameservers: vec![pick(S)],
+                search: vec![pick(S)],
+                at: place.clone(),
+            }),
+            units: Units {
+                files: vec![UnitFile {
+                    name: pick(S),
+                    text: pick(S),
+                    is_override: pick(S).is_empty(),
+                    at: place.clone(),
+                }],
+                disable: vec![Item { value: pick(S), at: place.clone() }],
+                enable: vec![Item { value: pick(S), at: place.clone() }],
+            },
+            ..Config::default()
+        };
+        let facts = Facts {
+            passwd: pick(TEXTS),
+            group: pick(TEXTS),
+            shadow: pick(TEXTS),
+            instance_id: pick(S),
+            local_hostname: Some(pick(S)),
+            files: [("/etc/hosts".to_string(), pick(S).into_bytes())].into(),
+            ..Facts::default()
+        };
+        let previous = Previous { managed: vec![pick(S)] };
+        let _ = plan(&config, &facts, &previous, ALL);
+    }
+}
