@@ -175,9 +175,16 @@ pub fn etcd(e: &Etcd) -> String {
         ]
         .map(String::from),
     );
-    // The health check asks the first client URL (etcdctl's default,
-    // 127.0.0.1, may not be listened on).
-    let client = e.listen_client_urls.first().map_or("http://127.0.0.1:2379", |s| s.as_str());
+    // The health check asks a client URL etcd listens on: plain HTTP on
+    // the loopback if there is one, else plain HTTP, else the first
+    // (etcdctl's default, 127.0.0.1, may not be listened on).
+    let l = &e.listen_client_urls;
+    let client = l
+        .iter()
+        .find(|u| u.starts_with("http://127.0.0.1:"))
+        .or_else(|| l.iter().find(|u| u.starts_with("http://")))
+        .or_else(|| l.first())
+        .map_or("http://127.0.0.1:2379", |s| s.as_str());
     let client = client.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:");
     format!(
         "{HEADER}description = \"etcd key-value store\"\n\n\
