@@ -159,6 +159,11 @@ fn the_first_boot_applies_everything_and_records_it() {
     assert_eq!(shown.source, "nocloud:/dev/vdb:user-data");
     assert_eq!(read(&dir, "/var/lib/berth/provision/meta-data").as_deref(), Some("instance-id: i-1"));
     assert_eq!(host.runner.ran.borrow().len(), 1);
+    // The next boot, nothing changed: nothing is written.
+    let mut counting = Faulty::new(&mut host);
+    let out = boot(&mut counting, Some(DOC), Some("i-1"));
+    assert_eq!((out.status.outcome, counting.writes), (Outcome::Unchanged, 0), "{:#?}", out.lines);
+    assert_eq!(out.lines.len(), 2, "{:#?}", out.lines);
     // Without meta-data the instance is the machine.
     let (_d, mut host) = machine();
     let out = boot(&mut host, Some(DOC), None);
