@@ -56,3 +56,8 @@ pub const ESP_MOUNT: &str = "/run/berth/esp";
 /// for good (a step name such as `rename-entry`, or `write-root@50`), read
 /// at the start of each install. On tmpfs, so a power cut forgets it.
 pub const UPDATER_PAUSE_FILE: &str = "/run/berth/updater-pause";
+/// User data's state (berth-provision): the record of what is in force
+/// (`record.json`), the documents in force (`user-data`, `meta-data`,
+/// `network-config`), and while an apply runs or a `--try` waits for its
+/// confirm, the previous contents of every path it changed (`backup/`).
+pub const PROVISION_DIR: &str = "/var/lib/berth/provision";

@@ -3,9 +3,12 @@
 //! (`/` on the machine, a temp dir in tests); PID1 gives it a [`Runner`]
 //! that waits through its reaper (PID1 is the one owner of waitpid).
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// How a command ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +55,28 @@ pub trait Host {
     fn set_hostname(&mut self, name: &str) -> io::Result<()>;
     /// Runs a command (bootcmd, the tools that apply settings).
     fn run(&mut self, argv: &[String], timeout: Duration) -> io::Result<Ran>;
+
+    /// What is at `path`, not following a final symlink; `None` when
+    /// nothing is. Added for apply's backups (the mode and owner of what
+    /// it replaces); the default answers from [`Host::read`] and
+    /// [`Host::exists`] (a file: 0644 root:root; anything else a directory).
+    fn inspect(&self, path: &Path) -> io::Result<Option<Existing>> {
+        match self.read(path) {
+            Ok(Some(_)) => Ok(Some(Existing::File { mode: 0o644, uid: 0, gid: 0 })),
+            Ok(None) if self.exists(path) => Ok(Some(Existing::Dir { mode: 0o755, uid: 0, gid: 0 })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What [`Host::inspect`] found at a path. Modes are the permission bits
+/// (`0o7777`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Existing {
+    File { mode: u32, uid: u32, gid: u32 },
+    Dir { mode: u32, uid: u32, gid: u32 },
+    Symlink { target: PathBuf },
 }
 
 /// The real [`Host`] over `root` (`/` on the machine).
@@ -60,4 +85,314 @@ pub struct FsHost<R: Runner> {
     pub runner: R,
     /// Whether sethostname(2) is called (only on the machine itself).
     pub set_kernel_hostname: bool,
+}
+
+impl<R: Runner> FsHost<R> {
+    /// `path` (absolute, as on the machine) under [`FsHost::root`]. `..`
+    /// components are dropped: nothing leaves the root.
+    pub fn under_root(&self, path: &Path) -> PathBuf {
+        let mut p = self.root.clone();
+        for c in path.components() {
+            if let Component::Normal(part) = c {
+                p.push(part);
+            }
+        }
+        p
+    }
+
+    /// Makes the missing parents of `path` (0755, root; owner unchanged in
+    /// tests, where chown to root fails and is skipped).
+    fn make_parents(&self, real: &Path) -> io::Result<()> {
+        match real.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => {
+                fs::DirBuilder::new().recursive(true).mode(0o755).create(parent)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// chown that tolerates not being root when nothing would change the
+/// owner anyway is not possible to know in advance: as an unprivileged
+/// user (tests), EPERM is ignored when asked for ids other than our own.
+fn chown_fd(file: &File, uid: u32, gid: u32) -> io::Result<()> {
+    match std::os::unix::fs::fchown(file, Some(uid), Some(gid)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !rustix::process::geteuid().is_root() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn chown_path(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !rustix::process::geteuid().is_root() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// fsyncs a directory (after a rename or unlink in it).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// A name for a temporary file beside `real`: `.NAME.berth-tmp.PID`.
+fn temp_beside(real: &Path) -> io::Result<PathBuf> {
+    let name = real
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: no file name", real.display())))?;
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".berth-tmp.{}", std::process::id()));
+    Ok(real.with_file_name(tmp))
+}
+
+fn parent_of(real: &Path) -> &Path {
+    match real.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("/"),
+    }
+}
+
+impl<R: Runner> Host for FsHost<R> {
+    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.under_root(path)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            // A directory is not a file's content.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ISDIR.raw_os_error()) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.under_root(path).symlink_metadata().is_ok()
+    }
+
+    fn write_atomic(&mut self, path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+        let real = self.under_root(path);
+        self.make_parents(&real)?;
+        let tmp = temp_beside(&real)?;
+        let _ = fs::remove_file(&tmp);
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            f.write_all(bytes)?;
+            chown_fd(&f, uid, gid)?;
+            // After chown, which clears set-id bits.
+            f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &real)?;
+            sync_dir(parent_of(&real))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Removes a file, a symlink or an empty directory (the last so that
+    /// an undone apply takes back the directories it made); absent is not
+    /// an error.
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        let real = self.under_root(path);
+        let meta = match real.symlink_metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if meta.is_dir() {
+            fs::remove_dir(&real)?;
+        } else {
+            fs::remove_file(&real)?;
+        }
+        sync_dir(parent_of(&real))
+    }
+
+    fn create_dir(&mut self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+        let real = self.under_root(path);
+        self.make_parents(&real)?;
+        match fs::DirBuilder::new().mode(0o700).create(&real) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && real.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+        chown_path(&real, uid, gid)?;
+        fs::set_permissions(&real, fs::Permissions::from_mode(mode & 0o7777))?;
+        sync_dir(parent_of(&real))
+    }
+
+    fn symlink(&mut self, target: &Path, path: &Path) -> io::Result<()> {
+        let real = self.under_root(path);
+        self.make_parents(&real)?;
+        let tmp = temp_beside(&real)?;
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(target, &tmp)?;
+        if let Err(e) = fs::rename(&tmp, &real) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        sync_dir(parent_of(&real))
+    }
+
+    fn set_hostname(&mut self, name: &str) -> io::Result<()> {
+        if self.set_kernel_hostname {
+            rustix::system::sethostname(name.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, argv: &[String], timeout: Duration) -> io::Result<Ran> {
+        self.runner.run(argv, timeout)
+    }
+
+    fn inspect(&self, path: &Path) -> io::Result<Option<Existing>> {
+        let real = self.under_root(path);
+        let meta = match real.symlink_metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mode = meta.mode() & 0o7777;
+        let (uid, gid) = (meta.uid(), meta.gid());
+        Ok(Some(if meta.file_type().is_symlink() {
+            Existing::Symlink { target: fs::read_link(&real)? }
+        } else if meta.is_dir() {
+            Existing::Dir { mode, uid, gid }
+        } else {
+            Existing::File { mode, uid, gid }
+        }))
+    }
+}
+
+/// The most of a command's output kept: the last 64 KiB.
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// A [`Runner`] on `std::process` for the host side and tests (PID1 has
+/// its own, which waits through its reaper). stdin is /dev/null; stdout
+/// and stderr go to one pipe, read on a thread; the last
+/// [`OUTPUT_LIMIT`] bytes are kept. After `timeout` the child is killed
+/// (SIGKILL) and the result has no code.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessRunner;
+
+impl Runner for ProcessRunner {
+    fn run(&mut self, argv: &[String], timeout: Duration) -> io::Result<Ran> {
+        let (program, args) =
+            argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an empty command"))?;
+        let (mut reader, writer) = io::pipe()?;
+        let mut child =
+            Command::new(program).args(args).stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).spawn()?;
+        let collect = std::thread::spawn(move || {
+            let mut kept: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        kept.extend_from_slice(buf.get(..n).unwrap_or_default());
+                        if kept.len() > 2 * OUTPUT_LIMIT {
+                            let cut = kept.len() - OUTPUT_LIMIT;
+                            kept.drain(..cut);
+                        }
+                    }
+                }
+            }
+            if kept.len() > OUTPUT_LIMIT {
+                let cut = kept.len() - OUTPUT_LIMIT;
+                kept.drain(..cut);
+            }
+            String::from_utf8_lossy(&kept).into_owned()
+        });
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Grandchildren that keep the pipe open would block the reader:
+        // the output is read only as long as it takes to hear EOF, which a
+        // killed command's leftovers may delay; we wait for it anyway, as
+        // the output is what the caller reports.
+        let output = collect.join().unwrap_or_default();
+        Ok(Ran { code: status.and_then(|s| s.code()), output })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> (tempfile::TempDir, FsHost<ProcessRunner>) {
+        let dir = tempfile::tempdir().unwrap();
+        let host = FsHost { root: dir.path().to_path_buf(), runner: ProcessRunner, set_kernel_hostname: false };
+        (dir, host)
+    }
+
+    #[test]
+    fn write_atomic_makes_parents_sets_the_mode_and_replaces_whole() {
+        let (dir, mut h) = host();
+        let (uid, gid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+        h.write_atomic(Path::new("/etc/a/b"), b"one", 0o640, uid, gid).unwrap();
+        h.write_atomic(Path::new("/etc/a/b"), b"two", 0o600, uid, gid).unwrap();
+        let real = dir.path().join("etc/a/b");
+        assert_eq!(fs::read(&real).unwrap(), b"two");
+        assert_eq!(real.metadata().unwrap().mode() & 0o7777, 0o600);
+        assert_eq!(h.read(Path::new("/etc/a/b")).unwrap().unwrap(), b"two");
+        assert_eq!(h.read(Path::new("/etc/nothing")).unwrap(), None);
+        assert_eq!(h.read(Path::new("/etc/a")).unwrap(), None);
+        assert_eq!(h.inspect(Path::new("/etc/a/b")).unwrap(), Some(Existing::File { mode: 0o600, uid, gid }));
+        // No temporary file is left beside it.
+        assert_eq!(fs::read_dir(dir.path().join("etc/a")).unwrap().count(), 1);
+        // Nothing leaves the root.
+        assert_eq!(h.under_root(Path::new("/../../x")), dir.path().join("x"));
+    }
+
+    #[test]
+    fn symlink_replaces_and_remove_takes_files_links_and_empty_dirs() {
+        let (dir, mut h) = host();
+        h.write_atomic(Path::new("/etc/localtime"), b"file", 0o644, 0, 0).unwrap_or(());
+        h.symlink(Path::new("/usr/share/zoneinfo/UTC"), Path::new("/etc/localtime")).unwrap();
+        h.symlink(Path::new("/usr/share/zoneinfo/Europe/Berlin"), Path::new("/etc/localtime")).unwrap();
+        assert_eq!(
+            fs::read_link(dir.path().join("etc/localtime")).unwrap(),
+            PathBuf::from("/usr/share/zoneinfo/Europe/Berlin")
+        );
+        assert_eq!(
+            h.inspect(Path::new("/etc/localtime")).unwrap(),
+            Some(Existing::Symlink { target: "/usr/share/zoneinfo/Europe/Berlin".into() })
+        );
+        h.remove(Path::new("/etc/localtime")).unwrap();
+        assert!(!h.exists(Path::new("/etc/localtime")));
+        h.remove(Path::new("/etc/localtime")).unwrap();
+        let (uid, gid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+        h.create_dir(Path::new("/var/home/ann"), 0o700, uid, gid).unwrap();
+        h.create_dir(Path::new("/var/home/ann"), 0o750, uid, gid).unwrap();
+        assert_eq!(dir.path().join("var/home/ann").metadata().unwrap().mode() & 0o7777, 0o750);
+        h.remove(Path::new("/var/home/ann")).unwrap();
+        assert!(!h.exists(Path::new("/var/home/ann")));
+        assert!(h.exists(Path::new("/var/home")));
+    }
+
+    #[test]
+    fn the_process_runner_captures_output_exit_codes_and_times_out() {
+        let mut r = ProcessRunner;
+        let sh = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
+        let ran = r.run(&sh("echo out; echo err >&2; exit 3"), Duration::from_secs(10)).unwrap();
+        assert_eq!(ran.code, Some(3));
+        assert!(ran.output.contains("out\n") && ran.output.contains("err\n"), "{ran:?}");
+        let t = Instant::now();
+        let ran = r.run(&sh("exec sleep 20"), Duration::from_millis(200)).unwrap();
+        assert_eq!(ran.code, None);
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert!(r.run(&["/nonexistent/x".to_string()], Duration::from_secs(1)).is_err());
+        let big = r.run(&sh("head -c 200000 /dev/zero | tr '\\0' x"), Duration::from_secs(10)).unwrap();
+        assert_eq!(big.output.len(), OUTPUT_LIMIT);
+    }
 }

@@ -26,6 +26,7 @@
 pub mod apply;
 pub mod check;
 pub mod diag;
+pub mod generate;
 pub mod host;
 pub mod interpret;
 pub mod machine;
@@ -36,6 +37,9 @@ pub mod sources;
 pub mod toml_tree;
 pub mod tree;
 pub mod yaml;
+
+#[cfg(test)]
+mod testutil;
 
 pub use check::{check, Checked, Document, Format, Rejected};
 pub use diag::{Diagnostic, Place};
