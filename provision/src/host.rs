@@ -61,3 +61,54 @@ pub struct FsHost<R: Runner> {
     /// Whether sethostname(2) is called (only on the machine itself).
     pub set_kernel_hostname: bool,
 }
+
+/// H3's stub so that PID1 can hand an [`FsHost`] to [`crate::machine`]:
+/// reads work, every change is refused, commands go to the runner. H2
+/// replaces it with the real implementation (delete this one on merge).
+impl<R: Runner> Host for FsHost<R> {
+    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.under_root(path)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.under_root(path).symlink_metadata().is_ok()
+    }
+
+    fn write_atomic(&mut self, path: &Path, _bytes: &[u8], _mode: u32, _uid: u32, _gid: u32) -> io::Result<()> {
+        Err(not_implemented(path))
+    }
+
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        Err(not_implemented(path))
+    }
+
+    fn create_dir(&mut self, path: &Path, _mode: u32, _uid: u32, _gid: u32) -> io::Result<()> {
+        Err(not_implemented(path))
+    }
+
+    fn symlink(&mut self, _target: &Path, path: &Path) -> io::Result<()> {
+        Err(not_implemented(path))
+    }
+
+    fn set_hostname(&mut self, _name: &str) -> io::Result<()> {
+        Err(io::Error::other("setting the hostname: not implemented yet"))
+    }
+
+    fn run(&mut self, argv: &[String], timeout: Duration) -> io::Result<Ran> {
+        self.runner.run(argv, timeout)
+    }
+}
+
+impl<R: Runner> FsHost<R> {
+    fn under_root(&self, path: &Path) -> PathBuf {
+        self.root.join(path.strip_prefix("/").unwrap_or(path))
+    }
+}
+
+fn not_implemented(path: &Path) -> io::Error {
+    io::Error::other(format!("{}: not implemented yet", path.display()))
+}
