@@ -21,7 +21,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::power::ShutdownFlag;
 use crate::reaper::{ExitStatus, Reaper};
 use crate::spawn;
-use crate::status::UnitState;
+use crate::status::{UnitState, UnitStatus};
 
 /// The output a command keeps: the last 64 KiB of stdout and stderr.
 pub const MAX_OUTPUT: usize = 64 * 1024;
@@ -262,21 +262,22 @@ pub fn failed_status(why: &str) -> Status {
 }
 
 /// A unit whose process runs, so that a change of what it reads needs a
-/// restart.
-pub fn is_running(state: UnitState) -> bool {
-    matches!(state, UnitState::Starting | UnitState::Active | UnitState::Degraded)
+/// restart (a oneshot that is done is active without a process: it does
+/// not run again).
+pub fn is_running(s: &UnitStatus) -> bool {
+    s.pid != 0 && matches!(s.state, UnitState::Starting | UnitState::Active | UnitState::Degraded)
 }
 
 /// The units a change names (`units_changed`) that a reload of the unit
 /// files did not already take care of (it starts the added, stops the
 /// removed and restarts the changed ones that run) and that run now: their
 /// unit file is the same, what they read changed (a config file user data
-/// wrote), so they are restarted. `states`: every loaded unit's state
-/// after the reload. Sorted, each once.
+/// wrote), so they are restarted. `units`: every loaded unit's status.
+/// Sorted, each once.
 pub fn units_to_restart(
     units_changed: &[String],
     reloaded: &crate::api::ReloadOutcome,
-    states: &BTreeMap<String, UnitState>,
+    units: &BTreeMap<String, UnitStatus>,
 ) -> Vec<String> {
     let handled: BTreeSet<&String> = reloaded.added.iter().chain(&reloaded.removed).chain(&reloaded.changed).collect();
     let mut out: BTreeSet<String> = BTreeSet::new();
@@ -284,7 +285,7 @@ pub fn units_to_restart(
         if handled.contains(name) {
             continue;
         }
-        if states.get(name).copied().is_some_and(is_running) {
+        if units.get(name).is_some_and(is_running) {
             out.insert(name.clone());
         }
     }
@@ -435,19 +436,23 @@ mod tests {
             changed: vec!["sshd".into()],
             errors: vec![],
         };
-        let states: BTreeMap<String, UnitState> = [
-            ("etcd", UnitState::Active),
-            ("containerd", UnitState::Starting),
-            ("ntp", UnitState::Failed),
-            ("sshd", UnitState::Active),
-            ("user-runcmd", UnitState::Waiting),
+        let units: BTreeMap<String, UnitStatus> = [
+            ("etcd", UnitState::Active, 10),
+            ("containerd", UnitState::Starting, 11),
+            ("ntp", UnitState::Failed, 0),
+            ("sshd", UnitState::Active, 12),
+            ("user-runcmd", UnitState::Waiting, 0),
+            // A oneshot that is done: not run again.
+            ("user-bootcmd", UnitState::Active, 0),
         ]
         .into_iter()
-        .map(|(n, s)| (n.to_string(), s))
+        .map(|(n, state, pid)| (n.to_string(), UnitStatus { pid, ..UnitStatus::new(n, state) }))
         .collect();
         let changed: Vec<String> =
-            ["sshd", "user-runcmd", "old", "etcd", "ntp", "containerd", "etcd", "gone"].map(String::from).to_vec();
-        assert_eq!(units_to_restart(&changed, &reloaded, &states), ["containerd", "etcd"]);
+            ["sshd", "user-runcmd", "old", "etcd", "ntp", "containerd", "etcd", "gone", "user-bootcmd"]
+                .map(String::from)
+                .to_vec();
+        assert_eq!(units_to_restart(&changed, &reloaded, &units), ["containerd", "etcd"]);
     }
 
     #[test]

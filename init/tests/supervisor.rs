@@ -1122,3 +1122,64 @@ fn exec_stop_is_bounded_by_stop_timeout_and_the_stop_bound_counts_it() {
         h.stop_all().await.unwrap();
     });
 }
+
+// ---- user data: a change reloads and restarts what it touched -----------------
+
+#[test]
+fn a_config_change_reloads_the_units_and_restarts_what_it_touched() {
+    use berth_init::pid1::provision::{after_change, Place};
+    use berth_init::power::ShutdownFlag;
+    use berth_provision::machine::ChangeReport;
+
+    let env = Env::new("userdata");
+    let sleeper = |description: &str| {
+        format!(
+            "description = \"{description}\"\n[service]\nexec = [\"/bin/sleep\", \"30\"]\nstop_timeout = \"200ms\"\n"
+        )
+    };
+    // Reads a file user data writes: its unit file stays the same.
+    env.unit("reads", &sleeper("reads a config file"));
+    env.unit("removed", &sleeper("removed by the change"));
+    env.unit("edited", &sleeper("before"));
+    env.unit("untouched", &sleeper("not named by the change"));
+    env.unit("done", "[service]\nexec = [\"/bin/true\"]\nkind = \"oneshot\"\n");
+    run(async {
+        let h = env.start();
+        let mut before = std::collections::BTreeMap::new();
+        for name in ["reads", "removed", "edited", "untouched", "done"] {
+            before.insert(name, wait_state(&h, name, UnitState::Active).await.pid);
+        }
+        env.remove_unit("removed");
+        env.unit("added", &sleeper("new"));
+        env.unit("edited", &sleeper("after"));
+        let changed = ChangeReport {
+            changes: vec!["wrote /etc/reads.conf (0644 root:root)".into()],
+            units_changed: ["reads", "removed", "added", "edited", "done"].map(String::from).to_vec(),
+            hostname: Some("not-set-in-tests".into()),
+            warnings: vec!["w".into()],
+            trial_until: Some(7),
+        };
+        let place = Place {
+            root: env.dir.clone(),
+            unit_dirs: vec![env.dir.join("units")],
+            set_hostname: false,
+            shutdown: ShutdownFlag::default(),
+        };
+        let r = after_change(&h, changed, &place).await;
+        assert_eq!(r.started, ["added"]);
+        assert_eq!(r.stopped, ["removed"]);
+        assert_eq!(r.restarted, ["edited", "reads"]);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!((r.hostname.as_str(), r.trial_until, r.warnings.len()), ("not-set-in-tests", 7, 1));
+        for name in ["reads", "edited"] {
+            let s = wait_for(&h, name, Duration::from_secs(10), |s| s.state == UnitState::Active && s.pid != 0).await;
+            assert_ne!(s.pid, before[name], "{name} was not restarted");
+            assert!(!alive(before[name]), "{name}'s old process still runs");
+        }
+        assert_eq!(h.status("untouched").await.unwrap().pid, before["untouched"]);
+        assert_eq!(h.status("done").await.unwrap().restarts, 0, "a oneshot that is done does not run again");
+        wait_state(&h, "added", UnitState::Active).await;
+        wait_gone(before["removed"], Duration::from_secs(5)).await;
+        h.stop_all().await.unwrap();
+    });
+}

@@ -167,7 +167,7 @@ impl Pid1 {
         let (button_tx, button_rx) = mpsc::channel(4);
         let (power_tx, power_rx) = mpsc::channel(4);
         let shutdown_flag = ShutdownFlag::default();
-        let (provisioning, trial_rx) = Provisioning::new(shutdown_flag.clone());
+        let (provisioning, trial_rx) = Provisioning::new(provision::Place::machine(shutdown_flag.clone()));
         // Service logs and PID1's own, held in memory until /var is mounted.
         match Journal::start(journal::LogLimits::default()) {
             Ok(j) => {

@@ -9,6 +9,7 @@
 //! [`crate::provision::provision_at_boot`]).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +21,7 @@ use crate::api::{ConfigReport, ControlError, ReloadOutcome};
 use crate::info;
 use crate::power::ShutdownFlag;
 use crate::provision::{is_running, units_to_restart, ReaperRunner};
-use crate::status::UnitState;
+use crate::status::{UnitState, UnitStatus};
 use crate::supervisor::SupervisorHandle;
 use crate::unit;
 
@@ -40,12 +41,41 @@ pub struct Provisioning {
     /// One change (apply, confirm, revert) at a time.
     busy: tokio::sync::Mutex<()>,
     timer: mpsc::UnboundedSender<TrialTimer>,
-    shutdown: ShutdownFlag,
+    /// Where changes go: `/` and the machine's hostname in PID1.
+    place: Place,
 }
 
-/// The host `berth_provision` changes: this machine.
-fn host(shutdown: &ShutdownFlag) -> FsHost<ReaperRunner> {
-    FsHost { root: "/".into(), runner: ReaperRunner::new(Some(shutdown.clone())), set_kernel_hostname: true }
+/// Where changes go.
+#[derive(Clone, Debug)]
+pub struct Place {
+    /// The root `berth_provision` writes under.
+    pub root: PathBuf,
+    /// The unit directories reloaded after a change.
+    pub unit_dirs: Vec<PathBuf>,
+    /// Whether the kernel's hostname is set (only on the machine itself).
+    pub set_hostname: bool,
+    pub shutdown: ShutdownFlag,
+}
+
+impl Place {
+    /// The machine PID1 runs: `/`, its unit directories, its hostname.
+    pub fn machine(shutdown: ShutdownFlag) -> Place {
+        Place {
+            root: "/".into(),
+            unit_dirs: unit::UNIT_DIRS.iter().map(PathBuf::from).collect(),
+            set_hostname: true,
+            shutdown,
+        }
+    }
+
+    /// The host `berth_provision` changes.
+    fn host(&self) -> FsHost<ReaperRunner> {
+        FsHost {
+            root: self.root.clone(),
+            runner: ReaperRunner::new(Some(self.shutdown.clone())),
+            set_kernel_hostname: self.set_hostname,
+        }
+    }
 }
 
 /// Runs `f` on the blocking pool; a panic in it (a bug) is an error.
@@ -79,9 +109,9 @@ fn console_line(what: &str, r: &ConfigReport) -> String {
 
 impl Provisioning {
     /// The loop keeps the receiver and arms its timer from it.
-    pub fn new(shutdown: ShutdownFlag) -> (Provisioning, mpsc::UnboundedReceiver<TrialTimer>) {
+    pub fn new(place: Place) -> (Provisioning, mpsc::UnboundedReceiver<TrialTimer>) {
         let (timer, rx) = mpsc::unbounded_channel();
-        (Provisioning { status: Mutex::new(None), busy: tokio::sync::Mutex::new(()), timer, shutdown }, rx)
+        (Provisioning { status: Mutex::new(None), busy: tokio::sync::Mutex::new(()), timer, place }, rx)
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Status>> {
@@ -100,8 +130,8 @@ impl Provisioning {
     /// After a change: the record in force is what the status says now
     /// (the boot's errors were about a document no longer in force).
     async fn refresh(&self) {
-        let shutdown = self.shutdown.clone();
-        let shown = blocking("reading the record", move || machine::show(&host(&shutdown))).await.ok().flatten();
+        let place = self.place.clone();
+        let shown = blocking("reading the record", move || machine::show(&place.host())).await.ok().flatten();
         let mut guard = self.lock();
         let probe_ms = guard.as_ref().map_or(0, |s| s.probe_ms);
         *guard = Some(match shown {
@@ -133,17 +163,17 @@ impl Provisioning {
         try_for: Option<Duration>,
     ) -> Result<ConfigReport, ControlError> {
         let _one = self.busy.lock().await;
-        let shutdown = self.shutdown.clone();
+        let place = self.place.clone();
         let name = source.clone();
         let changed = blocking("applying the configuration", move || {
-            machine::change(&mut host(&shutdown), &name, &bytes, try_for, SystemTime::now())
+            machine::change(&mut place.host(), &name, &bytes, try_for, SystemTime::now())
         })
         .await?
         .map_err(change_error)?;
         if let Some(until) = changed.trial_until {
             let _ = self.timer.send(TrialTimer::Arm(until));
         }
-        let report = after_change(units, changed).await;
+        let report = after_change(units, changed, &self.place).await;
         self.refresh().await;
         info!("{}", console_line(&format!("applied {source}"), &report));
         for p in &report.problems {
@@ -155,8 +185,8 @@ impl Provisioning {
     /// `berthctl config confirm`.
     pub async fn confirm(&self) -> Result<(), ControlError> {
         let _one = self.busy.lock().await;
-        let shutdown = self.shutdown.clone();
-        blocking("confirming the configuration", move || machine::confirm(&mut host(&shutdown)))
+        let place = self.place.clone();
+        blocking("confirming the configuration", move || machine::confirm(&mut place.host()))
             .await?
             .map_err(change_error)?;
         let _ = self.timer.send(TrialTimer::Disarm);
@@ -167,8 +197,8 @@ impl Provisioning {
 
     /// `berthctl config show`.
     pub async fn show(&self) -> Result<Option<InForce>, ControlError> {
-        let shutdown = self.shutdown.clone();
-        blocking("reading the record", move || machine::show(&host(&shutdown))).await
+        let place = self.place.clone();
+        blocking("reading the record", move || machine::show(&place.host())).await
     }
 
     /// The trial's time ran out (the loop's timer): the last known good
@@ -176,11 +206,11 @@ impl Provisioning {
     /// any more (confirmed meanwhile) is not an error.
     pub async fn revert(&self, units: &SupervisorHandle) {
         let _one = self.busy.lock().await;
-        let shutdown = self.shutdown.clone();
-        let reverted = blocking("reverting the trial", move || machine::revert(&mut host(&shutdown))).await;
+        let place = self.place.clone();
+        let reverted = blocking("reverting the trial", move || machine::revert(&mut place.host())).await;
         match reverted {
             Ok(Ok(changed)) => {
-                let report = after_change(units, changed).await;
+                let report = after_change(units, changed, &self.place).await;
                 self.refresh().await;
                 info!("{}", console_line("no confirm within the trial: reverted", &report));
                 for p in &report.problems {
@@ -197,8 +227,9 @@ impl Provisioning {
 /// Reads the unit files again and applies them: new units start, removed
 /// (or masked) ones stop, changed ones restart if they ran; then the
 /// running units the change touched whose unit file stayed the same are
-/// restarted (what they read changed), and the hostname is set.
-async fn after_change(units: &SupervisorHandle, changed: ChangeReport) -> ConfigReport {
+/// restarted (what they read changed), and the hostname is set (when
+/// `place` says so).
+pub async fn after_change(units: &SupervisorHandle, changed: ChangeReport, place: &Place) -> ConfigReport {
     let mut report = ConfigReport {
         changes: changed.changes,
         units_changed: changed.units_changed,
@@ -207,14 +238,20 @@ async fn after_change(units: &SupervisorHandle, changed: ChangeReport) -> Config
         trial_until: changed.trial_until.unwrap_or(0),
         ..ConfigReport::default()
     };
-    if !report.hostname.is_empty() {
+    if place.set_hostname && !report.hostname.is_empty() {
         if let Err(e) = nix::unistd::sethostname(&report.hostname) {
             report.problems.push(format!("hostname {}: {e}", report.hostname));
         }
     }
-    let before: BTreeMap<String, UnitState> =
-        units.list().await.unwrap_or_default().into_iter().map(|s| (s.name, s.state)).collect();
-    let reloaded = match blocking("reading the unit files", || unit::plan(unit::load_system())).await {
+    let before: BTreeMap<String, UnitStatus> =
+        units.list().await.unwrap_or_default().into_iter().map(|s| (s.name.clone(), s)).collect();
+    let dirs = place.unit_dirs.clone();
+    let reloaded = match blocking("reading the unit files", move || {
+        let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        unit::plan(unit::load(&dirs))
+    })
+    .await
+    {
         Ok(plan) => {
             let errors: Vec<String> = plan.errors.iter().map(ToString::to_string).collect();
             match units.reload(plan).await {
@@ -241,8 +278,7 @@ async fn after_change(units: &SupervisorHandle, changed: ChangeReport) -> Config
         .collect();
     report.started = reloaded.added.clone();
     report.stopped = reloaded.removed.clone();
-    report.restarted =
-        reloaded.changed.iter().filter(|n| before.get(*n).copied().is_some_and(is_running)).cloned().collect();
+    report.restarted = reloaded.changed.iter().filter(|n| before.get(*n).is_some_and(is_running)).cloned().collect();
     for (name, task) in restarts {
         match task.await {
             Ok(Ok(s)) if s.state == UnitState::Failed => {
