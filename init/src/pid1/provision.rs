@@ -25,6 +25,9 @@ use crate::status::{UnitState, UnitStatus};
 use crate::supervisor::SupervisorHandle;
 use crate::unit;
 
+/// How long after a failed revert it is tried again.
+const REVERT_RETRY: Duration = Duration::from_secs(60);
+
 /// What the control API asks of the loop's trial timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrialTimer {
@@ -128,8 +131,9 @@ impl Provisioning {
     }
 
     /// After a change: the record in force is what the status says now
-    /// (the boot's errors were about a document no longer in force).
-    async fn refresh(&self) {
+    /// (the boot's errors were about a document no longer in force), and
+    /// `trial_until` the trial's end.
+    async fn refresh(&self, trial_until: Option<u64>) {
         let place = self.place.clone();
         let shown = blocking("reading the record", move || machine::show(&place.host())).await.ok().flatten();
         let mut guard = self.lock();
@@ -146,10 +150,13 @@ impl Provisioning {
                 trial_until: f.trial_until,
             },
             None => match guard.take() {
-                Some(s) => Status { trial_until: None, ..s },
+                Some(s) => s,
                 None => crate::provision::failed_status("user data: no record after a change"),
             },
         });
+        if let Some(s) = guard.as_mut() {
+            s.trial_until = trial_until;
+        }
     }
 
     /// `berthctl config apply`: validates and applies, then reloads the
@@ -169,12 +176,18 @@ impl Provisioning {
             machine::change(&mut place.host(), &name, &bytes, try_for, SystemTime::now())
         })
         .await?
-        .map_err(change_error)?;
-        if let Some(until) = changed.trial_until {
+        .map_err(|e| {
+            if let ChangeError::Invalid(d) = &e {
+                info!("config: {source}: invalid ({} errors), nothing applied", d.len());
+            }
+            change_error(e)
+        })?;
+        let trial_until = changed.trial_until;
+        if let Some(until) = trial_until {
             let _ = self.timer.send(TrialTimer::Arm(until));
         }
         let report = after_change(units, changed, &self.place).await;
-        self.refresh().await;
+        self.refresh(trial_until).await;
         info!("{}", console_line(&format!("applied {source}"), &report));
         for p in &report.problems {
             info!("config: {p}");
@@ -190,7 +203,7 @@ impl Provisioning {
             .await?
             .map_err(change_error)?;
         let _ = self.timer.send(TrialTimer::Disarm);
-        self.refresh().await;
+        self.refresh(None).await;
         info!("config: the configuration on trial is confirmed");
         Ok(())
     }
@@ -211,16 +224,24 @@ impl Provisioning {
         match reverted {
             Ok(Ok(changed)) => {
                 let report = after_change(units, changed, &self.place).await;
-                self.refresh().await;
+                self.refresh(None).await;
                 info!("{}", console_line("no confirm within the trial: reverted", &report));
                 for p in &report.problems {
                     info!("config: {p}");
                 }
             }
             Ok(Err(ChangeError::NoTrial)) => {}
-            Ok(Err(e)) => info!("config: reverting the trial failed: {e}"),
-            Err(e) => info!("config: {e}"),
+            Ok(Err(e)) => self.revert_again(&e),
+            Err(e) => self.revert_again(&e),
         }
+    }
+
+    /// A revert that failed is tried again, and said each time: the trial
+    /// is what could lock the user out.
+    fn revert_again(&self, e: &dyn std::fmt::Display) {
+        info!("config: reverting the trial failed: {e}; trying again in {} s", REVERT_RETRY.as_secs());
+        let again = crate::provision::epoch_secs(SystemTime::now()) + REVERT_RETRY.as_secs();
+        let _ = self.timer.send(TrialTimer::Arm(again));
     }
 }
 
