@@ -20,6 +20,10 @@ use crate::{info, journal, log};
 use berth_provision::machine::BootOutcome;
 
 type Pending<T> = oneshot::Receiver<T>;
+
+/// While user data is applied at boot, how often the console says the
+/// units wait for it.
+pub(super) const USER_DATA_REMINDER: Duration = Duration::from_secs(30);
 type Outcome<T> = Result<T, oneshot::error::RecvError>;
 
 /// Where early boot is.
@@ -157,7 +161,11 @@ impl Pid1 {
     fn start_provisioning(&mut self, machine_id: String, first_boot: bool) {
         let shutdown = self.shutdown_flag.clone();
         match spawn_phase("boot-userdata", &self.shutdown_flag, move |_| provision_at_boot(shutdown, machine_id)) {
-            Ok(rx) => self.boot = Boot::Provisioning { rx, first_boot },
+            Ok(rx) => {
+                self.boot = Boot::Provisioning { rx, first_boot };
+                let now = std::time::Instant::now();
+                self.user_data_slow = Some((now, now + USER_DATA_REMINDER));
+            }
             Err(e) => {
                 let why = format!("user data: starting the boot thread: {e}; booting with the defaults");
                 info!("{why}");
@@ -169,6 +177,7 @@ impl Pid1 {
 
     pub(super) fn provisioned(&mut self, r: Outcome<(BootOutcome, Vec<String>)>, first_boot: bool) {
         self.boot = Boot::Done;
+        self.user_data_slow = None;
         match r {
             Ok((outcome, lines)) => {
                 for line in lines {

@@ -79,6 +79,7 @@ enum Event {
     DeadlineDue,
     Trial(TrialTimer),
     TrialDue,
+    UserDataSlow,
     Tick,
 }
 
@@ -118,6 +119,9 @@ pub struct Pid1 {
     trial_rx: mpsc::UnboundedReceiver<TrialTimer>,
     /// When a `config apply --try` reverts unless confirmed.
     trial: Option<Instant>,
+    /// While the boot step of user data runs: when it began, and when to
+    /// say on the console that the units still wait for it.
+    user_data_slow: Option<(Instant, Instant)>,
 }
 
 async fn until(t: Option<Instant>) {
@@ -200,6 +204,7 @@ impl Pid1 {
             provisioning: Arc::new(provisioning),
             trial_rx,
             trial: None,
+            user_data_slow: None,
         }
     }
 
@@ -257,6 +262,7 @@ impl Pid1 {
             () = until(self.deadline.as_ref().map(|(_, t)| *t)) => Event::DeadlineDue,
             Some(t) = self.trial_rx.recv() => Event::Trial(t),
             () = until(self.trial) => Event::TrialDue,
+            () = until(self.user_data_slow.map(|(_, t)| t)) => Event::UserDataSlow,
             () = tokio::time::sleep(backstop) => Event::Tick,
         }
     }
@@ -302,6 +308,15 @@ impl Pid1 {
             Event::DeadlineDue => self.deadline_due(),
             Event::Trial(t) => self.arm_trial(t),
             Event::TrialDue => self.trial_due(),
+            Event::UserDataSlow => {
+                if let Some((began, next)) = &mut self.user_data_slow {
+                    info!(
+                        "user data: still being applied after {} s; the units start when it is done",
+                        began.elapsed().as_secs()
+                    );
+                    *next = Instant::now() + early_boot::USER_DATA_REMINDER;
+                }
+            }
             Event::EmergencyDue => {
                 if let Some((line, next)) = &mut self.emergency {
                     log::line(line.clone());
