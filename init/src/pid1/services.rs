@@ -137,6 +137,15 @@ fn control_error(e: SupervisorError) -> ControlError {
     }
 }
 
+/// Runs `f` as a task of its own, to its end even when the caller's future
+/// is dropped; the caller gets its result.
+fn detached<T: Send + 'static>(
+    f: impl Future<Output = Result<T, ControlError>> + Send + 'static,
+) -> impl Future<Output = Result<T, ControlError>> + Send {
+    let task = tokio::spawn(f);
+    async move { task.await.map_err(|e| ControlError::Failed(format!("the change's task failed: {e}")))? }
+}
+
 impl Control for ManagerControl {
     fn list(&self) -> impl Future<Output = Vec<UnitStatus>> + Send {
         let h = self.handle.clone();
@@ -207,12 +216,14 @@ impl Control for ManagerControl {
         try_for: Option<Duration>,
     ) -> impl Future<Output = Result<ConfigReport, ControlError>> + Send {
         let (p, h, source) = (self.provisioning.clone(), self.handle.clone(), source.to_string());
-        async move { p.apply(&h, source, bytes, try_for).await }
+        // A task of its own: a client that hangs up half-way does not stop
+        // a change between its files and the units' reload.
+        detached(async move { p.apply(&h, source, bytes, try_for).await })
     }
 
     fn config_confirm(&self) -> impl Future<Output = Result<(), ControlError>> + Send {
         let p = self.provisioning.clone();
-        async move { p.confirm().await }
+        detached(async move { p.confirm().await })
     }
 
     fn config_show(&self) -> impl Future<Output = Result<Option<InForce>, ControlError>> + Send {
