@@ -129,7 +129,8 @@ impl Runner for ReaperRunner {
             // here: the pipe ends when the child's do.
         };
         let mut tail = Tail { buf: Vec::new(), max: MAX_OUTPUT };
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add is no timeout.
+        let deadline = Instant::now().checked_add(timeout);
         let mut open = true;
         loop {
             match rx.try_recv() {
@@ -150,16 +151,16 @@ impl Runner for ReaperRunner {
                 }
                 Err(TryRecvError::Empty) => {}
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
             if left.is_zero() {
                 break;
             }
             if open {
                 open = read_some(&mut pipe, &mut tail, left.min(POLL_SLICE));
             } else {
-                match rx.recv_timeout(left) {
+                match rx.recv_timeout(left.min(Duration::from_secs(3600))) {
                     Ok(status) => return Ok(ran(status, tail)),
-                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => {
                         return Err(io::Error::other("the command's waiter was dropped without a status"));
                     }
@@ -365,6 +366,12 @@ mod tests {
         let (r, took) = run_reaped(&["sh", "-c", "sleep 5 & echo done"], Duration::from_secs(20));
         assert_eq!(r.unwrap().output, "done\n");
         assert!(took < Duration::from_secs(4), "took {took:?}");
+    }
+
+    #[test]
+    fn a_timeout_too_long_to_add_is_none() {
+        let (r, _) = run_reaped(&["sh", "-c", "exit 4"], Duration::MAX);
+        assert_eq!(r.unwrap().code, Some(4));
     }
 
     #[test]

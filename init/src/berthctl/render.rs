@@ -155,9 +155,16 @@ pub fn status_details(s: &UnitStatus, now_us: u64, logs: &[Record]) -> String {
     out
 }
 
-/// A time in seconds since the epoch, as RFC 3339 in UTC.
+/// The last second RFC 3339 can write: 9999-12-31T23:59:59Z.
+const LAST_RFC3339: u64 = 253_402_300_799;
+
+/// A time in seconds since the epoch, as RFC 3339 in UTC (`@SECONDS`
+/// past the year 9999).
 pub fn epoch_time(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+    match SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)) {
+        Some(t) if secs <= LAST_RFC3339 => humantime::format_rfc3339_seconds(t).to_string(),
+        _ => format!("@{secs}"),
+    }
 }
 
 /// When a trial reverts: `2026-12-01T06:50:00Z (in 1m 30s)`.
@@ -390,6 +397,14 @@ mod tests {
         assert_eq!(config_problems(&r), "berthctl: applied, but: restarting etcd: failed: exit 1\n");
         assert_eq!(config_report(&ConfigReport::default(), 0), "no changes\n");
         assert_eq!(config_problems(&ConfigReport::default()), "");
+    }
+
+    #[test]
+    fn times_past_rfc3339_do_not_panic() {
+        assert_eq!(epoch_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(epoch_time(LAST_RFC3339), "9999-12-31T23:59:59Z");
+        assert_eq!(epoch_time(u64::MAX), format!("@{}", u64::MAX));
+        assert!(provisioning(&Status { trial_until: Some(u64::MAX), ..rejected() }, 0).contains("reverts at @"));
     }
 
     #[test]

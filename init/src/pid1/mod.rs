@@ -351,7 +351,11 @@ impl Pid1 {
     /// Arms (or disarms) the timer of a `config apply --try`.
     pub(super) fn arm_trial(&mut self, t: TrialTimer) {
         self.trial = match t {
-            TrialTimer::Arm(until) => Some(Instant::now() + crate::provision::until_epoch(until, SystemTime::now())),
+            TrialTimer::Arm(until) => {
+                // A time too far to add: at most a day (a trial lasts no longer).
+                let left = crate::provision::until_epoch(until, SystemTime::now()).min(Duration::from_secs(86_400));
+                Instant::now().checked_add(left)
+            }
             TrialTimer::Disarm => None,
         };
     }

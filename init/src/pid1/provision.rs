@@ -240,7 +240,7 @@ impl Provisioning {
     /// is what could lock the user out.
     fn revert_again(&self, e: &dyn std::fmt::Display) {
         info!("config: reverting the trial failed: {e}; trying again in {} s", REVERT_RETRY.as_secs());
-        let again = crate::provision::epoch_secs(SystemTime::now()) + REVERT_RETRY.as_secs();
+        let again = crate::provision::epoch_secs(SystemTime::now()).saturating_add(REVERT_RETRY.as_secs());
         let _ = self.timer.send(TrialTimer::Arm(again));
     }
 }
