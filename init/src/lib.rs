@@ -28,6 +28,9 @@ pub mod boot;
 pub mod api;
 pub mod berthctl;
 
+// User data: the boot step's runner and the decisions after a change.
+pub mod provision;
+
 // Shared plumbing.
 pub mod cgroup;
 pub mod journal;

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_init::api::{self, Control, ControlError, ReloadOutcome, ServerConfig};
+use berth_init::api::{self, ConfigReport, Control, ControlError, ReloadOutcome, ServerConfig};
 use berth_init::berthctl::{Client, ClientError};
 use berth_init::journal::{Record, Stream, Timestamp};
 use berth_init::power::Action;
 use berth_init::status::{Exit, Timeline, TimelineEntry, UnitState, UnitStatus};
+use berth_provision::machine::{InForce, Outcome, Status};
 
 // ---------------------------------------------------------------- the fake
 
@@ -24,6 +25,36 @@ struct State {
     units: Vec<UnitStatus>,
     calls: Vec<String>,
     timeline: Option<Timeline>,
+    provisioning: Option<Status>,
+    in_force: Option<InForce>,
+}
+
+/// The document the fake keeps in force (and `config show` prints).
+const IN_FORCE: &str = "#cloud-config\nhostname: web-1\n";
+
+fn boot_status() -> Status {
+    Status {
+        outcome: Outcome::Rejected,
+        source: Some("fw_cfg:opt/org.berth/user-data".into()),
+        instance_id: None,
+        sha256: None,
+        probe_ms: 4,
+        errors: vec!["fw_cfg:opt/org.berth/user-data:3: key users[0].shell: expected a string, found a list".into()],
+        warnings: vec!["fw_cfg:opt/org.berth/user-data:7: key packages: not supported by Berth".into()],
+        trial_until: None,
+    }
+}
+
+fn in_force(trial_until: Option<u64>) -> InForce {
+    InForce {
+        source: "/root/web.yaml".into(),
+        instance_id: "i-0123".into(),
+        sha256: "5e".repeat(32),
+        applied_at: 1_795_910_399,
+        warnings: vec![],
+        text: IN_FORCE.into(),
+        trial_until,
+    }
 }
 
 #[derive(Clone, Default)]
@@ -45,8 +76,18 @@ impl Fake {
                 unit("containerd", UnitState::Active, 100, Some(Exit::Signal(9)), 1_500_000),
             ];
             st.timeline = Some(boot_timeline());
+            st.provisioning = Some(boot_status());
+            st.in_force = Some(in_force(None));
         }
         fake
+    }
+
+    fn set_provisioning(&self, p: Option<Status>) {
+        self.0.lock().unwrap().provisioning = p;
+    }
+
+    fn set_in_force(&self, f: Option<InForce>) {
+        self.0.lock().unwrap().in_force = f;
     }
 
     fn calls(&self) -> Vec<String> {
@@ -102,6 +143,65 @@ impl Control for Fake {
 
     async fn power(&self, action: Action) {
         self.0.lock().unwrap().calls.push(format!("{action:?}"));
+    }
+
+    async fn provisioning(&self) -> Option<Status> {
+        self.0.lock().unwrap().provisioning.clone()
+    }
+
+    /// A document with `bad` in it is invalid; with `unit-fails`, applied
+    /// with a problem; `--try` puts it on trial.
+    async fn config_apply(
+        &self,
+        source: &str,
+        bytes: Vec<u8>,
+        try_for: Option<Duration>,
+    ) -> Result<ConfigReport, ControlError> {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let mut st = self.0.lock().unwrap();
+        st.calls.push(format!("apply {source} {} bytes, try {:?}", bytes.len(), try_for.map(|d| d.as_secs())));
+        if text.contains("bad") {
+            return Err(ControlError::Invalid(vec![
+                format!("{source}:2: key hostname: expected a string, found a list"),
+                format!("{source}:4: key write_files[0].permissions: \"0z44\" is not an octal mode"),
+            ]));
+        }
+        if st.in_force.as_ref().is_some_and(|f| f.trial_until.is_some()) {
+            return Err(ControlError::Refused("a configuration on trial reverts at 5: confirm it or wait".into()));
+        }
+        let trial_until = try_for.map(|d| 1_795_910_399 + d.as_secs());
+        st.in_force = Some(InForce { source: source.into(), text, ..in_force(trial_until) });
+        let mut report = ConfigReport {
+            changes: vec!["hostname: web-1 -> web-2".into(), "unit user-web: added".into()],
+            units_changed: vec!["user-web".into(), "etcd".into()],
+            hostname: "web-2".into(),
+            warnings: vec![format!("{source}:9: key packages: not supported by Berth")],
+            trial_until: trial_until.unwrap_or(0),
+            started: vec!["user-web".into()],
+            stopped: vec![],
+            restarted: vec!["etcd".into()],
+            problems: vec![],
+        };
+        if st.in_force.as_ref().is_some_and(|f| f.text.contains("unit-fails")) {
+            report.problems.push("restarting etcd: failed: exit 1".into());
+        }
+        Ok(report)
+    }
+
+    async fn config_confirm(&self) -> Result<(), ControlError> {
+        let mut st = self.0.lock().unwrap();
+        st.calls.push("confirm".into());
+        match &mut st.in_force {
+            Some(f) if f.trial_until.is_some() => {
+                f.trial_until = None;
+                Ok(())
+            }
+            _ => Err(ControlError::Refused("no configuration is on trial".into())),
+        }
+    }
+
+    async fn config_show(&self) -> Result<Option<InForce>, ControlError> {
+        Ok(self.0.lock().unwrap().in_force.clone())
     }
 }
 
@@ -275,7 +375,7 @@ fn status_table_lists_every_unit_sorted_with_the_failed_named() {
     assert!(lines[2].starts_with("etcd        failed  ") && lines[2].ends_with("exit 1"), "{out}");
     assert!(lines[2].contains(" 5 "), "{out}");
     assert!(lines[3].starts_with("network     active  ") && lines[3].contains(" 800ms "), "{out}");
-    assert!(out.ends_with("3 units, 1 failed: etcd\n"), "{out}");
+    assert!(out.contains("\n3 units, 1 failed: etcd\n\nUser data: rejected\n"), "{out}");
 }
 
 #[test]
@@ -711,4 +811,154 @@ fn update_without_an_updater_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.starts_with("berthctl: cannot connect to ") && err.contains("updater.sock"), "{err}");
+}
+
+// ---------------------------------------------------------------- user data
+
+#[test]
+fn status_shows_user_data_with_every_error_and_warning() {
+    let s = TestServer::start("userdata-status");
+    let o = s.ctl(&["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let section = out.split("\n\nUser data: ").nth(1).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        section,
+        "rejected\n\
+         \x20      Source: fw_cfg:opt/org.berth/user-data\n\
+         \x20 Instance-id: -\n\
+         \x20      SHA256: -\n\
+         \x20  Probe time: 4ms\n\
+         \x20       Error: fw_cfg:opt/org.berth/user-data:3: key users[0].shell: expected a string, found a list\n\
+         \x20     Warning: fw_cfg:opt/org.berth/user-data:7: key packages: not supported by Berth\n"
+    );
+    // Before the boot step ran: the units still show, the rest is said.
+    s.fake.set_provisioning(None);
+    let o = s.ctl(&["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).ends_with("3 units, 1 failed: etcd\n"), "{}", stdout(&o));
+    assert_eq!(stderr(&o), "berthctl: user data: user data: the boot step has not run\n");
+}
+
+#[test]
+fn config_apply_prints_the_changes_and_the_units() {
+    let s = TestServer::start("config-apply");
+    let doc = s.dir.0.join("web.yaml");
+    std::fs::write(&doc, "#cloud-config\nhostname: web-2\n").unwrap();
+    let o = s.ctl(&["config", "apply", doc.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let warning = format!("warning: {}:9: key packages: not supported by Berth\n", doc.display());
+    assert_eq!(
+        stdout(&o),
+        format!("hostname: web-1 -> web-2\nunit user-web: added\nstarted: user-web\nrestarted: etcd\n{warning}")
+    );
+    assert_eq!(s.fake.calls(), [format!("apply {} 30 bytes, try None", doc.display())]);
+    // The document in force, from stdin too.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .arg("--socket")
+        .arg(&s.socket)
+        .args(["config", "apply", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"#cloud-config\nunit-fails: 1\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "applied with a problem: {}", stderr(&o));
+    assert!(stdout(&o).starts_with("hostname: web-1 -> web-2\n"), "{}", stdout(&o));
+    assert_eq!(stderr(&o), "berthctl: applied, but: restarting etcd: failed: exit 1\n");
+    assert_eq!(s.fake.calls()[1], "apply stdin 28 bytes, try None");
+}
+
+#[test]
+fn an_invalid_document_prints_every_error_and_exits_1() {
+    let s = TestServer::start("config-invalid");
+    let doc = s.dir.0.join("bad.yaml");
+    std::fs::write(&doc, "#cloud-config\nhostname: [bad]\n").unwrap();
+    let o = s.ctl(&["config", "apply", doc.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "");
+    let d = doc.display();
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "{d}:2: key hostname: expected a string, found a list\n\
+             {d}:4: key write_files[0].permissions: \"0z44\" is not an octal mode\n\
+             berthctl: {d}: 2 errors: nothing applied\n"
+        )
+    );
+    // Nothing applied: the document in force is the one before.
+    assert!(stdout(&s.ctl(&["config", "show"])).ends_with(IN_FORCE));
+    // A file that is not there: its name, exit 1, nothing sent.
+    let o = s.ctl(&["config", "apply", "/nonexistent/u.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("berthctl: /nonexistent/u.yaml: "), "{}", stderr(&o));
+    assert_eq!(s.fake.calls().len(), 1);
+}
+
+#[test]
+fn config_try_then_confirm_and_show() {
+    let s = TestServer::start("config-try");
+    let doc = s.dir.0.join("net.toml");
+    std::fs::write(&doc, "#berth-config\nhostname = \"web-2\"\n").unwrap();
+    // --try takes whole seconds, 1 to a day.
+    for bad in ["0", "86401", "1m", "-5"] {
+        let o = s.ctl(&["config", "apply", doc.to_str().unwrap(), "--try", bad]);
+        assert_eq!(o.status.code(), Some(2), "--try {bad}: {}", stderr(&o));
+    }
+    let o = s.ctl(&["config", "apply", doc.to_str().unwrap(), "--try", "90"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\non trial: reverts at 2026-11-29T00:01:29Z (in "), "{}", stdout(&o));
+    assert_eq!(s.fake.calls(), [format!("apply {} 33 bytes, try Some(90)", doc.display())]);
+    let o = s.ctl(&["config", "show"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with(&format!("     Source: {}\nInstance-id: i-0123\n", doc.display())), "{out}");
+    assert!(out.contains("      Trial: reverts at 2026-11-29T00:01:29Z"), "{out}");
+    assert!(out.ends_with("\n\n#berth-config\nhostname = \"web-2\"\n"), "{out}");
+    // Another change while one is on trial is refused.
+    let o = s.ctl(&["config", "apply", doc.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("berthctl: a configuration on trial reverts"), "{}", stderr(&o));
+    let o = s.ctl(&["config", "confirm"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "confirmed: the configuration on trial stays in force\n");
+    assert!(stdout(&s.ctl(&["config", "show"])).contains("      Trial: none\n"));
+    let o = s.ctl(&["config", "confirm"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "berthctl: no configuration is on trial\n");
+    // Nothing in force at all.
+    s.fake.set_in_force(None);
+    let o = s.ctl(&["config", "show"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("no user data is in force"), "{}", stdout(&o));
+}
+
+#[test]
+fn the_client_api_carries_user_data() {
+    let s = TestServer::start("client-userdata");
+    s.fake.set_in_force(Some(in_force(Some(1_795_910_490))));
+    s.client(async |c| {
+        assert_eq!(c.provisioning().await.unwrap(), boot_status());
+        assert_eq!(c.config_show().await.unwrap(), Some(in_force(Some(1_795_910_490))));
+        c.config_confirm().await.unwrap();
+        let report = c.config_apply("u.yaml", b"#cloud-config\n", Some(30)).await.unwrap();
+        assert_eq!(report.trial_until, 1_795_910_429);
+        assert_eq!(report.units_changed, ["user-web", "etcd"]);
+        assert_eq!(report.hostname, "web-2");
+        match c.config_apply("u.yaml", b"bad", None).await {
+            Err(ClientError::Remote { name, message }) => {
+                assert_eq!(name, "Invalid");
+                assert_eq!(message.lines().count(), 2, "{message}");
+                assert!(message.starts_with("u.yaml:2: key hostname: "), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Too big, or too long a trial: refused before the manager sees it.
+        let big = vec![b'#'; api::server::MAX_CONFIG_BYTES + 1];
+        assert!(matches!(c.config_apply("big", &big, None).await, Err(ClientError::Remote { name, .. }) if name == "Refused"));
+        assert!(matches!(c.config_apply("u", b"x", Some(86_401)).await, Err(ClientError::Remote { name, .. }) if name == "Refused"));
+    });
+    assert_eq!(s.fake.calls(), ["confirm", "apply u.yaml 14 bytes, try Some(30)", "apply u.yaml 3 bytes, try None"]);
 }

@@ -8,6 +8,9 @@
 //! fine for the server, a long wait costs only the caller's task.
 
 use std::future::Future;
+use std::time::Duration;
+
+use berth_provision::machine::{InForce, Status};
 
 use serde::{Deserialize, Serialize};
 use zbus::zvariant::Type;
@@ -29,6 +32,10 @@ pub enum ControlError {
     /// Tried and failed; the text says what failed.
     #[error("{0}")]
     Failed(String),
+    /// A document given to `config apply` is invalid, nothing of it was
+    /// applied: one error per line, each `SOURCE:LINE: key K: message`.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
 }
 
 /// What a reload of the unit files changed, by unit name (each sorted), and
@@ -40,6 +47,34 @@ pub struct ReloadOutcome {
     pub removed: Vec<String>,
     pub changed: Vec<String>,
     pub errors: Vec<String>,
+}
+
+/// What `berthctl config apply` did (and what a trial's revert did): the
+/// change as `berth_provision::machine::ChangeReport` words it, then what
+/// PID1 did after it. On the wire: `(asassastasasasas)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ConfigReport {
+    /// One line per change, for people (`hostname: a -> b`).
+    pub changes: Vec<String>,
+    /// The units whose files (or what they read) the change touched.
+    pub units_changed: Vec<String>,
+    /// The hostname set; "" when it did not change.
+    pub hostname: String,
+    /// The document's warnings (keys Berth does not implement, ...).
+    pub warnings: Vec<String>,
+    /// A trial (`--try`): when it reverts, in seconds since the epoch; 0
+    /// for none.
+    pub trial_until: u64,
+    /// What the reload of the unit files started (new units), stopped
+    /// (removed or masked) and restarted (changed, or touched by the
+    /// change while running), each sorted.
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub restarted: Vec<String>,
+    /// What went wrong after the change was applied, one line each: a unit
+    /// file that does not load, a restart that failed, the hostname not
+    /// set. The change itself stays applied.
+    pub problems: Vec<String>,
 }
 
 /// The service manager as the control API sees it.
@@ -57,4 +92,21 @@ pub trait Control: Send + Sync + 'static {
     /// Asks for a clean shutdown; resolves once it is asked for (the reply
     /// still goes out before services are stopped).
     fn power(&self, action: Action) -> impl Future<Output = ()> + Send;
+    /// What became of user data at boot (and since, through `config
+    /// apply`); `None` before the boot step ran.
+    fn provisioning(&self) -> impl Future<Output = Option<Status>> + Send;
+    /// Validates the document (`source` names it in the errors) and
+    /// applies it, then reloads the units and restarts what it touched.
+    /// `try_for`: it reverts after that long unless confirmed. An invalid
+    /// document: [`ControlError::Invalid`], nothing applied.
+    fn config_apply(
+        &self,
+        source: &str,
+        bytes: Vec<u8>,
+        try_for: Option<Duration>,
+    ) -> impl Future<Output = Result<ConfigReport, ControlError>> + Send;
+    /// The configuration on trial becomes the one in force.
+    fn config_confirm(&self) -> impl Future<Output = Result<(), ControlError>> + Send;
+    /// The document in force and its record; `None`: none was applied.
+    fn config_show(&self) -> impl Future<Output = Result<Option<InForce>, ControlError>> + Send;
 }

@@ -19,7 +19,16 @@
 //!   FollowNext(u timeout_ms)    -> a(xss)              records after those
 //!   Timeline()                  -> (tta(stttas))
 //!   Reboot() PowerOff()
-//! errors: org.berth.Manager1.Error.{NoUnit,Refused,Failed,Io}, text = the message
+//!   Provisioning()              -> (sssstasast)        user data: outcome source instance-id
+//!                                                      sha256 probe_ms errors warnings trial_until
+//!   ConfigApply(s name, ay document, u try_seconds)
+//!                               -> (asassastasasasas)  changes units_changed hostname warnings
+//!                                                      trial_until started stopped restarted problems
+//!   ConfigConfirm()
+//!   ConfigShow()                -> (bssstasst)         present source instance-id sha256
+//!                                                      applied_at warnings text trial_until
+//! errors: org.berth.Manager1.Error.{NoUnit,Refused,Failed,Io,Invalid}, text = the message
+//! (Invalid: a document's errors, one per line)
 //! ```
 //!
 //! The service manager is behind the [`Control`] trait, so the API (and
@@ -30,7 +39,7 @@ pub mod server;
 pub mod wire;
 
 pub use berth_dbus::sasl;
-pub use control::{Control, ControlError, ReloadOutcome};
+pub use control::{ConfigReport, Control, ControlError, ReloadOutcome};
 pub use server::{serve, serve_with, ServerConfig, ServerHandle};
 
 /// The D-Bus interface PID1 serves.

@@ -22,8 +22,8 @@ use berth_dbus::{CallLimit, PeerConfig, PeerServer};
 use tokio::sync::OwnedSemaphorePermit;
 use zbus::connection::Builder;
 
-use super::control::{Control, ControlError, ReloadOutcome};
-use super::wire::{WireRecord, WireStatus, WireTimeline};
+use super::control::{ConfigReport, Control, ControlError, ReloadOutcome};
+use super::wire::{WireInForce, WireProvisioning, WireRecord, WireStatus, WireTimeline};
 use super::OBJECT_PATH;
 use crate::info;
 use crate::journal::{self, Follower, Record};
@@ -40,6 +40,11 @@ pub const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(10);
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 /// Calls one connection may have in flight; more are refused at once.
 pub const MAX_CALLS_PER_CONNECTION: usize = 8;
+/// The largest document `ConfigApply` takes (cloud providers cap user
+/// data at 16 KiB to 64 KiB; gzip'd documents are smaller still).
+pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+/// The longest trial `ConfigApply` takes: a day.
+pub const MAX_TRY_SECONDS: u32 = 24 * 3600;
 
 /// How the server runs. [`ServerConfig::new`] has the values PID1 uses.
 #[derive(Clone, Debug)]
@@ -203,6 +208,8 @@ pub enum ApiError {
     Refused(String),
     Failed(String),
     Io(String),
+    /// An invalid document: one `SOURCE:LINE: key K: message` per line.
+    Invalid(String),
 }
 
 impl From<ControlError> for ApiError {
@@ -211,6 +218,7 @@ impl From<ControlError> for ApiError {
             ControlError::NoUnit(_) => ApiError::NoUnit(e.to_string()),
             ControlError::Refused(m) => ApiError::Refused(m),
             ControlError::Failed(m) => ApiError::Failed(m),
+            ControlError::Invalid(lines) => ApiError::Invalid(lines.join("\n")),
         }
     }
 }
@@ -411,6 +419,46 @@ impl<C: Control> Manager<C> {
         let _permit = self.permit()?;
         self.control().power(Action::Poweroff).await;
         Ok(())
+    }
+
+    /// What became of user data: outcome, source, instance-id, sha256,
+    /// probe time, errors, warnings, the trial's end (0: none).
+    async fn provisioning(&self) -> Result<WireProvisioning, ApiError> {
+        let _permit = self.permit()?;
+        match self.control().provisioning().await {
+            Some(s) => Ok(WireProvisioning::from(&s)),
+            None => Err(ApiError::Refused("user data: the boot step has not run".into())),
+        }
+    }
+
+    /// Validates and applies a document (`name` names it in errors); with
+    /// `try_seconds` > 0 it reverts after that long unless confirmed. An
+    /// invalid document: the `Invalid` error, one problem per line.
+    async fn config_apply(&self, name: &str, bytes: Vec<u8>, try_seconds: u32) -> Result<ConfigReport, ApiError> {
+        let _permit = self.permit()?;
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return Err(ApiError::Refused(format!(
+                "{name}: {} bytes; a document has at most {MAX_CONFIG_BYTES}",
+                bytes.len()
+            )));
+        }
+        if try_seconds > MAX_TRY_SECONDS {
+            return Err(ApiError::Refused(format!("a trial lasts at most {MAX_TRY_SECONDS} s, not {try_seconds}")));
+        }
+        let try_for = (try_seconds > 0).then(|| Duration::from_secs(u64::from(try_seconds)));
+        Ok(self.control().config_apply(name, bytes, try_for).await?)
+    }
+
+    /// Makes the configuration on trial the one in force.
+    async fn config_confirm(&self) -> Result<(), ApiError> {
+        let _permit = self.permit()?;
+        Ok(self.control().config_confirm().await?)
+    }
+
+    /// The document in force and its record (`present` false: none).
+    async fn config_show(&self) -> Result<WireInForce, ApiError> {
+        let _permit = self.permit()?;
+        Ok(WireInForce::from(self.control().config_show().await?.as_ref()))
     }
 }
 

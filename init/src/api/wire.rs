@@ -6,10 +6,12 @@
 //! value). Converting back checks what it reads: a reply from a newer or
 //! broken server is an error, not a guess.
 
+use berth_provision::machine::{InForce, Status};
 use serde::{Deserialize, Serialize};
 use zbus::zvariant::Type;
 
 use crate::journal::{Record, Stream, Timestamp};
+use crate::provision::{outcome_name, parse_outcome};
 use crate::status::{Exit, Timeline, TimelineEntry, UnitState, UnitStatus};
 
 /// [`UnitStatus`] on the wire: `(ssssutusit)`.
@@ -57,6 +59,37 @@ pub struct WireRecord {
     pub stream: String,
     pub text: String,
     pub continued: bool,
+}
+
+/// Provisioning's [`Status`] on the wire: `(sssstasast)`; a missing
+/// value is "" (0 for the trial).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct WireProvisioning {
+    /// [`crate::provision::outcome_name`].
+    pub outcome: String,
+    pub source: String,
+    pub instance_id: String,
+    pub sha256: String,
+    pub probe_ms: u64,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Seconds since the epoch; 0: no trial.
+    pub trial_until: u64,
+}
+
+/// `config show`'s [`InForce`] on the wire: `(bssstasst)`; `present`
+/// false: no document was applied (the rest is empty).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct WireInForce {
+    pub present: bool,
+    pub source: String,
+    pub instance_id: String,
+    pub sha256: String,
+    pub applied_at: u64,
+    pub warnings: Vec<String>,
+    pub text: String,
+    /// Seconds since the epoch; 0: no trial.
+    pub trial_until: u64,
 }
 
 /// A reply that does not read as what it should be.
@@ -175,6 +208,93 @@ impl TryFrom<WireRecord> for Record {
     }
 }
 
+fn none_if_empty(s: String) -> Option<String> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+fn none_if_zero(t: u64) -> Option<u64> {
+    (t != 0).then_some(t)
+}
+
+impl From<&Status> for WireProvisioning {
+    fn from(s: &Status) -> WireProvisioning {
+        WireProvisioning {
+            outcome: outcome_name(&s.outcome).to_string(),
+            source: s.source.clone().unwrap_or_default(),
+            instance_id: s.instance_id.clone().unwrap_or_default(),
+            sha256: s.sha256.clone().unwrap_or_default(),
+            probe_ms: s.probe_ms,
+            errors: s.errors.clone(),
+            warnings: s.warnings.clone(),
+            trial_until: s.trial_until.unwrap_or(0),
+        }
+    }
+}
+
+impl TryFrom<WireProvisioning> for Status {
+    type Error = BadReply;
+
+    fn try_from(w: WireProvisioning) -> Result<Status, BadReply> {
+        let outcome = parse_outcome(&w.outcome)
+            .ok_or_else(|| BadReply(format!("unknown provisioning outcome {:?}", w.outcome)))?;
+        Ok(Status {
+            outcome,
+            source: none_if_empty(w.source),
+            instance_id: none_if_empty(w.instance_id),
+            sha256: none_if_empty(w.sha256),
+            probe_ms: w.probe_ms,
+            errors: w.errors,
+            warnings: w.warnings,
+            trial_until: none_if_zero(w.trial_until),
+        })
+    }
+}
+
+impl From<Option<&InForce>> for WireInForce {
+    fn from(f: Option<&InForce>) -> WireInForce {
+        match f {
+            Some(f) => WireInForce {
+                present: true,
+                source: f.source.clone(),
+                instance_id: f.instance_id.clone(),
+                sha256: f.sha256.clone(),
+                applied_at: f.applied_at,
+                warnings: f.warnings.clone(),
+                text: f.text.clone(),
+                trial_until: f.trial_until.unwrap_or(0),
+            },
+            None => WireInForce {
+                present: false,
+                source: String::new(),
+                instance_id: String::new(),
+                sha256: String::new(),
+                applied_at: 0,
+                warnings: vec![],
+                text: String::new(),
+                trial_until: 0,
+            },
+        }
+    }
+}
+
+impl From<WireInForce> for Option<InForce> {
+    fn from(w: WireInForce) -> Option<InForce> {
+        w.present.then(|| InForce {
+            source: w.source,
+            instance_id: w.instance_id,
+            sha256: w.sha256,
+            applied_at: w.applied_at,
+            warnings: w.warnings,
+            text: w.text,
+            trial_until: none_if_zero(w.trial_until),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +345,68 @@ mod tests {
         assert_eq!(WireTimeline::SIGNATURE.to_string(), "(tta(stttas))");
         assert_eq!(WireRecord::SIGNATURE.to_string(), "(xssb)");
         assert_eq!(crate::api::ReloadOutcome::SIGNATURE.to_string(), "(asasasas)");
+        assert_eq!(WireProvisioning::SIGNATURE.to_string(), "(sssstasast)");
+        assert_eq!(WireInForce::SIGNATURE.to_string(), "(bssstasst)");
+        assert_eq!(crate::api::ConfigReport::SIGNATURE.to_string(), "(asassastasasasas)");
+    }
+
+    #[test]
+    fn provisioning_round_trips() {
+        use berth_provision::machine::Outcome;
+        let full = Status {
+            outcome: Outcome::Rejected,
+            source: Some("nocloud:/dev/vdb:user-data".into()),
+            instance_id: Some("i-1".into()),
+            sha256: Some("ab".repeat(32)),
+            probe_ms: 12,
+            errors: vec!["nocloud:/dev/vdb:user-data:3: key users: expected a list".into()],
+            warnings: vec!["w".into()],
+            trial_until: Some(1_795_910_399),
+        };
+        let empty = Status {
+            outcome: Outcome::None,
+            source: None,
+            instance_id: None,
+            sha256: None,
+            probe_ms: 0,
+            errors: vec![],
+            warnings: vec![],
+            trial_until: None,
+        };
+        for s in [full, empty] {
+            assert_eq!(Status::try_from(WireProvisioning::from(&s)), Ok(s));
+        }
+        let mut w = WireProvisioning::from(&Status {
+            outcome: Outcome::Applied,
+            ..Status::try_from(WireProvisioning {
+                outcome: "none".into(),
+                source: String::new(),
+                instance_id: String::new(),
+                sha256: String::new(),
+                probe_ms: 0,
+                errors: vec![],
+                warnings: vec![],
+                trial_until: 0,
+            })
+            .unwrap()
+        });
+        assert_eq!(w.outcome, "applied");
+        w.outcome = "half".into();
+        assert!(Status::try_from(w).is_err());
+    }
+
+    #[test]
+    fn in_force_round_trips() {
+        let f = InForce {
+            source: "/root/u.yaml".into(),
+            instance_id: "i-1".into(),
+            sha256: "00".repeat(32),
+            applied_at: 1_795_910_399,
+            warnings: vec!["w".into()],
+            text: "#cloud-config\nhostname: a\n".into(),
+            trial_until: Some(1_795_910_499),
+        };
+        assert_eq!(Option::<InForce>::from(WireInForce::from(Some(&f))), Some(f));
+        assert_eq!(Option::<InForce>::from(WireInForce::from(None)), None);
     }
 }

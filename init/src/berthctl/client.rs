@@ -11,8 +11,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use zbus::zvariant::DynamicType;
 
-use crate::api::control::ReloadOutcome;
-use crate::api::wire::{BadReply, WireRecord, WireStatus, WireTimeline};
+use berth_provision::machine::{InForce, Status};
+
+use crate::api::control::{ConfigReport, ReloadOutcome};
+use crate::api::wire::{BadReply, WireInForce, WireProvisioning, WireRecord, WireStatus, WireTimeline};
 use crate::journal::Record;
 use crate::status::{Timeline, UnitStatus};
 
@@ -22,6 +24,10 @@ pub use berth_dbus::ClientError;
 /// Starting and stopping may take a while (a stop waits for the unit's
 /// processes to go).
 pub const START_STOP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Applying a configuration runs commands, reloads the units and
+/// restarts the ones it touched (each may take its start timeout).
+pub const CONFIG_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// PID1's control API as a client sees it.
 pub const SERVICE: Service = berth_dbus::MANAGER;
@@ -111,6 +117,34 @@ impl Client {
 
     pub async fn power_off(&self) -> Result<(), ClientError> {
         self.call("PowerOff", &(), self.timeout).await
+    }
+
+    /// What became of user data at boot (and since).
+    pub async fn provisioning(&self) -> Result<Status, ClientError> {
+        let status: WireProvisioning = self.call("Provisioning", &(), self.timeout).await?;
+        Ok(Status::try_from(status)?)
+    }
+
+    /// Applies `document` (`name` names it in the errors); `try_seconds`:
+    /// reverted after that long unless confirmed. An invalid document is
+    /// [`ClientError::Remote`] named `Invalid`, one error per line.
+    pub async fn config_apply(
+        &self,
+        name: &str,
+        document: &[u8],
+        try_seconds: Option<u32>,
+    ) -> Result<ConfigReport, ClientError> {
+        self.call("ConfigApply", &(name, document, try_seconds.unwrap_or(0)), self.timeout.max(CONFIG_TIMEOUT)).await
+    }
+
+    pub async fn config_confirm(&self) -> Result<(), ClientError> {
+        self.call("ConfigConfirm", &(), self.timeout.max(CONFIG_TIMEOUT)).await
+    }
+
+    /// The document in force and its record; `None`: none was applied.
+    pub async fn config_show(&self) -> Result<Option<InForce>, ClientError> {
+        let shown: WireInForce = self.call("ConfigShow", &(), self.timeout).await?;
+        Ok(shown.into())
     }
 }
 

@@ -2,7 +2,7 @@
 //! habits.
 //!
 //! ```text
-//! berthctl [--socket PATH] status [UNIT]     table, or one unit + its last 10 log lines
+//! berthctl [--socket PATH] status [UNIT]     table and user data, or one unit + its last 10 log lines
 //! berthctl start|stop|restart UNIT
 //! berthctl reload                            read the unit files again
 //! berthctl logs UNIT [-f] [-n N]             the last N lines (10), -f: then follow;
@@ -12,13 +12,18 @@
 //! berthctl update status                      slots, versions, counters, bless, failed versions
 //! berthctl update install FILE|URL [--force]  into the other slot, with a progress bar
 //! berthctl update rollback | check [URL]      boot the other slot next | the newest published
+//! berthctl config apply FILE [--try SECONDS]  validate and apply user data (FILE `-`: stdin);
+//!                                             --try: reverted unless confirmed in time
+//! berthctl config confirm | show              keep the trial | the document in force, its record
 //! ```
 //!
-//! Exit codes: 0 ok; 1 an error (the message on stderr); 3 `status UNIT`
-//! of a unit that is not active; 2 a usage error (clap's).
+//! Exit codes: 0 ok; 1 an error (the message on stderr; an invalid document:
+//! each error, nothing applied); 3 `status UNIT` of a unit that is not
+//! active; 4 `config apply` applied, with problems after it (a unit that did
+//! not restart, ...: on stderr); 2 a usage error (clap's).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -75,6 +80,32 @@ enum Command {
         #[command(subcommand)]
         action: UpdateCommand,
     },
+    /// User data on a running machine: apply a changed document, keep a
+    /// trial, show what is in force.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate a document (#cloud-config or #berth-config) and apply it:
+    /// prints what changed and the units restarted; an invalid document
+    /// prints every error and applies nothing.
+    Apply {
+        /// The document; `-` reads stdin.
+        file: PathBuf,
+        /// Revert to the configuration in force now unless `berthctl
+        /// config confirm` comes within SECONDS (at most a day).
+        #[arg(long = "try", value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=86_400))]
+        try_seconds: Option<u32>,
+    },
+    /// Keep the configuration on trial.
+    Confirm,
+    /// The document in force: where it came from, its instance-id,
+    /// sha256, when it was applied, a trial's end, then the text.
+    Show,
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,6 +239,55 @@ async fn run_update(socket: &std::path::Path, action: UpdateCommand) -> Result<u
     Ok(0)
 }
 
+/// Seconds since the epoch now.
+fn now_secs() -> u64 {
+    berth_init::provision::epoch_secs(std::time::SystemTime::now())
+}
+
+/// The document `config apply` sends, and its name in errors: the path as
+/// given, or `stdin`.
+fn read_document(file: &std::path::Path) -> Result<(String, Vec<u8>), Failure> {
+    if file.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        io::stdin().read_to_end(&mut bytes)?;
+        return Ok(("stdin".into(), bytes));
+    }
+    let name = file.display().to_string();
+    match std::fs::read(file) {
+        Ok(bytes) => Ok((name, bytes)),
+        Err(e) => Err(Failure::Io(io::Error::new(e.kind(), format!("{name}: {e}")))),
+    }
+}
+
+/// `berthctl config ...`.
+async fn run_config(client: &Client, action: ConfigCommand) -> Result<u8, Failure> {
+    match action {
+        ConfigCommand::Apply { file, try_seconds } => {
+            let (name, bytes) = read_document(&file)?;
+            match client.config_apply(&name, &bytes, try_seconds).await {
+                Ok(report) => {
+                    print(&render::config_report(&report, now_secs()))?;
+                    if !report.problems.is_empty() {
+                        let _ = io::stderr().write_all(render::config_problems(&report).as_bytes());
+                        return Ok(4);
+                    }
+                }
+                Err(ClientError::Remote { name: kind, message }) if kind == "Invalid" => {
+                    let _ = io::stderr().write_all(render::config_invalid(&name, &message).as_bytes());
+                    return Ok(1);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ConfigCommand::Confirm => {
+            client.config_confirm().await?;
+            print("confirmed: the configuration on trial stays in force\n")?;
+        }
+        ConfigCommand::Show => print(&render::in_force(client.config_show().await?.as_ref(), now_secs()))?,
+    }
+    Ok(0)
+}
+
 async fn run(cli: Cli) -> Result<u8, Failure> {
     if let Command::Update { action } = cli.command {
         return run_update(&cli.updater_socket, action).await;
@@ -217,6 +297,14 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Status { unit: None } => {
             let units = client.list().await?;
             print(&render::status_table(&units, monotonic_us()))?;
+            // The units matter more: user data that cannot be asked for is
+            // said, not fatal.
+            match client.provisioning().await {
+                Ok(p) => print(&render::provisioning(&p, now_secs()))?,
+                Err(e) => {
+                    let _ = writeln!(io::stderr(), "berthctl: user data: {e}");
+                }
+            }
         }
         Command::Status { unit: Some(unit) } => {
             let status = client.status(&unit).await?;
@@ -266,6 +354,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let timeline = client.timeline().await?;
             print(&analyze::report(&timeline))?;
         }
+        Command::Config { action } => return run_config(&client, action).await,
         Command::Update { .. } => {}
     }
     Ok(0)

@@ -1,6 +1,9 @@
 //! Early boot as PID1 runs it: the two phases of [`crate::boot`] (mounts,
 //! then storage and identity), each on a plain thread so that the event
-//! loop keeps reaping the tools they run; then the services.
+//! loop keeps reaping the tools they run; then user data (found and
+//! applied on a thread of its own, before the units are read, so that
+//! they see its result); then the services. A failure of the user data
+//! step never stops the boot: the machine comes up with its defaults.
 
 use std::future::pending;
 use std::io;
@@ -12,9 +15,15 @@ use super::Pid1;
 use crate::boot::data::Prepared;
 use crate::boot::{self, BootFailure, BootReport, PhaseOne, RealSystem};
 use crate::power::ShutdownFlag;
+use crate::provision::{failed_status, provision_at_boot};
 use crate::{info, journal, log};
+use berth_provision::machine::BootOutcome;
 
 type Pending<T> = oneshot::Receiver<T>;
+
+/// While user data is applied at boot, how often the console says the
+/// units wait for it.
+pub(super) const USER_DATA_REMINDER: Duration = Duration::from_secs(30);
 type Outcome<T> = Result<T, oneshot::error::RecvError>;
 
 /// Where early boot is.
@@ -22,6 +31,11 @@ pub(super) enum Boot {
     NotStarted,
     Mounting(Pending<PhaseOne>),
     Storage(Pending<Result<BootReport, BootFailure>>),
+    /// User data; `first_boot` is for the services that start after it.
+    Provisioning {
+        rx: Pending<(BootOutcome, Vec<String>)>,
+        first_boot: bool,
+    },
     Done,
 }
 
@@ -29,6 +43,7 @@ pub(super) enum Boot {
 pub(super) enum BootEvent {
     Mounts(Outcome<PhaseOne>),
     Storage(Outcome<Result<BootReport, BootFailure>>),
+    Provisioned(Outcome<(BootOutcome, Vec<String>)>, bool),
 }
 
 /// Resolves when the running phase has a result; never while none runs.
@@ -36,6 +51,7 @@ pub(super) async fn boot_progress(boot: &mut Boot) -> BootEvent {
     match boot {
         Boot::Mounting(rx) => BootEvent::Mounts(rx.await),
         Boot::Storage(rx) => BootEvent::Storage(rx.await),
+        Boot::Provisioning { rx, first_boot } => BootEvent::Provisioned(rx.await, *first_boot),
         Boot::NotStarted | Boot::Done => pending().await,
     }
 }
@@ -127,7 +143,7 @@ impl Pid1 {
                     }
                 }
                 self.start_shell();
-                self.start_services(matches!(report.data.prepared, Prepared::Formatted { .. }));
+                self.start_provisioning(report.machine_id, matches!(report.data.prepared, Prepared::Formatted { .. }));
             }
             Ok(Err(failure)) => {
                 self.enter_emergency(&failure.step.to_string(), &failure.error);
@@ -138,5 +154,47 @@ impl Pid1 {
                 self.start_shell();
             }
         }
+    }
+
+    /// User data: probed for and applied on a boot thread, while this loop
+    /// reaps the tools it runs. The services start when it is done.
+    fn start_provisioning(&mut self, machine_id: String, first_boot: bool) {
+        let shutdown = self.shutdown_flag.clone();
+        match spawn_phase("boot-userdata", &self.shutdown_flag, move |_| provision_at_boot(shutdown, machine_id)) {
+            Ok(rx) => {
+                self.boot = Boot::Provisioning { rx, first_boot };
+                let now = std::time::Instant::now();
+                self.user_data_slow = Some((now, now + USER_DATA_REMINDER));
+            }
+            Err(e) => {
+                let why = format!("user data: starting the boot thread: {e}; booting with the defaults");
+                info!("{why}");
+                self.provisioning.set_status(failed_status(&why));
+                self.start_services(first_boot);
+            }
+        }
+    }
+
+    pub(super) fn provisioned(&mut self, r: Outcome<(BootOutcome, Vec<String>)>, first_boot: bool) {
+        self.boot = Boot::Done;
+        self.user_data_slow = None;
+        match r {
+            Ok((outcome, lines)) => {
+                for line in lines {
+                    info!("{line}");
+                }
+                if let Some(until) = outcome.status.trial_until {
+                    self.arm_trial(super::provision::TrialTimer::Arm(until));
+                }
+                self.provisioning.set_status(outcome.status);
+            }
+            Err(_) => {
+                // Its thread panicked (a bug): nothing is known of what it did.
+                let why = "user data: the boot step ended without a result; booting with the defaults";
+                info!("{why}");
+                self.provisioning.set_status(failed_status(why));
+            }
+        }
+        self.start_services(first_boot);
     }
 }

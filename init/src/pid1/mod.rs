@@ -11,6 +11,7 @@ mod deadline;
 mod early_boot;
 pub mod emergency;
 pub mod power_button;
+pub mod provision;
 pub mod services;
 pub mod shell;
 pub mod shutdown;
@@ -20,7 +21,7 @@ use std::future::pending;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use berth_layout::paths::{ADMIN_CONSOLE, SHELL};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -35,6 +36,7 @@ use crate::status::UnitState;
 use crate::supervisor::Settle;
 use crate::{info, log, timing};
 use early_boot::{boot_progress, Boot, BootEvent};
+use provision::{Provisioning, TrialTimer};
 use services::Services;
 use shutdown::RealOps;
 pub use signals::signal_name;
@@ -75,6 +77,9 @@ enum Event {
     Settled(Settle),
     FeedWatchdog,
     DeadlineDue,
+    Trial(TrialTimer),
+    TrialDue,
+    UserDataSlow,
     Tick,
 }
 
@@ -108,6 +113,15 @@ pub struct Pid1 {
     counted: Option<String>,
     /// A counted boot's deadline and when to look at it next.
     deadline: Option<(BootDeadline, Instant)>,
+    /// User data's state (the boot step's outcome, `config apply`).
+    provisioning: Arc<Provisioning>,
+    /// The control API arms and disarms the trial timer through this.
+    trial_rx: mpsc::UnboundedReceiver<TrialTimer>,
+    /// When a `config apply --try` reverts unless confirmed.
+    trial: Option<Instant>,
+    /// While the boot step of user data runs: when it began, and when to
+    /// say on the console that the units still wait for it.
+    user_data_slow: Option<(Instant, Instant)>,
 }
 
 async fn until(t: Option<Instant>) {
@@ -156,6 +170,8 @@ impl Pid1 {
     pub fn new(start: Duration) -> Pid1 {
         let (button_tx, button_rx) = mpsc::channel(4);
         let (power_tx, power_rx) = mpsc::channel(4);
+        let shutdown_flag = ShutdownFlag::default();
+        let (provisioning, trial_rx) = Provisioning::new(provision::Place::machine(shutdown_flag.clone()));
         // Service logs and PID1's own, held in memory until /var is mounted.
         match Journal::start(journal::LogLimits::default()) {
             Ok(j) => {
@@ -181,10 +197,14 @@ impl Pid1 {
             power_tx,
             power_rx,
             pending_power: None,
-            shutdown_flag: ShutdownFlag::default(),
+            shutdown_flag,
             watchdog: None,
             counted: None,
             deadline: None,
+            provisioning: Arc::new(provisioning),
+            trial_rx,
+            trial: None,
+            user_data_slow: None,
         }
     }
 
@@ -240,6 +260,9 @@ impl Pid1 {
             s = settle_change(&mut self.settle) => Event::Settled(s),
             () = feed_tick(feeder) => Event::FeedWatchdog,
             () = until(self.deadline.as_ref().map(|(_, t)| *t)) => Event::DeadlineDue,
+            Some(t) = self.trial_rx.recv() => Event::Trial(t),
+            () = until(self.trial) => Event::TrialDue,
+            () = until(self.user_data_slow.map(|(_, t)| t)) => Event::UserDataSlow,
             () = tokio::time::sleep(backstop) => Event::Tick,
         }
     }
@@ -256,6 +279,7 @@ impl Pid1 {
             }
             Event::Boot(BootEvent::Mounts(r)) => self.mounts_done(r),
             Event::Boot(BootEvent::Storage(r)) => self.storage_done(r),
+            Event::Boot(BootEvent::Provisioned(r, first_boot)) => self.provisioned(r, first_boot),
             Event::ShellExited => {
                 self.shell.running = None;
                 self.shell.pid = None;
@@ -282,6 +306,17 @@ impl Pid1 {
                 }
             }
             Event::DeadlineDue => self.deadline_due(),
+            Event::Trial(t) => self.arm_trial(t),
+            Event::TrialDue => self.trial_due(),
+            Event::UserDataSlow => {
+                if let Some((began, next)) = &mut self.user_data_slow {
+                    info!(
+                        "user data: still being applied after {} s; the units start when it is done",
+                        began.elapsed().as_secs()
+                    );
+                    *next = Instant::now() + early_boot::USER_DATA_REMINDER;
+                }
+            }
             Event::EmergencyDue => {
                 if let Some((line, next)) = &mut self.emergency {
                     log::line(line.clone());
@@ -292,7 +327,13 @@ impl Pid1 {
     }
 
     pub(super) fn start_services(&mut self, first_boot: bool) {
-        match Services::start(first_boot, self.start, self.ready_us.clone(), self.power_tx.clone()) {
+        match Services::start(
+            first_boot,
+            self.start,
+            self.ready_us.clone(),
+            self.power_tx.clone(),
+            self.provisioning.clone(),
+        ) {
             Ok(services) => {
                 let settle = services.settle.clone();
                 let now = settle.borrow().clone();
@@ -305,6 +346,31 @@ impl Pid1 {
                 self.print_ready(&[]);
             }
         }
+    }
+
+    /// Arms (or disarms) the timer of a `config apply --try`.
+    pub(super) fn arm_trial(&mut self, t: TrialTimer) {
+        self.trial = match t {
+            TrialTimer::Arm(until) => {
+                // A time too far to add: at most a day (a trial lasts no longer).
+                let left = crate::provision::until_epoch(until, SystemTime::now()).min(Duration::from_secs(86_400));
+                Instant::now().checked_add(left)
+            }
+            TrialTimer::Disarm => None,
+        };
+    }
+
+    /// A trial ran out without a confirm: it is reverted, off this thread
+    /// (the revert runs commands this loop reaps).
+    fn trial_due(&mut self) {
+        self.trial = None;
+        let Some(services) = &self.services else {
+            info!("config: the trial ran out, but no service manager runs to revert it");
+            return;
+        };
+        info!("config: no `berthctl config confirm` within the trial: reverting");
+        let (p, units) = (self.provisioning.clone(), services.handle.clone());
+        tokio::spawn(async move { p.revert(&units).await });
     }
 
     /// The system is ready once every unit it needs has settled (active,

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_layout::paths::{CONTROL_SOCKET, LOG_DIR, RUN_DIR};
+use berth_provision::machine::{InForce, Status};
 use tokio::sync::{mpsc, watch};
 
-use crate::api::{self, Control, ControlError, ReloadOutcome, ServerHandle};
+use super::provision::Provisioning;
+use crate::api::{self, ConfigReport, Control, ControlError, ReloadOutcome, ServerHandle};
 use crate::cgroup::{self, Cgroups};
 use crate::info;
 use crate::journal;
@@ -42,12 +44,14 @@ pub struct Services {
 
 impl Services {
     /// Starts the supervisor with the system's units. `first_boot`: the
-    /// data partition was formatted during this boot.
+    /// data partition was formatted during this boot. `provisioning`: user
+    /// data's state, for the control API.
     pub fn start(
         first_boot: bool,
         pid1_start: Duration,
         ready_us: Arc<AtomicU64>,
         power: mpsc::Sender<Action>,
+        provisioning: Arc<Provisioning>,
     ) -> std::io::Result<Services> {
         // /run/berth holds the units' notify sockets, which services running
         // as other users must reach, next to the control socket, which only
@@ -73,7 +77,7 @@ impl Services {
         };
         let handle = Supervisor::spawn_thread(config, load_plan(), journal::global(), Reaper::global())?;
         let settle = handle.settled();
-        let control = ManagerControl { handle: handle.clone(), power, ready_us };
+        let control = ManagerControl { handle: handle.clone(), power, ready_us, provisioning };
         let mut services = Services { handle, settle, control, server: None };
         services.ensure_server();
         Ok(services)
@@ -120,6 +124,7 @@ struct ManagerControl {
     power: mpsc::Sender<Action>,
     /// CLOCK_MONOTONIC µs of the ready line, 0 before.
     ready_us: Arc<AtomicU64>,
+    provisioning: Arc<Provisioning>,
 }
 
 fn control_error(e: SupervisorError) -> ControlError {
@@ -130,6 +135,15 @@ fn control_error(e: SupervisorError) -> ControlError {
         }
         e @ SupervisorError::Gone => ControlError::Failed(e.to_string()),
     }
+}
+
+/// Runs `f` as a task of its own, to its end even when the caller's future
+/// is dropped; the caller gets its result.
+fn detached<T: Send + 'static>(
+    f: impl Future<Output = Result<T, ControlError>> + Send + 'static,
+) -> impl Future<Output = Result<T, ControlError>> + Send {
+    let task = tokio::spawn(f);
+    async move { task.await.map_err(|e| ControlError::Failed(format!("the change's task failed: {e}")))? }
 }
 
 impl Control for ManagerControl {
@@ -188,5 +202,32 @@ impl Control for ManagerControl {
         async move {
             let _ = tx.send(action).await;
         }
+    }
+
+    fn provisioning(&self) -> impl Future<Output = Option<Status>> + Send {
+        let p = self.provisioning.clone();
+        async move { p.status() }
+    }
+
+    fn config_apply(
+        &self,
+        source: &str,
+        bytes: Vec<u8>,
+        try_for: Option<Duration>,
+    ) -> impl Future<Output = Result<ConfigReport, ControlError>> + Send {
+        let (p, h, source) = (self.provisioning.clone(), self.handle.clone(), source.to_string());
+        // A task of its own: a client that hangs up half-way does not stop
+        // a change between its files and the units' reload.
+        detached(async move { p.apply(&h, source, bytes, try_for).await })
+    }
+
+    fn config_confirm(&self) -> impl Future<Output = Result<(), ControlError>> + Send {
+        let p = self.provisioning.clone();
+        detached(async move { p.confirm().await })
+    }
+
+    fn config_show(&self) -> impl Future<Output = Result<Option<InForce>, ControlError>> + Send {
+        let p = self.provisioning.clone();
+        async move { p.show().await }
     }
 }
