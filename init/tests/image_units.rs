@@ -292,3 +292,24 @@ fn containerd_and_etcd_may_open_many_files_and_ssh_sessions_outlive_the_listener
     assert_eq!(s.service.kill_mode, KillMode::Main, "a restart or crash of dropbear must leave the sessions alone");
     assert_eq!(s.restart.policy, RestartPolicy::Always);
 }
+
+/// Every unit file user data can generate (`berth_provision::generate`:
+/// runcmd, ntp, static network, sshd and etcd overrides) loads with the
+/// image's units without an error: provision cannot link berth-init's unit
+/// reader, so this is where its texts meet it.
+#[test]
+fn units_generated_from_user_data_load_with_the_image_units() {
+    let examples = berth_provision::generate::examples();
+    assert!(examples.len() >= 5, "the generated examples: {:?}", examples.iter().map(|e| &e.0).collect::<Vec<_>>());
+    for (file, text) in examples {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{file}.toml")), &text).unwrap();
+        let plan = unit::plan(unit::load(&[&unit_dir(), dir.path()]));
+        let unit = plan.units.get(&name(&file));
+        assert!(unit.is_some_and(|u| u.file.starts_with(dir.path())), "{file} is not the generated unit: {unit:?}");
+        let errors: Vec<String> = plan.errors.iter().map(ToString::to_string).collect();
+        assert!(errors.is_empty(), "{file}:\n{text}\nunit errors:\n{}", errors.join("\n"));
+        let excluded: Vec<String> = plan.excluded.iter().map(|(n, x)| format!("{n}: {}", x.reason)).collect();
+        assert!(excluded.is_empty(), "{file}: units left out:\n{}", excluded.join("\n"));
+    }
+}
