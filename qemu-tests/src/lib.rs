@@ -36,6 +36,7 @@ pub mod http;
 pub mod oci;
 mod qmp;
 pub mod releases;
+pub mod ssh;
 mod settings;
 mod shell;
 pub mod updates;

@@ -12,12 +12,13 @@
 //!   session still answers; a new login works after each.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
+use berth_qemu::ssh::{free_port, ssh, KeyPair};
 
 /// The main process of an active unit, from `berthctl status UNIT`.
 #[track_caller]
@@ -52,36 +53,12 @@ fn pair(soft: &str, hard: &str) -> (String, String) {
 }
 
 /// A free TCP port on the host's loopback.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("its address").port()
-}
-
-/// The OpenSSH client into the guest with the test's key.
-fn ssh(port: u16, key: &Path) -> Command {
-    let mut c = Command::new("ssh");
-    c.arg("-i").arg(key).args(["-p", &port.to_string()]);
-    for o in [
-        "StrictHostKeyChecking=no",
-        "UserKnownHostsFile=/dev/null",
-        "BatchMode=yes",
-        "IdentitiesOnly=yes",
-        "ConnectTimeout=20",
-        "LogLevel=ERROR",
-        "ServerAliveInterval=5",
-    ] {
-        c.args(["-o", o]);
-    }
-    c.arg("root@127.0.0.1");
-    c
-}
-
 /// A new login runs `echo` within `limit` (the listener may be coming
 /// back); panics with ssh's last words otherwise.
 fn login_works(vm: &Vm, port: u16, key: &Path, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
-        let out = ssh(port, key).arg("echo login-$((6*7))").stdin(Stdio::null()).output().expect("running ssh");
+        let out = ssh(port, key, "root").arg("echo login-$((6*7))").stdin(Stdio::null()).output().expect("running ssh");
         let stdout = String::from_utf8_lossy(&out.stdout);
         if out.status.success() && stdout.lines().any(|l| l.trim() == "login-42") {
             return;
@@ -107,7 +84,7 @@ struct Session {
 
 impl Session {
     fn open(port: u16, key: &Path) -> Session {
-        let mut child = ssh(port, key)
+        let mut child = ssh(port, key, "root")
             .args(["-T", "sh"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -159,25 +136,9 @@ impl Drop for Session {
     }
 }
 
-/// A key pair made for this test (OpenSSH's ssh-keygen), in `dir`.
-fn key_pair(dir: &Path) -> (PathBuf, String) {
-    std::fs::create_dir_all(dir).expect("the key directory");
-    let key = dir.join("id_ed25519");
-    let _ = std::fs::remove_file(&key);
-    let _ = std::fs::remove_file(key.with_extension("pub"));
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "berth-limits-test", "-f"])
-        .arg(&key)
-        .status()
-        .expect("running ssh-keygen (openssh-client)");
-    assert!(st.success(), "ssh-keygen: {st}");
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("the public key");
-    (key, public.trim().to_string())
-}
-
 #[test]
 fn limits_are_generous_where_needed_and_ssh_sessions_outlive_the_listener() {
-    let port = free_port();
+    let port = free_port().expect("a free port");
     let net = vec![
         "-netdev".to_string(),
         format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22"),
@@ -215,7 +176,7 @@ fn limits_are_generous_where_needed_and_ssh_sessions_outlive_the_listener() {
 
     // ---- SSH sessions ----
     let dir = berth_qemu::vms_dir().join(format!("limits-ssh-{}", std::process::id()));
-    let (key, public) = key_pair(&dir);
+    let KeyPair { private: key, public } = KeyPair::new(&dir, "id_ed25519").expect("a key pair");
     vm.sh_ok(&format!(
         "mkdir -p /var/root/.ssh && chmod 700 /var/root/.ssh && echo '{public}' > /var/root/.ssh/authorized_keys \
              && chmod 600 /var/root/.ssh/authorized_keys"
