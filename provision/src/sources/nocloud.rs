@@ -103,9 +103,17 @@ pub fn volume(sys: &dyn System, device: &Path) -> Option<Volume> {
     None
 }
 
+/// The size (512-byte sectors) the kernel's sr driver gives a CD-ROM drive
+/// whose capacity it could not read: no disc (`drivers/scsi/sr.c` sets
+/// `capacity = 0x1fffff`). A real disc has 2048-byte sectors, so its size
+/// is a multiple of 4 and never this.
+pub const SR_NO_CAPACITY: u64 = 0x1f_ffff;
+
 /// The first block device (in name order) whose label is a seed label;
-/// also how many devices were looked at. Devices of size 0 (empty
-/// drives, unused loop devices) are skipped.
+/// also how many devices were looked at. Devices of size 0 (unused loop
+/// devices) and empty CD-ROM drives ([`SR_NO_CAPACITY`]) are skipped
+/// without opening them: opening an empty drive costs over 100 ms of
+/// retries, and QEMU's q35 machine has one by default.
 pub fn find_seed(sys: &dyn System) -> (Option<Volume>, usize) {
     let names = sys.list_dir(Path::new(SYS_BLOCK)).ok().flatten().unwrap_or_default();
     let mut looked = 0;
@@ -117,7 +125,7 @@ pub fn find_seed(sys: &dyn System) -> (Option<Volume>, usize) {
             .flatten()
             .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u64>().ok())
             .unwrap_or(0);
-        if sectors == 0 {
+        if sectors == 0 || (name.starts_with("sr") && sectors == SR_NO_CAPACITY) {
             continue;
         }
         looked += 1;
