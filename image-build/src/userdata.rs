@@ -74,7 +74,8 @@ pub enum Seed {
     FwCfg,
     /// A NoCloud seed: a vfat volume labelled CIDATA on a second virtio disk.
     Nocloud,
-    /// A NoCloud seed as an iso9660 volume labelled cidata (cloud-localds' kind).
+    /// A NoCloud seed as an iso9660 volume labelled cidata (cloud-localds'
+    /// kind) on a second virtio disk.
     NocloudIso,
     /// An EC2-style metadata service (IMDSv2) on the host, the VM's DMI
     /// saying "Amazon EC2", its network 169.254.0.0/16.

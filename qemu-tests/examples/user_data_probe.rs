@@ -3,7 +3,7 @@
 //! the probe found and, for IMDS, what the host's metadata service saw:
 //!
 //!     cargo build -p berth-qemu --example probe
-//!     cargo run -p berth-qemu --example user_data_probe -- fw_cfg|nocloud|nocloud-iso|imds|none
+//!     cargo run -p berth-qemu --example user_data_probe -- fw_cfg|nocloud|nocloud-iso|nocloud-cdrom|imds|none
 //!
 //! This checks the kernel options (FW_CFG_SYSFS, DMIID, ISO9660), the
 //! harness (fw_cfg, seed, -smbios, the metadata network) and the probe
@@ -46,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "fw_cfg" => cfg = cfg.user_data(&ud),
         "nocloud" => cfg = cfg.seed(seed(&dir, SeedFormat::Vfat, &files)?),
         "nocloud-iso" => cfg = cfg.seed(seed(&dir, SeedFormat::Iso9660, &files)?),
+        "nocloud-cdrom" => cfg = cfg.seed_cdrom(seed(&dir, SeedFormat::Iso9660, &files)?),
         "imds" => {
             let server = ImdsServer::start(Some(USER_DATA.as_bytes()), "i-0123456789abcdef0")?;
             cfg = cfg.ec2().imds_port(server.port());

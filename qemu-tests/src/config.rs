@@ -58,6 +58,9 @@ pub struct VmConfig {
     /// A NoCloud seed volume ([`crate::nocloud_seed`]), raw and read-only,
     /// on virtio-blk after the stick (the guest's next `/dev/vdX`).
     pub seed: Option<PathBuf>,
+    /// The seed on a SATA CD-ROM drive (the guest's `/dev/sr0`) instead of
+    /// virtio-blk: how ISO seeds usually come (`-cdrom`, libvirt, Proxmox).
+    pub seed_cdrom: bool,
     /// QEMU firmware configuration entries, `(name, file)`:
     /// `-fw_cfg name=NAME,file=FILE` (the guest reads them under
     /// `/sys/firmware/qemu_fw_cfg/by_name/NAME/raw`).
@@ -136,6 +139,7 @@ impl VmConfig {
             watchdog: true,
             stick: None,
             seed: None,
+            seed_cdrom: false,
             fw_cfg: Vec::new(),
             smbios: Vec::new(),
             user_net: UserNet::default(),
@@ -225,6 +229,13 @@ impl VmConfig {
     /// Attaches a NoCloud seed volume (see [`VmConfig::seed`]).
     pub fn seed(mut self, image: impl AsRef<Path>) -> Self {
         self.seed = Some(image.as_ref().to_path_buf());
+        self
+    }
+
+    /// Attaches an ISO seed on a CD-ROM drive (see [`VmConfig::seed_cdrom`]).
+    pub fn seed_cdrom(mut self, iso: impl AsRef<Path>) -> Self {
+        self.seed = Some(iso.as_ref().to_path_buf());
+        self.seed_cdrom = true;
         self
     }
 
@@ -325,7 +336,18 @@ impl VmConfig {
                 ],
             );
         }
-        if let Some(seed) = &self.seed {
+        if let (Some(seed), true) = (&self.seed, self.seed_cdrom) {
+            // q35's AHCI ports are ide.0 to ide.5; a SATA boot disk takes ide.0.
+            push(
+                &mut a,
+                &[
+                    "-drive",
+                    &format!("if=none,id=seed,format=raw,readonly=on,media=cdrom,file={}", drive_path(seed)),
+                    "-device",
+                    "ide-cd,drive=seed,bus=ide.2",
+                ],
+            );
+        } else if let Some(seed) = &self.seed {
             push(
                 &mut a,
                 &[
@@ -578,6 +600,14 @@ mod tests {
         let plain = joined(&VmConfig::new(), true);
         assert!(!plain.contains("fw_cfg") && !plain.contains("smbios") && !plain.contains("id=seed"), "{plain}");
         assert_eq!(UserNet::default().args(), default_net());
+        let cd = joined(&VmConfig::new().seed_cdrom("/s.iso"), true);
+        assert!(
+            cd.contains(
+                "if=none,id=seed,format=raw,readonly=on,media=cdrom,file=/s.iso -device ide-cd,drive=seed,bus=ide.2"
+            ),
+            "{cd}"
+        );
+        assert!(!cd.contains("virtio-blk-pci,drive=seed"), "{cd}");
     }
 
     #[test]
