@@ -57,10 +57,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut vm = Vm::start(cfg)?;
     vm.wait_for("admin shell on", boot_timeout())?;
+    // As at boot, before the network unit: no dhcpcd, no address
+    // (BERTH_PROBE_NO_NETWORK=1 stops the unit first).
+    let stop_network = std::env::var("BERTH_PROBE_NO_NETWORK").is_ok_and(|v| v == "1");
+    let prelude = if stop_network {
+        "berthctl stop network; sleep 1; ip -4 addr flush dev eth0; ps | grep -c '[d]hcpcd'; ip -4 addr show eth0"
+    } else {
+        "true"
+    };
     for cmd in [
         "cat /sys/class/dmi/id/sys_vendor; ls /sys/firmware/qemu_fw_cfg/by_name/opt 2>&1; ls /sys/class/block",
+        prelude,
         "mkdir -p /run/stick && mount -t vfat -o ro /dev/vdb /run/stick && /run/stick/probe",
-        "mount | grep -c /run/berth/seed; ip -4 addr show eth0 | grep inet",
+        "mount | grep -c /run/berth/seed; ip -4 addr show eth0 | grep inet; ps | grep '[d]hcpcd'",
     ] {
         let out = vm.sh(cmd)?;
         println!("$ {cmd}\n{}# exit {}", out.output, out.status);
