@@ -32,13 +32,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size = std::fs::metadata(&stripped)?.len();
     let stick = dir.join("stick.img");
     fat_image(&stick, (size + (8 << 20)).div_ceil(1 << 20) * (1 << 20), &[(stripped.as_path(), "probe")])?;
+    // BERTH_PROBE_PAD=N: N more bytes of user data (a YAML comment), to time big documents.
+    let pad: usize = std::env::var("BERTH_PROBE_PAD").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let user_data = format!("{USER_DATA}#{}\n", "x".repeat(pad));
     let ud = dir.join("user-data");
-    std::fs::write(&ud, USER_DATA)?;
+    std::fs::write(&ud, &user_data)?;
 
     let mut cfg = VmConfig::new().name("probe").disk_size(4 * GIB).stick(&stick);
     let mut imds = None;
     let files = SeedFiles {
-        user_data: Some(USER_DATA.into()),
+        user_data: Some(user_data.clone().into_bytes()),
         meta_data: Some(b"instance-id: seed-1\n".to_vec()),
         network_config: None,
     };
@@ -48,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "nocloud-iso" => cfg = cfg.seed(seed(&dir, SeedFormat::Iso9660, &files)?),
         "nocloud-cdrom" => cfg = cfg.seed_cdrom(seed(&dir, SeedFormat::Iso9660, &files)?),
         "imds" => {
-            let server = ImdsServer::start(Some(USER_DATA.as_bytes()), "i-0123456789abcdef0")?;
+            let server = ImdsServer::start(Some(user_data.as_bytes()), "i-0123456789abcdef0")?;
             cfg = cfg.ec2().imds_port(server.port());
             imds = Some(server);
         }
