@@ -34,6 +34,11 @@ pub const HOST_PACKAGES: &[&str] = &[
     // a real static HTTP server with Range requests, for update downloads
     // in the tests (qemu-tests/src/http.rs runs `busybox httpd`)
     "busybox-static",
+    // user data (issue 9): NoCloud ISO seeds (`xorriso -as mkisofs`), and
+    // the guest forward of the metadata service at 169.254.169.254 to the
+    // host's server (QEMU's `guestfwd=...-cmd:nc 127.0.0.1 PORT`)
+    "xorriso",
+    "netcat-openbsd",
 ];
 
 #[derive(Debug, thiserror::Error)]

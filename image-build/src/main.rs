@@ -26,6 +26,7 @@ mod rootfs;
 mod run;
 mod soak;
 mod suite;
+mod userdata;
 mod variant;
 mod verity;
 
@@ -115,6 +116,27 @@ enum Command {
         /// (virtio or nvme).
         #[arg(long = "4kn")]
         four_kn: bool,
+        /// User data for the VM (#cloud-config or #berth-config); it is
+        /// checked first (as check-config does) and given to the VM either way.
+        #[arg(long, value_name = "FILE")]
+        user_data: Option<PathBuf>,
+        /// Meta-data (YAML: instance-id, local-hostname) to go with it.
+        /// NoCloud and IMDS seeds get `instance-id: iid-local01` without it.
+        #[arg(long, value_name = "FILE", requires = "user_data")]
+        meta_data: Option<PathBuf>,
+        /// How the VM gets the user data: fw_cfg (QEMU's firmware config),
+        /// nocloud (a vfat CIDATA disk), nocloud-iso (an iso9660 cidata
+        /// disk), imds (an EC2-style metadata service on the host, the VM
+        /// looking like EC2).
+        #[arg(long, value_enum, default_value = "fw_cfg", requires = "user_data")]
+        seed: userdata::Seed,
+    },
+    /// Check a user-data file (#cloud-config YAML or #berth-config TOML)
+    /// with the code the machine runs: every error and warning with its
+    /// line and key, then a summary. Exit 1 when the machine would reject it.
+    CheckConfig {
+        /// The user-data file.
+        file: PathBuf,
     },
     /// Boot the image several times and print boot, size and memory
     /// figures, then update figures (unless --no-updates).
@@ -177,11 +199,26 @@ fn main() -> ExitCode {
             let opts = publish::PublishOptions { dir, bundles, expires_in, signing_key };
             publish::publish(&ctx, &opts).map(|m| print!("{}", publish::summary(&opts.dir, &m)))
         }
-        Command::Run { smoke, kvm, memory, bus, four_kn } => {
-            run::run(&ctx, &run::RunOptions { smoke, kvm, memory_mib: memory, bus, four_kn })
+        Command::Run { smoke, kvm, memory, bus, four_kn, user_data, meta_data, seed } => {
+            let user_data = userdata::UserData { user_data, meta_data, seed };
+            run::run(&ctx, &run::RunOptions { smoke, kvm, memory_mib: memory, bus, four_kn, user_data })
         }
+        Command::CheckConfig { file } => match userdata::check_config(&file) {
+            Ok(report) => {
+                print!("{}", report.text);
+                return if report.accepted { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            }
+            Err(e) => Err(e),
+        },
         Command::Bench { boots, kvm, no_updates, runs } => {
-            let opts = run::RunOptions { smoke: true, kvm, memory_mib: 1024, bus: DiskBus::Virtio, four_kn: false };
+            let opts = run::RunOptions {
+                smoke: true,
+                kvm,
+                memory_mib: 1024,
+                bus: DiskBus::Virtio,
+                four_kn: false,
+                user_data: userdata::UserData::default(),
+            };
             bench::bench(&ctx, &opts, boots).and_then(|()| {
                 if no_updates || runs == 0 {
                     Ok(())
@@ -199,5 +236,31 @@ fn main() -> ExitCode {
             eprintln!("berth-image: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("berth-image").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_takes_user_data_and_a_seed() {
+        let Ok(Cli { command: Command::Run { user_data, seed, .. }, .. }) = parse(&["run", "--smoke"]) else {
+            panic!("run --smoke parses")
+        };
+        assert_eq!((user_data, seed), (None, userdata::Seed::FwCfg));
+        let Ok(Cli { command: Command::Run { user_data, meta_data, seed, .. }, .. }) =
+            parse(&["run", "--user-data", "u", "--meta-data", "m", "--seed", "nocloud-iso"])
+        else {
+            panic!("run with user data parses")
+        };
+        assert_eq!((user_data, meta_data, seed), (Some("u".into()), Some("m".into()), userdata::Seed::NocloudIso));
+        assert!(parse(&["run", "--seed", "imds"]).is_err(), "a seed without user data");
+        assert!(parse(&["run", "--user-data", "u", "--seed", "floppy"]).is_err());
+        assert!(matches!(parse(&["check-config", "f"]), Ok(Cli { command: Command::CheckConfig { .. }, .. })));
     }
 }

@@ -23,6 +23,8 @@ pub struct RunOptions {
     /// Boot the 4Kn disk (`berth-4kn.qcow2`) on a disk with 4096-byte
     /// logical sectors.
     pub four_kn: bool,
+    /// User data for the VM, and how it gets there.
+    pub user_data: crate::userdata::UserData,
 }
 
 impl RunOptions {
@@ -82,7 +84,9 @@ fn interactive(ctx: &Context, opts: &RunOptions) -> Result<(), Error> {
     eprintln!("run: booting {} (VM state in {})", opts.image(ctx).display(), dir.display());
     eprintln!("run: Ctrl-a c switches between the console, the admin shell and the QEMU monitor; Ctrl-a x quits");
     let cfg = opts.vm(ctx, "run").disk_size(RUN_DISK).serial_to_stdio(true).work_dir(&dir);
-    let mut vm = Vm::start(cfg)?;
+    // The metadata service (if any) serves as long as the VM runs.
+    let attached = crate::userdata::attach(cfg, &opts.user_data, &dir)?;
+    let mut vm = Vm::start(attached.config)?;
     let status = vm.wait()?;
     eprintln!("run: QEMU exited ({status})");
     Ok(())
@@ -108,7 +112,8 @@ pub struct SmokeResult {
 /// powers off over ACPI and waits for QEMU to exit.
 pub fn smoke_once(ctx: &Context, opts: &RunOptions, name: &str) -> Result<SmokeResult, Error> {
     let cfg = opts.vm(ctx, name).disk_size(4 * GIB);
-    let mut vm = Vm::start(cfg)?;
+    let attached = crate::userdata::attach(cfg, &opts.user_data, &ctx.out.join(format!("{name}-seed")))?;
+    let mut vm = Vm::start(attached.config)?;
     let times = vm.wait_ready(boot_timeout())?;
     let rss = vm.sh("grep VmRSS /proc/1/status").ok().and_then(|o| parse_rss_kib(&o.output));
     let units = vm.sh("berthctl status").map(|o| o.output).unwrap_or_else(|e| format!("berthctl status: {e}\n"));
@@ -117,6 +122,16 @@ pub fn smoke_once(ctx: &Context, opts: &RunOptions, name: &str) -> Result<SmokeR
     let status = vm.wait_exit(shutdown_timeout())?;
     let shutdown = t.elapsed();
     let console = vm.console_text();
+    drop(attached.imds);
+    if opts.user_data.user_data.is_some() {
+        // What the boot said about the user data (PID1's lines about it).
+        for line in console.lines().filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("user data") || l.contains("user-data") || l.contains("provision")
+        }) {
+            eprintln!("run: console: {line}");
+        }
+    }
     if !console.contains(berth_layout::console::SHUTDOWN_DONE) {
         return Err(
             format!("the VM exited ({status}) without a clean shutdown:\n{}", berth_qemu::tail(&console, 40)).into()

@@ -55,8 +55,63 @@ pub struct VmConfig {
     /// A second disk, raw and read-only, on virtio-blk (the guest's next
     /// `/dev/vdX`): a "stick" carrying files ([`crate::fat_image`]).
     pub stick: Option<PathBuf>,
+    /// A NoCloud seed volume ([`crate::nocloud_seed`]), raw and read-only,
+    /// on virtio-blk after the stick (the guest's next `/dev/vdX`).
+    pub seed: Option<PathBuf>,
+    /// The seed on a SATA CD-ROM drive (the guest's `/dev/sr0`) instead of
+    /// virtio-blk: how ISO seeds usually come (`-cdrom`, libvirt, Proxmox).
+    pub seed_cdrom: bool,
+    /// QEMU firmware configuration entries, `(name, file)`:
+    /// `-fw_cfg name=NAME,file=FILE` (the guest reads them under
+    /// `/sys/firmware/qemu_fw_cfg/by_name/NAME/raw`).
+    pub fw_cfg: Vec<(String, PathBuf)>,
+    /// `-smbios` arguments, e.g. `type=1,manufacturer=Amazon EC2` (the
+    /// guest's `/sys/class/dmi/id/sys_vendor`).
+    pub smbios: Vec<String>,
+    /// What [`VmConfig::ssh_port`] and [`VmConfig::imds_port`] build the
+    /// network arguments from.
+    pub user_net: UserNet,
     /// More QEMU arguments, appended last.
     pub extra_args: Vec<String>,
+}
+
+/// The fw_cfg entry names Berth's probe reads.
+pub const FW_CFG_USER_DATA: &str = "opt/org.berth/user-data";
+pub const FW_CFG_META_DATA: &str = "opt/org.berth/meta-data";
+/// SMBIOS type 1 of an EC2-like machine: its DMI sys_vendor is what
+/// cloud-init's ds-identify (and Berth's probe) take for EC2.
+pub const EC2_SMBIOS: &str = "type=1,manufacturer=Amazon EC2,product=berth-test";
+
+/// QEMU user networking on a virtio NIC (`net0`, no option ROM), with
+/// optional host forwards. Only loopback on the host is ever reached.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserNet {
+    /// `hostfwd=tcp:127.0.0.1:PORT-:22`: the guest's SSH on the host's port.
+    pub ssh_port: Option<u16>,
+    /// The EC2-style metadata service: the guest network becomes
+    /// 169.254.0.0/16 (QEMU refuses a guest forward to 169.254.169.254 on
+    /// its default 10.0.2.0/24), DHCP gives the guest 169.254.0.15, and
+    /// the guest's connections to 169.254.169.254:80 are each piped by
+    /// `nc` (netcat-openbsd) to the host's 127.0.0.1:PORT
+    /// ([`crate::ImdsServer`]). The host (slirp's gateway) is 169.254.0.2.
+    pub imds_port: Option<u16>,
+}
+
+impl UserNet {
+    /// The `-netdev` and `-device` arguments.
+    pub fn args(&self) -> Vec<String> {
+        let mut netdev = "user,id=net0".to_string();
+        if let Some(port) = self.imds_port {
+            netdev.push_str(&format!(
+                ",net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,\
+                 guestfwd=tcp:169.254.169.254:80-cmd:nc 127.0.0.1 {port}"
+            ));
+        }
+        if let Some(port) = self.ssh_port {
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
+        }
+        vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=net0,romfile=".into()]
+    }
 }
 
 impl Default for VmConfig {
@@ -83,6 +138,11 @@ impl VmConfig {
             net: default_net(),
             watchdog: true,
             stick: None,
+            seed: None,
+            seed_cdrom: false,
+            fw_cfg: Vec::new(),
+            smbios: Vec::new(),
+            user_net: UserNet::default(),
             extra_args: Vec::new(),
         }
     }
@@ -166,6 +226,62 @@ impl VmConfig {
         self
     }
 
+    /// Attaches a NoCloud seed volume (see [`VmConfig::seed`]).
+    pub fn seed(mut self, image: impl AsRef<Path>) -> Self {
+        self.seed = Some(image.as_ref().to_path_buf());
+        self
+    }
+
+    /// Attaches an ISO seed on a CD-ROM drive (see [`VmConfig::seed_cdrom`]).
+    pub fn seed_cdrom(mut self, iso: impl AsRef<Path>) -> Self {
+        self.seed = Some(iso.as_ref().to_path_buf());
+        self.seed_cdrom = true;
+        self
+    }
+
+    /// Adds a fw_cfg entry `name` with the bytes of `file`.
+    pub fn fw_cfg(mut self, name: &str, file: impl AsRef<Path>) -> Self {
+        self.fw_cfg.push((name.to_string(), file.as_ref().to_path_buf()));
+        self
+    }
+
+    /// User data over fw_cfg ([`FW_CFG_USER_DATA`]).
+    pub fn user_data(self, file: impl AsRef<Path>) -> Self {
+        self.fw_cfg(FW_CFG_USER_DATA, file)
+    }
+
+    /// Meta-data over fw_cfg ([`FW_CFG_META_DATA`]).
+    pub fn meta_data(self, file: impl AsRef<Path>) -> Self {
+        self.fw_cfg(FW_CFG_META_DATA, file)
+    }
+
+    /// Adds one `-smbios` argument (see [`VmConfig::smbios`]).
+    pub fn smbios(mut self, spec: &str) -> Self {
+        self.smbios.push(spec.to_string());
+        self
+    }
+
+    /// An EC2-like machine as DMI shows it ([`EC2_SMBIOS`]).
+    pub fn ec2(self) -> Self {
+        self.smbios(EC2_SMBIOS)
+    }
+
+    /// Forwards the host's 127.0.0.1:`port` to the guest's SSH port (user
+    /// networking; replaces the network arguments, see [`UserNet`]).
+    pub fn ssh_port(mut self, port: u16) -> Self {
+        self.user_net.ssh_port = Some(port);
+        self.net = self.user_net.args();
+        self
+    }
+
+    /// The metadata-service network, served by the host's 127.0.0.1:`port`
+    /// (replaces the network arguments, see [`UserNet::imds_port`]).
+    pub fn imds_port(mut self, port: u16) -> Self {
+        self.user_net.imds_port = Some(port);
+        self.net = self.user_net.args();
+        self
+    }
+
     /// Appends one QEMU argument.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra_args.push(arg.into());
@@ -219,6 +335,34 @@ impl VmConfig {
                     "virtio-blk-pci,drive=stick",
                 ],
             );
+        }
+        if let (Some(seed), true) = (&self.seed, self.seed_cdrom) {
+            // q35's AHCI ports are ide.0 to ide.5; a SATA boot disk takes ide.0.
+            push(
+                &mut a,
+                &[
+                    "-drive",
+                    &format!("if=none,id=seed,format=raw,readonly=on,media=cdrom,file={}", drive_path(seed)),
+                    "-device",
+                    "ide-cd,drive=seed,bus=ide.2",
+                ],
+            );
+        } else if let Some(seed) = &self.seed {
+            push(
+                &mut a,
+                &[
+                    "-drive",
+                    &format!("if=none,id=seed,format=raw,readonly=on,file={}", drive_path(seed)),
+                    "-device",
+                    "virtio-blk-pci,drive=seed",
+                ],
+            );
+        }
+        for (name, file) in &self.fw_cfg {
+            push(&mut a, &["-fw_cfg", &format!("name={},file={}", name.replace(',', ",,"), drive_path(file))]);
+        }
+        for spec in &self.smbios {
+            push(&mut a, &["-smbios", spec]);
         }
         if self.net.is_empty() {
             push(&mut a, &["-nic", "none"]);
@@ -426,6 +570,44 @@ mod tests {
         assert!(!a.contains("overlay.qcow2"), "{a}");
         assert!(!a.contains("i6300esb") && !a.contains("watchdog="), "{a}");
         assert!(a.ends_with("-S"), "{a}");
+    }
+
+    #[test]
+    fn user_data_seed_smbios_and_forwards() {
+        let cfg =
+            VmConfig::new().user_data("/u,d").meta_data("/m").seed("/seed.img").ec2().ssh_port(2222).imds_port(8080);
+        let a = cfg.qemu_args(&host(), &VmPaths::in_dir(Path::new("/vms/x")), true);
+        let after =
+            |flag: &str| -> Vec<String> { a.windows(2).filter(|w| w[0] == flag).map(|w| w[1].clone()).collect() };
+        assert_eq!(
+            after("-fw_cfg"),
+            ["name=opt/org.berth/user-data,file=/u,,d", "name=opt/org.berth/meta-data,file=/m"]
+        );
+        assert_eq!(after("-smbios"), ["type=1,manufacturer=Amazon EC2,product=berth-test"]);
+        assert!(after("-drive").contains(&"if=none,id=seed,format=raw,readonly=on,file=/seed.img".to_string()));
+        assert!(after("-device").contains(&"virtio-blk-pci,drive=seed".to_string()));
+        assert_eq!(
+            after("-netdev"),
+            ["user,id=net0,net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,\
+              guestfwd=tcp:169.254.169.254:80-cmd:nc 127.0.0.1 8080,hostfwd=tcp:127.0.0.1:2222-:22"]
+        );
+        assert_eq!(after("-device").iter().filter(|d| d.starts_with("virtio-net-pci")).count(), 1);
+        // The boot disk stays first: the guest's vda.
+        let disk = a.iter().position(|x| x.contains("id=disk0")).unwrap();
+        let seed = a.iter().position(|x| x.contains("id=seed")).unwrap();
+        assert!(disk < seed);
+        // Without them, nothing of it.
+        let plain = joined(&VmConfig::new(), true);
+        assert!(!plain.contains("fw_cfg") && !plain.contains("smbios") && !plain.contains("id=seed"), "{plain}");
+        assert_eq!(UserNet::default().args(), default_net());
+        let cd = joined(&VmConfig::new().seed_cdrom("/s.iso"), true);
+        assert!(
+            cd.contains(
+                "if=none,id=seed,format=raw,readonly=on,media=cdrom,file=/s.iso -device ide-cd,drive=seed,bus=ide.2"
+            ),
+            "{cd}"
+        );
+        assert!(!cd.contains("virtio-blk-pci,drive=seed"), "{cd}");
     }
 
     #[test]

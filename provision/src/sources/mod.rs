@@ -41,8 +41,93 @@ pub struct Probed {
     pub tried: Vec<String>,
 }
 
-/// Probes every source in order (H3's stub so PID1 links: nothing found,
-/// no time spent). H4 replaces it with the real probe.
-pub fn probe(_runner: &mut dyn crate::host::Runner) -> Probed {
-    Probed { found: None, probe_time: Duration::ZERO, tried: vec![] }
+pub mod dmi;
+pub mod fw_cfg;
+pub mod imds;
+pub mod nocloud;
+pub mod system;
+
+use std::time::Instant;
+
+use crate::host::Runner;
+use system::{RealSystem, System};
+
+/// The most bytes read of one document (user-data, meta-data,
+/// network-config): 16 MiB. EC2 allows 16 KiB of user data; a larger one
+/// is a mistake, not a configuration.
+pub const MAX_DOCUMENT: u64 = 16 << 20;
+
+/// Probes the machine's sources in order (fw_cfg, NoCloud, IMDS) and
+/// returns the first that has user data or meta-data. PID1 calls it on a
+/// boot thread once /var and /etc are mounted; `runner` starts dhcpcd for
+/// the metadata service (only on an EC2-like machine). A machine without
+/// any source returns at once: no sleep, no network.
+pub fn probe(runner: &mut dyn Runner) -> Probed {
+    probe_with(&mut RealSystem, runner, &imds::Options::default())
 }
+
+/// [`probe`] over any [`System`] (tests fake sysfs, devices and HTTP).
+pub fn probe_with(sys: &mut dyn System, runner: &mut dyn Runner, imds_options: &imds::Options) -> Probed {
+    let start = Instant::now();
+    let mut tried = Vec::new();
+    let found = probe_sources(sys, runner, imds_options, &mut tried);
+    Probed { found, probe_time: start.elapsed(), tried }
+}
+
+fn describe(found: &Found) -> String {
+    let size = |b: &Option<Vec<u8>>| b.as_ref().map_or("none".to_string(), |b| format!("{} bytes", b.len()));
+    format!("user-data {}, meta-data {}", size(&found.user_data), size(&found.meta_data))
+}
+
+fn probe_sources(
+    sys: &mut dyn System,
+    runner: &mut dyn Runner,
+    imds_options: &imds::Options,
+    tried: &mut Vec<String>,
+) -> Option<Found> {
+    match fw_cfg::read(sys) {
+        Ok((Some(found), _)) => {
+            tried.push(format!("fw_cfg: {} ({})", found.origin.trim_start_matches("fw_cfg:"), describe(&found)));
+            return Some(found);
+        }
+        Ok((None, why)) => tried.push(format!("fw_cfg: {why}")),
+        Err(e) => tried.push(format!("fw_cfg: error: {e}")),
+    }
+
+    match nocloud::find_seed(sys) {
+        (Some(volume), _) => {
+            let what = format!("{} ({}, {})", volume.device.display(), volume.label, volume.fstype.name());
+            match nocloud::read_seed(sys, &volume) {
+                Ok(Some(found)) => {
+                    tried.push(format!("nocloud: {what}: {}", describe(&found)));
+                    return Some(found);
+                }
+                Ok(None) => tried.push(format!("nocloud: {what}: no user-data or meta-data")),
+                Err(e) => tried.push(format!("nocloud: {what}: error: {e}")),
+            }
+        }
+        (None, looked) => tried.push(format!("nocloud: none ({looked} block devices)")),
+    }
+
+    let reason = match dmi::Dmi::read(sys).ec2_like() {
+        Ok(reason) => reason,
+        Err(what) => {
+            tried.push(format!("imds: skipped ({what})"));
+            return None;
+        }
+    };
+    let lease = imds::lease(sys, runner, imds_options);
+    match imds::fetch(sys, imds_options) {
+        Ok(found) => {
+            tried.push(format!("imds: {} ({reason}; {lease}): {}", imds_options.base, describe(&found)));
+            Some(found)
+        }
+        Err(e) => {
+            tried.push(format!("imds: {reason}; {lease}; error: {e}"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
