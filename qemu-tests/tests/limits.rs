@@ -17,8 +17,8 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
 use berth_qemu::ssh::{free_port, ssh, KeyPair};
+use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
 
 /// The main process of an active unit, from `berthctl status UNIT`.
 #[track_caller]

@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use berth_qemu::ssh::{free_port, ssh_run, KeyPair};
-use berth_qemu::{
-    boot_timeout, nocloud_seed, ImdsServer, SeedFiles, SeedFormat, Vm, VmConfig, GIB, TOKEN_HEADER,
-};
+use berth_qemu::{boot_timeout, nocloud_seed, ImdsServer, SeedFiles, SeedFormat, Vm, VmConfig, GIB, TOKEN_HEADER};
 
 /// The test's scratch directory on the host.
 fn scratch(name: &str) -> PathBuf {
@@ -65,7 +63,12 @@ fn wait_output(vm: &mut Vm, cmd: &str, want: &str, limit: Duration) {
         if out.trim() == want {
             return;
         }
-        assert!(Instant::now() < deadline, "`{cmd}` printed {:?}, not {want:?}, for {limit:?}\n{}", out.trim(), vm.paths().context());
+        assert!(
+            Instant::now() < deadline,
+            "`{cmd}` printed {:?}, not {want:?}, for {limit:?}\n{}",
+            out.trim(),
+            vm.paths().context()
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
 }
@@ -153,7 +156,12 @@ fn native_user_data_over_fw_cfg_and_config_apply() {
     write(&user_data, &native_document("toml-node", &keys.public));
     write(&meta_data, "instance-id: i-1\n");
     let port = free_port().expect("a free port");
-    let cfg = VmConfig::new().name("prov-fw-cfg").disk_size(4 * GIB).user_data(&user_data).meta_data(&meta_data).ssh_port(port);
+    let cfg = VmConfig::new()
+        .name("prov-fw-cfg")
+        .disk_size(4 * GIB)
+        .user_data(&user_data)
+        .meta_data(&meta_data)
+        .ssh_port(port);
     let mut vm = start(cfg);
 
     // ---- first boot: applied, and the units saw it ----
@@ -161,7 +169,8 @@ fn native_user_data_over_fw_cfg_and_config_apply() {
     assert!(lines.contains("fw_cfg") && lines.contains("applied") && lines.contains("i-1"), "console:\n{lines}");
     assert_eq!(hostname(&mut vm), "toml-node");
     wait_output(&mut vm, "cat /run/hello", "v1 toml-node", Duration::from_secs(60));
-    let login = ssh_run(&vm, port, &keys.private, "alice", "id -un; id -Gn", Duration::from_secs(90)).expect("alice logs in");
+    let login =
+        ssh_run(&vm, port, &keys.private, "alice", "id -un; id -Gn", Duration::from_secs(90)).expect("alice logs in");
     let mut login = login.lines();
     assert_eq!(login.next(), Some("alice"));
     assert!(login.next().is_some_and(|g| g.split_whitespace().any(|g| g == "ops")), "alice is in ops");
@@ -186,7 +195,10 @@ fn native_user_data_over_fw_cfg_and_config_apply() {
     write(&user_data, &native_document("toml-node-2", &keys.public));
     power_cycle(&mut vm);
     let lines = user_data_lines(&vm);
-    assert!(lines.contains("changed") && lines.contains("not applied") && lines.contains("berthctl config apply"), "console:\n{lines}");
+    assert!(
+        lines.contains("changed") && lines.contains("not applied") && lines.contains("berthctl config apply"),
+        "console:\n{lines}"
+    );
     assert_eq!(hostname(&mut vm), "toml-node", "the document in force stays");
 
     // ---- a new instance-id: applied, runcmd again ----
@@ -201,17 +213,26 @@ fn native_user_data_over_fw_cfg_and_config_apply() {
     vm.write_file("/tmp/changed.toml", &changed);
     let (st, out) = vm.sh_status("berthctl config apply /tmp/changed.toml");
     assert_eq!(st, 0, "config apply:\n{out}");
-    assert!(out.contains("applied-node") && out.contains("hello"), "the report names the hostname and the unit:\n{out}");
+    assert!(
+        out.contains("applied-node") && out.contains("hello"),
+        "the report names the hostname and the unit:\n{out}"
+    );
     assert_eq!(hostname(&mut vm), "applied-node");
     wait_output(&mut vm, "cat /run/hello", "v2 applied-node", Duration::from_secs(60));
     let shown = vm.sh_ok("berthctl config show");
     assert!(shown.contains("hostname = \"applied-node\""), "config show:\n{shown}");
 
     // An invalid change: refused whole, named by line and key.
-    vm.write_file("/tmp/bad.toml", "#berth-config\nhostname = \"ok-name\"\n\n[[write_files]]\npath = \"relative/path\"\ncontent = \"x\"\n");
+    vm.write_file(
+        "/tmp/bad.toml",
+        "#berth-config\nhostname = \"ok-name\"\n\n[[write_files]]\npath = \"relative/path\"\ncontent = \"x\"\n",
+    );
     let (st, out) = vm.sh_status("berthctl config apply /tmp/bad.toml");
     assert_ne!(st, 0, "an invalid document is refused:\n{out}");
-    assert!(out.contains("/tmp/bad.toml:5") && out.contains("write_files[0].path"), "the error names line and key:\n{out}");
+    assert!(
+        out.contains("/tmp/bad.toml:5") && out.contains("write_files[0].path"),
+        "the error names line and key:\n{out}"
+    );
     assert_eq!(hostname(&mut vm), "applied-node", "nothing of it applied");
 
     // ---- --try without a confirm reverts ----
