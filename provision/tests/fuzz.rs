@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 
-use berth_provision::{check, interpret, toml_tree, yaml};
+use berth_provision::{check, interpret, plan, toml_tree, yaml};
 
 /// Seeds: the two examples, and the corpus's documents if found.
 fn seeds() -> &'static Vec<Vec<u8>> {
@@ -37,12 +37,32 @@ fn seeds() -> &'static Vec<Vec<u8>> {
 }
 
 fn all_readers(bytes: &[u8]) {
-    let _ = check("fuzz", bytes);
+    if let Ok(doc) = check("fuzz", bytes) {
+        plan_on_the_image(&doc.config);
+    }
     let _ = interpret::meta_data("fuzz", bytes);
     let _ = interpret::network_config("fuzz", bytes);
     let text = String::from_utf8_lossy(bytes);
     let _ = yaml::read("fuzz", &text);
     let _ = toml_tree::read("fuzz", &text);
+}
+
+/// The apply planner over a document that passed, against the image's
+/// own accounts: it may refuse (an unknown owner, a missing time zone),
+/// never panic.
+fn plan_on_the_image(config: &berth_provision::Config) {
+    let rootfs = concat!(env!("CARGO_MANIFEST_DIR"), "/../image-build/rootfs/etc/");
+    let text = |f: &str| std::fs::read_to_string(format!("{rootfs}{f}")).unwrap_or_default();
+    let facts = plan::Facts {
+        passwd: text("passwd"),
+        group: text("group"),
+        shadow: text("shadow"),
+        image_units: ["sshd", "network", "etcd"].map(String::from).into(),
+        instance_id: "i-fuzz".into(),
+        ..plan::Facts::default()
+    };
+    let scope = plan::Scope { per_instance: true, bootcmd: true };
+    let _ = plan::plan(config, &facts, &plan::Previous::default(), scope);
 }
 
 /// A mutation: replace, insert or delete a byte range of a seed.

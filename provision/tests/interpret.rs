@@ -273,3 +273,22 @@ fn toml_array_of_tables_users() {
     assert_eq!(u.first().unwrap().name, "root");
     assert_eq!(u.get(1).unwrap().name, "alice");
 }
+
+/// The README's two examples (section "Provisioning"): each passes
+/// without a warning and they mean the same, so the README cannot drift
+/// from what the machine accepts.
+#[test]
+fn the_readme_examples_pass_and_mean_the_same() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = |fence: &str, first: &str| -> String {
+        let start = readme.find(&format!("```{fence}\n{first}")).unwrap_or_else(|| panic!("no {first} example"));
+        let body = &readme[start + fence.len() + 4..];
+        body[..body.find("```").unwrap()].to_string()
+    };
+    let y = check("README.md yaml", block("yaml", "#cloud-config").as_bytes()).unwrap();
+    let t = check("README.md toml", block("toml", "#berth-config").as_bytes()).unwrap();
+    assert!(y.warnings.is_empty() && t.warnings.is_empty(), "{:?} {:?}", y.warnings, t.warnings);
+    assert_eq!(meaning(&y.config), meaning(&t.config));
+    let gz = y.config.write_files.iter().find(|f| f.path == "/var/lib/app/hello.txt").unwrap();
+    assert_eq!(gz.content, b"hello\n");
+}

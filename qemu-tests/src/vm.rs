@@ -437,14 +437,20 @@ impl Vm {
 
     /// Writes `content` to the guest file `path` (its directory created)
     /// through the admin shell, base64-encoded so any text survives the
-    /// trip (the guest has busybox `base64 -d`), and reads it back; panics
-    /// when either fails. For tests.
+    /// trip (the guest has busybox `base64 -d`), in pieces that each fit a
+    /// console command ([`crate::MAX_COMMAND`]), and reads it back; panics when
+    /// either fails. For tests.
     #[track_caller]
     pub fn write_file(&mut self, path: &str, content: &str) {
         use base64::Engine;
         let dir = path.rsplit_once('/').map(|(d, _)| d).filter(|d| !d.is_empty()).unwrap_or("/");
-        let encoded = base64::engine::general_purpose::STANDARD.encode(content.as_bytes());
-        self.sh_ok(&format!("mkdir -p '{dir}' && echo '{encoded}' | base64 -d > '{path}'"));
+        self.sh_ok(&format!("mkdir -p '{dir}' && : > '{path}'"));
+        // 450 bytes are 600 base64 characters: with the command around
+        // them, well inside the console's limit.
+        for piece in content.as_bytes().chunks(450) {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(piece);
+            self.sh_ok(&format!("echo '{encoded}' | base64 -d >> '{path}'"));
+        }
         let back = self.read_file(path).unwrap_or_else(|e| panic!("reading back {path}: {e}"));
         assert_eq!(back, content, "{path} in the guest does not hold what was written");
     }

@@ -43,6 +43,21 @@ fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
         assert!(fw > 0.0, "{report:?}");
     }
 
+    // No user data anywhere: the probe says so and costs next to nothing
+    // (local sources only; no metadata service on a machine DMI calls QEMU).
+    let console = vm.console_text();
+    let probe = console.lines().find(|l| l.contains("user data: none found in")).unwrap_or_else(|| {
+        panic!("no `user data: none found` line:\n{}", vm.paths().context())
+    });
+    let ms: u64 = probe
+        .split("none found in ")
+        .nth(1)
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no probe time in {probe:?}"));
+    assert!(ms < 500, "finding no user data took {ms} ms: {probe}");
+    assert!(probe.contains("imds: skipped"), "the metadata service is not asked on QEMU's DMI: {probe}");
+
     // PID1 is berth-init (started as /sbin/init, so its comm is "init").
     let exe = vm.sh_ok("readlink /proc/1/exe");
     assert_eq!(exe.trim(), INIT, "PID1's executable");
