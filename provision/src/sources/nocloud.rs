@@ -168,24 +168,10 @@ pub fn read_seed(sys: &mut dyn System, volume: &Volume) -> Result<Option<Found>,
 mod tests {
     use super::*;
 
-    /// A FAT16 boot sector as mkfs.vfat writes it, with `label`.
-    pub fn fat16_sector(label: &str) -> Vec<u8> {
-        let mut s = vec![0u8; 512];
-        s[0..3].copy_from_slice(&[0xEB, 0x3C, 0x90]);
-        s[11..13].copy_from_slice(&512u16.to_le_bytes());
-        s[22..24].copy_from_slice(&8u16.to_le_bytes());
-        s[38] = 0x29;
-        s[43..54].copy_from_slice(format!("{label:<11}").as_bytes());
-        s[54..62].copy_from_slice(b"FAT16   ");
-        s[510] = 0x55;
-        s[511] = 0xAA;
-        s
-    }
-
     #[test]
     fn fat16_and_fat32_labels() {
-        assert_eq!(vfat_label(&fat16_sector("CIDATA")).as_deref(), Some("CIDATA"));
-        assert_eq!(vfat_label(&fat16_sector("NO NAME")), None);
+        assert_eq!(vfat_label(&crate::sources::tests::fat16("CIDATA")).as_deref(), Some("CIDATA"));
+        assert_eq!(vfat_label(&crate::sources::tests::fat16("NO NAME")), None);
         let mut s = vec![0u8; 512];
         s[11..13].copy_from_slice(&512u16.to_le_bytes());
         s[66] = 0x29;

@@ -170,8 +170,10 @@ fn esp_sector() -> Vec<u8> {
     s
 }
 
-fn fat16(label: &str) -> Vec<u8> {
+/// A FAT16 boot sector as mkfs.vfat writes it, with `label`.
+pub(super) fn fat16(label: &str) -> Vec<u8> {
     let mut s = vec![0u8; 512];
+    s[0..3].copy_from_slice(&[0xEB, 0x3C, 0x90]);
     s[11..13].copy_from_slice(&512u16.to_le_bytes());
     s[22..24].copy_from_slice(&8u16.to_le_bytes());
     s[38] = 0x29;
