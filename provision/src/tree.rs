@@ -4,6 +4,15 @@
 //! through PyYAML) and YAML 1.2 disagree on what `yes`, `0644` and `on`
 //! are: the interpreter decides from the text, knowing what the key wants.
 
+/// The two formats, told apart by the first line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Format {
+    /// `#cloud-config` (YAML, cloud-init's keys; Berth's under `berth:`).
+    CloudConfig,
+    /// `#berth-config` (TOML, the same keys; Berth's at the top level).
+    Native,
+}
+
 /// A node and its 1-based line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {

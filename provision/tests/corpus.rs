@@ -87,7 +87,7 @@ fn keys(ds: &[berth_provision::Diagnostic]) -> Vec<String> {
 fn run(root: &Path, rel: &str, kind: Kind) -> Outcome {
     let bytes = std::fs::read(root.join(rel)).unwrap();
     match kind {
-        Kind::UserData => match interpret::check(rel, &bytes) {
+        Kind::UserData => match berth_provision::check(rel, &bytes) {
             Ok(d) if d.warnings.is_empty() => Outcome::Applied,
             Ok(d) => Outcome::Warnings(keys(&d.warnings)),
             Err(r) => {
@@ -190,7 +190,7 @@ fn no_unsupported_key_passes_silently() {
             continue;
         }
         let bytes = std::fs::read(root.join(&rel)).unwrap();
-        let Ok(doc) = interpret::check(&rel, &bytes) else { continue };
+        let Ok(doc) = berth_provision::check(&rel, &bytes) else { continue };
         let text = String::from_utf8_lossy(&bytes);
         let tree = berth_provision::yaml::read(&rel, &text).unwrap();
         let berth_provision::tree::Value::Map(top) = tree.value else { continue };

@@ -46,9 +46,10 @@ fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
     // No user data anywhere: the probe says so and costs next to nothing
     // (local sources only; no metadata service on a machine DMI calls QEMU).
     let console = vm.console_text();
-    let probe = console.lines().find(|l| l.contains("user data: none found in")).unwrap_or_else(|| {
-        panic!("no `user data: none found` line:\n{}", vm.paths().context())
-    });
+    let probe = console
+        .lines()
+        .find(|l| l.contains("user data: none found in"))
+        .unwrap_or_else(|| panic!("no `user data: none found` line:\n{}", vm.paths().context()));
     let ms: u64 = probe
         .split("none found in ")
         .nth(1)

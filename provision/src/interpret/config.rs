@@ -1,8 +1,8 @@
 //! The document's top level and cloud-init's keys.
 
-use crate::check::Format;
 use crate::diag::Place;
 use crate::model::{Command, Config, Item, Ntp};
+use crate::tree::Format;
 use crate::tree::{Key, Node, Scalar, Style, Value};
 
 use super::read::Ctx;

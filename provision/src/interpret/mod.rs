@@ -22,12 +22,9 @@ mod schema;
 mod users;
 mod valid;
 
-use sha2::{Digest, Sha256};
-
-use crate::check::{Checked, Document, Format, Rejected};
 use crate::diag::{Diagnostic, Place};
-use crate::model::{MetaData, Network};
-use crate::tree::Value;
+use crate::model::{Config, MetaData, Network};
+use crate::tree::{Format, Node, Value};
 
 use read::Ctx;
 
@@ -35,58 +32,17 @@ use read::Ctx;
 /// limit is 16 KiB compressed; NoCloud has none): 16 MiB.
 pub const MAX_DOCUMENT: u64 = 16 << 20;
 
-/// See [`crate::check::check`].
-pub fn check(source: &str, bytes: &[u8]) -> Checked {
-    let sha256 = hex(&Sha256::digest(bytes));
-    let reject = |errors: Vec<Diagnostic>, warnings: Vec<Diagnostic>| Rejected {
-        source: source.to_string(),
-        errors,
-        warnings,
-        sha256: sha256.clone(),
-    };
-    let whole = |msg: String| vec![Diagnostic::new(Place::new(source, 0, ""), msg)];
-    let text = match text_of(bytes) {
-        Ok(t) => t,
-        Err(e) => return Err(reject(whole(e), Vec::new())),
-    };
-    let empty = |format| Document {
-        source: source.to_string(),
-        format,
-        config: Default::default(),
-        warnings: Vec::new(),
-        sha256: sha256.clone(),
-    };
-    if text.trim().is_empty() {
-        return Ok(empty(Format::CloudConfig));
-    }
-    let first = text.lines().next().unwrap_or("").trim_end();
-    let format = match format_of(first) {
-        Ok(f) => f,
-        Err(e) => return Err(reject(whole(e), Vec::new())),
-    };
-    let root = match format {
-        Format::CloudConfig => crate::yaml::read(source, &text),
-        Format::Native => crate::toml_tree::read(source, &text).map_err(|d| vec![d]),
-    };
-    let root = match root {
-        Ok(r) => r,
-        Err(errors) => return Err(reject(errors, Vec::new())),
-    };
-    if root.value == Value::Null {
-        return Ok(empty(format));
-    }
+/// Interprets the tree of a whole document: its config, the errors
+/// (none: it may be applied) and the warnings, each with its place.
+pub fn document(format: Format, root: &Node, source: &str) -> (Config, Vec<Diagnostic>, Vec<Diagnostic>) {
     let mut cx = Ctx::new(format);
-    let config = config::document(&mut cx, &root, source);
-    if cx.errors.is_empty() {
-        Ok(Document { source: source.to_string(), format, config, warnings: cx.warnings, sha256 })
-    } else {
-        Err(reject(cx.errors, cx.warnings))
-    }
+    let config = config::document(&mut cx, root, source);
+    (config, cx.errors, cx.warnings)
 }
 
 /// Raw bytes -> text: gunzipped when they start with gzip's magic, a
 /// UTF-8 BOM dropped, `\r\n` left to the readers.
-fn text_of(bytes: &[u8]) -> Result<String, String> {
+pub(crate) fn text_of(bytes: &[u8]) -> Result<String, String> {
     let data;
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
         data = files::gunzip(bytes).map_err(|e| format!("gzip-compressed user data that does not decompress: {e}"))?;
@@ -100,31 +56,6 @@ fn text_of(bytes: &[u8]) -> Result<String, String> {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     String::from_utf8(bytes.to_vec())
         .map_err(|e| format!("user data is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
-}
-
-/// The format from the first line; the reason for what Berth refuses.
-fn format_of(first: &str) -> Result<Format, String> {
-    let word = first.split_whitespace().next().unwrap_or("");
-    match word {
-        "#cloud-config" => Ok(Format::CloudConfig),
-        "#berth-config" => Ok(Format::Native),
-        _ if first.starts_with("#!") => {
-            Err("a shell script (`#!`) as user data: Berth runs no user-data scripts (use `runcmd` or `bootcmd` in #cloud-config)".into())
-        }
-        _ if first.to_ascii_lowercase().starts_with("content-type:") || first.to_ascii_lowercase().starts_with("mime-version:") => {
-            Err("MIME multipart user data is not supported on Berth: give one #cloud-config or #berth-config document".into())
-        }
-        "#include" | "#include-once" => Err("`#include` user data (fetched from URLs) is not supported on Berth: give the document itself".into()),
-        "#cloud-config-archive" => Err("`#cloud-config-archive` is not supported on Berth: give one #cloud-config document".into()),
-        "#cloud-config-jsonp" => Err("`#cloud-config-jsonp` (JSON patches) is not supported on Berth".into()),
-        "#cloud-boothook" | "#part-handler" | "#upstart-job" => Err(format!("`{word}` user data is not supported on Berth (it runs no user-data scripts)")),
-        _ if first.starts_with("## template:") => Err("Jinja templates (`## template: jinja`) are not supported on Berth".into()),
-        _ => Err("unknown user-data format: the first line must be `#cloud-config` or `#berth-config`".into()),
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A NoCloud `meta-data` file (YAML, or JSON, which YAML reads):

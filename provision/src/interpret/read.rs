@@ -2,8 +2,8 @@
 //! cloud-init (PyYAML) applies to plain scalars, and collecting every
 //! error and warning instead of stopping at the first.
 
-use crate::check::Format;
 use crate::diag::{Diagnostic, Place};
+use crate::tree::Format;
 use crate::tree::{Key, Node, Scalar, Style, Value};
 
 /// The diagnostics of one document, and its format (which decides whether
