@@ -248,18 +248,25 @@ impl Vm {
         } else {
             format!("console line number {n} with {pattern:?}")
         };
-        self.wait_line(&what, timeout, |l| l.contains(pattern))
+        self.wait_nth_line(&what, n, timeout, |l| l.contains(pattern))
     }
 
     /// The first console line for which `matches` holds.
-    pub fn wait_line(
+    pub fn wait_line(&mut self, what: &str, timeout: Duration, matches: impl FnMut(&str) -> bool) -> Result<String> {
+        self.wait_nth_line(what, 1, timeout, matches)
+    }
+
+    /// The `n`th (1-based) console line for which `matches` holds, counting
+    /// from the start of the log.
+    pub fn wait_nth_line(
         &mut self,
         what: &str,
+        n: usize,
         timeout: Duration,
         mut matches: impl FnMut(&str) -> bool,
     ) -> Result<String> {
         self.wait_console(what, timeout, |text, _| {
-            Ok(console::nth_line(text, 1, &mut matches).map(|(_, l)| l.to_string()))
+            Ok(console::nth_line(text, n, &mut matches).map(|(_, l)| l.to_string()))
         })
     }
 

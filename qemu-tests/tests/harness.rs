@@ -24,6 +24,8 @@ fn firmware_only_vm_logs_its_console_and_obeys_qmp() {
     let before = vm.console_text().matches("BdsDxe").count();
     vm.restart().expect("restart");
     vm.wait_for_nth("BdsDxe", before + 1, Duration::from_secs(120)).expect("the firmware again after restart");
+    let after = vm.console_text().matches("BdsDxe").count();
+    assert!(after > before, "wait_for_nth returned before line {} came ({after} so far)", before + 1);
     vm.power_cut().expect("power cut");
     assert!(!vm.is_running());
     let dir = vm.dir().to_path_buf();
