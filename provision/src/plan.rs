@@ -302,11 +302,22 @@ impl Planner<'_> {
             let name = user_name(u).to_string();
             let home = home_for(u, accounts);
             let Some((uid, gid)) = self.user(u, &name, &home, accounts) else { continue };
-            let has_home = !(u.system && u.homedir.is_none());
+            // A home on the read-only root (the image's `nobody` has
+            // /nonexistent; a system user without `homedir` too) is not
+            // made, and keys cannot be written there.
+            let writable = crate::interpret::valid::writable_path(&home).is_ok();
+            let has_home = !(u.system && u.homedir.is_none()) && writable;
             if has_home && !homes.iter().any(|(h, _, _)| *h == home) {
                 homes.push((home.clone(), uid, gid));
             }
-            if !u.ssh_authorized_keys.is_empty() {
+            if !u.ssh_authorized_keys.is_empty() && !writable {
+                self.error(
+                    &u.at,
+                    format!(
+                        "user {name}'s home {home} is not writable on Berth: its ssh_authorized_keys cannot be written (give `homedir`)"
+                    ),
+                );
+            } else if !u.ssh_authorized_keys.is_empty() {
                 let e = keys.entry(home).or_insert((uid, gid, vec![]));
                 e.2.extend(u.ssh_authorized_keys.iter().map(|k| k.value.clone()));
             }

@@ -292,3 +292,17 @@ fn the_readme_examples_pass_and_mean_the_same() {
     let gz = y.config.write_files.iter().find(|f| f.path == "/var/lib/app/hello.txt").unwrap();
     assert_eq!(gz.content, b"hello\n");
 }
+
+#[test]
+fn a_system_user_without_homedir_has_nowhere_for_keys() {
+    // A system user gets no home (/nonexistent, on the read-only root)
+    // unless `homedir` gives one: its keys would fail on the machine.
+    let e = errors(
+        "#cloud-config\nusers:\n  - name: svc\n    system: true\n    ssh_authorized_keys: [ssh-ed25519 AAAA s]\n",
+    );
+    assert_eq!(
+        e,
+        ["u:3: key users[0]: a system user has no home unless `homedir` gives one: its ssh_authorized_keys have nowhere to go"]
+    );
+    ok("#cloud-config\nusers:\n  - name: svc\n    system: true\n    homedir: /var/lib/svc\n    ssh_authorized_keys: [ssh-ed25519 AAAA s]\n");
+}

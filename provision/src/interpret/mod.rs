@@ -20,7 +20,7 @@ mod network;
 mod read;
 mod schema;
 mod users;
-mod valid;
+pub(crate) mod valid;
 
 use crate::diag::{Diagnostic, Place};
 use crate::model::{Config, MetaData, Network};

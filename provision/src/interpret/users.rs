@@ -212,6 +212,13 @@ fn user(cx: &mut Ctx, n: &Node, at: &Place, key_name: Option<&str>) -> Option<Us
         }
         ok &= cx.errors.len() == before;
     }
+    if u.system && u.homedir.is_none() && !u.ssh_authorized_keys.is_empty() {
+        cx.error(
+            at,
+            "a system user has no home unless `homedir` gives one: its ssh_authorized_keys have nowhere to go",
+        );
+        ok = false;
+    }
     ok.then_some(u)
 }
 

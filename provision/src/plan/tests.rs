@@ -569,3 +569,25 @@ fn the_planner_does_not_panic_on_odd_configs_and_machines() {
         let _ = plan(&config, &facts, &previous, ALL);
     }
 }
+
+#[test]
+fn a_home_on_the_read_only_root_is_not_made_and_keys_there_are_an_error() {
+    // `nobody` is the image's, with its home /nonexistent on the read-only
+    // root: naming it made the planner mkdir /nonexistent, which failed on
+    // the machine after `check-config` had passed.
+    let p = plan_on_image(&Config { users: vec![user("nobody")], ..Config::default() }, ALL).unwrap();
+    assert!(!p.changes.iter().any(|c| matches!(c, Change::Mkdir { path, .. } if path.starts_with("/nonexistent"))));
+    // Keys for it (or for a new system user without `homedir`) have nowhere
+    // to go: an error at the user's place, not a failed apply.
+    let mut nobody = user("nobody");
+    nobody.ssh_authorized_keys = vec![key("ssh-ed25519 AAAA n")];
+    let e = plan_on_image(&Config { users: vec![nobody], ..Config::default() }, ALL).unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "user-data:3: key users[0]: user nobody's home /nonexistent is not writable on Berth: its ssh_authorized_keys cannot be written (give `homedir`)"
+    );
+    let mut svc = user("svc");
+    svc.system = true;
+    svc.ssh_authorized_keys = vec![key("ssh-ed25519 AAAA s")];
+    assert!(plan_on_image(&Config { users: vec![svc], ..Config::default() }, ALL).is_err());
+}
