@@ -306,3 +306,21 @@ fn a_system_user_without_homedir_has_nowhere_for_keys() {
     );
     ok("#cloud-config\nusers:\n  - name: svc\n    system: true\n    homedir: /var/lib/svc\n    ssh_authorized_keys: [ssh-ed25519 AAAA s]\n");
 }
+
+#[test]
+fn toml_permissions_in_decimal_warn_as_yaml_does() {
+    // `permissions = 644` in TOML is the decimal 644 (0o1204): a sticky,
+    // world-readable, owner-write-only file. It went through in silence,
+    // where the same in YAML warns.
+    let d = ok("#berth-config\n[[write_files]]\npath = \"/etc/a\"\npermissions = 644\n");
+    assert_eq!(d.config.write_files.first().unwrap().mode, 644);
+    assert_eq!(
+        warnings(&d),
+        ["u:4: key write_files[0].permissions: `644` is the decimal 644 (0o1204); write 0o644 (or \"0644\") if octal was meant"]
+    );
+    // Octal as TOML writes it: no warning; elsewhere an octal integer reads too.
+    let d = ok("#berth-config\n[[write_files]]\npath = \"/etc/a\"\npermissions = 0o644\n[[users]]\nname = \"bob\"\nuid = 0o1750\n");
+    assert_eq!(d.config.write_files.first().unwrap().mode, 0o644);
+    assert_eq!(d.config.users.first().unwrap().uid, Some(1000));
+    assert!(d.warnings.is_empty(), "{:?}", warnings(&d));
+}

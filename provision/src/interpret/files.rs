@@ -8,7 +8,7 @@ use crate::diag::Place;
 use crate::model::WriteFile;
 use crate::tree::{Node, Scalar, Style, Value};
 
-use super::read::{yaml11_int, Ctx};
+use super::read::{toml_int, yaml11_int, Ctx};
 use super::valid;
 
 /// The largest decompressed content (gzip) accepted: 64 MiB.
@@ -119,7 +119,18 @@ fn mode(cx: &mut Ctx, n: &Node, at: &Place) -> Option<u32> {
             }
             v
         }
-        Value::Scalar(Scalar { text, style: Style::TomlInteger }) => text.parse().ok(),
+        Value::Scalar(Scalar { text, style: Style::TomlInteger }) => {
+            let v = toml_int(text);
+            if let Some(v) = v.filter(|v| !text.starts_with("0o") && *v > 7) {
+                cx.warn(
+                    at,
+                    format!(
+                        "`{text}` is the decimal {text} (0o{v:o}); write 0o{text} (or \"0{text}\") if octal was meant"
+                    ),
+                );
+            }
+            v
+        }
         _ => {
             cx.error(at, format!("expected permissions (an octal string such as \"0644\"), found {}", n.kind()));
             return None;
