@@ -324,3 +324,19 @@ fn toml_permissions_in_decimal_warn_as_yaml_does() {
     assert_eq!(d.config.users.first().unwrap().uid, Some(1000));
     assert!(d.warnings.is_empty(), "{:?}", warnings(&d));
 }
+
+#[test]
+fn search_domains_are_dns_names() {
+    // Each becomes a word of resolv.conf's `search` line: a space split it
+    // into two domains, a line break wrote a line of its own, in silence.
+    let e = errors("#cloud-config\nnetwork:\n  version: 2\n  ethernets:\n    eth0:\n      addresses: [10.0.0.2/24]\n      nameservers:\n        search: [example.com, \"bad domain\", \"x\\nnameserver 1.1.1.1\"]\n");
+    assert_eq!(
+        e,
+        [
+            "u:8: key network.ethernets.eth0.nameservers.search[1]: `bad domain` is not a search domain (a DNS name)",
+            "u:8: key network.ethernets.eth0.nameservers.search[2]: `x\nnameserver 1.1.1.1` is not a search domain (a DNS name)",
+        ]
+    );
+    let nc = "version: 1\nconfig:\n  - type: nameserver\n    address: [10.0.0.1]\n    search: [\"a b\"]\n";
+    assert!(network_config("n", nc.as_bytes()).is_err());
+}
