@@ -365,6 +365,13 @@ impl Planner<'_> {
         let exists = accounts.passwd.get(name).is_some();
         let (uid, gid) = if exists {
             let uid = accounts.uid(name).unwrap_or(0);
+            if let Some(want) = u.uid.filter(|w| *w != uid) {
+                self.error(
+                    &u.at,
+                    format!("user {name} exists with uid {uid}: uid {want} cannot be given to it (an existing user's uid is not changed)"),
+                );
+                return None;
+            }
             let mut gid = accounts.primary_gid(name).unwrap_or(0);
             if let Some(pg) = &u.primary_group {
                 match accounts.ensure_group(pg, u.system, None) {

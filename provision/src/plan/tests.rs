@@ -591,3 +591,19 @@ fn a_home_on_the_read_only_root_is_not_made_and_keys_there_are_an_error() {
     svc.ssh_authorized_keys = vec![key("ssh-ed25519 AAAA s")];
     assert!(plan_on_image(&Config { users: vec![svc], ..Config::default() }, ALL).is_err());
 }
+
+#[test]
+fn a_uid_asked_of_an_existing_user_that_differs_is_an_error() {
+    // etcd is the image's, uid 101: `uid: 5000` was dropped without a word
+    // and the user believed files owned by 5000 were etcd's.
+    let mut etcd = user("etcd");
+    etcd.uid = Some(5000);
+    let e = plan_on_image(&Config { users: vec![etcd], ..Config::default() }, ALL).unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "user-data:3: key users[0]: user etcd exists with uid 101: uid 5000 cannot be given to it (an existing user's uid is not changed)"
+    );
+    let mut same = user("etcd");
+    same.uid = Some(101);
+    assert!(plan_on_image(&Config { users: vec![same], ..Config::default() }, ALL).is_ok());
+}
