@@ -340,3 +340,10 @@ fn search_domains_are_dns_names() {
     let nc = "version: 1\nconfig:\n  - type: nameserver\n    address: [10.0.0.1]\n    search: [\"a b\"]\n";
     assert!(network_config("n", nc.as_bytes()).is_err());
 }
+
+#[test]
+fn bytes_that_are_not_utf8_are_named_by_line() {
+    // The error had no line: a user had to count bytes to find it.
+    let r = check("u", b"#cloud-config\nhostname: a\nx: \xff\n").unwrap_err();
+    assert_eq!(r.errors.first().unwrap().to_string(), "u:3: user data is not UTF-8 text (byte 29)");
+}
