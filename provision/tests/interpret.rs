@@ -347,3 +347,20 @@ fn bytes_that_are_not_utf8_are_named_by_line() {
     let r = check("u", b"#cloud-config\nhostname: a\nx: \xff\n").unwrap_err();
     assert_eq!(r.errors.first().unwrap().to_string(), "u:3: user data is not UTF-8 text (byte 29)");
 }
+
+#[test]
+fn passwd_fields_cannot_hold_a_colon_or_a_line_break() {
+    // /etc/passwd's fields are split at `:` and its entries at line breaks:
+    // a gecos `Bob: ops` moved bob's home and shell one field along, and a
+    // line break in it wrote an account of its own (`root2::0:0::/:/bin/sh`).
+    let e = errors("#cloud-config\nusers:\n- name: bob\n  gecos: \"Bob: ops\\nroot2::0:0::/:/bin/sh\"\n  shell: \"/bin/sh:x\"\n  homedir: \"/var/b:c\"\n");
+    assert_eq!(
+        e,
+        [
+            "u:4: key users[0].gecos: `:` and control characters (line breaks) cannot be in /etc/passwd's fields",
+            "u:5: key users[0].shell: `:` and control characters (line breaks) cannot be in /etc/passwd's fields",
+            "u:6: key users[0].homedir: `:` and control characters (line breaks) cannot be in /etc/passwd's fields",
+        ]
+    );
+    ok("#cloud-config\nusers:\n- name: bob\n  gecos: Bob Smith, ops (x-1234)\n");
+}
