@@ -364,3 +364,16 @@ fn passwd_fields_cannot_hold_a_colon_or_a_line_break() {
     );
     ok("#cloud-config\nusers:\n- name: bob\n  gecos: Bob Smith, ops (x-1234)\n");
 }
+
+#[test]
+fn a_registry_host_is_a_directory_name_of_its_own() {
+    // The host names a directory under /etc/containerd/certs.d: `..` and
+    // `.` were accepted and wrote certs.d/hosts.toml, a mirror of nothing.
+    let e = errors("#cloud-config\nberth:\n  containerd:\n    registry_mirrors:\n      \"..\": [https://m.example.com]\n      .: [https://m.example.com]\n");
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e.first().unwrap().starts_with("u:5: key berth.containerd.registry_mirrors...: `..` is not a registry host"),
+        "{e:?}"
+    );
+    ok("#cloud-config\nberth:\n  containerd:\n    registry_mirrors:\n      registry.example.com:5000: [https://m.example.com]\n      docker.io: [https://m.example.com]\n");
+}
