@@ -480,7 +480,13 @@ impl Planner<'_> {
         if w.append {
             // What is there, then the content; applying again (config
             // apply on the same instance) does not add it twice.
-            let mut current = self.facts.files.get(&w.path).cloned().unwrap_or_default();
+            // What an earlier entry of the document writes there, else what
+            // the machine has.
+            let planned = self.out.changes.iter().rev().find_map(|c| match c {
+                Change::Write { path, content, .. } if *path == w.path => Some(content.clone()),
+                _ => None,
+            });
+            let mut current = planned.or_else(|| self.facts.files.get(&w.path).cloned()).unwrap_or_default();
             if !current.ends_with(&content) || content.is_empty() {
                 current.extend_from_slice(&content);
             }

@@ -607,3 +607,17 @@ fn a_uid_asked_of_an_existing_user_that_differs_is_an_error() {
     same.uid = Some(101);
     assert!(plan_on_image(&Config { users: vec![same], ..Config::default() }, ALL).is_ok());
 }
+
+#[test]
+fn an_append_follows_an_earlier_write_of_the_same_path() {
+    // Two entries for one file, the second `append: true` (as cloud-init
+    // users write a base and then add to it): the append read the
+    // machine's file, not the first entry's, so the first was lost at the
+    // first boot and came back only at a second apply.
+    let mut more = file("/etc/app.conf", "b=2\n", ("root", "root"));
+    more.append = true;
+    let config =
+        Config { write_files: vec![file("/etc/app.conf", "a=1\n", ("root", "root")), more], ..Config::default() };
+    let p = plan_on_image(&config, ALL).unwrap();
+    assert_eq!(text(&p, "/etc/app.conf"), "a=1\nb=2\n");
+}
