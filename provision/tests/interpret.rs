@@ -377,3 +377,25 @@ fn a_registry_host_is_a_directory_name_of_its_own() {
     );
     ok("#cloud-config\nberth:\n  containerd:\n    registry_mirrors:\n      registry.example.com:5000: [https://m.example.com]\n      docker.io: [https://m.example.com]\n");
 }
+
+#[test]
+fn write_files_contents_have_one_budget_for_the_whole_document() {
+    // Each gzip'd content may inflate to 64 MiB; a 16 MiB document holds
+    // hundreds of them, and PID1 held them all in memory at boot (an OOM
+    // with PID1 as its victim). The contents together have the budget.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &vec![0u8; 40 << 20]).unwrap();
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, gz.finish().unwrap());
+    let mut doc = String::from("#cloud-config\nwrite_files:\n");
+    for i in 0..3 {
+        doc.push_str(&format!("- path: /var/big{i}\n  encoding: gz+b64\n  content: {b64}\n"));
+    }
+    let e = errors(&doc);
+    assert_eq!(
+        e,
+        [
+            "u:6: key write_files[1]: the contents of write_files are more than 64 MiB together",
+            "u:9: key write_files[2]: the contents of write_files are more than 64 MiB together",
+        ]
+    );
+}

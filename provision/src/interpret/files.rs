@@ -17,9 +17,17 @@ pub(crate) const MAX_INFLATED: u64 = 64 << 20;
 pub(crate) fn write_files(cx: &mut Ctx, n: &Node, at: &Place) -> Vec<WriteFile> {
     let mut out: Vec<WriteFile> = Vec::new();
     let Some(items) = cx.list(n, at) else { return out };
+    // All contents are held in memory (by PID1, at boot): one budget for
+    // them together, not [`MAX_INFLATED`] for each of hundreds.
+    let mut total: u64 = 0;
     for (i, item) in items.iter().enumerate() {
         let p = at.item(item.line, i);
         if let Some(f) = write_file(cx, item, &p) {
+            total = total.saturating_add(f.content.len() as u64);
+            if total > MAX_INFLATED {
+                cx.error(&p, format!("the contents of write_files are more than {} MiB together", MAX_INFLATED >> 20));
+                continue;
+            }
             out.push(f);
         }
     }
