@@ -399,3 +399,12 @@ fn write_files_contents_have_one_budget_for_the_whole_document() {
         ]
     );
 }
+
+#[test]
+fn ssh_pwauth_unchanged_unquoted_is_cloud_inits_string() {
+    // Plain `unchanged` is a string to PyYAML, which cloud-init takes (with
+    // a deprecation); Berth rejected the whole document over it.
+    let d = ok("#cloud-config\nssh_pwauth: unchanged\n");
+    assert_eq!(d.config.ssh.password_auth, None);
+    assert_eq!(warnings(&d).len(), 1);
+}
