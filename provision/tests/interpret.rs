@@ -408,3 +408,9 @@ fn ssh_pwauth_unchanged_unquoted_is_cloud_inits_string() {
     assert_eq!(d.config.ssh.password_auth, None);
     assert_eq!(warnings(&d).len(), 1);
 }
+
+#[test]
+fn a_bad_owner_named_twice_is_one_error() {
+    let e = errors("#cloud-config\nwrite_files:\n- path: /etc/a\n  owner: 1000:1000\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+}

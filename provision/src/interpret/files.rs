@@ -75,7 +75,9 @@ fn write_file(cx: &mut Ctx, n: &Node, at: &Place) -> Option<WriteFile> {
             "owner" => {
                 if let Some(s) = cx.nonempty(v, &p) {
                     let (u, g) = s.split_once(':').unwrap_or((s.as_str(), "root"));
-                    for name in [u, g] {
+                    // `1000:1000`: one error, not the same one twice.
+                    let names = if u == g { vec![u] } else { vec![u, g] };
+                    for name in names {
                         if let Err(e) = valid::account(name) {
                             cx.error(&p, e);
                         }
