@@ -53,7 +53,9 @@ pub fn check(source: &str, bytes: &[u8]) -> Checked {
     let whole = |msg: String| vec![Diagnostic::new(Place::new(source, 0, ""), msg)];
     let text = match crate::interpret::text_of(bytes) {
         Ok(t) => t,
-        Err(e) => return Err(reject(whole(e), Vec::new())),
+        Err((line, e)) => {
+            return Err(reject(vec![Diagnostic::new(Place::new(source, line, ""), e)], Vec::new()));
+        }
     };
     let empty = |format| Document {
         source: source.to_string(),

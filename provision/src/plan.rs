@@ -302,11 +302,22 @@ impl Planner<'_> {
             let name = user_name(u).to_string();
             let home = home_for(u, accounts);
             let Some((uid, gid)) = self.user(u, &name, &home, accounts) else { continue };
-            let has_home = !(u.system && u.homedir.is_none());
+            // A home on the read-only root (the image's `nobody` has
+            // /nonexistent; a system user without `homedir` too) is not
+            // made, and keys cannot be written there.
+            let writable = crate::interpret::valid::writable_path(&home).is_ok();
+            let has_home = !(u.system && u.homedir.is_none()) && writable;
             if has_home && !homes.iter().any(|(h, _, _)| *h == home) {
                 homes.push((home.clone(), uid, gid));
             }
-            if !u.ssh_authorized_keys.is_empty() {
+            if !u.ssh_authorized_keys.is_empty() && !writable {
+                self.error(
+                    &u.at,
+                    format!(
+                        "user {name}'s home {home} is not writable on Berth: its ssh_authorized_keys cannot be written (give `homedir`)"
+                    ),
+                );
+            } else if !u.ssh_authorized_keys.is_empty() {
                 let e = keys.entry(home).or_insert((uid, gid, vec![]));
                 e.2.extend(u.ssh_authorized_keys.iter().map(|k| k.value.clone()));
             }
@@ -354,6 +365,13 @@ impl Planner<'_> {
         let exists = accounts.passwd.get(name).is_some();
         let (uid, gid) = if exists {
             let uid = accounts.uid(name).unwrap_or(0);
+            if let Some(want) = u.uid.filter(|w| *w != uid) {
+                self.error(
+                    &u.at,
+                    format!("user {name} exists with uid {uid}: uid {want} cannot be given to it (an existing user's uid is not changed)"),
+                );
+                return None;
+            }
             let mut gid = accounts.primary_gid(name).unwrap_or(0);
             if let Some(pg) = &u.primary_group {
                 match accounts.ensure_group(pg, u.system, None) {
@@ -462,7 +480,13 @@ impl Planner<'_> {
         if w.append {
             // What is there, then the content; applying again (config
             // apply on the same instance) does not add it twice.
-            let mut current = self.facts.files.get(&w.path).cloned().unwrap_or_default();
+            // What an earlier entry of the document writes there, else what
+            // the machine has.
+            let planned = self.out.changes.iter().rev().find_map(|c| match c {
+                Change::Write { path, content, .. } if *path == w.path => Some(content.clone()),
+                _ => None,
+            });
+            let mut current = planned.or_else(|| self.facts.files.get(&w.path).cloned()).unwrap_or_default();
             if !current.ends_with(&content) || content.is_empty() {
                 current.extend_from_slice(&content);
             }

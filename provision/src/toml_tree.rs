@@ -4,7 +4,8 @@
 //! errors) and keeps the byte span of every key and value, which become
 //! lines. Strings are [`Style::Quoted`]; the typed scalars become
 //! [`Style::TomlBool`], [`Style::TomlInteger`], [`Style::TomlFloat`] and
-//! [`Style::TomlDatetime`] with their canonical text. An array of tables
+//! [`Style::TomlDatetime`] with their canonical text (an integer written
+//! in octal as `0o...`, others in decimal). An array of tables
 //! (`[[users]]`) is a list of mappings. A table with no span of its own
 //! (implied by `[a.b]`) takes its first key's line, else its parent's.
 
@@ -71,7 +72,18 @@ impl Lines<'_> {
         let scalar = |text: String, style: Style| Node { line, value: Value::Scalar(Scalar { text, style }) };
         match v {
             TValue::String(s) => scalar(s.value().clone(), Style::Quoted),
-            TValue::Integer(i) => scalar(i.value().to_string(), Style::TomlInteger),
+            // Written in octal (`0o644`), the text keeps it: a mode in decimal
+            // (`644`) is then told from one in octal, as in YAML.
+            TValue::Integer(i) => {
+                let raw = v.span().and_then(|s| self.text.get(s)).unwrap_or("");
+                let n = *i.value();
+                let text = if raw.trim_start_matches(['+', '-']).starts_with("0o") {
+                    format!("{}0o{:o}", if n < 0 { "-" } else { "" }, n.unsigned_abs())
+                } else {
+                    n.to_string()
+                };
+                scalar(text, Style::TomlInteger)
+            }
             TValue::Float(f) => scalar(f.value().to_string(), Style::TomlFloat),
             TValue::Boolean(b) => scalar(b.value().to_string(), Style::TomlBool),
             TValue::Datetime(d) => scalar(d.value().to_string(), Style::TomlDatetime),

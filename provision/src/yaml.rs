@@ -138,6 +138,12 @@ impl Builder<'_> {
                     Some(n) => n.clone(),
                     None => return Err(self.err(line, "YAML: an alias to an unknown anchor")),
                 };
+                // An alias copies its anchor's nesting to where it is: without
+                // this bound, aliases of aliases nest thousands deep, and the
+                // recursive walks of the tree overflow a thread's stack.
+                if self.stack.len().saturating_add(depth(&node)) > MAX_DEPTH {
+                    return Err(self.err(line, format!("YAML: nested deeper than {MAX_DEPTH} (aliases expanded)")));
+                }
                 self.count(size(&node), line)?;
                 self.finish(node, 0, line)
             }
@@ -330,7 +336,24 @@ impl Builder<'_> {
                     Ok(())
                 }
                 Some(PendingKey::Merge) => {
-                    merges.push(node);
+                    // As PyYAML: only a mapping or a list of mappings merges;
+                    // anything else would be dropped without a word.
+                    let mergeable = match &node.value {
+                        Value::Map(_) => true,
+                        Value::List(l) => l.iter().all(|n| matches!(n.value, Value::Map(_))),
+                        _ => false,
+                    };
+                    if mergeable {
+                        merges.push(node);
+                    } else {
+                        self.errors.push(Diagnostic::new(
+                            Place::new(source, line, &join(&parent, "<<")),
+                            format!(
+                                "YAML: the merge key `<<` needs a mapping or a list of mappings, found {}",
+                                node.kind()
+                            ),
+                        ));
+                    }
                     Ok(())
                 }
                 Some(PendingKey::Bad) => Ok(()),
@@ -372,6 +395,16 @@ fn join(parent: &str, key: &str) -> String {
         key.to_string()
     } else {
         format!("{parent}.{key}")
+    }
+}
+
+/// How many collections deep `n` is (a scalar: 0). Bounded by
+/// [`MAX_DEPTH`] for every node the reader keeps, so the recursion is too.
+fn depth(n: &Node) -> usize {
+    match &n.value {
+        Value::Map(m) => 1 + m.iter().map(|(_, v)| depth(v)).max().unwrap_or(0),
+        Value::List(l) => 1 + l.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -450,6 +483,15 @@ mod tests {
         let names: Vec<_> = o.iter().map(|(k, _)| k.name.as_str()).collect();
         assert_eq!(names, ["y", "x"]);
         assert_eq!(map(&m[2].1).len(), 2);
+        // `<<` of a scalar (or a list holding one) merges nothing: an
+        // error, not a silent drop.
+        let e = read("u", "a: &a 5\nb:\n  <<: *a\n  c: 1\nd:\n  <<: [{x: 1}, 2]\n").unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(
+            e[0].to_string(),
+            "u:3: key b.<<: YAML: the merge key `<<` needs a mapping or a list of mappings, found a string"
+        );
+        assert_eq!(e[1].place.key, "d.<<");
     }
 
     #[test]
@@ -464,5 +506,21 @@ mod tests {
         assert!(read("u", &t).unwrap_err()[0].message.contains("nodes"));
         let deep = "[".repeat(1000);
         assert!(read("u", &deep).is_err());
+    }
+
+    #[test]
+    fn aliases_do_not_nest_deeper_than_the_bound() {
+        // Each alias puts its anchor's 40 levels under 40 more: within the
+        // node budget, thousands deep once expanded, which overflowed the
+        // 2 MiB stack of PID1's user-data thread (an abort: a kernel panic).
+        let mut t = String::from("#cloud-config\n");
+        for k in 0..3 {
+            let inner = if k == 0 { "x".to_string() } else { format!("*a{}", k - 1) };
+            t.push_str(&format!("a{k}: &a{k} {}{inner}{}\n", "[".repeat(40), "]".repeat(40)));
+        }
+        let e = read("u", &t).unwrap_err();
+        assert_eq!(e[0].to_string(), "u:3: YAML: nested deeper than 64 (aliases expanded)");
+        // Shallow aliases still work.
+        assert!(read("u", "a: &a [[1]]\nb: [*a, *a]\n").is_ok());
     }
 }

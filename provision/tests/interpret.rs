@@ -292,3 +292,125 @@ fn the_readme_examples_pass_and_mean_the_same() {
     let gz = y.config.write_files.iter().find(|f| f.path == "/var/lib/app/hello.txt").unwrap();
     assert_eq!(gz.content, b"hello\n");
 }
+
+#[test]
+fn a_system_user_without_homedir_has_nowhere_for_keys() {
+    // A system user gets no home (/nonexistent, on the read-only root)
+    // unless `homedir` gives one: its keys would fail on the machine.
+    let e = errors(
+        "#cloud-config\nusers:\n  - name: svc\n    system: true\n    ssh_authorized_keys: [ssh-ed25519 AAAA s]\n",
+    );
+    assert_eq!(
+        e,
+        ["u:3: key users[0]: a system user has no home unless `homedir` gives one: its ssh_authorized_keys have nowhere to go"]
+    );
+    ok("#cloud-config\nusers:\n  - name: svc\n    system: true\n    homedir: /var/lib/svc\n    ssh_authorized_keys: [ssh-ed25519 AAAA s]\n");
+}
+
+#[test]
+fn toml_permissions_in_decimal_warn_as_yaml_does() {
+    // `permissions = 644` in TOML is the decimal 644 (0o1204): a sticky,
+    // world-readable, owner-write-only file. It went through in silence,
+    // where the same in YAML warns.
+    let d = ok("#berth-config\n[[write_files]]\npath = \"/etc/a\"\npermissions = 644\n");
+    assert_eq!(d.config.write_files.first().unwrap().mode, 644);
+    assert_eq!(
+        warnings(&d),
+        ["u:4: key write_files[0].permissions: `644` is the decimal 644 (0o1204); write 0o644 (or \"0644\") if octal was meant"]
+    );
+    // Octal as TOML writes it: no warning; elsewhere an octal integer reads too.
+    let d = ok("#berth-config\n[[write_files]]\npath = \"/etc/a\"\npermissions = 0o644\n[[users]]\nname = \"bob\"\nuid = 0o1750\n");
+    assert_eq!(d.config.write_files.first().unwrap().mode, 0o644);
+    assert_eq!(d.config.users.first().unwrap().uid, Some(1000));
+    assert!(d.warnings.is_empty(), "{:?}", warnings(&d));
+}
+
+#[test]
+fn search_domains_are_dns_names() {
+    // Each becomes a word of resolv.conf's `search` line: a space split it
+    // into two domains, a line break wrote a line of its own, in silence.
+    let e = errors("#cloud-config\nnetwork:\n  version: 2\n  ethernets:\n    eth0:\n      addresses: [10.0.0.2/24]\n      nameservers:\n        search: [example.com, \"bad domain\", \"x\\nnameserver 1.1.1.1\"]\n");
+    assert_eq!(
+        e,
+        [
+            "u:8: key network.ethernets.eth0.nameservers.search[1]: `bad domain` is not a search domain (a DNS name)",
+            "u:8: key network.ethernets.eth0.nameservers.search[2]: `x\nnameserver 1.1.1.1` is not a search domain (a DNS name)",
+        ]
+    );
+    let nc = "version: 1\nconfig:\n  - type: nameserver\n    address: [10.0.0.1]\n    search: [\"a b\"]\n";
+    assert!(network_config("n", nc.as_bytes()).is_err());
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_named_by_line() {
+    // The error had no line: a user had to count bytes to find it.
+    let r = check("u", b"#cloud-config\nhostname: a\nx: \xff\n").unwrap_err();
+    assert_eq!(r.errors.first().unwrap().to_string(), "u:3: user data is not UTF-8 text (byte 29)");
+}
+
+#[test]
+fn passwd_fields_cannot_hold_a_colon_or_a_line_break() {
+    // /etc/passwd's fields are split at `:` and its entries at line breaks:
+    // a gecos `Bob: ops` moved bob's home and shell one field along, and a
+    // line break in it wrote an account of its own (`root2::0:0::/:/bin/sh`).
+    let e = errors("#cloud-config\nusers:\n- name: bob\n  gecos: \"Bob: ops\\nroot2::0:0::/:/bin/sh\"\n  shell: \"/bin/sh:x\"\n  homedir: \"/var/b:c\"\n");
+    assert_eq!(
+        e,
+        [
+            "u:4: key users[0].gecos: `:` and control characters (line breaks) cannot be in /etc/passwd's fields",
+            "u:5: key users[0].shell: `:` and control characters (line breaks) cannot be in /etc/passwd's fields",
+            "u:6: key users[0].homedir: `:` and control characters (line breaks) cannot be in /etc/passwd's fields",
+        ]
+    );
+    ok("#cloud-config\nusers:\n- name: bob\n  gecos: Bob Smith, ops (x-1234)\n");
+}
+
+#[test]
+fn a_registry_host_is_a_directory_name_of_its_own() {
+    // The host names a directory under /etc/containerd/certs.d: `..` and
+    // `.` were accepted and wrote certs.d/hosts.toml, a mirror of nothing.
+    let e = errors("#cloud-config\nberth:\n  containerd:\n    registry_mirrors:\n      \"..\": [https://m.example.com]\n      .: [https://m.example.com]\n");
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e.first().unwrap().starts_with("u:5: key berth.containerd.registry_mirrors...: `..` is not a registry host"),
+        "{e:?}"
+    );
+    ok("#cloud-config\nberth:\n  containerd:\n    registry_mirrors:\n      registry.example.com:5000: [https://m.example.com]\n      docker.io: [https://m.example.com]\n");
+}
+
+#[test]
+fn write_files_contents_have_one_budget_for_the_whole_document() {
+    // Each gzip'd content may inflate to 64 MiB; a 16 MiB document holds
+    // hundreds of them, and PID1 held them all in memory at boot (an OOM
+    // with PID1 as its victim). The contents together have the budget.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &vec![0u8; 40 << 20]).unwrap();
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, gz.finish().unwrap());
+    let mut doc = String::from("#cloud-config\nwrite_files:\n");
+    for i in 0..3 {
+        doc.push_str(&format!("- path: /var/big{i}\n  encoding: gz+b64\n  content: {b64}\n"));
+    }
+    let e = errors(&doc);
+    assert_eq!(
+        e,
+        [
+            "u:6: key write_files[1]: the contents of write_files are more than 64 MiB together",
+            "u:9: key write_files[2]: the contents of write_files are more than 64 MiB together",
+        ]
+    );
+}
+
+#[test]
+fn ssh_pwauth_unchanged_unquoted_is_cloud_inits_string() {
+    // Plain `unchanged` is a string to PyYAML, which cloud-init takes (with
+    // a deprecation); Berth rejected the whole document over it.
+    let d = ok("#cloud-config\nssh_pwauth: unchanged\n");
+    assert_eq!(d.config.ssh.password_auth, None);
+    assert_eq!(warnings(&d).len(), 1);
+}
+
+#[test]
+fn a_bad_owner_named_twice_is_one_error() {
+    let e = errors("#cloud-config\nwrite_files:\n- path: /etc/a\n  owner: 1000:1000\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+}

@@ -113,7 +113,8 @@ pub(crate) fn containerd(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Container
                 let Some(hosts) = cx.map(v, &p) else { continue };
                 for (h, urls) in hosts {
                     let hp = p.child(h.line, &h.name);
-                    let host_ok = !h.name.is_empty()
+                    // A directory of its own under certs.d: not `.` or `..`.
+                    let host_ok = h.name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
                         && h.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'));
                     if !host_ok {
                         cx.error(

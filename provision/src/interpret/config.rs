@@ -123,11 +123,14 @@ fn host(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Item<String>> {
 /// `ssh_pwauth`: a boolean; cloud-init's older string values (`unchanged`,
 /// a quoted `"true"`) are accepted with a deprecation warning.
 fn pwauth(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Item<bool>> {
-    if let Value::Scalar(Scalar { text, style: Style::Quoted }) = &n.value {
+    // `unchanged` is a string to YAML quoted or not (as users write it).
+    if let Value::Scalar(Scalar { text, style: Style::Plain | Style::Quoted }) = &n.value {
         if text == "unchanged" {
             cx.warn(at, "a string value is deprecated in cloud-init (22.3): `unchanged` leaves the setting as it is");
             return None;
         }
+    }
+    if let Value::Scalar(Scalar { text, style: Style::Quoted }) = &n.value {
         return match super::read::yaml11_bool(text) {
             Some(b) => {
                 cx.warn(at, "a string value is deprecated in cloud-init (22.3): write a boolean");

@@ -8,7 +8,7 @@ use crate::diag::Place;
 use crate::model::WriteFile;
 use crate::tree::{Node, Scalar, Style, Value};
 
-use super::read::{yaml11_int, Ctx};
+use super::read::{toml_int, yaml11_int, Ctx};
 use super::valid;
 
 /// The largest decompressed content (gzip) accepted: 64 MiB.
@@ -17,9 +17,17 @@ pub(crate) const MAX_INFLATED: u64 = 64 << 20;
 pub(crate) fn write_files(cx: &mut Ctx, n: &Node, at: &Place) -> Vec<WriteFile> {
     let mut out: Vec<WriteFile> = Vec::new();
     let Some(items) = cx.list(n, at) else { return out };
+    // All contents are held in memory (by PID1, at boot): one budget for
+    // them together, not [`MAX_INFLATED`] for each of hundreds.
+    let mut total: u64 = 0;
     for (i, item) in items.iter().enumerate() {
         let p = at.item(item.line, i);
         if let Some(f) = write_file(cx, item, &p) {
+            total = total.saturating_add(f.content.len() as u64);
+            if total > MAX_INFLATED {
+                cx.error(&p, format!("the contents of write_files are more than {} MiB together", MAX_INFLATED >> 20));
+                continue;
+            }
             out.push(f);
         }
     }
@@ -67,7 +75,9 @@ fn write_file(cx: &mut Ctx, n: &Node, at: &Place) -> Option<WriteFile> {
             "owner" => {
                 if let Some(s) = cx.nonempty(v, &p) {
                     let (u, g) = s.split_once(':').unwrap_or((s.as_str(), "root"));
-                    for name in [u, g] {
+                    // `1000:1000`: one error, not the same one twice.
+                    let names = if u == g { vec![u] } else { vec![u, g] };
+                    for name in names {
                         if let Err(e) = valid::account(name) {
                             cx.error(&p, e);
                         }
@@ -119,7 +129,18 @@ fn mode(cx: &mut Ctx, n: &Node, at: &Place) -> Option<u32> {
             }
             v
         }
-        Value::Scalar(Scalar { text, style: Style::TomlInteger }) => text.parse().ok(),
+        Value::Scalar(Scalar { text, style: Style::TomlInteger }) => {
+            let v = toml_int(text);
+            if let Some(v) = v.filter(|v| !text.starts_with("0o") && *v > 7) {
+                cx.warn(
+                    at,
+                    format!(
+                        "`{text}` is the decimal {text} (0o{v:o}); write 0o{text} (or \"0{text}\") if octal was meant"
+                    ),
+                );
+            }
+            v
+        }
         _ => {
             cx.error(at, format!("expected permissions (an octal string such as \"0644\"), found {}", n.kind()));
             return None;

@@ -20,7 +20,7 @@ mod network;
 mod read;
 mod schema;
 mod users;
-mod valid;
+pub(crate) mod valid;
 
 use crate::diag::{Diagnostic, Place};
 use crate::model::{Config, MetaData, Network};
@@ -41,21 +41,26 @@ pub fn document(format: Format, root: &Node, source: &str) -> (Config, Vec<Diagn
 }
 
 /// Raw bytes -> text: gunzipped when they start with gzip's magic, a
-/// UTF-8 BOM dropped, `\r\n` left to the readers.
-pub(crate) fn text_of(bytes: &[u8]) -> Result<String, String> {
+/// UTF-8 BOM dropped, `\r\n` left to the readers. The error: its line (0:
+/// the document as a whole) and why.
+pub(crate) fn text_of(bytes: &[u8]) -> Result<String, (usize, String)> {
     let data;
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
-        data = files::gunzip(bytes).map_err(|e| format!("gzip-compressed user data that does not decompress: {e}"))?;
+        data = files::gunzip(bytes)
+            .map_err(|e| (0, format!("gzip-compressed user data that does not decompress: {e}")))?;
         data.as_slice()
     } else {
         bytes
     };
     if bytes.len() as u64 > MAX_DOCUMENT {
-        return Err(format!("user data larger than {} MiB", MAX_DOCUMENT >> 20));
+        return Err((0, format!("user data larger than {} MiB", MAX_DOCUMENT >> 20)));
     }
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    String::from_utf8(bytes.to_vec())
-        .map_err(|e| format!("user data is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+    String::from_utf8(bytes.to_vec()).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = bytes.iter().take(at).filter(|b| **b == b'\n').count() + 1;
+        (line, format!("user data is not UTF-8 text (byte {at})"))
+    })
 }
 
 /// A NoCloud `meta-data` file (YAML, or JSON, which YAML reads):
@@ -63,7 +68,7 @@ pub(crate) fn text_of(bytes: &[u8]) -> Result<String, String> {
 /// EC2's, cloud-init ignores most too). Empty: no instance-id. Errors: a
 /// syntax error, a document that is not a mapping, a bad value.
 pub fn meta_data(source: &str, bytes: &[u8]) -> Result<MetaData, Diagnostic> {
-    let text = text_of(bytes).map_err(|e| Diagnostic::new(Place::new(source, 0, ""), e))?;
+    let text = text_of(bytes).map_err(|(line, e)| Diagnostic::new(Place::new(source, line, ""), e))?;
     let root = crate::yaml::read(source, &text).map_err(|mut e| e.remove(0))?;
     let mut md = MetaData::default();
     let mut cx = Ctx::new(Format::CloudConfig);
@@ -104,7 +109,7 @@ pub fn network_config(source: &str, bytes: &[u8]) -> Result<Network, Vec<Diagnos
 /// The network config's warnings as well (for `check-config` on a
 /// `network-config` file): Ok((network, warnings)).
 pub fn network_config_checked(source: &str, bytes: &[u8]) -> Result<(Network, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let text = text_of(bytes).map_err(|e| vec![Diagnostic::new(Place::new(source, 0, ""), e)])?;
+    let text = text_of(bytes).map_err(|(line, e)| vec![Diagnostic::new(Place::new(source, line, ""), e)])?;
     let root = crate::yaml::read(source, &text)?;
     let top = Place::new(source, 0, "");
     let empty =

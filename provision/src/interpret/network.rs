@@ -83,6 +83,19 @@ fn ips(cx: &mut Ctx, n: &Node, at: &Place) -> Vec<String> {
     out
 }
 
+/// Search domains: each a DNS name (it becomes a word of resolv.conf's
+/// `search` line, so a space or a line break would be taken apart there).
+fn domains(cx: &mut Ctx, n: &Node, at: &Place) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in cx.strings(n, at, false) {
+        match valid::hostname(&s.value) {
+            Ok(()) => out.push(s.value),
+            Err(_) => cx.error(&s.at, format!("`{}` is not a search domain (a DNS name)", s.value)),
+        }
+    }
+    out
+}
+
 fn push_unique(v: &mut Vec<String>, items: Vec<String>) {
     let mut have: std::collections::HashSet<String> = v.iter().cloned().collect();
     for i in items {
@@ -137,7 +150,7 @@ fn v1(cx: &mut Ctx, entries: &[(Key, Node)], at: &Place) -> Option<Network> {
                                         push_unique(&mut net.nameservers, a);
                                     }
                                     "search" => {
-                                        let s = cx.strings(v, &np, false).into_iter().map(|s| s.value).collect();
+                                        let s = domains(cx, v, &np);
                                         push_unique(&mut net.search, s);
                                     }
                                     "interface" => cx.warn(&np, "nameservers apply to the whole machine on Berth"),
@@ -316,7 +329,7 @@ fn v1_subnet(cx: &mut Ctx, n: &Node, at: &Place, iface: &mut Interface, net: &mu
                 push_unique(&mut net.nameservers, a);
             }
             "dns_search" => {
-                let s = cx.strings(v, &p, false).into_iter().map(|s| s.value).collect();
+                let s = domains(cx, v, &p);
                 push_unique(&mut net.search, s);
             }
             "routes" => {
@@ -468,7 +481,7 @@ fn v2_ethernet(cx: &mut Ctx, id: &str, n: &Node, at: &Place, net: &mut Network) 
                             push_unique(&mut net.nameservers, a);
                         }
                         "search" => {
-                            let s = cx.strings(v, &q, false).into_iter().map(|s| s.value).collect();
+                            let s = domains(cx, v, &q);
                             push_unique(&mut net.search, s);
                         }
                         _ => cx.unknown(&q, ""),

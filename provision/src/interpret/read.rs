@@ -106,13 +106,16 @@ impl Ctx {
     /// YAML 1.1 does (`0x1F` hex, a leading `0` octal, `_` separators).
     pub fn uint(&mut self, n: &Node, at: &Place) -> Option<u64> {
         match &n.value {
-            Value::Scalar(Scalar { text, style: Style::Plain | Style::TomlInteger }) => match yaml11_int(text) {
-                Some(i) if i >= 0 => u64::try_from(i).ok(),
-                _ => {
-                    self.error(at, format!("expected a non-negative integer, found `{text}`"));
-                    None
+            Value::Scalar(Scalar { text, style: style @ (Style::Plain | Style::TomlInteger) }) => {
+                let v = if *style == Style::TomlInteger { toml_int(text) } else { yaml11_int(text) };
+                match v {
+                    Some(i) if i >= 0 => u64::try_from(i).ok(),
+                    _ => {
+                        self.error(at, format!("expected a non-negative integer, found `{text}`"));
+                        None
+                    }
                 }
-            },
+            }
             _ => {
                 self.wrong(n, at, "an integer");
                 None
@@ -165,6 +168,20 @@ pub(crate) fn yaml11_bool(t: &str) -> Option<bool> {
         "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => Some(false),
         _ => None,
     }
+}
+
+/// A TOML integer's text in the tree: decimal, or `0o...` when written in
+/// octal (`crate::toml_tree`).
+pub(crate) fn toml_int(t: &str) -> Option<i64> {
+    let (neg, body) = match t.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, t),
+    };
+    let v = match body.strip_prefix("0o") {
+        Some(o) => i64::from_str_radix(o, 8).ok()?,
+        None => body.parse::<i64>().ok()?,
+    };
+    Some(if neg { -v } else { v })
 }
 
 /// YAML 1.1's integers (PyYAML): `[-+]` then `0b...`, `0x...`, `0...`

@@ -155,7 +155,7 @@ fn user(cx: &mut Ctx, n: &Node, at: &Place, key_name: Option<&str>) -> Option<Us
         let before = cx.errors.len();
         match key {
             "name" => {}
-            "gecos" => u.gecos = cx.string(v, &p),
+            "gecos" => u.gecos = cx.string(v, &p).and_then(|g| passwd_field(cx, g, &p)),
             "groups" => {
                 for g in cx.strings(v, &p, true) {
                     match valid::account(&g.value) {
@@ -173,7 +173,7 @@ fn user(cx: &mut Ctx, n: &Node, at: &Place, key_name: Option<&str>) -> Option<Us
                 }
             }
             "shell" => {
-                if let Some(s) = cx.nonempty(v, &p) {
+                if let Some(s) = cx.nonempty(v, &p).and_then(|s| passwd_field(cx, s, &p)) {
                     match valid::abs_path(&s) {
                         Ok(s) => u.shell = Some(s),
                         Err(e) => cx.error(&p, e),
@@ -181,7 +181,7 @@ fn user(cx: &mut Ctx, n: &Node, at: &Place, key_name: Option<&str>) -> Option<Us
                 }
             }
             "homedir" => {
-                if let Some(s) = cx.nonempty(v, &p) {
+                if let Some(s) = cx.nonempty(v, &p).and_then(|s| passwd_field(cx, s, &p)) {
                     match valid::writable_path(&s) {
                         Ok(s) => u.homedir = Some(s),
                         Err(e) => cx.error(&p, format!("a home directory must be writable: {e}")),
@@ -212,7 +212,25 @@ fn user(cx: &mut Ctx, n: &Node, at: &Place, key_name: Option<&str>) -> Option<Us
         }
         ok &= cx.errors.len() == before;
     }
+    if u.system && u.homedir.is_none() && !u.ssh_authorized_keys.is_empty() {
+        cx.error(
+            at,
+            "a system user has no home unless `homedir` gives one: its ssh_authorized_keys have nowhere to go",
+        );
+        ok = false;
+    }
     ok.then_some(u)
+}
+
+/// A value written as a field of /etc/passwd (gecos, home, shell): no `:`
+/// (the field separator) and no control character (a line break ends the
+/// entry and starts another).
+fn passwd_field(cx: &mut Ctx, s: String, at: &Place) -> Option<String> {
+    if s.chars().any(|c| c == ':' || c.is_control()) {
+        cx.error(at, "`:` and control characters (line breaks) cannot be in /etc/passwd's fields");
+        return None;
+    }
+    Some(s)
 }
 
 fn uid(cx: &mut Ctx, n: &Node, at: &Place) -> Option<u32> {

@@ -38,7 +38,10 @@ pub(crate) fn account(s: &str) -> Result<(), String> {
 /// `- _ . @`, starting with a letter or digit, at most 128.
 pub(crate) fn unit_name(s: &str) -> Result<(), String> {
     let first_ok = s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    // `etcd.toml` would be the file etcd.toml.toml: a mask or unit of no
+    // unit the user meant, in silence.
     if !first_ok
+        || s.ends_with(".toml")
         || s.len() > 128
         || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.' | b'@'))
     {
@@ -241,5 +244,7 @@ mod tests {
         assert!(mac("AA:bb:cc:dd:ee:ff").is_ok());
         assert!(unit_name("getty@hvc0").is_ok());
         assert!(unit_name("Foo").is_err());
+        assert!(unit_name("etcd.toml").is_err());
+        assert!(unit_name("a.b_c-d").is_ok());
     }
 }

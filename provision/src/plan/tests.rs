@@ -569,3 +569,55 @@ fn the_planner_does_not_panic_on_odd_configs_and_machines() {
         let _ = plan(&config, &facts, &previous, ALL);
     }
 }
+
+#[test]
+fn a_home_on_the_read_only_root_is_not_made_and_keys_there_are_an_error() {
+    // `nobody` is the image's, with its home /nonexistent on the read-only
+    // root: naming it made the planner mkdir /nonexistent, which failed on
+    // the machine after `check-config` had passed.
+    let p = plan_on_image(&Config { users: vec![user("nobody")], ..Config::default() }, ALL).unwrap();
+    assert!(!p.changes.iter().any(|c| matches!(c, Change::Mkdir { path, .. } if path.starts_with("/nonexistent"))));
+    // Keys for it (or for a new system user without `homedir`) have nowhere
+    // to go: an error at the user's place, not a failed apply.
+    let mut nobody = user("nobody");
+    nobody.ssh_authorized_keys = vec![key("ssh-ed25519 AAAA n")];
+    let e = plan_on_image(&Config { users: vec![nobody], ..Config::default() }, ALL).unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "user-data:3: key users[0]: user nobody's home /nonexistent is not writable on Berth: its ssh_authorized_keys cannot be written (give `homedir`)"
+    );
+    let mut svc = user("svc");
+    svc.system = true;
+    svc.ssh_authorized_keys = vec![key("ssh-ed25519 AAAA s")];
+    assert!(plan_on_image(&Config { users: vec![svc], ..Config::default() }, ALL).is_err());
+}
+
+#[test]
+fn a_uid_asked_of_an_existing_user_that_differs_is_an_error() {
+    // etcd is the image's, uid 101: `uid: 5000` was dropped without a word
+    // and the user believed files owned by 5000 were etcd's.
+    let mut etcd = user("etcd");
+    etcd.uid = Some(5000);
+    let e = plan_on_image(&Config { users: vec![etcd], ..Config::default() }, ALL).unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "user-data:3: key users[0]: user etcd exists with uid 101: uid 5000 cannot be given to it (an existing user's uid is not changed)"
+    );
+    let mut same = user("etcd");
+    same.uid = Some(101);
+    assert!(plan_on_image(&Config { users: vec![same], ..Config::default() }, ALL).is_ok());
+}
+
+#[test]
+fn an_append_follows_an_earlier_write_of_the_same_path() {
+    // Two entries for one file, the second `append: true` (as cloud-init
+    // users write a base and then add to it): the append read the
+    // machine's file, not the first entry's, so the first was lost at the
+    // first boot and came back only at a second apply.
+    let mut more = file("/etc/app.conf", "b=2\n", ("root", "root"));
+    more.append = true;
+    let config =
+        Config { write_files: vec![file("/etc/app.conf", "a=1\n", ("root", "root")), more], ..Config::default() };
+    let p = plan_on_image(&config, ALL).unwrap();
+    assert_eq!(text(&p, "/etc/app.conf"), "a=1\nb=2\n");
+}
