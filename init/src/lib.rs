@@ -19,7 +19,8 @@ pub mod pid1;
 
 // The service manager and what it reads.
 pub mod supervisor;
-pub mod unit;
+/// Unit files (their own crate, `units/`, which user data's checks share).
+pub use berth_units as unit;
 
 // Early boot against the `System` seam (mounts, data partition, identity).
 pub mod boot;

@@ -414,3 +414,14 @@ fn a_bad_owner_named_twice_is_one_error() {
     let e = errors("#cloud-config\nwrite_files:\n- path: /etc/a\n  owner: 1000:1000\n");
     assert_eq!(e.len(), 1, "{e:?}");
 }
+
+/// A unit given in user data is checked by PID1's own unit reader: a typo
+/// that PID1 would refuse at load (and so lose the image's sshd it
+/// overrides) rejects the document before anything is written.
+#[test]
+fn a_unit_pid1_would_refuse_rejects_the_document() {
+    let doc = "#cloud-config\nberth:\n  units:\n    override:\n      sshd: |\n        [service]\n        exec = [\"/usr/sbin/dropbear\", \"-F\"]\n        stop_timout = \"10s\"\n        kind = \"oneshot\"\n        start_timeout = \"ten seconds\"\n";
+    let e = errors(doc);
+    assert!(e.iter().any(|e| e.contains("key berth.units.override.sshd") && e.contains("stop_timout")), "{e:?}");
+    assert!(e.iter().any(|e| e.contains("start_timeout")), "every problem of the unit is named: {e:?}");
+}

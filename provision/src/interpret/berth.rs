@@ -31,8 +31,10 @@ pub(crate) fn units(cx: &mut Ctx, n: &Node, at: &Place) -> Units {
                         continue;
                     }
                     let Some(t) = cx.string(text, &fp) else { continue };
-                    if let Err(e) = unit_text(&t) {
-                        cx.error(&fp, format!("not a valid unit: {e}"));
+                    if let Err(errors) = unit_text(&name.name, &t) {
+                        for e in errors {
+                            cx.error(&fp, format!("not a valid unit: {e}"));
+                        }
                         continue;
                     }
                     u.files.push(UnitFile { name: name.name.clone(), text: t, is_override, at: fp });
@@ -70,28 +72,24 @@ pub(crate) fn units(cx: &mut Ctx, n: &Node, at: &Place) -> Units {
     u
 }
 
-/// A unit file's text: TOML with a `[service]` table whose `exec` is a
-/// non-empty list of strings, the first an absolute path. The rest of the
-/// unit is checked by berth-init's unit reader when it loads the file.
-pub(crate) fn unit_text(t: &str) -> Result<(), String> {
-    let doc: toml::Table = toml::from_str(t).map_err(|e| {
-        let line = e.span().map(|s| t.as_bytes().iter().take(s.start).filter(|b| **b == b'\n').count() + 1);
-        format!("line {} of the unit: {}", line.unwrap_or(0), e.message())
-    })?;
-    let service = match doc.get("service") {
-        Some(toml::Value::Table(s)) => s,
-        Some(_) => return Err("`service` must be a table ([service])".into()),
-        None => return Err("it has no [service] table".into()),
-    };
-    match service.get("exec") {
-        Some(toml::Value::Array(a)) if !a.is_empty() && a.iter().all(|v| v.is_str()) => {
-            match a.first().and_then(|v| v.as_str()) {
-                Some(p) if p.starts_with('/') => Ok(()),
-                _ => Err("service.exec's program must be an absolute path".into()),
-            }
-        }
-        _ => Err("service.exec must be a non-empty list of strings (the program and its arguments)".into()),
-    }
+/// A unit file's text, checked by the same reader PID1 loads units with
+/// (`berth-units`): every problem, each as `line L of the unit: key K:
+/// what` (a unit PID1 would refuse is refused here, before anything is
+/// written; it would otherwise stop the image's unit it overrides).
+/// Dependencies on units are checked when PID1 plans the units.
+pub(crate) fn unit_text(name: &str, t: &str) -> Result<(), Vec<String>> {
+    let unit = berth_units::UnitName::new(name).map_err(|e| vec![e])?;
+    let file = std::path::PathBuf::from(format!("{}/{name}.toml", berth_layout::paths::ETC_UNIT_DIR));
+    berth_units::parse_unit(&unit, &file, t).map(|_| ()).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| {
+                let line = e.at.line.map(|l| format!("line {l} of the unit: ")).unwrap_or_default();
+                let key = e.at.key.as_ref().map(|k| format!("key {k}: ")).unwrap_or_default();
+                format!("{line}{key}{}", e.kind)
+            })
+            .collect()
+    })
 }
 
 /// `containerd`: `config` (the whole config.toml, valid TOML) and

@@ -127,6 +127,6 @@ pub fn network_config_checked(source: &str, bytes: &[u8]) -> Result<(Network, Ve
 
 /// The unit-file check used for `units.add`/`units.override` (exposed for
 /// `check-config` and tests).
-pub fn unit_text(text: &str) -> Result<(), String> {
-    berth::unit_text(text)
+pub fn unit_text(name: &str, text: &str) -> Result<(), Vec<String>> {
+    berth::unit_text(name, text)
 }

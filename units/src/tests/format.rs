@@ -50,7 +50,7 @@ fn unit_oneshot_defaults_to_ready_on_exit_and_no_restart() {
 
 /// The TOML blocks of docs/units.md that are units.
 fn doc_examples() -> Vec<String> {
-    let doc = include_str!("../../../../docs/units.md");
+    let doc = include_str!("../../../docs/units.md");
     let mut out = Vec::new();
     let mut block: Option<String> = None;
     for line in doc.lines() {
@@ -485,6 +485,6 @@ fn unit_resource_limits_take_one_value_soft_hard_infinity_and_sizes() {
 
 /// Whether docs/units.md has `key` as a key of an example.
 fn docs_mention(key: &str) -> bool {
-    let text = include_str!("../../../../docs/units.md");
+    let text = include_str!("../../../docs/units.md");
     text.contains(&format!("`{key}`")) || text.lines().any(|l| l.starts_with(&format!("{key} = ")))
 }

@@ -1,6 +1,9 @@
 //! Units: the service manager's configuration, checked and ordered.
 //!
-//! Pure apart from reading directories: no process is started here.
+//! Pure apart from reading directories: no process is started here. Its
+//! own crate because two parts read unit files: PID1 (what it starts) and
+//! user data (`berth-provision` checks a unit it is given before writing it).
+//! PID1 links it, so it has PID1's no-panic lints.
 //!
 //! - [`format`](mod@format): the [`Unit`] one `NAME.toml` file describes.
 //!   [`parse_unit`] reads one (or returns errors with file, line and key),
@@ -17,7 +20,7 @@
 //! The supervisor's use:
 //!
 //! ```no_run
-//! use berth_init::unit::{self, Gate, State};
+//! use berth_units::{self as unit, Gate, State};
 //! let plan = unit::plan(unit::load_system());
 //! for e in &plan.errors { eprintln!("{e}"); }
 //! for (name, x) in &plan.excluded { eprintln!("{name}: not started: {}", x.reason); }
@@ -27,6 +30,9 @@
 //! ```
 //!
 //! The format is documented for people in `docs/units.md`.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod check;
 mod document;
