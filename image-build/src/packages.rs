@@ -79,10 +79,15 @@ pub fn fetch(cache: &Path, pins: &[Pin]) -> Result<Vec<PathBuf>, PackageError> {
     let dir = cache_dir(cache);
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     let mut debs = Vec::new();
+    let missing = pins.iter().filter(|p| !cached_deb(cache, p).exists()).count() as u64;
+    let mut task =
+        (missing > 0).then(|| crate::progress::bar("packages: downloading", crate::progress::Unit::Items, missing));
     for pin in pins {
         let path = cached_deb(cache, pin);
         if !path.exists() {
-            eprintln!("packages: downloading {}={}", pin.name, pin.version);
+            if let Some(t) = &task {
+                t.message(format!("{}={}", pin.name, pin.version));
+            }
             let deb = apt_download(cache, &format!("{}={}", pin.name, pin.version)).map_err(|e| match e {
                 PackageError::Cmd(source) => {
                     PackageError::Download { name: pin.name.clone(), version: pin.version.clone(), source }
@@ -91,6 +96,9 @@ pub fn fetch(cache: &Path, pins: &[Pin]) -> Result<Vec<PathBuf>, PackageError> {
             })?;
             std::fs::rename(&deb, &path).map_err(io_at(&path))?;
             let _ = deb.parent().map(std::fs::remove_dir_all);
+            if let Some(t) = &mut task {
+                t.inc(1);
+            }
         }
         let actual = sha256_file(&path)?;
         if actual != pin.sha256 {
@@ -103,6 +111,9 @@ pub fn fetch(cache: &Path, pins: &[Pin]) -> Result<Vec<PathBuf>, PackageError> {
         }
         debs.push(path);
     }
+    if let Some(t) = task {
+        t.finish();
+    }
     Ok(debs)
 }
 
@@ -111,8 +122,11 @@ pub fn lock(cache: &Path, names: &[String]) -> Result<Lock, PackageError> {
     let dir = cache_dir(cache);
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     let mut packages = Vec::new();
+    let mut task = crate::progress::bar("lock: downloading", crate::progress::Unit::Items, names.len() as u64);
     for name in names {
+        task.message(name.clone());
         let deb = apt_download(cache, name)?;
+        task.inc(1);
         let pin = Pin {
             name: deb_field(&deb, "Package")?,
             version: deb_field(&deb, "Version")?,
@@ -125,6 +139,7 @@ pub fn lock(cache: &Path, names: &[String]) -> Result<Lock, PackageError> {
         eprintln!("packages: pinned {} {}", pin.name, pin.version);
         packages.push(pin);
     }
+    task.finish();
     Ok(Lock { packages })
 }
 
