@@ -321,4 +321,28 @@ mod tests {
         assert!(parse(&["run", "--user-data", "u", "--seed", "floppy"]).is_err());
         assert!(matches!(parse(&["check-config", "f"]), Ok(Cli { command: Command::CheckConfig { .. }, .. })));
     }
+
+    #[test]
+    fn flash_convert_and_build_formats_parse() {
+        let Ok(Cli { command: Command::Flash { device, image, yes }, .. }) = parse(&["flash", "/dev/sdb"]) else {
+            panic!("flash DEVICE parses")
+        };
+        assert_eq!((device, image, yes), ("/dev/sdb".into(), None, false));
+        assert!(matches!(
+            parse(&["flash", "disk.raw", "--image", "x.raw", "--yes"]),
+            Ok(Cli { command: Command::Flash { yes: true, image: Some(_), .. }, .. })
+        ));
+        assert!(parse(&["flash"]).is_err(), "flash needs a device");
+        let Ok(Cli { command: Command::Build(b), .. }) = parse(&["build", "--format", "raw,qcow2,vmdk,vhd"]) else {
+            panic!("build --format parses")
+        };
+        use formats::Format;
+        assert_eq!(b.formats, [Format::Raw, Format::Qcow2, Format::Vmdk, Format::Vhd]);
+        assert!(parse(&["build", "--format", "vdi"]).is_err());
+        assert!(parse(&["convert"]).is_err(), "convert needs --format");
+        assert!(matches!(
+            parse(&["convert", "--format", "gce"]),
+            Ok(Cli { command: Command::Convert { image: None, .. }, .. })
+        ));
+    }
 }
