@@ -79,15 +79,13 @@ pub fn fetch(cache: &Path, pins: &[Pin]) -> Result<Vec<PathBuf>, PackageError> {
     let dir = cache_dir(cache);
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     let mut debs = Vec::new();
-    let missing = pins.iter().filter(|p| !cached_deb(cache, p).exists()).count() as u64;
+    // One step per package: downloaded when missing, checked against the lock.
     let mut task =
-        (missing > 0).then(|| crate::progress::bar("packages: downloading", crate::progress::Unit::Items, missing));
+        crate::progress::bar("packages: fetching and checking", crate::progress::Unit::Items, pins.len() as u64);
     for pin in pins {
         let path = cached_deb(cache, pin);
         if !path.exists() {
-            if let Some(t) = &task {
-                t.message(format!("{}={}", pin.name, pin.version));
-            }
+            task.message(format!("downloading {}={}", pin.name, pin.version));
             let deb = apt_download(cache, &format!("{}={}", pin.name, pin.version)).map_err(|e| match e {
                 PackageError::Cmd(source) => {
                     PackageError::Download { name: pin.name.clone(), version: pin.version.clone(), source }
@@ -96,9 +94,6 @@ pub fn fetch(cache: &Path, pins: &[Pin]) -> Result<Vec<PathBuf>, PackageError> {
             })?;
             std::fs::rename(&deb, &path).map_err(io_at(&path))?;
             let _ = deb.parent().map(std::fs::remove_dir_all);
-            if let Some(t) = &mut task {
-                t.inc(1);
-            }
         }
         let actual = sha256_file(&path)?;
         if actual != pin.sha256 {
@@ -110,10 +105,9 @@ pub fn fetch(cache: &Path, pins: &[Pin]) -> Result<Vec<PathBuf>, PackageError> {
             });
         }
         debs.push(path);
+        task.inc(1);
     }
-    if let Some(t) = task {
-        t.finish();
-    }
+    task.finish();
     Ok(debs)
 }
 
@@ -146,6 +140,7 @@ pub fn lock(cache: &Path, names: &[String]) -> Result<Lock, PackageError> {
 /// Unpacks the packages into `root` as a merged-/usr tree: /bin, /sbin,
 /// /lib and /lib64 are links into /usr, so every file has one path.
 pub fn unpack(debs: &[PathBuf], root: &Path) -> Result<(), PackageError> {
+    let task = crate::progress::spinner(format!("packages: unpacking {} packages", debs.len()));
     if root.exists() {
         std::fs::remove_dir_all(root).map_err(io_at(root))?;
     }
@@ -175,5 +170,6 @@ pub fn unpack(debs: &[PathBuf], root: &Path) -> Result<(), PackageError> {
             return Err(unpack_err(String::from_utf8_lossy(&tar.stderr).into_owned()));
         }
     }
+    task.finish();
     Ok(())
 }
