@@ -3,7 +3,8 @@
 //! terminal an indicatif spinner with the elapsed time, or a bar where the
 //! amount of work is known; elsewhere (a log, CI) plain lines: one when a
 //! step starts, one every [`HEARTBEAT`] while it runs (a spinner) or every
-//! tenth of the way (a bar), and one when it ends.
+//! tenth of the way but at most one per [`PLAIN_GAP`] (a bar), and one when
+//! it ends.
 
 use std::io::IsTerminal;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -14,6 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// How often a spinner without a terminal says it is still running.
 pub const HEARTBEAT: Duration = Duration::from_secs(30);
+/// The least time between two plain lines of a bar (a fast step prints
+/// its start and end only).
+pub const PLAIN_GAP: Duration = Duration::from_secs(5);
 
 /// How progress is shown: decided once per task from stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +61,8 @@ pub struct Task {
     done: u64,
     /// The next tenth of the way a plain bar reports at.
     next_tenth: u64,
+    /// When a plain bar last printed a line.
+    last_line: Instant,
     heartbeat: Option<(Sender<()>, JoinHandle<()>)>,
     finished: bool,
 }
@@ -97,6 +103,7 @@ impl Task {
             total,
             done: 0,
             next_tenth: 1,
+            last_line: Instant::now(),
             heartbeat: None,
             finished: false,
         };
@@ -146,8 +153,9 @@ impl Task {
             return;
         }
         let tenths = self.done.saturating_mul(10) / total;
-        if tenths >= self.next_tenth && self.done < total {
+        if tenths >= self.next_tenth && self.done < total && self.last_line.elapsed() >= PLAIN_GAP {
             self.next_tenth = tenths + 1;
+            self.last_line = Instant::now();
             let secs = self.started.elapsed().as_secs_f64();
             let rate = match unit {
                 Unit::Bytes if secs > 0.0 => format!(", {:.1} MiB/s", self.done as f64 / secs / (1024.0 * 1024.0)),
@@ -234,7 +242,12 @@ mod tests {
         for _ in 0..10 {
             t.inc(10);
         }
-        assert_eq!((t.done, t.next_tenth), (100, 10));
+        // Fast: no line between the first and the last.
+        assert_eq!((t.done, t.next_tenth), (100, 1));
+        t.last_line -= PLAIN_GAP;
+        t.done = 40;
+        t.inc(10);
+        assert_eq!(t.next_tenth, 6, "a line at 50%, the next one due at 60%");
         assert!(t.bar.is_none() && t.heartbeat.is_none());
         t.finish();
     }
