@@ -41,7 +41,9 @@ pub const SYSTEM_MOUNTS: [&str; 5] = ["/", "/boot", "/boot/efi", "/efi", "/usr"]
 /// A block device number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DevNum {
+    /// The driver's number (8: SCSI disks, 259: NVMe partitions, 253: dm).
     pub major: u32,
+    /// The device's number within the driver.
     pub minor: u32,
 }
 
@@ -170,8 +172,11 @@ pub enum Target {
 /// One mount: its device, source and mount point (mountinfo fields 3, 10, 5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mount {
+    /// The device number the kernel shows (anonymous, 0:N, for btrfs, tmpfs...).
     pub dev: DevNum,
+    /// What was mounted (`/dev/sda2`, `tmpfs`).
     pub source: String,
+    /// Where.
     pub point: String,
 }
 
@@ -404,6 +409,7 @@ impl Machine for RealMachine {
 /// What was written.
 #[derive(Clone, Debug)]
 pub struct Flashed {
+    /// The image's length: what was written and read back.
     pub bytes: u64,
     /// Hex SHA-256 of the image, and of what was read back.
     pub sha256: String,

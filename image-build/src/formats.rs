@@ -89,6 +89,7 @@ impl std::str::FromStr for Format {
     }
 }
 
+/// A conversion that failed: a file operation or qemu-img, cp or tar.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
     #[error(transparent)]
