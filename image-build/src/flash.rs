@@ -35,6 +35,8 @@ use crate::progress::{self, Unit};
 pub const HEAD: u64 = 1024 * 1024;
 /// The write and read-back chunk.
 const CHUNK: usize = 4 * 1024 * 1024;
+/// `_IO(0x12, 95)`: re-read the partition table of a block device.
+const BLKRRPART: libc::c_ulong = 0x125f;
 /// Mount points whose disks carry the running system.
 pub const SYSTEM_MOUNTS: [&str; 5] = ["/", "/boot", "/boot/efi", "/efi", "/usr"];
 
@@ -436,7 +438,15 @@ pub fn flash_on(m: &dyn Machine, opts: &FlashOptions) -> Result<Flashed, FlashEr
         Target::Disk(_) => OpenOptions::new().write(true).read(true).custom_flags(libc::O_EXCL).open(path),
         Target::File => OpenOptions::new().write(true).read(true).create(true).truncate(false).open(path),
     }
-    .map_err(io_err(path))?;
+    .map_err(|e| match e.raw_os_error() {
+        // O_EXCL on a block device: something holds it (a mount the checks
+        // could not see from here, swap, a RAID member).
+        Some(libc::EBUSY) => FlashError::InUse {
+            path: path.clone(),
+            holders: "the kernel (busy: mounted elsewhere, swap or a RAID member?)".into(),
+        },
+        _ => io_err(path)(e),
+    })?;
     if target == Target::File {
         // A fresh disk of the same size (or the image's): all holes.
         let old = out.metadata().map_err(io_err(path))?.len();
@@ -485,6 +495,12 @@ pub fn flash_on(m: &dyn Machine, opts: &FlashOptions) -> Result<Flashed, FlashEr
     let read = hex(&back.finalize());
     if read != written || left != 0 {
         return Err(FlashError::Mismatch { path: path.clone(), written, read });
+    }
+    if let Target::Disk(_) = target {
+        // The kernel reads the new partition table (sdX1...), best effort:
+        // the disk is right either way, and the next boot reads it.
+        // SAFETY: BLKRRPART takes no argument; the descriptor is open.
+        unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&out), BLKRRPART) };
     }
     Ok(Flashed { bytes: len, sha256: written })
 }
