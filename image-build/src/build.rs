@@ -57,6 +57,8 @@ pub struct BuildOptions {
     pub accept_keys: Vec<PathBuf>,
     /// A broken image, for the update tests.
     pub variant: Option<Variant>,
+    /// More formats of the disk (`--format`), see [`crate::formats`].
+    pub formats: Vec<crate::formats::Format>,
 }
 
 /// The file holding the file name of the bundle the last build wrote (in the output directory).
@@ -217,6 +219,7 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
     let [(_, _, raw, qcow2), (_, _, _, qcow2_4kn)] = disks;
     std::fs::write(ctx.out.join("cmdline.txt"), format!("{cmdline}\n"))?;
     std::fs::copy(&kernel.bzimage, ctx.out.join("bzImage"))?;
+    crate::formats::convert(&raw, &ctx.out, &opts.formats)?;
     step("disk", t);
 
     let t = Instant::now();

@@ -108,7 +108,9 @@ fn read_full(r: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// `berth.qcow2` from `berth.raw` (and the same for the 4Kn variant).
 pub fn to_qcow2(raw: &Path, qcow2: &Path) -> Result<(), CmdError> {
     let _ = std::fs::remove_file(qcow2);
-    cmd::run(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(raw).arg(qcow2))?;
+    let mut convert = Command::new("qemu-img");
+    convert.args(["convert", "-f", "raw", "-O", "qcow2"]).arg(raw).arg(qcow2);
+    crate::progress::spin(format!("disk: {} -> {}", raw.display(), qcow2.display()), || cmd::run(&mut convert))?;
     Ok(())
 }
 

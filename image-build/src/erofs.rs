@@ -12,15 +12,17 @@ use crate::cmd::{self, CmdError};
 /// gives the same bytes.
 pub fn build(root: &Path, out: &Path, uuid: Guid, epoch: u64) -> Result<u64, CmdError> {
     let _ = std::fs::remove_file(out);
-    cmd::run(
-        Command::new("mkfs.erofs")
-            .arg("-zlz4hc")
-            .arg(format!("-T{epoch}"))
-            .arg(format!("-U{uuid}"))
-            .arg("--all-root")
-            .arg("--quiet")
-            .arg(out)
-            .arg(root),
-    )?;
+    let mut mkfs = Command::new("mkfs.erofs");
+    crate::progress::spin("EROFS: mkfs.erofs -zlz4hc", || {
+        cmd::run(
+            mkfs.arg("-zlz4hc")
+                .arg(format!("-T{epoch}"))
+                .arg(format!("-U{uuid}"))
+                .arg("--all-root")
+                .arg("--quiet")
+                .arg(out)
+                .arg(root),
+        )
+    })?;
     Ok(std::fs::metadata(out).map(|m| m.len()).unwrap_or(0))
 }

@@ -245,7 +245,8 @@ pub fn build(ctx: &Context) -> Result<Kernel, KernelError> {
         .env("KBUILD_BUILD_USER", BUILD_USER)
         .env("KBUILD_BUILD_HOST", BUILD_HOST)
         .env("KBUILD_BUILD_VERSION", BUILD_VERSION);
-    cmd::run_logged(&mut make, &log).map_err(step("make bzImage", &src))?;
+    crate::progress::spin(format!("kernel: make -j{jobs} bzImage"), || cmd::run_logged(&mut make, &log))
+        .map_err(step("make bzImage", &src))?;
 
     // Into a temporary directory first, then renamed: the entry appears whole or not at all.
     remove_leftovers(&root);
@@ -291,6 +292,7 @@ fn fill_entry(tmp: &Path, src: &Path, log: &Path) -> Result<(), KernelError> {
 /// `make tinyconfig`, the fragment merged over it, `make olddefconfig`, and
 /// the check that every option of the fragment survived.
 fn configure(src: &Path, fragment_path: &Path, wants: &BTreeMap<String, Want>) -> Result<(), KernelError> {
+    let task = crate::progress::spinner("kernel: configuring (tinyconfig + fragment)");
     cmd::run(make(src).arg("tinyconfig")).map_err(step("make tinyconfig", src))?;
     let mut merge = Command::new(src.join("scripts/kconfig/merge_config.sh"));
     merge.current_dir(src).env("ARCH", "x86_64").arg("-m").arg(".config").arg(fragment_path);
@@ -303,6 +305,7 @@ fn configure(src: &Path, fragment_path: &Path, wants: &BTreeMap<String, Want>) -
     if !mismatches.is_empty() {
         return Err(KernelError::Unverified { fragment: fragment_path.to_path_buf(), config: config_path, mismatches });
     }
+    task.finish();
     Ok(())
 }
 
@@ -373,9 +376,11 @@ fn source_tree(work: &Path, version: &str) -> Result<PathBuf, KernelError> {
     eprintln!("kernel: extracting {SOURCE_TARBALL} into {}", dir.display());
     let mut tar = Command::new("tar");
     tar.arg("-xJf").arg(SOURCE_TARBALL).arg("-C").arg(&tmp);
-    let extracted = cmd::run(&mut tar).map_err(step("extract the source", &tmp)).and_then(|_| {
-        std::fs::rename(&tmp, &dir).map_err(|e| io_doing("move the extracted source to", &dir)(e).into())
-    });
+    let extracted = crate::progress::spin("kernel: extracting the source", || cmd::run(&mut tar))
+        .map_err(step("extract the source", &tmp))
+        .and_then(|_| {
+            std::fs::rename(&tmp, &dir).map_err(|e| io_doing("move the extracted source to", &dir)(e).into())
+        });
     if extracted.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }

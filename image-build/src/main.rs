@@ -16,10 +16,13 @@ mod disk;
 mod erofs;
 mod error;
 mod esp;
+mod flash;
+mod formats;
 mod kernel;
 mod keys;
 mod manifest;
 mod packages;
+mod progress;
 mod publish;
 mod rig;
 mod rootfs;
@@ -67,6 +70,11 @@ struct BuildArgs {
     /// never passes; panic: /sbin/init exits at once and the kernel panics.
     #[arg(long, value_name = "NAME")]
     variant: Option<variant::Variant>,
+    /// More formats of the disk besides berth.raw and berth.qcow2, which
+    /// every build writes (comma-separated): vmdk (VMware), vhd (Azure),
+    /// vhdx (Hyper-V), gce (Google Compute Engine); raw and qcow2 are accepted.
+    #[arg(long = "format", value_name = "LIST", value_delimiter = ',')]
+    formats: Vec<formats::Format>,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +106,32 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         signing_key: Option<PathBuf>,
     },
+    /// Write berth.raw to a disk (a USB stick, a server's disk) or a disk
+    /// image file, then read it back and check it. Refuses a partition, a
+    /// mounted or busy disk and the disk of the running system; asks before
+    /// overwriting a disk that holds data.
+    Flash {
+        /// The whole disk (/dev/sdX, /dev/nvmeXnY) or a file.
+        device: PathBuf,
+        /// The image to write (default: berth.raw of the output directory).
+        #[arg(long, value_name = "PATH")]
+        image: Option<PathBuf>,
+        /// Overwrite a disk that holds data without asking (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Convert the built berth.raw into the formats hypervisors and clouds
+    /// import, into the output directory: qcow2, vmdk (stream-optimised,
+    /// VMware), vhd (fixed, 1 MiB aligned: Azure), vhdx (Hyper-V), gce
+    /// (disk.raw in a tar.gz), raw.
+    Convert {
+        /// The formats, comma-separated.
+        #[arg(long = "format", value_name = "LIST", value_delimiter = ',', required = true)]
+        formats: Vec<formats::Format>,
+        /// The raw disk to convert (default: berth.raw of the output directory).
+        #[arg(long, value_name = "PATH")]
+        image: Option<PathBuf>,
+    },
     /// Boot the image under QEMU + OVMF (building it first if missing).
     Run {
         /// Headless: wait for the ready line, power off over ACPI, print the boot report.
@@ -109,7 +143,7 @@ enum Command {
         /// Guest memory in MiB.
         #[arg(long, default_value_t = 1024)]
         memory: u32,
-        /// How the boot disk is attached: virtio, nvme or sata.
+        /// How the boot disk is attached: virtio, nvme, sata or usb (a USB stick on xHCI).
         #[arg(long, default_value = "virtio")]
         bus: DiskBus,
         /// Boot berth-4kn.qcow2 from a disk with 4096-byte logical sectors
@@ -192,12 +226,36 @@ fn main() -> ExitCode {
                 signing_key: a.signing_key,
                 accept_keys: a.accept_keys,
                 variant: a.variant,
+                // raw and qcow2 are always written.
+                formats: a
+                    .formats
+                    .into_iter()
+                    .filter(|f| !matches!(f, formats::Format::Raw | formats::Format::Qcow2))
+                    .collect(),
             };
             build::build(&ctx, &opts).map(|report| println!("{report}"))
         }
         Command::Publish { dir, bundles, expires_in, signing_key } => {
             let opts = publish::PublishOptions { dir, bundles, expires_in, signing_key };
             publish::publish(&ctx, &opts).map(|m| print!("{}", publish::summary(&opts.dir, &m)))
+        }
+        Command::Flash { device, image, yes } => {
+            let opts = flash::FlashOptions { target: device, image: image.unwrap_or_else(|| ctx.raw()), yes };
+            flash::flash(&opts)
+                .map(|f| {
+                    println!(
+                        "flash: wrote {} bytes to {}, read back: sha256 {}",
+                        f.bytes,
+                        opts.target.display(),
+                        f.sha256
+                    )
+                })
+                .map_err(Into::into)
+        }
+        Command::Convert { formats, image } => {
+            formats::convert(&image.unwrap_or_else(|| ctx.raw()), &ctx.out, &formats)
+                .map(|files| files.iter().for_each(|f| println!("{}", f.display())))
+                .map_err(Into::into)
         }
         Command::Run { smoke, kvm, memory, bus, four_kn, user_data, meta_data, seed } => {
             let user_data = userdata::UserData { user_data, meta_data, seed };
@@ -262,5 +320,29 @@ mod tests {
         assert!(parse(&["run", "--seed", "imds"]).is_err(), "a seed without user data");
         assert!(parse(&["run", "--user-data", "u", "--seed", "floppy"]).is_err());
         assert!(matches!(parse(&["check-config", "f"]), Ok(Cli { command: Command::CheckConfig { .. }, .. })));
+    }
+
+    #[test]
+    fn flash_convert_and_build_formats_parse() {
+        let Ok(Cli { command: Command::Flash { device, image, yes }, .. }) = parse(&["flash", "/dev/sdb"]) else {
+            panic!("flash DEVICE parses")
+        };
+        assert_eq!((device, image, yes), ("/dev/sdb".into(), None, false));
+        assert!(matches!(
+            parse(&["flash", "disk.raw", "--image", "x.raw", "--yes"]),
+            Ok(Cli { command: Command::Flash { yes: true, image: Some(_), .. }, .. })
+        ));
+        assert!(parse(&["flash"]).is_err(), "flash needs a device");
+        let Ok(Cli { command: Command::Build(b), .. }) = parse(&["build", "--format", "raw,qcow2,vmdk,vhd"]) else {
+            panic!("build --format parses")
+        };
+        use formats::Format;
+        assert_eq!(b.formats, [Format::Raw, Format::Qcow2, Format::Vmdk, Format::Vhd]);
+        assert!(parse(&["build", "--format", "vdi"]).is_err());
+        assert!(parse(&["convert"]).is_err(), "convert needs --format");
+        assert!(matches!(
+            parse(&["convert", "--format", "gce"]),
+            Ok(Cli { command: Command::Convert { image: None, .. }, .. })
+        ));
     }
 }

@@ -79,10 +79,13 @@ pub fn fetch(cache: &Path, pins: &[Pin]) -> Result<Vec<PathBuf>, PackageError> {
     let dir = cache_dir(cache);
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     let mut debs = Vec::new();
+    // One step per package: downloaded when missing, checked against the lock.
+    let mut task =
+        crate::progress::bar("packages: fetching and checking", crate::progress::Unit::Items, pins.len() as u64);
     for pin in pins {
         let path = cached_deb(cache, pin);
         if !path.exists() {
-            eprintln!("packages: downloading {}={}", pin.name, pin.version);
+            task.message(format!("downloading {}={}", pin.name, pin.version));
             let deb = apt_download(cache, &format!("{}={}", pin.name, pin.version)).map_err(|e| match e {
                 PackageError::Cmd(source) => {
                     PackageError::Download { name: pin.name.clone(), version: pin.version.clone(), source }
@@ -102,7 +105,9 @@ pub fn fetch(cache: &Path, pins: &[Pin]) -> Result<Vec<PathBuf>, PackageError> {
             });
         }
         debs.push(path);
+        task.inc(1);
     }
+    task.finish();
     Ok(debs)
 }
 
@@ -111,8 +116,11 @@ pub fn lock(cache: &Path, names: &[String]) -> Result<Lock, PackageError> {
     let dir = cache_dir(cache);
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     let mut packages = Vec::new();
+    let mut task = crate::progress::bar("lock: downloading", crate::progress::Unit::Items, names.len() as u64);
     for name in names {
+        task.message(name.clone());
         let deb = apt_download(cache, name)?;
+        task.inc(1);
         let pin = Pin {
             name: deb_field(&deb, "Package")?,
             version: deb_field(&deb, "Version")?,
@@ -125,12 +133,14 @@ pub fn lock(cache: &Path, names: &[String]) -> Result<Lock, PackageError> {
         eprintln!("packages: pinned {} {}", pin.name, pin.version);
         packages.push(pin);
     }
+    task.finish();
     Ok(Lock { packages })
 }
 
 /// Unpacks the packages into `root` as a merged-/usr tree: /bin, /sbin,
 /// /lib and /lib64 are links into /usr, so every file has one path.
 pub fn unpack(debs: &[PathBuf], root: &Path) -> Result<(), PackageError> {
+    let task = crate::progress::spinner(format!("packages: unpacking {} packages", debs.len()));
     if root.exists() {
         std::fs::remove_dir_all(root).map_err(io_at(root))?;
     }
@@ -160,5 +170,6 @@ pub fn unpack(debs: &[PathBuf], root: &Path) -> Result<(), PackageError> {
             return Err(unpack_err(String::from_utf8_lossy(&tar.stderr).into_owned()));
         }
     }
+    task.finish();
     Ok(())
 }

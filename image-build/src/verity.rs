@@ -39,19 +39,22 @@ pub fn append_hash_tree(image: &Path, version: &str) -> Result<(Verity, u64), Ve
     drop(f);
     let salt = salt(version);
     let uuid = Guid::derive(&format!("{version}/verity"));
-    let out = cmd::stdout(
-        Command::new("veritysetup")
-            .arg("format")
-            .arg(format!("--data-block-size={VERITY_BLOCK}"))
-            .arg(format!("--hash-block-size={VERITY_BLOCK}"))
-            .arg("--hash=sha256")
-            .arg(format!("--salt={salt}"))
-            .arg(format!("--uuid={uuid}"))
-            .arg(format!("--data-blocks={data_blocks}"))
-            .arg(format!("--hash-offset={data_size}"))
-            .arg(image)
-            .arg(image),
-    )?;
+    let mut veritysetup = Command::new("veritysetup");
+    let out = crate::progress::spin("verity: veritysetup format", || {
+        cmd::stdout(
+            veritysetup
+                .arg("format")
+                .arg(format!("--data-block-size={VERITY_BLOCK}"))
+                .arg(format!("--hash-block-size={VERITY_BLOCK}"))
+                .arg("--hash=sha256")
+                .arg(format!("--salt={salt}"))
+                .arg(format!("--uuid={uuid}"))
+                .arg(format!("--data-blocks={data_blocks}"))
+                .arg(format!("--hash-offset={data_size}"))
+                .arg(image)
+                .arg(image),
+        )
+    })?;
     let root_hash = out
         .lines()
         .find_map(|l| l.strip_prefix("Root hash:"))

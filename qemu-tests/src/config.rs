@@ -324,6 +324,13 @@ impl VmConfig {
                     &self.disk_device(),
                 ],
             );
+            if self.disk_bus == DiskBus::Usb {
+                // QEMU resolves bus=xhci.0 when the disk is realized: the
+                // controller must exist by then, so it goes right before the
+                // -drive (this -device is inserted there).
+                let drive = a.len() - 4;
+                a.splice(drive..drive, ["-device".to_string(), "qemu-xhci,id=xhci".to_string()]);
+            }
         }
         if let Some(stick) = &self.stick {
             push(
@@ -440,6 +447,9 @@ pub enum DiskBus {
     Nvme,
     /// A SATA disk on the q35 machine's AHCI controller: `/dev/sda`.
     Sata,
+    /// A USB stick (`usb-storage`) on an xHCI controller (`qemu-xhci`):
+    /// `/dev/sda`, a SCSI disk behind USB mass storage.
+    Usb,
 }
 
 impl DiskBus {
@@ -448,7 +458,7 @@ impl DiskBus {
         match self {
             DiskBus::Virtio => "vda",
             DiskBus::Nvme => "nvme0n1",
-            DiskBus::Sata => "sda",
+            DiskBus::Sata | DiskBus::Usb => "sda",
         }
     }
 
@@ -465,13 +475,14 @@ impl DiskBus {
 impl std::str::FromStr for DiskBus {
     type Err = String;
 
-    /// `virtio`, `nvme` or `sata`.
+    /// `virtio`, `nvme`, `sata` or `usb`.
     fn from_str(s: &str) -> Result<DiskBus, String> {
         match s {
             "virtio" => Ok(DiskBus::Virtio),
             "nvme" => Ok(DiskBus::Nvme),
             "sata" => Ok(DiskBus::Sata),
-            _ => Err(format!("unknown disk bus {s:?} (virtio, nvme or sata)")),
+            "usb" => Ok(DiskBus::Usb),
+            _ => Err(format!("unknown disk bus {s:?} (virtio, nvme, sata or usb)")),
         }
     }
 }
@@ -484,6 +495,8 @@ impl VmConfig {
             DiskBus::Nvme => "nvme,drive=disk0,serial=berth0".to_string(),
             // q35's built-in AHCI controller has six ports, ide.0 to ide.5.
             DiskBus::Sata => "ide-hd,drive=disk0,bus=ide.0".to_string(),
+            // The controller goes in front of the disk (see qemu_args).
+            DiskBus::Usb => "usb-storage,drive=disk0,bus=xhci.0".to_string(),
         };
         if self.sector_size != 512 {
             d.push_str(&format!(",logical_block_size={0},physical_block_size={0}", self.sector_size));
@@ -630,7 +643,11 @@ mod tests {
         );
         assert_eq!(dev(VmConfig::new().disk_bus(DiskBus::Sata)), "ide-hd,drive=disk0,bus=ide.0,bootindex=1");
         assert_eq!("nvme".parse::<DiskBus>(), Ok(DiskBus::Nvme));
-        assert!("usb".parse::<DiskBus>().is_err());
+        assert!("floppy".parse::<DiskBus>().is_err());
+        assert_eq!(dev(VmConfig::new().disk_bus(DiskBus::Usb)), "usb-storage,drive=disk0,bus=xhci.0,bootindex=1");
+        let usb = joined(&VmConfig::new().disk_bus(DiskBus::Usb), true);
+        assert!(usb.contains("-device qemu-xhci,id=xhci -drive if=none,id=disk0"), "{usb}");
+        assert_eq!(("usb".parse::<DiskBus>(), DiskBus::Usb.guest_partition(4)), (Ok(DiskBus::Usb), "sda4".into()));
         assert_eq!(
             (DiskBus::Nvme.guest_partition(2), DiskBus::Sata.guest_partition(4)),
             ("nvme0n1p2".into(), "sda4".into())

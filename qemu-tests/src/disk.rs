@@ -35,27 +35,54 @@ fn qemu_img() -> Result<PathBuf> {
     require_program("qemu-img", "qemu-utils")
 }
 
+/// The format of a disk image file, as QEMU names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageFormat {
     Raw,
     Qcow2,
+    /// VMware's VMDK (a stream-optimised one, as VMware imports).
+    Vmdk,
+    /// Microsoft's VHD (QEMU's `vpc`): Azure and Hyper-V.
+    Vpc,
 }
 
 impl ImageFormat {
-    /// qcow2 by its magic (`QFI\xfb`), raw otherwise.
+    /// By the file's magic: qcow2 (`QFI\xfb`), VMDK (`KDMV`, a sparse
+    /// extent), VHD (the `conectix` footer in the last 512 bytes of a fixed
+    /// one, or its copy at the start of a dynamic one); raw otherwise.
     pub fn detect(path: &Path) -> Result<ImageFormat> {
-        let mut magic = [0u8; 4];
+        let mut head = [0u8; 8];
         let mut f = File::open(path).map_err(io(format!("opening {}", path.display())))?;
-        match f.read_exact(&mut magic) {
-            Ok(()) if &magic == b"QFI\xfb" => Ok(ImageFormat::Qcow2),
-            _ => Ok(ImageFormat::Raw),
+        let n = f.read(&mut head).map_err(io(format!("reading {}", path.display())))?;
+        let head = &head[..n];
+        if head.starts_with(b"QFI\xfb") {
+            return Ok(ImageFormat::Qcow2);
         }
+        if head.starts_with(b"KDMV") {
+            return Ok(ImageFormat::Vmdk);
+        }
+        if head.starts_with(b"conectix") {
+            return Ok(ImageFormat::Vpc);
+        }
+        let len = f.metadata().map_err(io(format!("reading {}", path.display())))?.len();
+        let mut footer = [0u8; 8];
+        if len >= 512
+            && f.seek(SeekFrom::Start(len - 512)).is_ok()
+            && f.read_exact(&mut footer).is_ok()
+            && &footer == b"conectix"
+        {
+            return Ok(ImageFormat::Vpc);
+        }
+        Ok(ImageFormat::Raw)
     }
 
+    /// QEMU's name of the format (`-f`, `format=`).
     pub fn as_str(self) -> &'static str {
         match self {
             ImageFormat::Raw => "raw",
             ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Vmdk => "vmdk",
+            ImageFormat::Vpc => "vpc",
         }
     }
 }
@@ -74,9 +101,10 @@ impl Image {
         let format = ImageFormat::detect(path)?;
         let virtual_size = match format {
             ImageFormat::Raw => path.metadata().map_err(io(format!("reading {}", path.display())))?.len(),
-            ImageFormat::Qcow2 => {
-                let out =
-                    run_tool(Command::new(qemu_img()?).args(["info", "-U", "--output=json", "-f", "qcow2"]).arg(path))?;
+            other => {
+                let out = run_tool(
+                    Command::new(qemu_img()?).args(["info", "-U", "--output=json", "-f", other.as_str()]).arg(path),
+                )?;
                 let v: serde_json::Value =
                     serde_json::from_str(&out).map_err(|e| Error::Parse(format!("qemu-img info: {e}: {out}")))?;
                 v["virtual-size"]
@@ -104,8 +132,8 @@ impl Image {
         let file = self.path.display().to_string().replace(',', ",,");
         let inner = match self.format {
             ImageFormat::Raw => format!("file.driver=file,file.filename={file}"),
-            ImageFormat::Qcow2 => {
-                format!("file.driver=qcow2,file.file.driver=file,file.file.filename={file}")
+            other => {
+                format!("file.driver={},file.file.driver=file,file.file.filename={file}", other.as_str())
             }
         };
         run_tool(
@@ -127,7 +155,7 @@ impl Image {
                 f.read_exact(&mut buf).map_err(io(format!("reading {}", self.path.display())))?;
                 Ok(buf)
             }
-            ImageFormat::Qcow2 => {
+            _ => {
                 static N: AtomicUsize = AtomicUsize::new(0);
                 let tmp = std::env::temp_dir().join(format!(
                     "berth-read-{}-{}.raw",
@@ -151,7 +179,7 @@ impl Image {
                 let mut f = File::open(&self.path).map_err(io(format!("opening {}", self.path.display())))?;
                 Gpt::read(&mut f, SECTOR, self.virtual_size)
             }
-            ImageFormat::Qcow2 => {
+            _ => {
                 // The primary table: MBR, header and 128 entries of 128 bytes.
                 let head = self.read(0, 34 * SECTOR)?;
                 Gpt::read(&mut Cursor::new(head), SECTOR, self.virtual_size)
@@ -280,6 +308,13 @@ mod tests {
         assert_eq!(flip_byte(&p, 1, 0xff).unwrap(), (2, 0xfd));
         assert_eq!(std::fs::read(&p).unwrap(), vec![1, 0xfd, 3]);
         assert_eq!(ImageFormat::detect(&p).unwrap(), ImageFormat::Raw);
+        std::fs::write(&p, b"KDMV\x01\0\0\0").unwrap();
+        assert_eq!(ImageFormat::detect(&p).unwrap(), ImageFormat::Vmdk);
+        let mut fixed_vhd = vec![0u8; 4096];
+        fixed_vhd[4096 - 512..4096 - 504].copy_from_slice(b"conectix");
+        std::fs::write(&p, &fixed_vhd).unwrap();
+        assert_eq!(ImageFormat::detect(&p).unwrap(), ImageFormat::Vpc);
+        assert_eq!(ImageFormat::Vpc.as_str(), "vpc");
     }
 
     #[test]

@@ -54,7 +54,9 @@ pub use host::{Host, INSTALL_HINT, OVMF_CODE, OVMF_VARS};
 pub use imds::{ImdsData, ImdsRequest, ImdsServer, IMDS_PROBE_BOUND, TOKEN_HEADER, TOKEN_TTL_HEADER};
 pub use qmp::Qmp;
 pub use seed::{nocloud_seed, SeedFiles, SeedFormat};
-pub use settings::{boot_timeout, default_image, image_dir, shutdown_timeout, vms_dir, workspace_root, GIB, MIB};
+pub use settings::{
+    berth_image, boot_timeout, default_image, image_dir, shutdown_timeout, vms_dir, workspace_root, GIB, MIB,
+};
 pub use shell::{Output, MAX_COMMAND};
 pub use vm::{Vm, SH_TIMEOUT};
 pub use vm_paths::VmPaths;

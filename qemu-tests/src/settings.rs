@@ -32,6 +32,15 @@ pub fn vms_dir() -> PathBuf {
     }
 }
 
+/// `berth-image` as the tests run it: `cargo run -q -p berth-image --` in
+/// the workspace (`$CARGO`, the cargo that runs the tests, when set).
+pub fn berth_image() -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = std::process::Command::new(cargo);
+    c.current_dir(workspace_root()).args(["run", "-q", "-p", "berth-image", "--"]);
+    c
+}
+
 fn env_secs(var: &str, default: u64) -> Duration {
     let secs = std::env::var(var).ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(default);
     Duration::from_secs(secs)

@@ -1,0 +1,142 @@
+//! The disk in the formats hypervisors and clouds import, written by
+//! `berth-image convert` from the built berth.raw: qemu-img reads each
+//! (info, and check where the format has one: not VHD), the VMDK is stream-optimised
+//! (VMware's import format), the VHD is fixed with a virtual size that is a
+//! multiple of 1 MiB (Azure's rule), the GCE archive holds `disk.raw`; the
+//! VMDK and the VHD boot to the ready line under QEMU. The files are
+//! converted once and shared by the tests running at the same time.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, Weak};
+
+use berth_qemu::{berth_image, boot_timeout, image_dir, shutdown_timeout, Vm, VmConfig, WorkDir, MIB};
+
+struct Converted {
+    dir: WorkDir,
+}
+
+impl Converted {
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+static CONVERTED: Mutex<Weak<Converted>> = Mutex::new(Weak::new());
+
+fn raw() -> PathBuf {
+    image_dir().join("berth.raw")
+}
+
+/// `berth-image --out DIR convert --format vmdk,vhd,gce --image berth.raw`.
+fn converted() -> Arc<Converted> {
+    let mut shared = CONVERTED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = shared.upgrade() {
+        return c;
+    }
+    let dir = WorkDir::create("formats").expect("a scratch directory");
+    let out = berth_image()
+        .arg("--out")
+        .arg(dir.path())
+        .args(["convert", "--format", "vmdk,vhd,vhdx,gce", "--image"])
+        .arg(raw())
+        .output()
+        .expect("running berth-image convert (cargo run -p berth-image)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "berth-image convert failed:\n{text}");
+    let c = Arc::new(Converted { dir });
+    for name in ["berth.vmdk", "berth.vhd", "berth.vhdx", "berth-gce.tar.gz"] {
+        assert!(c.file(name).is_file(), "convert wrote no {name}:\n{text}");
+    }
+    *shared = Arc::downgrade(&c);
+    c
+}
+
+fn qemu_img(args: &[&str], file: &Path) -> (bool, String) {
+    let out = Command::new("qemu-img").args(args).arg(file).output().expect("running qemu-img (qemu-utils)");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn info(file: &Path, format: &str) -> serde_json::Value {
+    let (ok, out) = qemu_img(&["info", "--output=json", "-f", format], file);
+    assert!(ok, "qemu-img info {}: {out}", file.display());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("qemu-img info: {e}: {out}"))
+}
+
+/// Host side, no VM.
+#[test]
+fn every_format_reads_back_as_its_cloud_wants_it() {
+    let c = converted();
+    let raw_len = std::fs::metadata(raw()).expect("berth.raw").len();
+
+    let vmdk = info(&c.file("berth.vmdk"), "vmdk");
+    assert_eq!(vmdk["virtual-size"].as_u64(), Some(raw_len), "{vmdk}");
+    assert_eq!(vmdk["format-specific"]["data"]["create-type"], "streamOptimized", "{vmdk}");
+    let (ok, out) = qemu_img(&["check", "-f", "vmdk"], &c.file("berth.vmdk"));
+    assert!(ok, "qemu-img check of the VMDK: {out}");
+
+    // A fixed VHD: the raw disk and a 512-byte footer ("conectix", disk
+    // type 2 = fixed, at byte 60), its size a whole number of MiB.
+    // (qemu-img has no check for vpc.)
+    let vhd_path = c.file("berth.vhd");
+    let vhd = info(&vhd_path, "vpc");
+    let size = vhd["virtual-size"].as_u64().expect("virtual-size");
+    assert_eq!(size % MIB, 0, "the VHD's virtual size {size} is not a multiple of 1 MiB");
+    assert_eq!(size, raw_len.div_ceil(MIB) * MIB, "the raw size rounded up to 1 MiB");
+    let mut f = std::fs::File::open(&vhd_path).expect("the VHD");
+    let len = f.metadata().expect("metadata").len();
+    assert_eq!(len, size + 512, "a fixed VHD is its disk and a footer");
+    let mut footer = [0u8; 512];
+    f.seek(SeekFrom::Start(len - 512)).and_then(|_| f.read_exact(&mut footer)).expect("reading the footer");
+    assert_eq!(&footer[..8], b"conectix");
+    assert_eq!(u32::from_be_bytes([footer[60], footer[61], footer[62], footer[63]]), 2, "disk type: fixed");
+
+    // Hyper-V's VHDX.
+    let vhdx = c.file("berth.vhdx");
+    assert_eq!(info(&vhdx, "vhdx")["virtual-size"].as_u64(), Some(raw_len));
+    let (ok, out) = qemu_img(&["check", "-f", "vhdx"], &vhdx);
+    assert!(ok, "qemu-img check of the VHDX: {out}");
+
+    // The qcow2 every build writes.
+    let qcow2 = image_dir().join("berth.qcow2");
+    let (ok, out) = qemu_img(&["check", "-f", "qcow2"], &qcow2);
+    assert!(ok, "qemu-img check of berth.qcow2: {out}");
+    assert_eq!(info(&qcow2, "qcow2")["virtual-size"].as_u64(), Some(raw_len));
+
+    // GCE: one member, disk.raw, the raw disk's size.
+    let out = Command::new("tar").arg("-tvzf").arg(c.file("berth-gce.tar.gz")).output().expect("running tar");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 1, "{listing}");
+    assert!(lines[0].ends_with(" disk.raw"), "{listing}");
+    assert!(
+        lines[0].split_whitespace().any(|w| w == raw_len.to_string()),
+        "disk.raw is not {raw_len} bytes: {listing}"
+    );
+}
+
+/// Boots `file` on the default (virtio) disk: the harness takes the
+/// format from the file, the VM reaches ready and powers off cleanly.
+fn boot(name: &str, file: &Path) {
+    let mut vm = Vm::start(VmConfig::new().name(name).disk(file)).unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    if let Err(e) = vm.wait_ready(boot_timeout()) {
+        panic!("{}: no ready line: {e}", file.display());
+    }
+    vm.powerdown().expect("pressing the power button");
+    let st = vm.wait_exit(shutdown_timeout()).expect("QEMU exits after the power button");
+    assert!(st.success(), "QEMU exited with {st}");
+}
+
+#[test]
+fn the_vmdk_boots() {
+    let c = converted();
+    boot("format-vmdk", &c.file("berth.vmdk"));
+}
+
+#[test]
+fn the_vhd_boots() {
+    let c = converted();
+    boot("format-vhd", &c.file("berth.vhd"));
+}
