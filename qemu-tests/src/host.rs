@@ -15,8 +15,11 @@ pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 /// Secure Boot is on and enforced from the first boot; each such VM gets its
 /// own copy. Binaries signed with [`SNAKEOIL_KEY`] and [`SNAKEOIL_CERT`] pass.
 pub const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
-/// The private key of the snakeoil db certificate (package ovmf).
+/// The private key of the snakeoil db certificate (package ovmf),
+/// encrypted with [`SNAKEOIL_PASSPHRASE`].
 pub const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+/// The passphrase of [`SNAKEOIL_KEY`] (Debian's README.Debian of ovmf).
+pub const SNAKEOIL_PASSPHRASE: &str = "snakeoil";
 /// The snakeoil certificate enrolled in [`OVMF_VARS_SNAKEOIL`]'s db.
 pub const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 /// The one line that installs everything the harness needs (Debian).

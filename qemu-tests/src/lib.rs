@@ -52,6 +52,7 @@ pub use disk::{fat_image, flip_byte, fsck_ext4, Fsck, Image, ImageFormat};
 pub use error::{Error, Result};
 pub use host::{
     Host, INSTALL_HINT, OVMF_CODE, OVMF_CODE_SECBOOT, OVMF_VARS, OVMF_VARS_SNAKEOIL, SNAKEOIL_CERT, SNAKEOIL_KEY,
+    SNAKEOIL_PASSPHRASE,
 };
 pub use imds::{ImdsData, ImdsRequest, ImdsServer, IMDS_PROBE_BOUND, TOKEN_HEADER, TOKEN_TTL_HEADER};
 pub use qmp::Qmp;
