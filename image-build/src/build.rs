@@ -17,7 +17,9 @@ use crate::cmd;
 use crate::context::Context;
 use crate::esp::EspFile;
 use crate::variant::{self, Variant};
-use crate::{bundle, deps, disk as diskimg, erofs, esp, kernel, keys, manifest, packages, rootfs, verity};
+use crate::{
+    bundle, deps, disk as diskimg, erofs, esp, kernel, keys, manifest, packages, rootfs, secureboot, uki, verity,
+};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -55,6 +57,9 @@ pub struct BuildOptions {
     pub signing_key: Option<PathBuf>,
     /// More public keys the image accepts (public or private PEM files).
     pub accept_keys: Vec<PathBuf>,
+    /// Sign systemd-boot and the UKIs with this PEM key and X.509
+    /// certificate instead of the cached development pair.
+    pub secure_boot: (Option<PathBuf>, Option<PathBuf>),
     /// A broken image, for the update tests.
     pub variant: Option<Variant>,
     /// More formats of the disk (`--format`), see [`crate::formats`].
@@ -184,18 +189,18 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
     // carries the verity root hash and must not be editable at the console.
     std::fs::write(&loader_conf, "timeout 0\neditor no\n")?;
     let entry = work.join("entry.conf");
-    std::fs::write(&entry, boot_entry::entry_text(version, Slot::A, &cmdline))?;
-    let sdboot = rootfs::resolve(&pkgroot, &image.systemd_boot)?;
+    std::fs::write(&entry, boot_entry::uki_entry_text(version, Slot::A))?;
+    let signed = sign_boot_chain(ctx, opts, &pkgroot, &image.systemd_boot, &kernel.bzimage, version, &cmdline)?;
     let files = [
-        EspFile { source: &sdboot, dest: "/EFI/BOOT/BOOTX64.EFI".into() },
-        EspFile { source: &sdboot, dest: "/EFI/systemd/systemd-bootx64.efi".into() },
+        EspFile { source: &signed.systemd_boot, dest: "/EFI/BOOT/BOOTX64.EFI".into() },
+        EspFile { source: &signed.systemd_boot, dest: "/EFI/systemd/systemd-bootx64.efi".into() },
         EspFile { source: &loader_conf, dest: "/loader/loader.conf".into() },
         // Blessed from the start: a fresh disk has no other slot to fall
         // back to, so counting its first boots would only reboot a machine
         // whose health gate fails (say, etcd not configured yet) three
         // times for nothing. Installed updates get their tries (+3).
         EspFile { source: &entry, dest: format!("/loader/entries/{}", EntryName::new(version).blessed()) },
-        EspFile { source: &kernel.bzimage, dest: boot_entry::kernel_path(Slot::A) },
+        EspFile { source: &signed.uki, dest: boot_entry::uki_path(Slot::A) },
     ];
     let volume_id = u32::from_be_bytes(esp_volume_id(version));
     // One disk per logical sector size: berth.raw, and for 4Kn drives
@@ -229,7 +234,7 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
         min_from_version: min_from,
         root_image: &root_img,
         verity: &verity,
-        kernel: &kernel.bzimage,
+        kernel: &signed.kernel,
     };
     bundle::write(&input, &signing_key, &bundle_path)?;
     std::fs::write(ctx.out.join(LAST_BUNDLE), format!("{}\n", bundle::file_name(version)))?;
@@ -252,6 +257,51 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
     std::fs::write(ctx.out.join("size-report.txt"), format!("{report}\n"))?;
     eprintln!("build: {} in {:.1} s", raw.display(), t0.elapsed().as_secs_f64());
     Ok(report)
+}
+
+/// The signed binaries of the boot chain (in the output directory).
+struct SignedChain {
+    /// systemd-boot, for `BOOTX64.EFI` and `systemd-bootx64.efi`.
+    systemd_boot: PathBuf,
+    /// Slot A's UKI: the stub, os-release, the command line, the kernel.
+    uki: PathBuf,
+    /// The signed kernel alone: the update bundle's kernel payload, which
+    /// the updater installs with the command line in the entry (a UKI's
+    /// command line names the slot and its PARTUUID, which a bundle cannot
+    /// know for the disk it will be installed on).
+    kernel: PathBuf,
+}
+
+/// Assembles slot A's UKI and signs it, systemd-boot and the kernel with
+/// the Secure Boot pair ([`secureboot::signing_pair`]). Writes
+/// `berth-a.efi`, `berth-a.unsigned.efi`, `systemd-bootx64.efi` and
+/// `systemd-bootx64.unsigned.efi` into the output directory, for tests
+/// that re-sign or break them.
+fn sign_boot_chain(
+    ctx: &Context,
+    opts: &BuildOptions,
+    pkgroot: &Path,
+    systemd_boot: &str,
+    bzimage: &Path,
+    version: &str,
+    cmdline: &str,
+) -> Result<SignedChain, Error> {
+    let pair = secureboot::signing_pair(opts.secure_boot.0.as_deref(), opts.secure_boot.1.as_deref(), &ctx.cache)?;
+    let unsigned_uki = ctx.out.join("berth-a.unsigned.efi");
+    let stub = rootfs::resolve(pkgroot, uki::STUB)?;
+    uki::assemble(&stub, &os_release::render(version), cmdline, bzimage, &unsigned_uki, epoch())?;
+    let chain = SignedChain {
+        systemd_boot: ctx.out.join("systemd-bootx64.efi"),
+        uki: ctx.out.join("berth-a.efi"),
+        kernel: ctx.out.join("work").join("bzImage.signed"),
+    };
+    let unsigned_boot = ctx.out.join("systemd-bootx64.unsigned.efi");
+    std::fs::copy(rootfs::resolve(pkgroot, systemd_boot)?, &unsigned_boot)?;
+    secureboot::sign(&pair, &unsigned_boot, &chain.systemd_boot, epoch())?;
+    secureboot::sign(&pair, &unsigned_uki, &chain.uki, epoch())?;
+    secureboot::sign(&pair, bzimage, &chain.kernel, epoch())?;
+    eprintln!("build: systemd-boot and the UKI signed with {}", pair.cert.display());
+    Ok(chain)
 }
 
 fn esp_volume_id(version: &str) -> [u8; 4] {

@@ -39,7 +39,8 @@ pub struct BundleInput<'a> {
     pub root_image: &'a Path,
     /// Its verity geometry (as on the kernel command line).
     pub verity: &'a Verity,
-    /// The slot's kernel (the bzImage that becomes `/berth/<slot>/linux.efi`).
+    /// The slot's kernel, signed for Secure Boot (the bzImage that the
+    /// updater installs as `/berth/<slot>/linux.efi`).
     pub kernel: &'a Path,
 }
 

@@ -26,6 +26,14 @@ pub const HOST_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "gdisk",
     "qemu-utils",
+    // the chain of trust: UKIs (objcopy), signatures (sbsign), the
+    // development Secure Boot certificate (openssl req -x509)
+    "binutils",
+    "sbsigntool",
+    "openssl",
+    // tools that write the time into their output run with the clock
+    // stopped at SOURCE_DATE_EPOCH (reproducible UKIs and signatures)
+    "faketime",
     // booting it
     "qemu-system-x86",
     "ovmf",

@@ -27,8 +27,10 @@ mod publish;
 mod rig;
 mod rootfs;
 mod run;
+mod secureboot;
 mod soak;
 mod suite;
+mod uki;
 mod userdata;
 mod variant;
 mod verity;
@@ -66,6 +68,15 @@ struct BuildArgs {
     /// accepts old and new and is signed with the old, N+2 with the new.
     #[arg(long = "accept-key", value_name = "FILE")]
     accept_keys: Vec<PathBuf>,
+    /// PEM private key to sign systemd-boot and the UKIs with for Secure
+    /// Boot (the key of a certificate enrolled in the machines' db).
+    /// Default: a development pair made once and kept in the build cache
+    /// ($BERTH_CACHE/keys/secure-boot/).
+    #[arg(long, value_name = "FILE", requires = "secure_boot_cert")]
+    secure_boot_key: Option<PathBuf>,
+    /// The PEM X.509 certificate of --secure-boot-key (put into sbsign's signatures).
+    #[arg(long, value_name = "FILE", requires = "secure_boot_key")]
+    secure_boot_cert: Option<PathBuf>,
     /// FOR TESTS ONLY: build a broken image. gate-fails: its health gate
     /// never passes; panic: /sbin/init exits at once and the kernel panics.
     #[arg(long, value_name = "NAME")]
@@ -225,6 +236,7 @@ fn main() -> ExitCode {
                 min_from_version: a.min_from_version,
                 signing_key: a.signing_key,
                 accept_keys: a.accept_keys,
+                secure_boot: (a.secure_boot_key, a.secure_boot_cert),
                 variant: a.variant,
                 // raw and qcow2 are always written.
                 formats: a

@@ -71,6 +71,12 @@ pub struct VmConfig {
     /// What [`VmConfig::ssh_port`] and [`VmConfig::imds_port`] build the
     /// network arguments from.
     pub user_net: UserNet,
+    /// Secure Boot on and enforced: OVMF's Secure Boot build
+    /// ([`crate::OVMF_CODE_SECBOOT`], with SMM, which q35 then needs) and
+    /// a copy of the variable store with Debian's snakeoil keys enrolled
+    /// ([`crate::OVMF_VARS_SNAKEOIL`]) instead of the empty one. Only
+    /// binaries signed with the snakeoil key start.
+    pub secure_boot: bool,
     /// More QEMU arguments, appended last.
     pub extra_args: Vec<String>,
 }
@@ -143,6 +149,7 @@ impl VmConfig {
             fw_cfg: Vec::new(),
             smbios: Vec::new(),
             user_net: UserNet::default(),
+            secure_boot: false,
             extra_args: Vec::new(),
         }
     }
@@ -220,6 +227,21 @@ impl VmConfig {
         self
     }
 
+    /// Secure Boot enforced with the snakeoil keys ([`VmConfig::secure_boot`]).
+    pub fn secure_boot(mut self, on: bool) -> Self {
+        self.secure_boot = on;
+        self
+    }
+
+    /// The firmware code and the variable store the VM's copy starts from.
+    pub(crate) fn firmware<'a>(&self, host: &'a Host) -> (&'a Path, &'a Path) {
+        if self.secure_boot {
+            (Path::new(crate::host::OVMF_CODE_SECBOOT), Path::new(crate::host::OVMF_VARS_SNAKEOIL))
+        } else {
+            (&host.ovmf_code, &host.ovmf_vars)
+        }
+    }
+
     /// Attaches `image` as a second, read-only virtio disk (see [`VmConfig::stick`]).
     pub fn stick(mut self, image: impl AsRef<Path>) -> Self {
         self.stick = Some(image.as_ref().to_path_buf());
@@ -293,7 +315,14 @@ impl VmConfig {
         let p = |p: &Path| p.display().to_string();
         let mut a: Vec<String> = Vec::new();
         let push = |a: &mut Vec<String>, items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        push(&mut a, &["-name", &self.name, "-M", "q35"]);
+        if self.secure_boot {
+            // The Secure Boot build keeps its variables safe from the OS
+            // in SMM: the machine needs SMM and a secure flash.
+            push(&mut a, &["-name", &self.name, "-M", "q35,smm=on"]);
+            push(&mut a, &["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+        } else {
+            push(&mut a, &["-name", &self.name, "-M", "q35"]);
+        }
         if self.kvm {
             push(&mut a, &["-accel", "kvm", "-cpu", "host"]);
         } else {
@@ -309,7 +338,7 @@ impl VmConfig {
             &mut a,
             &[
                 "-drive",
-                &format!("if=pflash,format=raw,readonly=on,file={}", drive_path(&host.ovmf_code)),
+                &format!("if=pflash,format=raw,readonly=on,file={}", drive_path(self.firmware(host).0)),
                 "-drive",
                 &format!("if=pflash,format=raw,file={}", drive_path(&paths.vars)),
             ],
@@ -559,6 +588,20 @@ mod tests {
         }
         assert!(!a.contains("-no-reboot"));
         assert!(!a.contains("kvm"));
+    }
+
+    #[test]
+    fn secure_boot_takes_the_secboot_firmware_and_smm() {
+        let a = joined(&VmConfig::new().secure_boot(true), true);
+        for want in [
+            "-M q35,smm=on",
+            "-global driver=cfi.pflash01,property=secure,value=on",
+            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+        ] {
+            assert!(a.contains(want), "{want:?} missing from {a}");
+        }
+        assert_eq!(VmConfig::new().secure_boot(true).firmware(&host()).1, Path::new(crate::OVMF_VARS_SNAKEOIL));
+        assert!(!joined(&VmConfig::new(), true).contains("smm"));
     }
 
     #[test]

@@ -8,6 +8,20 @@ use crate::error::{Error, Result};
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// OVMF's empty variable store; each VM gets its own copy.
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built with Secure Boot (and SMM, which guards its variables): the
+/// first pflash of a VM with [`crate::VmConfig::secure_boot`] on.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// A variable store with Debian's snakeoil PK, KEK and db enrolled, so
+/// Secure Boot is on and enforced from the first boot; each such VM gets its
+/// own copy. Binaries signed with [`SNAKEOIL_KEY`] and [`SNAKEOIL_CERT`] pass.
+pub const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+/// The private key of the snakeoil db certificate (package ovmf),
+/// encrypted with [`SNAKEOIL_PASSPHRASE`].
+pub const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+/// The passphrase of [`SNAKEOIL_KEY`] (Debian's README.Debian of ovmf).
+pub const SNAKEOIL_PASSPHRASE: &str = "snakeoil";
+/// The snakeoil certificate enrolled in [`OVMF_VARS_SNAKEOIL`]'s db.
+pub const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 /// The one line that installs everything the harness needs (Debian).
 pub const INSTALL_HINT: &str = "apt-get install qemu-system-x86 qemu-utils ovmf";
 

@@ -50,7 +50,10 @@ pub use config::{DiskBus, UserNet, VmConfig, EC2_SMBIOS, FW_CFG_META_DATA, FW_CF
 pub use console::{tail, BootTimes};
 pub use disk::{fat_image, flip_byte, fsck_ext4, Fsck, Image, ImageFormat};
 pub use error::{Error, Result};
-pub use host::{Host, INSTALL_HINT, OVMF_CODE, OVMF_VARS};
+pub use host::{
+    Host, INSTALL_HINT, OVMF_CODE, OVMF_CODE_SECBOOT, OVMF_VARS, OVMF_VARS_SNAKEOIL, SNAKEOIL_CERT, SNAKEOIL_KEY,
+    SNAKEOIL_PASSPHRASE,
+};
 pub use imds::{ImdsData, ImdsRequest, ImdsServer, IMDS_PROBE_BOUND, TOKEN_HEADER, TOKEN_TTL_HEADER};
 pub use qmp::Qmp;
 pub use seed::{nocloud_seed, SeedFiles, SeedFormat};

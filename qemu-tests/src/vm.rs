@@ -62,7 +62,8 @@ impl Vm {
             }
         }
         if !paths.vars.exists() {
-            std::fs::copy(&host.ovmf_vars, &paths.vars).map_err(io(format!("copying {}", host.ovmf_vars.display())))?;
+            let vars = cfg.firmware(&host).1;
+            std::fs::copy(vars, &paths.vars).map_err(io(format!("copying {}", vars.display())))?;
         }
         if let Some(base) = &base {
             if !paths.overlay.exists() {

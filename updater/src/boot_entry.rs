@@ -78,12 +78,39 @@ impl fmt::Display for EntryName {
     }
 }
 
-/// Where a slot's kernel lives on the ESP.
+/// Where a slot's kernel lives on the ESP when its entry names a kernel
+/// and its command line (`linux` + `options`: what the updater installs).
 pub fn kernel_path(slot: Slot) -> String {
     format!("/berth/{}/linux.efi", slot.name())
 }
 
-/// The text of a slot's entry file.
+/// Where a slot's signed Unified Kernel Image lives on the ESP: the kernel,
+/// its command line (with the verity root hash) and os-release in one
+/// binary that Secure Boot firmware checks as a whole.
+pub fn uki_path(slot: Slot) -> String {
+    format!("/berth/{}/berth.efi", slot.name())
+}
+
+/// The text of a slot's entry that starts its UKI ([`uki_path`]): an
+/// `efi` line and no `options`, since the command line is inside the
+/// signed image (systemd-stub ignores one passed to it under Secure Boot).
+/// The boot counter stays in the entry's file name, as for
+/// [`entry_text`]'s entries.
+pub fn uki_entry_text(version: &str, slot: Slot) -> String {
+    format!(
+        "title Berth {version} (slot {slot})\nversion {version}\nsort-key berth\nefi {uki}\n",
+        slot = slot.name(),
+        uki = uki_path(slot),
+    )
+}
+
+/// The slot a UKI entry's `efi` path starts ([`uki_path`]), if it is one.
+pub fn slot_of_uki(efi: &str) -> Option<Slot> {
+    [Slot::A, Slot::B].into_iter().find(|s| uki_path(*s) == efi)
+}
+
+/// The text of a slot's entry file that names its kernel ([`kernel_path`])
+/// and command line.
 pub fn entry_text(version: &str, slot: Slot, cmdline: &str) -> String {
     format!(
         "title Berth {version} (slot {slot})\nversion {version}\nsort-key berth\nlinux {kernel}\noptions {cmdline}\n",
@@ -123,5 +150,14 @@ mod tests {
         assert!(t.contains("linux /berth/a/linux.efi\n"));
         assert!(t.contains("options root=/dev/dm-0\n"));
         assert!(t.contains("version 0.1.0\n"));
+    }
+
+    #[test]
+    fn uki_entries_name_the_image_and_no_options() {
+        let t = uki_entry_text("0.1.0", Slot::B);
+        assert!(t.contains("efi /berth/b/berth.efi\n"), "{t}");
+        assert!(!t.contains("options") && !t.contains("linux "), "{t}");
+        assert_eq!(slot_of_uki("/berth/b/berth.efi"), Some(Slot::B));
+        assert_eq!(slot_of_uki("/berth/a/linux.efi"), None);
     }
 }

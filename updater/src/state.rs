@@ -71,7 +71,7 @@ impl Entry {
 pub enum LoadError {
     #[error("entry {0}: {1}")]
     EntryName(String, EntryNameError),
-    #[error("entry {file}: no `options` line naming berth.slot=a or berth.slot=b")]
+    #[error("entry {file}: neither an `options` line naming berth.slot=a or berth.slot=b nor an `efi` line naming /berth/a/berth.efi or /berth/b/berth.efi")]
     UnknownSlot { file: String },
     #[error("entry {file}: `linux {found}` is not slot {slot}'s kernel {expected}")]
     KernelMismatch { file: String, slot: &'static str, found: String, expected: String },
@@ -207,7 +207,10 @@ fn parse_entry(file: &str, text: &str) -> Result<Entry, LoadError> {
         })
     };
     let options = line("options").unwrap_or_default();
-    let slot = slot_of(&options).ok_or_else(|| LoadError::UnknownSlot { file: file.to_string() })?;
+    // A UKI entry has no options: its slot is the one its `efi` path is in.
+    let slot = slot_of(&options)
+        .or_else(|| line("efi").and_then(|efi| boot_entry::slot_of_uki(&efi)))
+        .ok_or_else(|| LoadError::UnknownSlot { file: file.to_string() })?;
     if let Some(linux) = line("linux") {
         let expected = boot_entry::kernel_path(slot);
         if linux != expected {
@@ -520,6 +523,17 @@ mod tests {
             load(&files, Slot::A, Some("berth-1.1+2-1.conf")),
             Err(LoadError::BootCountPathMismatch { .. })
         ));
+    }
+
+    /// A fresh disk's entry starts slot A's UKI and has no options: its
+    /// slot comes from the `efi` path, and an update is staged next to it.
+    #[test]
+    fn a_uki_entry_is_read_by_its_efi_path_and_updates_stage_beside_it() {
+        let uki = ("berth-1.0.conf".to_string(), boot_entry::uki_entry_text("1.0", Slot::A));
+        let mut s = load(&[uki], Slot::A, None).unwrap();
+        assert_eq!(s.booted(), Slot::A);
+        s.stage("1.1", &opts(Slot::B)).unwrap();
+        assert!(s.plan().iter().any(|op| matches!(op, FileOp::WritePayload { slot: Slot::B, .. })));
     }
 
     #[test]
