@@ -57,6 +57,14 @@ fn the_bundle_verifies_with_the_image_keys_and_holds_its_root_slot_and_kernel() 
 
     let mut kernel = Vec::new();
     b.payload(KERNEL_PAYLOAD).unwrap().read_to_end(&mut kernel).unwrap();
-    assert!(kernel == std::fs::read(out.join("bzImage")).unwrap(), "the bundle's kernel is not the image's bzImage");
+    // The slot's kernel as the build signed it for Secure Boot: the
+    // image's bzImage with an Authenticode signature appended.
+    let signed = out.join("work").join("bzImage.signed");
+    assert!(kernel == std::fs::read(&signed).unwrap(), "the bundle's kernel is not the image's signed bzImage");
+    let unsigned = std::fs::read(out.join("bzImage")).unwrap();
+    assert!(kernel.len() > unsigned.len(), "the bundle's kernel carries no signature");
+    let list = std::process::Command::new("sbverify").arg("--list").arg(&signed).output().expect("running sbverify");
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(listed.contains("signature 1"), "sbverify finds no signature on the bundle's kernel:\n{listed}");
     b.finish().unwrap();
 }
