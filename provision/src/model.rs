@@ -104,6 +104,28 @@ pub struct User {
     pub at: Place,
 }
 
+impl User {
+    /// A user with cloud-init's defaults for every key (`lock_passwd`
+    /// true, nothing else set): what a bare name in `users` means.
+    pub fn new(name: &str, at: Place) -> User {
+        User {
+            name: name.to_string(),
+            is_default: false,
+            gecos: None,
+            groups: Vec::new(),
+            primary_group: None,
+            shell: None,
+            homedir: None,
+            uid: None,
+            system: false,
+            lock_passwd: true,
+            passwd: None,
+            ssh_authorized_keys: Vec::new(),
+            at,
+        }
+    }
+}
+
 /// One entry of `write_files`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WriteFile {

@@ -13,19 +13,10 @@ fn config() -> Config {
         fqdn: named("node1.example.com"),
         timezone: named("Europe/Berlin"),
         users: vec![User {
-            name: "ann".into(),
-            is_default: false,
             gecos: Some("Ann".into()),
             groups: vec!["web".into()],
-            primary_group: None,
-            shell: None,
-            homedir: None,
-            uid: None,
-            system: false,
-            lock_passwd: true,
-            passwd: None,
             ssh_authorized_keys: vec![Item { value: "ssh-ed25519 AAAA ann".into(), at: at("k") }],
-            at: at("users[0]"),
+            ..User::new("ann", at("users[0]"))
         }],
         ssh_authorized_keys: vec![Item { value: "ssh-ed25519 BBBB root".into(), at: at("k") }],
         write_files: vec![WriteFile {

@@ -70,21 +70,7 @@ pub(crate) fn users(cx: &mut Ctx, n: &Node, at: &Place) -> Vec<User> {
 }
 
 fn blank(name: &str, is_default: bool, at: &Place) -> User {
-    User {
-        name: name.to_string(),
-        is_default,
-        gecos: None,
-        groups: Vec::new(),
-        primary_group: None,
-        shell: None,
-        homedir: None,
-        uid: None,
-        system: false,
-        lock_passwd: true,
-        passwd: None,
-        ssh_authorized_keys: Vec::new(),
-        at: at.clone(),
-    }
+    User { is_default, ..User::new(name, at.clone()) }
 }
 
 /// A user given by name alone; `default` is the default user, root.

@@ -22,19 +22,8 @@ fn fake_check(source: &str, bytes: &[u8]) -> crate::check::Checked {
             "hostname" => c.hostname = Some(Item { value: rest.into(), at }),
             "tz" => c.timezone = Some(Item { value: rest.into(), at }),
             "user" => c.users.push(User {
-                name: rest.into(),
-                is_default: false,
-                gecos: None,
-                groups: vec![],
-                primary_group: None,
-                shell: None,
-                homedir: None,
-                uid: None,
-                system: false,
-                lock_passwd: true,
-                passwd: None,
                 ssh_authorized_keys: vec![Item { value: format!("ssh-ed25519 AAAA {rest}"), at: at.clone() }],
-                at,
+                ..User::new(rest, at)
             }),
             "file" => {
                 let (path, content) = rest.split_once(' ').unwrap_or((rest, ""));

@@ -3,21 +3,7 @@ use crate::model::*;
 use crate::testutil::{assert_valid_unit, at, machine};
 
 fn user(name: &str) -> User {
-    User {
-        name: name.into(),
-        is_default: false,
-        gecos: None,
-        groups: vec![],
-        primary_group: None,
-        shell: None,
-        homedir: None,
-        uid: None,
-        system: false,
-        lock_passwd: true,
-        passwd: None,
-        ssh_authorized_keys: vec![],
-        at: at("users[0]"),
-    }
+    User::new(name, at("users[0]"))
 }
 
 fn key(k: &str) -> Item<String> {
