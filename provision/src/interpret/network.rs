@@ -159,20 +159,7 @@ fn v1(cx: &mut Ctx, entries: &[(Key, Node)], at: &Place) -> Option<Network> {
                             }
                         }
                         Some("route") => {
-                            let mut r = Route { to: String::new(), via: String::new(), metric: None };
-                            let mut netmask = None;
-                            for (k, v) in m {
-                                let np = ip.child(k.line, &k.name);
-                                match k.name.as_str() {
-                                    "type" => {}
-                                    "destination" | "network" => r.to = cx.nonempty(v, &np).unwrap_or_default(),
-                                    "netmask" => netmask = cx.nonempty(v, &np).map(|s| (s, np.clone())),
-                                    "gateway" => r.via = ip_item(cx, v, &np).unwrap_or_default(),
-                                    "metric" => r.metric = cx.u32(v, &np),
-                                    _ => cx.unknown(&np, ""),
-                                }
-                            }
-                            if let Some(r) = v1_route(cx, r, netmask, &ip) {
+                            if let Some(r) = v1_route(cx, m, &ip, &["type"]) {
                                 global_routes.push((r, ip));
                             }
                         }
@@ -216,8 +203,23 @@ fn v1(cx: &mut Ctx, entries: &[(Key, Node)], at: &Place) -> Option<Network> {
     Some(net)
 }
 
-/// v1 `destination` (+ `netmask`) -> a prefix.
-fn v1_route(cx: &mut Ctx, mut r: Route, netmask: Option<(String, Place)>, at: &Place) -> Option<Route> {
+/// A v1 route's mapping (`destination` or `network`, `netmask`,
+/// `gateway`, `metric`; the keys in `ignored` are read elsewhere) -> a
+/// route to a prefix.
+fn v1_route(cx: &mut Ctx, m: &[(Key, Node)], at: &Place, ignored: &[&str]) -> Option<Route> {
+    let mut r = Route { to: String::new(), via: String::new(), metric: None };
+    let mut netmask = None;
+    for (k, v) in m {
+        let p = at.child(k.line, &k.name);
+        match k.name.as_str() {
+            name if ignored.contains(&name) => {}
+            "destination" | "network" => r.to = cx.nonempty(v, &p).unwrap_or_default(),
+            "netmask" => netmask = cx.nonempty(v, &p).map(|s| (s, p.clone())),
+            "gateway" => r.via = ip_item(cx, v, &p).unwrap_or_default(),
+            "metric" => r.metric = cx.u32(v, &p),
+            _ => cx.unknown(&p, ""),
+        }
+    }
     if r.to.is_empty() || r.via.is_empty() {
         cx.error(at, "a route needs `destination` and `gateway`");
         return None;
@@ -337,19 +339,7 @@ fn v1_subnet(cx: &mut Ctx, n: &Node, at: &Place, iface: &mut Interface, net: &mu
                 for (i, r) in routes.iter().enumerate() {
                     let rp = p.item(r.line, i);
                     let Some(rm) = cx.map(r, &rp) else { continue };
-                    let mut route = Route { to: String::new(), via: String::new(), metric: None };
-                    let mut mask = None;
-                    for (k, v) in rm {
-                        let q = rp.child(k.line, &k.name);
-                        match k.name.as_str() {
-                            "destination" | "network" => route.to = cx.nonempty(v, &q).unwrap_or_default(),
-                            "netmask" => mask = cx.nonempty(v, &q).map(|s| (s, q.clone())),
-                            "gateway" => route.via = ip_item(cx, v, &q).unwrap_or_default(),
-                            "metric" => route.metric = cx.u32(v, &q),
-                            _ => cx.unknown(&q, ""),
-                        }
-                    }
-                    if let Some(r) = v1_route(cx, route, mask, &rp) {
+                    if let Some(r) = v1_route(cx, rm, &rp, &[]) {
                         iface.routes.push(r);
                     }
                 }
