@@ -47,6 +47,14 @@ pub const HOST_PACKAGES: &[&str] = &[
     // host's server (QEMU's `guestfwd=...-cmd:nc 127.0.0.1 PORT`)
     "xorriso",
     "netcat-openbsd",
+    // the etcd v3 client crate (etcd-client) compiles etcd's .proto files
+    // at build time: protoc and the well-known types it imports
+    "protobuf-compiler",
+    "libprotobuf-dev",
+    // a real etcd and etcdctl for the host tests of the router and the
+    // reboot semaphore (berth_cluster::testing)
+    "etcd-server",
+    "etcd-client",
 ];
 
 #[derive(Debug, thiserror::Error)]
