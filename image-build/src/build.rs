@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use berth_layout::cmdline::kernel_cmdline;
+use berth_layout::cmdline::{kernel_cmdline, Verity};
 use berth_layout::disk::{self, Slot, SECTOR, SECTOR_4KN};
 use berth_layout::{os_release, Guid, VERSION};
 use berth_updater::boot_entry::{self, EntryName};
@@ -182,7 +182,9 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
     step("EROFS + verity", t);
 
     let t = Instant::now();
-    let partuuid = disk::partition_uuid(version, Slot::A.label());
+    // Slot A's partition is named by the root it holds, as an update names
+    // the slot it writes: the signed UKIs' command lines are fixed here.
+    let partuuid = disk::root_partition_uuid(&verity.root_hash, Slot::A);
     let cmdline = kernel_cmdline(Slot::A, partuuid, &verity);
     let loader_conf = work.join("loader.conf");
     // timeout 0: straight to the best entry; editor no: the command line
@@ -190,7 +192,7 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
     std::fs::write(&loader_conf, "timeout 0\neditor no\n")?;
     let entry = work.join("entry.conf");
     std::fs::write(&entry, boot_entry::uki_entry_text(version, Slot::A))?;
-    let signed = sign_boot_chain(ctx, opts, &pkgroot, &image.systemd_boot, &kernel.bzimage, version, &cmdline)?;
+    let signed = sign_boot_chain(ctx, opts, &pkgroot, &image.systemd_boot, &kernel.bzimage, version, &verity)?;
     let files = [
         EspFile { source: &signed.systemd_boot, dest: "/EFI/BOOT/BOOTX64.EFI".into() },
         EspFile { source: &signed.systemd_boot, dest: "/EFI/systemd/systemd-bootx64.efi".into() },
@@ -200,7 +202,7 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
         // whose health gate fails (say, etcd not configured yet) three
         // times for nothing. Installed updates get their tries (+3).
         EspFile { source: &entry, dest: format!("/loader/entries/{}", EntryName::new(version).blessed()) },
-        EspFile { source: &signed.uki, dest: boot_entry::uki_path(Slot::A) },
+        EspFile { source: &signed.ukis[0], dest: boot_entry::uki_path(Slot::A) },
     ];
     let volume_id = u32::from_be_bytes(esp_volume_id(version));
     // One disk per logical sector size: berth.raw, and for 4Kn drives
@@ -218,7 +220,7 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
     for (sector_size, esp_name, raw, qcow2) in &disks {
         let esp_img = work.join(esp_name);
         let contents = [(disk::ESP_LABEL, esp_img.as_path()), (disk::ROOT_A_LABEL, root_img.as_path())];
-        diskimg::assemble(raw, version, *sector_size, &contents)?;
+        diskimg::assemble(raw, version, *sector_size, &contents, &[(disk::ROOT_A_LABEL, partuuid)])?;
         diskimg::to_qcow2(raw, qcow2)?;
     }
     let [(_, _, raw, qcow2), (_, _, _, qcow2_4kn)] = disks;
@@ -234,7 +236,7 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
         min_from_version: min_from,
         root_image: &root_img,
         verity: &verity,
-        kernel: &signed.kernel,
+        ukis: [&signed.ukis[0], &signed.ukis[1]],
     };
     bundle::write(&input, &signing_key, &bundle_path)?;
     std::fs::write(ctx.out.join(LAST_BUNDLE), format!("{}\n", bundle::file_name(version)))?;
@@ -263,20 +265,19 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
 struct SignedChain {
     /// systemd-boot, for `BOOTX64.EFI` and `systemd-bootx64.efi`.
     systemd_boot: PathBuf,
-    /// Slot A's UKI: the stub, os-release, the command line, the kernel.
-    uki: PathBuf,
-    /// The signed kernel alone: the update bundle's kernel payload, which
-    /// the updater installs with the command line in the entry (a UKI's
-    /// command line names the slot and its PARTUUID, which a bundle cannot
-    /// know for the disk it will be installed on).
-    kernel: PathBuf,
+    /// The UKI of each slot (A, B): the stub, os-release, the slot's
+    /// command line, the kernel. Slot A's goes on the ESP; both go into the
+    /// update bundle, which installs the one of the slot it writes (their
+    /// command lines name the root partition by
+    /// [`disk::root_partition_uuid`], so they fit any disk).
+    ukis: [PathBuf; 2],
 }
 
-/// Assembles slot A's UKI and signs it, systemd-boot and the kernel with
-/// the Secure Boot pair ([`secureboot::signing_pair`]). Writes
-/// `berth-a.efi`, `berth-a.unsigned.efi`, `systemd-bootx64.efi` and
-/// `systemd-bootx64.unsigned.efi` into the output directory, for tests
-/// that re-sign or break them.
+/// Assembles each slot's UKI for the root of `verity` and signs them and
+/// systemd-boot with the Secure Boot pair ([`secureboot::signing_pair`]).
+/// Writes `berth-a.efi`, `berth-b.efi`, their `.unsigned.efi` twins,
+/// `systemd-bootx64.efi` and `systemd-bootx64.unsigned.efi` into the
+/// output directory, for tests that re-sign or break them.
 fn sign_boot_chain(
     ctx: &Context,
     opts: &BuildOptions,
@@ -284,23 +285,24 @@ fn sign_boot_chain(
     systemd_boot: &str,
     bzimage: &Path,
     version: &str,
-    cmdline: &str,
+    verity: &Verity,
 ) -> Result<SignedChain, Error> {
     let pair = secureboot::signing_pair(opts.secure_boot.0.as_deref(), opts.secure_boot.1.as_deref(), &ctx.cache)?;
-    let unsigned_uki = ctx.out.join("berth-a.unsigned.efi");
     let stub = rootfs::resolve(pkgroot, uki::STUB)?;
-    uki::assemble(&stub, &os_release::render(version), cmdline, bzimage, &unsigned_uki, epoch())?;
     let chain = SignedChain {
         systemd_boot: ctx.out.join("systemd-bootx64.efi"),
-        uki: ctx.out.join("berth-a.efi"),
-        kernel: ctx.out.join("work").join("bzImage.signed"),
+        ukis: [ctx.out.join("berth-a.efi"), ctx.out.join("berth-b.efi")],
     };
+    for (slot, signed) in [Slot::A, Slot::B].into_iter().zip(&chain.ukis) {
+        let cmdline = kernel_cmdline(slot, disk::root_partition_uuid(&verity.root_hash, slot), verity);
+        let unsigned = ctx.out.join(format!("berth-{}.unsigned.efi", slot.name()));
+        uki::assemble(&stub, &os_release::render(version), &cmdline, bzimage, &unsigned, epoch())?;
+        secureboot::sign(&pair, &unsigned, signed, epoch())?;
+    }
     let unsigned_boot = ctx.out.join("systemd-bootx64.unsigned.efi");
     std::fs::copy(rootfs::resolve(pkgroot, systemd_boot)?, &unsigned_boot)?;
     secureboot::sign(&pair, &unsigned_boot, &chain.systemd_boot, epoch())?;
-    secureboot::sign(&pair, &unsigned_uki, &chain.uki, epoch())?;
-    secureboot::sign(&pair, bzimage, &chain.kernel, epoch())?;
-    eprintln!("build: systemd-boot and the UKI signed with {}", pair.cert.display());
+    eprintln!("build: systemd-boot and the UKIs signed with {}", pair.cert.display());
     Ok(chain)
 }
 

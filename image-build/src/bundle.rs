@@ -1,6 +1,6 @@
 //! The update bundle a build writes, `berth-<version>.bundle`: the root
 //! slot image (EROFS with its dm-verity tree, exactly the bytes of the
-//! root-a partition) and the slot's kernel, signed (format:
+//! root-a partition) and a signed UKI per slot, signed as a whole (format:
 //! `berth_updater::bundle`).
 
 use std::fs::File;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use berth_layout::cmdline::Verity;
 use berth_updater::bundle::{
-    measure, sign, BundleError, Manifest, Payload, VerityGeometry, FORMAT_VERSION, KERNEL_PAYLOAD, ROOT_PAYLOAD,
+    measure, sign, BundleError, Manifest, Payload, VerityGeometry, FORMAT_VERSION, ROOT_PAYLOAD, UKI_PAYLOADS,
 };
 use ed25519_dalek::SigningKey;
 
@@ -39,9 +39,10 @@ pub struct BundleInput<'a> {
     pub root_image: &'a Path,
     /// Its verity geometry (as on the kernel command line).
     pub verity: &'a Verity,
-    /// The slot's kernel, signed for Secure Boot (the bzImage that the
-    /// updater installs as `/berth/<slot>/linux.efi`).
-    pub kernel: &'a Path,
+    /// The UKIs of slot A and slot B (payloads `uki-a`, `uki-b`), signed
+    /// for Secure Boot; the updater installs the one of the slot it writes
+    /// as `/berth/<slot>/berth.efi`.
+    pub ukis: [&'a Path; 2],
 }
 
 /// The manifest of `input`, its payloads measured from the files.
@@ -51,28 +52,25 @@ pub fn manifest(input: &BundleInput) -> Result<Manifest, BundleWriteError> {
         measure(BufReader::new(f)).map_err(io_doing("read", p))
     };
     let (root_size, root_sha) = m(input.root_image)?;
-    let (kernel_size, kernel_sha) = m(input.kernel)?;
+    let mut payloads = vec![Payload {
+        name: ROOT_PAYLOAD.to_string(),
+        offset: 0,
+        size: root_size,
+        sha256: root_sha,
+        verity: Some(VerityGeometry::from(input.verity)),
+    }];
+    let mut offset = root_size;
+    for (name, path) in UKI_PAYLOADS.into_iter().zip(input.ukis) {
+        let (size, sha256) = m(path)?;
+        payloads.push(Payload { name: name.to_string(), offset, size, sha256, verity: None });
+        offset += size;
+    }
     Ok(Manifest {
         format_version: FORMAT_VERSION,
         os_version: input.os_version.to_string(),
         architecture: ARCHITECTURE.to_string(),
         min_from_version: input.min_from_version.to_string(),
-        payloads: vec![
-            Payload {
-                name: ROOT_PAYLOAD.to_string(),
-                offset: 0,
-                size: root_size,
-                sha256: root_sha,
-                verity: Some(VerityGeometry::from(input.verity)),
-            },
-            Payload {
-                name: KERNEL_PAYLOAD.to_string(),
-                offset: root_size,
-                size: kernel_size,
-                sha256: kernel_sha,
-                verity: None,
-            },
-        ],
+        payloads,
     })
 }
 
@@ -84,9 +82,10 @@ pub fn write(input: &BundleInput, key: &SigningKey, out: &Path) -> Result<(), Bu
     let result = (|| {
         let mut f = File::create(&tmp).map_err(io_at(&tmp))?;
         let open = |p: &Path| File::open(p).map(BufReader::new).map_err(io_at(p));
-        let (mut root, mut kernel) = (open(input.root_image)?, open(input.kernel)?);
+        let [a, b] = input.ukis;
+        let (mut root, mut uki_a, mut uki_b) = (open(input.root_image)?, open(a)?, open(b)?);
         let mut w = std::io::BufWriter::new(&mut f);
-        sign(&manifest, &mut [&mut root, &mut kernel], key, &mut w)
+        sign(&manifest, &mut [&mut root, &mut uki_a, &mut uki_b], key, &mut w)
             .map_err(|source| BundleWriteError::Bundle { path: out.to_path_buf(), source })?;
         drop(w);
         f.sync_all().map_err(io_at(&tmp))?;
@@ -109,17 +108,19 @@ mod tests {
     use crate::keys;
 
     /// A bundle as the build writes it opens with the keys directory the
-    /// root tree carries, and gives back the root image and kernel byte
-    /// for byte, with the verity geometry of the command line.
+    /// root tree carries, and gives back the root image and both slots'
+    /// UKIs byte for byte, with the verity geometry of the command line.
     #[test]
-    fn a_written_bundle_verifies_with_the_image_keys_and_holds_root_and_kernel() {
+    fn a_written_bundle_verifies_with_the_image_keys_and_holds_root_and_ukis() {
         let d = std::env::temp_dir().join(format!("berth-bundle-write-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         let root: Vec<u8> = (0..5 * 4096 + 17).map(|i| (i % 253) as u8).collect();
-        let kernel: Vec<u8> = (0..10_000).map(|i| (i % 7) as u8).collect();
+        let uki_a: Vec<u8> = (0..10_000).map(|i| (i % 7) as u8).collect();
+        let uki_b: Vec<u8> = (0..9_000).map(|i| (i % 5) as u8).collect();
         std::fs::write(d.join("root.img"), &root).unwrap();
-        std::fs::write(d.join("bzImage"), &kernel).unwrap();
+        std::fs::write(d.join("berth-a.efi"), &uki_a).unwrap();
+        std::fs::write(d.join("berth-b.efi"), &uki_b).unwrap();
         let verity = Verity { data_blocks: 3, hash_start_block: 4, root_hash: "ab".repeat(32), salt: "cd".repeat(32) };
         let key = SigningKey::from_bytes(&[3; 32]);
         let input = BundleInput {
@@ -127,7 +128,7 @@ mod tests {
             min_from_version: "0.1.0",
             root_image: &d.join("root.img"),
             verity: &verity,
-            kernel: &d.join("bzImage"),
+            ukis: [&d.join("berth-a.efi"), &d.join("berth-b.efi")],
         };
         let out = d.join(file_name("0.2.0"));
         write(&input, &key, &out).unwrap();
@@ -143,11 +144,12 @@ mod tests {
             ("0.2.0", "0.1.0", "x86_64")
         );
         assert_eq!(Verity::from(m.payload(ROOT_PAYLOAD).unwrap().verity.as_ref().unwrap()), verity);
-        let (mut r, mut k) = (Vec::new(), Vec::new());
+        let (mut r, mut a, mut bb) = (Vec::new(), Vec::new(), Vec::new());
         b.payload(ROOT_PAYLOAD).unwrap().read_to_end(&mut r).unwrap();
-        b.payload(KERNEL_PAYLOAD).unwrap().read_to_end(&mut k).unwrap();
+        b.payload(UKI_PAYLOADS[0]).unwrap().read_to_end(&mut a).unwrap();
+        b.payload(UKI_PAYLOADS[1]).unwrap().read_to_end(&mut bb).unwrap();
         b.finish().unwrap();
-        assert!(r == root && k == kernel, "payloads differ from the inputs");
+        assert!(r == root && a == uki_a && bb == uki_b, "payloads differ from the inputs");
 
         // Another key's image refuses it.
         let other = d.join("other-keys");

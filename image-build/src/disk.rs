@@ -9,6 +9,7 @@ use std::process::Command;
 
 use berth_layout::disk;
 use berth_layout::gpt::{Gpt, GptError};
+use berth_layout::Guid;
 
 use crate::cmd::{self, CmdError};
 use crate::error::{io_at, IoError};
@@ -31,12 +32,16 @@ pub enum DiskError {
 /// those), then each given partition image at its offset, the same byte
 /// offsets for every sector size. `contents` maps a partition label to the
 /// image file that fills it; partitions without one stay zero (the data
-/// partition: formatted at first boot).
+/// partition: formatted at first boot). A partition's unique GUID is the
+/// one `partuuids` gives its label (a filled root slot is named by its
+/// contents: [`disk::root_partition_uuid`]), else
+/// [`disk::partition_uuid`] of `version`.
 pub fn assemble(
     out: &Path,
     version: &str,
     sector_size: u64,
     contents: &[(&'static str, &Path)],
+    partuuids: &[(&'static str, Guid)],
 ) -> Result<(), DiskError> {
     let size = disk::image_size();
     let _ = std::fs::remove_file(out);
@@ -47,7 +52,11 @@ pub fn assemble(
         gpt.add(
             spec.label,
             spec.type_guid,
-            disk::partition_uuid(version, spec.label),
+            partuuids
+                .iter()
+                .find(|(label, _)| *label == spec.label)
+                .map(|(_, g)| *g)
+                .unwrap_or_else(|| disk::partition_uuid(version, spec.label)),
             start / sector_size,
             end / sector_size - 1,
         )?;
@@ -130,7 +139,9 @@ mod tests {
         std::fs::write(&root, b"root contents").unwrap();
         for ss in [SECTOR, SECTOR_4KN] {
             let out = dir.join(format!("disk-{ss}.raw"));
-            assemble(&out, "9.9.9", ss, &[(disk::ROOT_A_LABEL, root.as_path())]).unwrap();
+            let named = Guid::derive("root-a contents");
+            assemble(&out, "9.9.9", ss, &[(disk::ROOT_A_LABEL, root.as_path())], &[(disk::ROOT_A_LABEL, named)])
+                .unwrap();
             let mut f = File::open(&out).unwrap();
             let gpt = Gpt::read(&mut f, ss, disk::image_size()).unwrap();
             assert_eq!(gpt.sector_size, ss);
@@ -142,7 +153,9 @@ mod tests {
                     "{} in {ss}-byte sectors",
                     spec.label
                 );
-                assert_eq!((p.type_guid, p.unique_guid), (spec.type_guid, disk::partition_uuid("9.9.9", spec.label)));
+                let uuid =
+                    if spec.label == disk::ROOT_A_LABEL { named } else { disk::partition_uuid("9.9.9", spec.label) };
+                assert_eq!((p.type_guid, p.unique_guid), (spec.type_guid, uuid));
             }
             let (_, start, _) = disk::plan().into_iter().find(|(s, _, _)| s.label == disk::ROOT_A_LABEL).unwrap();
             let mut head = [0u8; 13];

@@ -195,14 +195,15 @@ mod tests {
     fn make_bundle(f: &Fixture, version: &str, key: &SigningKey, out: &Path) {
         let root: Vec<u8> = (0..3 * 4096).map(|i| (i % 241) as u8 ^ version.len() as u8).collect();
         std::fs::write(f.dir.join("root.img"), root).unwrap();
-        std::fs::write(f.dir.join("bzImage"), version.as_bytes()).unwrap();
+        std::fs::write(f.dir.join("berth-a.efi"), version.as_bytes()).unwrap();
+        std::fs::write(f.dir.join("berth-b.efi"), version.as_bytes()).unwrap();
         let verity = Verity { data_blocks: 1, hash_start_block: 2, root_hash: "ab".repeat(32), salt: "cd".repeat(8) };
         let input = bundle::BundleInput {
             os_version: version,
             min_from_version: "0.1.0",
             root_image: &f.dir.join("root.img"),
             verity: &verity,
-            kernel: &f.dir.join("bzImage"),
+            ukis: [&f.dir.join("berth-a.efi"), &f.dir.join("berth-b.efi")],
         };
         bundle::write(&input, key, out).unwrap();
     }

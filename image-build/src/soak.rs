@@ -119,7 +119,7 @@ impl Tally {
 }
 
 impl std::fmt::Display for Tally {
-    /// `write-kernel 0/3, write-root 1/4`: bricks / cuts per point.
+    /// `write-uki 0/3, write-root 1/4`: bricks / cuts per point.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let parts: Vec<String> = self.0.iter().map(|(p, (cuts, bricks))| format!("{p} {bricks}/{cuts}")).collect();
         write!(f, "{}", parts.join(", "))

@@ -1,15 +1,17 @@
 //! The update bundle a build writes verifies with the keys the image itself
-//! carries, and holds exactly the image's root slot and kernel: installing
-//! it into the other slot gives that slot what `berth.raw` has in root-a.
+//! carries, and holds exactly the image's root slot and a signed UKI per
+//! slot: installing it into the other slot gives that slot what
+//! `berth.raw` has in root-a, and a UKI whose signed command line boots it.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_layout::disk;
+use berth_layout::disk::{self, Slot};
+use berth_layout::gpt::Gpt;
 use berth_layout::paths::{OS_RELEASE, UPDATE_KEYS_DIR};
-use berth_updater::bundle::{open, KeyRing, KERNEL_PAYLOAD, ROOT_PAYLOAD};
+use berth_updater::bundle::{open, uki_payload, KeyRing, ROOT_PAYLOAD};
 
 /// The suite's image (BERTH_IMAGE_DIR), or a build of our own.
 fn image_dir() -> PathBuf {
@@ -26,7 +28,7 @@ fn image_dir() -> PathBuf {
 }
 
 #[test]
-fn the_bundle_verifies_with_the_image_keys_and_holds_its_root_slot_and_kernel() {
+fn the_bundle_verifies_with_the_image_keys_and_holds_its_root_slot_and_a_signed_uki_per_slot() {
     let out = image_dir();
     let name = std::fs::read_to_string(out.join("last-bundle.txt")).unwrap();
     let bundle = out.join(name.trim());
@@ -55,16 +57,44 @@ fn the_bundle_verifies_with_the_image_keys_and_holds_its_root_slot_and_kernel() 
     raw.read_exact(&mut slot).unwrap();
     assert!(slot == root, "the bundle's root differs from root-a of berth.raw");
 
-    let mut kernel = Vec::new();
-    b.payload(KERNEL_PAYLOAD).unwrap().read_to_end(&mut kernel).unwrap();
-    // The slot's kernel as the build signed it for Secure Boot: the
-    // image's bzImage with an Authenticode signature appended.
-    let signed = out.join("work").join("bzImage.signed");
-    assert!(kernel == std::fs::read(&signed).unwrap(), "the bundle's kernel is not the image's signed bzImage");
-    let unsigned = std::fs::read(out.join("bzImage")).unwrap();
-    assert!(kernel.len() > unsigned.len(), "the bundle's kernel carries no signature");
-    let list = std::process::Command::new("sbverify").arg("--list").arg(&signed).output().expect("running sbverify");
-    let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(listed.contains("signature 1"), "sbverify finds no signature on the bundle's kernel:\n{listed}");
+    // Slot A of berth.raw is named by its root, as its UKI expects.
+    let gpt = Gpt::read(&mut File::open(out.join("berth.raw")).unwrap(), 512, disk::image_size()).unwrap();
+    let root_a = gpt.by_name(disk::ROOT_A_LABEL).unwrap().unique_guid;
+    assert_eq!(root_a, disk::root_partition_uuid(&verity.root_hash, Slot::A), "root-a's PARTUUID");
+
+    for slot in [Slot::A, Slot::B] {
+        let mut uki = Vec::new();
+        b.payload(uki_payload(slot)).unwrap().read_to_end(&mut uki).unwrap();
+        let file = out.join(format!("berth-{}.efi", slot.name()));
+        assert!(uki == std::fs::read(&file).unwrap(), "payload {} is not {}", uki_payload(slot), file.display());
+        let list = Command::new("sbverify").arg("--list").arg(&file).output().expect("running sbverify");
+        let listed = String::from_utf8_lossy(&list.stdout);
+        assert!(listed.contains("signature 1"), "sbverify finds no signature on {}:\n{listed}", file.display());
+        // Its signed command line boots this slot from the partition
+        // named by the root hash, with the root's verity geometry.
+        let cmdline = uki_cmdline(&file);
+        let partuuid = disk::root_partition_uuid(&verity.root_hash, slot);
+        assert!(cmdline.contains(&format!("dm-mod.waitfor=PARTUUID={partuuid} ")), "{slot:?}: {cmdline}");
+        assert!(cmdline.contains(&format!("berth.slot={}", slot.name())), "{slot:?}: {cmdline}");
+        assert!(cmdline.contains(&format!(" {} {} ", verity.root_hash, verity.salt)), "{slot:?}: {cmdline}");
+    }
     b.finish().unwrap();
+}
+
+/// The `.cmdline` section of a UKI (objcopy from binutils).
+fn uki_cmdline(uki: &Path) -> String {
+    let dir = std::env::temp_dir().join(format!("berth-bundle-uki-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (copy, section) = (dir.join("uki.efi"), dir.join("cmdline"));
+    std::fs::copy(uki, &copy).unwrap();
+    let st = Command::new("objcopy")
+        .args(["-O", "binary", "--only-section=.cmdline"])
+        .arg(&copy)
+        .arg(&section)
+        .status()
+        .expect("running objcopy");
+    assert!(st.success(), "objcopy could not extract .cmdline from {}", uki.display());
+    let text = std::fs::read_to_string(&section).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    text.trim_end_matches('\0').trim().to_string()
 }

@@ -28,7 +28,7 @@ pub const DATA_TYPE: Guid = Guid::from_const("4D21B016-B534-45C2-A9FB-5C16E091FD
 pub const DATA_FORMATTING_ATTR: u64 = 1 << 55;
 
 /// An A/B root slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Slot {
     A,
     B,
@@ -90,6 +90,20 @@ pub fn partition_uuid(version: &str, label: &str) -> Guid {
     Guid::derive(&format!("{version}/partition/{label}"))
 }
 
+/// The PARTUUID of a root slot holding the image whose dm-verity root hash
+/// is `root_hash` (lowercase hex): the partition is named by what it holds,
+/// as systemd names a verity partition by its root hash (the Discoverable
+/// Partitions Specification), and by the slot, so that the two slots never
+/// share a PARTUUID.
+///
+/// This is what makes a signed UKI possible for an update: its command line
+/// (`dm-mod.create=... PARTUUID=<this>`) is fixed when the bundle is built,
+/// whatever disk it is installed on; the updater gives the slot's partition
+/// this GUID before it writes the slot's boot entry.
+pub fn root_partition_uuid(root_hash: &str, slot: Slot) -> Guid {
+    Guid::derive(&format!("root/{}/{root_hash}", slot.name()))
+}
+
 pub fn disk_guid(version: &str) -> Guid {
     Guid::derive(&format!("{version}/disk"))
 }
@@ -115,6 +129,14 @@ pub fn image_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_partuuid_names_the_contents_and_the_slot() {
+        let a = root_partition_uuid("ab12", Slot::A);
+        assert_eq!(a, root_partition_uuid("ab12", Slot::A), "derived, so the build and the updater agree");
+        assert_ne!(a, root_partition_uuid("ab12", Slot::B), "the same image in both slots: two PARTUUIDs");
+        assert_ne!(a, root_partition_uuid("ab13", Slot::A));
+    }
 
     #[test]
     fn slots_have_equal_size_and_partitions_are_aligned() {

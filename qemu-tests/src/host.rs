@@ -22,6 +22,24 @@ pub const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
 pub const SNAKEOIL_PASSPHRASE: &str = "snakeoil";
 /// The snakeoil certificate enrolled in [`OVMF_VARS_SNAKEOIL`]'s db.
 pub const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+/// [`SNAKEOIL_KEY`] decrypted into `dir/snakeoil.key` (made once): sbsign,
+/// and so `berth-image build --secure-boot-key`, cannot be given a
+/// passphrase. Errors: openssl failed or is missing.
+pub fn snakeoil_key(dir: &Path) -> Result<PathBuf> {
+    let key = dir.join("snakeoil.key");
+    if !key.exists() {
+        std::fs::create_dir_all(dir).map_err(crate::error::io(format!("creating {}", dir.display())))?;
+        crate::disk::run_tool(
+            std::process::Command::new("openssl")
+                .args(["pkey", "-in", SNAKEOIL_KEY, "-passin"])
+                .arg(format!("pass:{SNAKEOIL_PASSPHRASE}"))
+                .arg("-out")
+                .arg(&key),
+        )?;
+    }
+    Ok(key)
+}
+
 /// The one line that installs everything the harness needs (Debian).
 pub const INSTALL_HINT: &str = "apt-get install qemu-system-x86 qemu-utils ovmf";
 

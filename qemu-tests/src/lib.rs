@@ -51,8 +51,8 @@ pub use console::{tail, BootTimes};
 pub use disk::{fat_image, flip_byte, fsck_ext4, Fsck, Image, ImageFormat};
 pub use error::{Error, Result};
 pub use host::{
-    Host, INSTALL_HINT, OVMF_CODE, OVMF_CODE_SECBOOT, OVMF_VARS, OVMF_VARS_SNAKEOIL, SNAKEOIL_CERT, SNAKEOIL_KEY,
-    SNAKEOIL_PASSPHRASE,
+    snakeoil_key, Host, INSTALL_HINT, OVMF_CODE, OVMF_CODE_SECBOOT, OVMF_VARS, OVMF_VARS_SNAKEOIL, SNAKEOIL_CERT,
+    SNAKEOIL_KEY, SNAKEOIL_PASSPHRASE,
 };
 pub use imds::{ImdsData, ImdsRequest, ImdsServer, IMDS_PROBE_BOUND, TOKEN_HEADER, TOKEN_TTL_HEADER};
 pub use qmp::Qmp;
@@ -61,6 +61,6 @@ pub use settings::{
     berth_image, boot_timeout, default_image, image_dir, shutdown_timeout, vms_dir, workspace_root, GIB, MIB,
 };
 pub use shell::{Output, MAX_COMMAND};
-pub use vm::{Vm, SH_TIMEOUT};
+pub use vm::{Vm, SECURE_BOOT_VAR, SH_TIMEOUT};
 pub use vm_paths::VmPaths;
 pub use workdir::WorkDir;

@@ -2,7 +2,9 @@
 //! ... and broken variants, each built from the same tree by
 //! `berth-image build --os-version V --signing-key KEY [--variant NAME]`
 //! into a directory of its own, all signed with one key that every one of
-//! them accepts.
+//! them accepts, and signed for Secure Boot with the snakeoil key that
+//! OVMF's snakeoil variable store enrolls (so any of them boots, and
+//! updates, with Secure Boot enforced: [`crate::VmConfig::secure_boot`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -37,12 +39,14 @@ pub struct ReleaseBuilder {
     berth_image: Vec<OsString>,
     root: PathBuf,
     key: PathBuf,
+    /// The snakeoil Secure Boot key, decrypted ([`crate::snakeoil_key`]).
+    secure_boot_key: PathBuf,
 }
 
 impl ReleaseBuilder {
     /// Builds with `berth_image` (the program and its leading arguments)
-    /// into `root`; makes the signing key `root/signing-key.pem` unless it
-    /// is there.
+    /// into `root`; makes the signing key `root/signing-key.pem` and the
+    /// decrypted snakeoil key `root/snakeoil.key` unless they are there.
     pub fn new(berth_image: Vec<OsString>, root: &Path) -> Result<ReleaseBuilder> {
         std::fs::create_dir_all(root).map_err(io(format!("creating {}", root.display())))?;
         let key = root.join("signing-key.pem");
@@ -50,7 +54,8 @@ impl ReleaseBuilder {
             write_signing_key(&key, &generate_dev_keypair())
                 .map_err(|e| Error::Other(format!("writing {}: {e}", key.display())))?;
         }
-        Ok(ReleaseBuilder { berth_image, root: root.to_path_buf(), key })
+        let secure_boot_key = crate::snakeoil_key(root)?;
+        Ok(ReleaseBuilder { berth_image, root: root.to_path_buf(), key, secure_boot_key })
     }
 
     /// Builds with `cargo run -q -p berth-image --` from the workspace
@@ -75,6 +80,7 @@ impl ReleaseBuilder {
         let mut cmd = Command::new(program);
         cmd.current_dir(crate::workspace_root()).args(leading).arg("--out").arg(&dir).arg("build");
         cmd.arg("--os-version").arg(version).arg("--signing-key").arg(&self.key);
+        cmd.arg("--secure-boot-key").arg(&self.secure_boot_key).arg("--secure-boot-cert").arg(crate::SNAKEOIL_CERT);
         if let Some(v) = variant {
             cmd.arg("--variant").arg(v);
         }

@@ -15,10 +15,10 @@ use crate::vm::Vm;
 pub const PAUSE_FILE: &str = berth_layout::paths::UPDATER_PAUSE_FILE;
 
 /// The points of an install where the power-cut tests cut: half way
-/// through streaming the root, between the root and the kernel, between
-/// the kernel's temporary file and its rename, between the kernel and the
+/// through streaming the root, between the read-back and naming the
+/// partition in the GPT, between that and the UKI, between the UKI and the
 /// entry, and between the entry's temporary file and its rename.
-pub const CUT_POINTS: [&str; 5] = ["write-root@50", "write-kernel", "rename-kernel", "write-entry", "rename-entry"];
+pub const CUT_POINTS: [&str; 5] = ["write-root@50", "name-partition", "write-uki", "write-entry", "rename-entry"];
 
 /// One slot as `berthctl update status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]

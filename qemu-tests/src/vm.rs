@@ -19,6 +19,11 @@ use crate::workdir::WorkDir;
 /// The default time limit of [`Vm::sh`].
 pub const SH_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// efivarfs' file of the SecureBoot variable (EFI_GLOBAL_VARIABLE, GUID
+/// 8be4df61-93ca-11d2-aa0d-00e098032b8c; UEFI 2.10, 3.3 "Globally Defined
+/// Variables").
+pub const SECURE_BOOT_VAR: &str = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
+
 /// A VM: QEMU on a copy-on-write overlay of the base image, with its own
 /// EFI variables. Dropping it kills QEMU if it still runs.
 pub struct Vm {
@@ -461,6 +466,15 @@ impl Vm {
         }
         let back = self.read_file(path).unwrap_or_else(|e| panic!("reading back {path}: {e}"));
         assert_eq!(back, content, "{path} in the guest does not hold what was written");
+    }
+
+    /// The guest's SecureBoot EFI variable, read through efivarfs
+    /// ([`SECURE_BOOT_VAR`]): `Some(true)` when the firmware enforces
+    /// Secure Boot, `None` when the variable cannot be read.
+    pub fn secure_boot_enforced(&mut self) -> Option<bool> {
+        let out = self.sh(&format!("od -An -tu1 {SECURE_BOOT_VAR}")).ok().filter(|o| o.success())?;
+        // 4 bytes of attributes, then the value: 1 when enforced.
+        out.output.split_whitespace().last().map(|b| b == "1")
     }
 
     /// A guest file's text, read with shell built-ins only (no `cat`

@@ -17,14 +17,8 @@ use std::process::Command;
 use berth_layout::console::READY_PREFIX;
 use berth_layout::disk::{ESP_LABEL, SECTOR};
 use berth_qemu::{
-    boot_timeout, default_image, image_dir, Error, Image, Vm, VmConfig, WorkDir, SNAKEOIL_CERT, SNAKEOIL_KEY,
-    SNAKEOIL_PASSPHRASE,
+    boot_timeout, default_image, image_dir, snakeoil_key, Error, Image, Vm, VmConfig, WorkDir, SNAKEOIL_CERT,
 };
-
-/// efivarfs' file of the SecureBoot variable (EFI_GLOBAL_VARIABLE, GUID
-/// 8be4df61-93ca-11d2-aa0d-00e098032b8c): 4 bytes of attributes, then 1
-/// when Secure Boot is enforced.
-const SECURE_BOOT_VAR: &str = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
 
 /// The ESP paths of systemd-boot and of slot A's UKI.
 const BOOT_PATHS: [&str; 2] = ["/EFI/BOOT/BOOTX64.EFI", "/EFI/systemd/systemd-bootx64.efi"];
@@ -44,15 +38,7 @@ fn unsigned(name: &str) -> PathBuf {
 
 /// `input` signed with the snakeoil key into `dir`.
 fn snakeoil_signed(input: &Path, dir: &Path) -> PathBuf {
-    // sbsign cannot be given a passphrase: it signs with a decrypted copy.
-    let key = dir.join("snakeoil.key");
-    if !key.exists() {
-        run(Command::new("openssl")
-            .args(["pkey", "-in", SNAKEOIL_KEY, "-passin"])
-            .arg(format!("pass:{SNAKEOIL_PASSPHRASE}"))
-            .arg("-out")
-            .arg(&key));
-    }
+    let key = snakeoil_key(dir).expect("the decrypted snakeoil key");
     let out = dir.join(format!("snakeoil-{}", input.file_name().unwrap().to_string_lossy()));
     let _ = std::fs::remove_file(&out);
     run(Command::new("sbsign").arg("--key").arg(&key).args(["--cert", SNAKEOIL_CERT, "--output"]).arg(&out).arg(input));
@@ -119,9 +105,7 @@ fn an_image_signed_with_the_enrolled_key_boots_with_secure_boot_enforced() {
     let disk = disk_with(scratch.path(), "signed.raw", &boot, &uki);
     let mut vm = start("sb-signed", &disk);
     vm.wait_ready(boot_timeout()).expect("the snakeoil-signed image boots to ready under Secure Boot");
-    let bytes = vm.sh_ok(&format!("od -An -tu1 {SECURE_BOOT_VAR}"));
-    let last = bytes.split_whitespace().last().unwrap_or_default().to_string();
-    assert_eq!(last, "1", "SecureBoot variable: {bytes:?} (last byte 1: enforced)");
+    assert_eq!(vm.secure_boot_enforced(), Some(true), "the SecureBoot variable says enforced");
     let _ = vm.quit();
 }
 

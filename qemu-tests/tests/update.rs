@@ -3,17 +3,22 @@
 //! and signed with a test key; a user's `berthctl update` installs them
 //! from a file and from an HTTP server on the host; the machine blesses a
 //! good boot, falls back by itself from a bad one, refuses bad bundles
-//! before writing, and survives power cuts in the middle of it all.
+//! before writing, and survives power cuts in the middle of it all. The
+//! main cycle runs with Secure Boot enforced (the releases' UKIs are
+//! signed with the snakeoil key OVMF enrolls): an update keeps the chain
+//! of trust, command line and root hash included.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use berth_layout::disk::{root_partition_uuid, Slot};
 use berth_qemu::http::{CuttingProxy, StaticServer};
 use berth_qemu::releases::{resign, Release, ReleaseBuilder};
 use berth_qemu::updates::{self, install, install_paused, running_version, status, wait_blessed, CUT_POINTS};
 use berth_qemu::{boot_timeout, fat_image, workspace_root, Vm, VmConfig, GIB, MIB};
+use berth_updater::bundle::{load_signing_key, open, KeyRing, ROOT_PAYLOAD};
 use berth_updater::bundle::{HEADER_LEN, SIGNATURE_BLOCK_LEN};
 
 /// The versions: N, N+1, and the broken ones.
@@ -82,6 +87,32 @@ fn install_ok(vm: &mut Vm, source: &str, version: &str, slot: &str) {
     assert!(out.contains(&format!("installed {version} into slot {slot}")), "installing {source}:\n{out}");
 }
 
+/// The verity root hash of a release's root (from its signed bundle).
+fn root_hash(release: &Release) -> String {
+    let key = load_signing_key(builder().key()).expect("the releases' signing key");
+    let mut ring = KeyRing::new();
+    ring.add(key.verifying_key());
+    let bundle = open(std::fs::File::open(&release.bundle).unwrap(), &ring).expect("opening the bundle");
+    let root = bundle.manifest().payload(ROOT_PAYLOAD).expect("a root payload").clone();
+    root.verity.expect("the root's verity geometry").root_hash
+}
+
+/// The slot booted with Secure Boot enforced, from the partition its
+/// signed UKI names by the release's root hash.
+#[track_caller]
+fn assert_secure_boot_from(vm: &mut Vm, release: &Release, slot: Slot) {
+    assert_eq!(vm.secure_boot_enforced(), Some(true), "Secure Boot is enforced on {}", release.version);
+    let cmdline = vm.read_file("/proc/cmdline").unwrap();
+    let partuuid = root_partition_uuid(&root_hash(release), slot);
+    assert!(
+        cmdline.contains(&format!("dm-mod.waitfor=PARTUUID={partuuid} "))
+            && cmdline.contains(&format!("berth.slot={}", slot.name())),
+        "{} runs from slot {} through its signed UKI's command line (PARTUUID {partuuid}):\n{cmdline}",
+        release.version,
+        slot.name()
+    );
+}
+
 fn reboot_into(vm: &mut Vm, version: &str) -> updates::UpdateStatus {
     updates::reboot(vm).expect("berthctl reboot");
     vm.wait_ready(boot_timeout()).unwrap_or_else(|e| panic!("booting into {version}: {e}"));
@@ -111,8 +142,10 @@ fn install_bless_rollback_and_a_gate_that_never_passes() {
     fat_image(&stick, 128 * MIB, &[(n1.bundle.as_path(), &bundle_name(N1))]).expect("the stick");
 
     let mut vm =
-        Vm::start(VmConfig::new().name("update").disk(&n.qcow2).disk_size(DISK).stick(&stick)).expect("starting N");
+        Vm::start(VmConfig::new().name("update").disk(&n.qcow2).disk_size(DISK).stick(&stick).secure_boot(true))
+            .expect("starting N with Secure Boot enforced");
     vm.wait_ready(boot_timeout()).expect("N boots");
+    assert_secure_boot_from(&mut vm, &n, Slot::A);
     updates::wait_online(&mut vm, Duration::from_secs(120)).expect("the network");
     let s = wait_blessed(&mut vm, Duration::from_secs(120)).expect("N is blessed");
     assert_eq!((s.booted.slot.as_str(), s.booted.version.as_str()), ("a", N), "{}", s.text);
@@ -130,6 +163,7 @@ fn install_bless_rollback_and_a_gate_that_never_passes() {
     let s = reboot_into(&mut vm, N1);
     assert_eq!(s.booted.slot, "b");
     assert_eq!(s.other.entry, format!("berth-{N}.conf"), "{}", s.text);
+    assert_secure_boot_from(&mut vm, &n1, Slot::B);
     assert_eq!(vm.read_file("/var/lib/keep/file").unwrap(), "kept\n", "/var survives the update");
     assert_eq!(vm.read_file("/etc/hostname").unwrap(), "updated-host\n", "/etc survives the update");
 

@@ -104,6 +104,18 @@ pub fn uki_entry_text(version: &str, slot: Slot) -> String {
     )
 }
 
+/// The slot an entry's text boots: `berth.slot=` on its `options` line,
+/// else the slot whose UKI its `efi` line names ([`slot_of_uki`]).
+pub fn slot_of_entry(text: &str) -> Option<Slot> {
+    let line = |key: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.trim().split_once(char::is_whitespace)?;
+            (k == key).then(|| v.trim())
+        })
+    };
+    line("options").and_then(berth_layout::cmdline::slot_of).or_else(|| line("efi").and_then(slot_of_uki))
+}
+
 /// The slot a UKI entry's `efi` path starts ([`uki_path`]), if it is one.
 pub fn slot_of_uki(efi: &str) -> Option<Slot> {
     [Slot::A, Slot::B].into_iter().find(|s| uki_path(*s) == efi)

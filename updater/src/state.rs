@@ -92,10 +92,8 @@ pub enum LoadError {
 /// Why a transition was refused; the state is then unchanged.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TransitionError {
-    #[error("the new entry's options boot slot {0}, the booted slot: only the other slot can be staged")]
+    #[error("slot {0} is the booted slot: only the other slot can be staged")]
     TargetsBootedSlot(&'static str),
-    #[error("the new entry's options name no slot (berth.slot=a|b)")]
-    OptionsNoSlot,
     #[error("version {0} is the booted version")]
     SameVersionAsBooted(String),
     #[error("the booted entry {0} is not blessed yet: staging now could leave no good entry")]
@@ -120,8 +118,8 @@ pub enum FileOp {
     Remove { file: String },
     /// Rename an entry file (the boot counter changes, the content not).
     Rename { from: String, to: String },
-    /// Write the slot's root partition and its kernel
-    /// ([`boot_entry::kernel_path`]) with the staged version's payload.
+    /// Write the slot's root partition and its UKI
+    /// ([`boot_entry::uki_path`]) with the staged version's payloads.
     /// Planned after the slot's old entry is gone and before its new one
     /// exists, so no entry ever points at a half-written slot.
     WritePayload { slot: Slot, version: String },
@@ -208,9 +206,7 @@ fn parse_entry(file: &str, text: &str) -> Result<Entry, LoadError> {
     };
     let options = line("options").unwrap_or_default();
     // A UKI entry has no options: its slot is the one its `efi` path is in.
-    let slot = slot_of(&options)
-        .or_else(|| line("efi").and_then(|efi| boot_entry::slot_of_uki(&efi)))
-        .ok_or_else(|| LoadError::UnknownSlot { file: file.to_string() })?;
+    let slot = boot_entry::slot_of_entry(text).ok_or_else(|| LoadError::UnknownSlot { file: file.to_string() })?;
     if let Some(linux) = line("linux") {
         let expected = boot_entry::kernel_path(slot);
         if linux != expected {
@@ -322,16 +318,16 @@ impl AbState {
         self.entry(self.booted)
     }
 
-    /// Stages `version` into the other slot: its old entry goes, its
-    /// partition and kernel are written, and a new entry with
-    /// [`INITIAL_TRIES`] tries and `options` (the command line for that slot,
-    /// which must name it with `berth.slot=`) is written last.
+    /// Stages `version` into `target`, the other slot: its old entry goes,
+    /// its partition and UKI are written, and a new entry with
+    /// [`INITIAL_TRIES`] tries that boots the slot's UKI
+    /// ([`boot_entry::uki_entry_text`]: the command line is the UKI's own,
+    /// signed with it) is written last.
     ///
-    /// Refused when the options target the booted slot, when `version` is
-    /// the booted version, or when the booted entry is not blessed (a failed
+    /// Refused when `target` is the booted slot, when `version` is the
+    /// booted version, or when the booted entry is not blessed (a failed
     /// new version would then fall back to an unproven one).
-    pub fn stage(&mut self, version: &str, options: &str) -> Result<(), TransitionError> {
-        let target = slot_of(options).ok_or(TransitionError::OptionsNoSlot)?;
+    pub fn stage(&mut self, version: &str, target: Slot) -> Result<(), TransitionError> {
         if target == self.booted {
             return Err(TransitionError::TargetsBootedSlot(target.name()));
         }
@@ -346,8 +342,8 @@ impl AbState {
         if !booted.is_blessed() {
             return Err(TransitionError::BootedNotBlessed(booted.file_name()));
         }
-        let text = boot_entry::entry_text(version, target, options);
-        *self.entries.get_mut(target) = Some(Entry { name, slot: target, partuuid: partuuid_of(options), text });
+        let text = boot_entry::uki_entry_text(version, target);
+        *self.entries.get_mut(target) = Some(Entry { name, slot: target, partuuid: None, text });
         self.staged = Some(target);
         Ok(())
     }
@@ -532,7 +528,7 @@ mod tests {
         let uki = ("berth-1.0.conf".to_string(), boot_entry::uki_entry_text("1.0", Slot::A));
         let mut s = load(&[uki], Slot::A, None).unwrap();
         assert_eq!(s.booted(), Slot::A);
-        s.stage("1.1", &opts(Slot::B)).unwrap();
+        s.stage("1.1", Slot::B).unwrap();
         assert!(s.plan().iter().any(|op| matches!(op, FileOp::WritePayload { slot: Slot::B, .. })));
     }
 
@@ -562,32 +558,31 @@ mod tests {
     #[test]
     fn stage_replaces_the_other_slot_in_a_safe_order() {
         let mut s = two_good();
-        s.stage("1.1", &opts(Slot::B)).unwrap();
+        s.stage("1.1", Slot::B).unwrap();
         let plan = s.plan();
         assert_eq!(plan.len(), 3, "{plan:?}");
         assert_eq!(plan[0], FileOp::Remove { file: "berth-0.9.conf".into() });
         assert_eq!(plan[1], FileOp::WritePayload { slot: Slot::B, version: "1.1".into() });
         let FileOp::Write { file, contents } = &plan[2] else { panic!("{plan:?}") };
         assert_eq!(file, "berth-1.1+3.conf");
-        assert!(contents.contains("linux /berth/b/linux.efi") && contents.contains("berth.slot=b"));
+        assert_eq!(contents, &boot_entry::uki_entry_text("1.1", Slot::B), "the new entry boots slot b's UKI");
 
         // An empty other slot: payload, then entry.
         let mut s = load(&[entry("berth-1.0.conf", Slot::A)], Slot::A, None).unwrap();
-        s.stage("1.1", &opts(Slot::B)).unwrap();
+        s.stage("1.1", Slot::B).unwrap();
         assert!(matches!(s.plan()[..], [FileOp::WritePayload { .. }, FileOp::Write { .. }]));
     }
 
     #[test]
     fn stage_refusals() {
         let mut s = two_good();
-        assert_eq!(s.stage("1.1", &opts(Slot::A)), Err(TransitionError::TargetsBootedSlot("a")));
-        assert_eq!(s.stage("1.1", "quiet"), Err(TransitionError::OptionsNoSlot));
-        assert_eq!(s.stage("1.0", &opts(Slot::B)), Err(TransitionError::SameVersionAsBooted("1.0".into())));
-        assert!(matches!(s.stage("a/b", &opts(Slot::B)), Err(TransitionError::BadVersion(_))));
+        assert_eq!(s.stage("1.1", Slot::A), Err(TransitionError::TargetsBootedSlot("a")));
+        assert_eq!(s.stage("1.0", Slot::B), Err(TransitionError::SameVersionAsBooted("1.0".into())));
+        assert!(matches!(s.stage("a/b", Slot::B), Err(TransitionError::BadVersion(_))));
         assert_eq!(s, two_good());
         let files = [entry("berth-1.0+2-1.conf", Slot::A)];
         let mut s = load(&files, Slot::A, Some("berth-1.0+2-1.conf")).unwrap();
-        assert!(matches!(s.stage("1.1", &opts(Slot::B)), Err(TransitionError::BootedNotBlessed(_))));
+        assert!(matches!(s.stage("1.1", Slot::B), Err(TransitionError::BootedNotBlessed(_))));
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Machine for FakeMachine {
             std::thread::sleep(Duration::from_millis(10));
         }
         let slot = state.booted().other();
-        state.stage(&version, &opts(slot)).map_err(|e| e.to_string())?;
+        state.stage(&version, slot).map_err(|e| e.to_string())?;
         for done in [0, 512, 1024] {
             progress(Progress { step: Step::WriteRoot, done, total: 1024 });
         }

@@ -28,14 +28,27 @@ use std::collections::HashSet;
 use std::ops::Deref;
 
 use berth_layout::cmdline::{Verity, VERITY_BLOCK};
+use berth_layout::disk::Slot;
 use serde::{Deserialize, Serialize};
 
 use super::{BundleError, KeyId, FORMAT_VERSION, MAX_PAYLOADS};
 
-/// The payload name of the slot's kernel (the EFI stub kernel for the ESP).
-pub const KERNEL_PAYLOAD: &str = "kernel";
 /// The payload name of the EROFS root with its verity tree (for the root partition).
 pub const ROOT_PAYLOAD: &str = "root";
+/// The payload names of the signed Unified Kernel Images, one per slot
+/// (`uki-a`, `uki-b`): each is the kernel with the command line that boots
+/// its slot from the partition named [`berth_layout::disk::root_partition_uuid`]
+/// of the root's verity root hash, signed for Secure Boot when built. The
+/// updater installs the one of the slot it writes.
+pub const UKI_PAYLOADS: [&str; 2] = ["uki-a", "uki-b"];
+
+/// The UKI payload of `slot` (one of [`UKI_PAYLOADS`]).
+pub fn uki_payload(slot: Slot) -> &'static str {
+    match slot {
+        Slot::A => UKI_PAYLOADS[0],
+        Slot::B => UKI_PAYLOADS[1],
+    }
+}
 
 /// What a bundle holds. Its stored bytes are what the signature covers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +70,7 @@ pub struct Manifest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Payload {
-    /// [`KERNEL_PAYLOAD`], [`ROOT_PAYLOAD`], or another name a later format adds.
+    /// [`ROOT_PAYLOAD`], one of [`UKI_PAYLOADS`], or another name a later format adds.
     pub name: String,
     /// Byte offset from the first payload byte (payloads are contiguous).
     pub offset: u64,
@@ -175,12 +188,14 @@ impl Manifest {
                 }
             }
         }
-        match self.payload(KERNEL_PAYLOAD) {
-            None => return Err(BundleError::invalid("payloads", "no \"kernel\" payload")),
-            Some(k) if k.verity.is_some() => {
-                return Err(BundleError::invalid("payloads.kernel.verity", "a kernel has no verity tree"))
+        for name in UKI_PAYLOADS {
+            match self.payload(name) {
+                None => return Err(BundleError::invalid("payloads", format!("no {name:?} payload"))),
+                Some(k) if k.verity.is_some() => {
+                    return Err(BundleError::invalid(format!("payloads.{name}.verity"), "a UKI has no verity tree"))
+                }
+                Some(_) => {}
             }
-            Some(_) => {}
         }
         match self.payload(ROOT_PAYLOAD) {
             None => Err(BundleError::invalid("payloads", "no \"root\" payload")),

@@ -59,13 +59,16 @@ pub use keys::{
     generate_dev_keypair, key_id, load_signing_key, load_verifying_key, public_key_pem, signing_key_pem,
     write_signing_key, KeyId, KeyRing,
 };
-pub use manifest::{Manifest, Payload, VerifiedManifest, VerityGeometry, KERNEL_PAYLOAD, ROOT_PAYLOAD};
+pub use manifest::{uki_payload, Manifest, Payload, VerifiedManifest, VerityGeometry, ROOT_PAYLOAD, UKI_PAYLOADS};
 
 /// The first 8 bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"BERTHBDL";
 
-/// The container and manifest format this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The container and manifest format this code writes and reads. Format 2
+/// carries a signed UKI per slot (`uki-a`, `uki-b`) where format 1 carried
+/// one bare kernel, so an updater of format 1 refuses a format 2 bundle
+/// instead of writing an entry for a kernel that is not there.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The largest manifest [`open`] accepts (1 MiB; a real one is about 1 KiB).
 pub const MAX_MANIFEST_LEN: u32 = 1 << 20;

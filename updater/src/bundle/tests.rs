@@ -25,7 +25,10 @@ fn ring(keys: &[&SigningKey]) -> KeyRing {
     ring
 }
 
-/// A root of 4 data blocks + superblock + 1 hash block, and a small kernel.
+/// Slot b's UKI in the test bundles (the tests read slot a's, `kernel`).
+const UKI_B: &[u8] = b"slot b's UKI";
+
+/// A root of 4 data blocks + superblock + 1 hash block, and a small UKI for slot a.
 fn payloads() -> (Vec<u8>, Vec<u8>) {
     let root: Vec<u8> = (0..6 * VERITY_BLOCK).map(|i| (i % 251) as u8).collect();
     let kernel: Vec<u8> = (0..10_000u32).map(|i| (i % 13) as u8).collect();
@@ -35,6 +38,7 @@ fn payloads() -> (Vec<u8>, Vec<u8>) {
 fn manifest(root: &[u8], kernel: &[u8]) -> Manifest {
     let (root_size, root_sha) = measure(root).unwrap();
     let (kernel_size, kernel_sha) = measure(kernel).unwrap();
+    let (b_size, b_sha) = measure(UKI_B).unwrap();
     let verity = Verity { data_blocks: 4, hash_start_block: 5, root_hash: "ab".repeat(32), salt: "cd".repeat(32) };
     Manifest {
         format_version: FORMAT_VERSION,
@@ -50,10 +54,17 @@ fn manifest(root: &[u8], kernel: &[u8]) -> Manifest {
                 verity: Some(VerityGeometry::from(&verity)),
             },
             Payload {
-                name: KERNEL_PAYLOAD.into(),
+                name: UKI_PAYLOADS[0].into(),
                 offset: root_size,
                 size: kernel_size,
                 sha256: kernel_sha,
+                verity: None,
+            },
+            Payload {
+                name: UKI_PAYLOADS[1].into(),
+                offset: root_size + kernel_size,
+                size: b_size,
+                sha256: b_sha,
                 verity: None,
             },
         ],
@@ -64,7 +75,7 @@ fn build(signer: &SigningKey) -> (Manifest, Vec<u8>, Vec<u8>, Vec<u8>) {
     let (root, kernel) = payloads();
     let m = manifest(&root, &kernel);
     let mut out = Vec::new();
-    sign(&m, &mut [&mut root.as_slice(), &mut kernel.as_slice()], signer, &mut out).unwrap();
+    sign(&m, &mut [&mut root.as_slice(), &mut kernel.as_slice(), &mut &UKI_B[..]], signer, &mut out).unwrap();
     (m, out, root, kernel)
 }
 
@@ -79,7 +90,7 @@ fn read_all(bundle: &[u8], keys: &KeyRing) -> Result<(Manifest, Vec<u8>, Vec<u8>
     let mut root = Vec::new();
     b.payload(ROOT_PAYLOAD)?.read_to_end(&mut root).map_err(unwrap_io)?;
     let mut kernel = Vec::new();
-    b.payload(KERNEL_PAYLOAD)?.read_to_end(&mut kernel).map_err(unwrap_io)?;
+    b.payload(UKI_PAYLOADS[0])?.read_to_end(&mut kernel).map_err(unwrap_io)?;
     b.finish()?;
     Ok((m, root, kernel))
 }
@@ -93,7 +104,7 @@ fn round_trip() {
     let k = key(1);
     let (m, bundle, root, kernel) = build(&k);
     assert_eq!(&bundle[..8], b"BERTHBDL");
-    assert_eq!(bundle.len(), payload_start(&bundle) + root.len() + kernel.len());
+    assert_eq!(bundle.len(), payload_start(&bundle) + root.len() + kernel.len() + UKI_B.len());
     let (m2, root2, kernel2) = read_all(&bundle, &ring(&[&k])).unwrap();
     assert_eq!((m2, root2, kernel2), (m.clone(), root, kernel));
 
@@ -111,7 +122,7 @@ fn payload_reader_finish_and_skip() {
     // Skipping the root entirely and reading only the kernel works.
     let mut b = open(bundle.as_slice(), &keys).unwrap();
     let mut got = Vec::new();
-    b.payload(KERNEL_PAYLOAD).unwrap().read_to_end(&mut got).unwrap();
+    b.payload(UKI_PAYLOADS[0]).unwrap().read_to_end(&mut got).unwrap();
     assert_eq!(got, kernel);
     assert!(matches!(b.payload(ROOT_PAYLOAD), Err(BundleError::PayloadPassed { .. })));
     assert!(matches!(b.payload("initrd"), Err(BundleError::NoSuchPayload { .. })));
@@ -248,8 +259,12 @@ fn wrong_magic_and_format_version_are_errors() {
     bad[0] = b'X';
     assert!(matches!(open(bad.as_slice(), &ring(&[&k])), Err(BundleError::BadMagic { .. })));
     let mut bad = bundle.clone();
-    bad[8..12].copy_from_slice(&2u32.to_le_bytes());
-    assert!(matches!(open(bad.as_slice(), &ring(&[&k])), Err(BundleError::UnsupportedFormat { found: 2, .. })));
+    // Format 1 (a bare kernel, no UKIs) and a later one are both refused.
+    for other in [1u32, FORMAT_VERSION + 1] {
+        bad[8..12].copy_from_slice(&other.to_le_bytes());
+        let e = open(bad.as_slice(), &ring(&[&k]));
+        assert!(matches!(e, Err(BundleError::UnsupportedFormat { found, .. }) if found == other), "{other}");
+    }
     assert!(matches!(open(&b"BERTH"[..], &ring(&[&k])), Err(BundleError::Truncated { .. })));
 }
 
@@ -282,7 +297,10 @@ fn signed_but_malformed_manifests_are_refused() {
     assert!(matches!(open(sign_raw(&bytes, &k).as_slice(), &keys), Err(BundleError::ManifestParse(_))));
 
     let cases: Vec<(&str, Change)> = vec![
-        ("format_version", |m| m.format_version = 2),
+        ("format_version", |m| m.format_version = FORMAT_VERSION + 1),
+        ("payloads", |m| {
+            m.payloads.pop();
+        }),
         ("payloads[1].offset", |m| m.payloads[1].offset += 1),
         ("payloads[1].name", |m| m.payloads[1].name = "root".into()),
         ("payloads[0].sha256", |m| m.payloads[0].sha256 = "AB".repeat(32)),
@@ -302,7 +320,11 @@ fn signed_but_malformed_manifests_are_refused() {
             Ok(_) => panic!("{field}: accepted"),
         }
         // And sign() refuses to write such a manifest.
-        assert!(sign(&m, &mut [&mut root.as_slice(), &mut kernel.as_slice()], &k, &mut Vec::new()).is_err(), "{field}");
+        assert!(
+            sign(&m, &mut [&mut root.as_slice(), &mut kernel.as_slice(), &mut &UKI_B[..]], &k, &mut Vec::new())
+                .is_err(),
+            "{field}"
+        );
     }
 }
 
@@ -312,11 +334,12 @@ fn sign_checks_the_payload_readers_against_the_manifest() {
     let (root, kernel) = payloads();
     let m = manifest(&root, &kernel);
     let short = &kernel[..kernel.len() - 1];
-    let err = sign(&m, &mut [&mut root.as_slice(), &mut &short[..]], &k, &mut Vec::new()).unwrap_err();
+    let err = sign(&m, &mut [&mut root.as_slice(), &mut &short[..], &mut &UKI_B[..]], &k, &mut Vec::new()).unwrap_err();
     assert!(matches!(err, BundleError::PayloadSize { .. }), "{err}");
     let mut other = kernel.clone();
     other[0] ^= 1;
-    let err = sign(&m, &mut [&mut root.as_slice(), &mut other.as_slice()], &k, &mut Vec::new()).unwrap_err();
+    let err =
+        sign(&m, &mut [&mut root.as_slice(), &mut other.as_slice(), &mut &UKI_B[..]], &k, &mut Vec::new()).unwrap_err();
     assert!(matches!(err, BundleError::PayloadDigest { .. }), "{err}");
     let err = sign(&m, &mut [&mut root.as_slice()], &k, &mut Vec::new()).unwrap_err();
     assert!(matches!(err, BundleError::ManifestWrite(_)), "{err}");

@@ -5,14 +5,13 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_layout::cmdline::{kernel_cmdline, Verity};
-use berth_layout::disk::Slot;
+use berth_layout::disk::{root_partition_uuid, Slot};
 use sha2::{Digest, Sha256};
 
 use super::target::{Target, TargetError};
 use super::{policy, InstallContext, InstallError, Installed, Progress, Step};
-use crate::boot_entry::kernel_path;
-use crate::bundle::{self, Bundle, BundleError, KeyRing, Manifest, VerifiedManifest, KERNEL_PAYLOAD, ROOT_PAYLOAD};
+use crate::boot_entry::{kernel_path, slot_of_entry, uki_path};
+use crate::bundle::{self, uki_payload, Bundle, BundleError, KeyRing, Manifest, VerifiedManifest, ROOT_PAYLOAD};
 use crate::state::{AbState, FileOp, ENTRIES_DIR, LOADER_BOOT_COUNT_PATH, LOADER_ENTRY_SELECTED};
 
 /// Bytes per partition write and read-back read.
@@ -169,8 +168,8 @@ fn entry_temp(slot: Slot) -> String {
     entry_path(&format!(".berth-{}.conf.tmp", slot.name()))
 }
 
-fn kernel_temp(slot: Slot) -> String {
-    format!("berth/{}/.linux.efi.tmp", slot.name())
+fn uki_temp(slot: Slot) -> String {
+    format!("berth/{}/.berth.efi.tmp", slot.name())
 }
 
 /// After the refusals: checks the root fits, stages and applies the plan.
@@ -201,8 +200,9 @@ fn write<R: Read>(
         field: "payloads.root.verity".into(),
         reason: "missing".into(),
     })?;
-    let options = kernel_cmdline(slot, target.partuuid(slot)?, &Verity::from(geometry));
-    state.stage(&version, &options)?;
+    // The PARTUUID the slot's UKI boots from: named by the root it holds.
+    let partuuid = root_partition_uuid(&geometry.root_hash, slot);
+    state.stage(&version, slot)?;
     if super::policy::is_downgrade(&version, &ctx.booted_version) {
         state.mark_bad(state.booted())?;
     }
@@ -217,7 +217,7 @@ fn write<R: Read>(
             match op {
                 FileOp::WritePayload { slot: s, .. } if *s == slot => {
                     let b = bundle.take().ok_or(BundleError::PayloadPassed { name: ROOT_PAYLOAD.into() })?;
-                    bytes = write_payloads(b, &manifest, slot, ctx, target, progress, &mut step)?;
+                    bytes = write_payloads(b, &manifest, (slot, partuuid), ctx, target, progress, &mut step)?;
                 }
                 FileOp::Write { file, contents } => {
                     step = Step::WriteEntry;
@@ -260,13 +260,14 @@ fn write<R: Read>(
 }
 
 /// Streams the payloads in their stored order: the root into the
-/// partition (then sync and read-back), the kernel to the ESP (temporary
-/// name, then rename); other payloads are read and verified only. Then
-/// checks nothing follows them. Returns the bytes written.
+/// partition (then sync, read-back, and the partition named `partuuid`),
+/// the slot's UKI to the ESP (temporary name, then rename); other payloads
+/// (the other slot's UKI) are read and verified only. Then checks nothing
+/// follows them. Returns the bytes written.
 fn write_payloads<R: Read>(
     mut bundle: Bundle<R>,
     manifest: &Manifest,
-    slot: Slot,
+    (slot, partuuid): (Slot, berth_layout::Guid),
     ctx: &InstallContext,
     target: &mut impl Target,
     progress: &mut dyn FnMut(Progress),
@@ -313,24 +314,32 @@ fn write_payloads<R: Read>(
                 if actual != p.sha256 {
                     return Err(InstallError::ReadBack { slot: slot.name(), expected: p.sha256.clone(), actual });
                 }
+
+                // Before any entry boots the slot: its UKI's signed command
+                // line finds the root by this PARTUUID.
+                *step = Step::NamePartition;
+                pause(ctx, *step);
+                progress(Progress { step: *step, done: 0, total: 1 });
+                target.set_partuuid(slot, partuuid)?;
+                progress(Progress { step: *step, done: 1, total: 1 });
             }
-            KERNEL_PAYLOAD => {
-                *step = Step::WriteKernel;
+            name if name == uki_payload(slot) => {
+                *step = Step::WriteUki;
                 pause(ctx, *step);
                 let total = p.size;
                 progress(Progress { step: *step, done: 0, total });
-                let kernel = kernel_path(slot);
-                let temp = kernel_temp(slot);
-                // The old kernel of this slot is booted by nothing now (its
-                // entry is gone): removing it first leaves room on the ESP.
-                target.esp_remove(&kernel)?;
-                let mut reader =
-                    Counting { inner: bundle.payload(KERNEL_PAYLOAD)?, done: 0, total, step: *step, progress };
-                let n = target.esp_write(&temp, &mut reader).map_err(|e| from_target(KERNEL_PAYLOAD, e))?;
+                let (uki, temp) = (uki_path(slot), uki_temp(slot));
+                // The slot's old images are booted by nothing now (its entry
+                // is gone): removing them first leaves room on the ESP (a
+                // disk from before UKIs has a bare kernel there).
+                target.esp_remove(&uki)?;
+                target.esp_remove(&kernel_path(slot))?;
+                let mut reader = Counting { inner: bundle.payload(name)?, done: 0, total, step: *step, progress };
+                let n = target.esp_write(&temp, &mut reader).map_err(|e| from_target(name, e))?;
                 bytes += n;
-                *step = Step::RenameKernel;
+                *step = Step::RenameUki;
                 pause(ctx, *step);
-                target.esp_rename(&temp, &kernel)?;
+                target.esp_rename(&temp, &uki)?;
                 target.esp_sync()?;
                 progress(Progress { step: *step, done: 1, total: 1 });
             }
@@ -430,7 +439,7 @@ fn apply_op(op: &FileOp, target: &mut impl Target) -> Result<(), ApplyError> {
         }
         FileOp::WritePayload { .. } => return Err(ApplyError::NeedsBundle { op: describe(op) }),
         FileOp::Write { file, contents } => {
-            let slot = berth_layout::cmdline::slot_of(contents).unwrap_or(Slot::A);
+            let slot = slot_of_entry(contents).unwrap_or(Slot::A);
             let temp = entry_temp(slot);
             target.esp_write(&temp, &mut contents.as_bytes()).map_err(err)?;
             target.esp_rename(&temp, &entry_path(file)).map_err(err)?;

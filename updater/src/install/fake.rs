@@ -26,6 +26,7 @@ pub enum FakeOp {
     EspRename,
     EspRemove,
     EspSync,
+    SetPartuuid,
 }
 
 /// See the module documentation.
@@ -36,6 +37,7 @@ pub struct FakeTarget {
     size: u64,
     cmdline: String,
     vars: HashMap<String, Vec<u8>>,
+    partuuids: HashMap<Slot, Guid>,
     fail: Option<(FakeOp, String)>,
     corrupt: bool,
     /// Every operation done, in order: `remove loader/entries/x.conf`,
@@ -69,6 +71,7 @@ impl FakeTarget {
             size: partition_size,
             cmdline: format!("dm-mod.waitfor=PARTUUID={booted_uuid} root=/dev/dm-0 ro berth.slot={}", booted.name()),
             vars: HashMap::new(),
+            partuuids: HashMap::new(),
             fail: None,
             corrupt: false,
             log: Vec::new(),
@@ -151,7 +154,17 @@ impl Target for FakeTarget {
     }
 
     fn partuuid(&mut self, slot: Slot) -> Result<Guid, TargetError> {
-        Ok(fake_partuuid(slot))
+        Ok(self.partuuids.get(&slot).copied().unwrap_or_else(|| fake_partuuid(slot)))
+    }
+
+    fn set_partuuid(&mut self, slot: Slot, guid: Guid) -> Result<(), TargetError> {
+        if slot == self.booted || guid == fake_partuuid(self.booted) {
+            return Err(TargetError::BootedSlot { slot: slot.name() });
+        }
+        self.check_fail(FakeOp::SetPartuuid, slot.name())?;
+        self.note(format!("set-partuuid {} {guid}", slot.name()));
+        self.partuuids.insert(slot, guid);
+        Ok(())
     }
 
     fn partition_size(&mut self, _slot: Slot) -> Result<u64, TargetError> {

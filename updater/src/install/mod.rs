@@ -7,16 +7,20 @@
 //!    bundle whose `min_from_version` is above the booted version, and a
 //!    root larger than the other slot's partition;
 //! 3. [`AbState::stage`] stages the version in the other slot (it refuses
-//!    the booted slot and an unblessed booted entry) with the command line
-//!    of [`berth_layout::cmdline::kernel_cmdline`] for that slot, its real
-//!    PARTUUID and the manifest's verity geometry;
+//!    the booted slot and an unblessed booted entry); its entry boots the
+//!    slot's signed UKI (bundle payload `uki-a` or `uki-b`), whose command
+//!    line names the root partition by
+//!    [`berth_layout::disk::root_partition_uuid`] of the manifest's verity
+//!    root hash;
 //! 4. [`AbState::plan`] is applied in order: the other slot's old entry is
 //!    removed and the ESP synced (`remove-entry`), so no entry ever points
 //!    at a half-written slot; the root payload is streamed into the
 //!    partition (`write-root`), synced, read back and its sha256 compared
-//!    (`read-back`); the kernel goes to `/berth/<slot>/linux.efi` on the ESP
-//!    under a temporary name, fsynced (`write-kernel`), renamed and the
-//!    directory fsynced (`rename-kernel`); the entry with `+3` tries is
+//!    (`read-back`); the partition gets the PARTUUID the UKI names, in the
+//!    GPT's backup then primary table (`name-partition`); the slot's UKI
+//!    goes to `/berth/<slot>/berth.efi` on the ESP under a temporary name,
+//!    fsynced (`write-uki`), renamed and the directory fsynced
+//!    (`rename-uki`); the entry with `+3` tries is
 //!    written under a temporary name (`write-entry`), renamed and the ESP
 //!    synced (`rename-entry`) last.
 //!
@@ -73,10 +77,12 @@ pub enum Step {
     WriteRoot,
     /// Reading the written root back and comparing its sha256.
     ReadBack,
-    /// Writing the kernel under a temporary name on the ESP.
-    WriteKernel,
-    /// Renaming the kernel into place.
-    RenameKernel,
+    /// Giving the slot's partition the PARTUUID its UKI boots from.
+    NamePartition,
+    /// Writing the slot's UKI under a temporary name on the ESP.
+    WriteUki,
+    /// Renaming the UKI into place.
+    RenameUki,
     /// Writing the new entry under a temporary name.
     WriteEntry,
     /// Renaming the new entry into place (it then boots).
@@ -87,28 +93,31 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 10] = [
         Step::Verify,
         Step::RemoveEntry,
         Step::WriteRoot,
         Step::ReadBack,
-        Step::WriteKernel,
-        Step::RenameKernel,
+        Step::NamePartition,
+        Step::WriteUki,
+        Step::RenameUki,
         Step::WriteEntry,
         Step::RenameEntry,
         Step::Done,
     ];
 
     /// The stable name: `verify`, `remove-entry`, `write-root`, `read-back`,
-    /// `write-kernel`, `rename-kernel`, `write-entry`, `rename-entry`, `done`.
+    /// `name-partition`, `write-uki`, `rename-uki`, `write-entry`,
+    /// `rename-entry`, `done`.
     pub fn name(self) -> &'static str {
         match self {
             Step::Verify => "verify",
             Step::RemoveEntry => "remove-entry",
             Step::WriteRoot => "write-root",
             Step::ReadBack => "read-back",
-            Step::WriteKernel => "write-kernel",
-            Step::RenameKernel => "rename-kernel",
+            Step::NamePartition => "name-partition",
+            Step::WriteUki => "write-uki",
+            Step::RenameUki => "rename-uki",
             Step::WriteEntry => "write-entry",
             Step::RenameEntry => "rename-entry",
             Step::Done => "done",
@@ -124,7 +133,7 @@ impl fmt::Display for Step {
 
 /// A name that is no [`Step`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0:?} is not an install step (verify, remove-entry, write-root, read-back, write-kernel, rename-kernel, write-entry, rename-entry, done)")]
+#[error("{0:?} is not an install step (verify, remove-entry, write-root, read-back, name-partition, write-uki, rename-uki, write-entry, rename-entry, done)")]
 pub struct UnknownStep(pub String);
 
 impl FromStr for Step {

@@ -53,6 +53,12 @@ pub trait Target {
     fn cmdline(&mut self) -> Result<String, TargetError>;
     /// The unique GUID (PARTUUID) of `slot`'s root partition.
     fn partuuid(&mut self, slot: Slot) -> Result<Guid, TargetError>;
+    /// Gives `slot`'s root partition the unique GUID `guid` in the disk's
+    /// partition table (backup table first, then the primary, then
+    /// fsync), so that the next boot's kernel finds it by `PARTUUID=guid`.
+    /// Refused for the booted slot ([`TargetError::BootedSlot`]) and for a
+    /// GUID the booted root has.
+    fn set_partuuid(&mut self, slot: Slot, guid: Guid) -> Result<(), TargetError>;
     /// Size of `slot`'s root partition in bytes.
     fn partition_size(&mut self, slot: Slot) -> Result<u64, TargetError>;
     /// Writes `data` at byte `offset` of `slot`'s root partition. Refused

@@ -4,15 +4,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_layout::cmdline::{Verity, VERITY_BLOCK};
-use berth_layout::disk::Slot;
+use berth_layout::disk::{root_partition_uuid, Slot};
+use berth_layout::Guid;
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::boot_entry::entry_text;
+use crate::boot_entry::{entry_text, uki_entry_text};
 use crate::bundle::{
-    generate_dev_keypair, measure, sign, KeyRing, Manifest, Payload, VerityGeometry, FORMAT_VERSION, KERNEL_PAYLOAD,
-    ROOT_PAYLOAD,
+    generate_dev_keypair, measure, sign, KeyRing, Manifest, Payload, VerityGeometry, FORMAT_VERSION, ROOT_PAYLOAD,
+    UKI_PAYLOADS,
 };
 use crate::state::FileOp;
 
@@ -28,39 +29,56 @@ fn temp_dir(name: &str) -> PathBuf {
 struct Bundle {
     bytes: Vec<u8>,
     root: Vec<u8>,
-    kernel: Vec<u8>,
+    /// The UKIs of slot a and slot b.
+    ukis: [Vec<u8>; 2],
 }
 
-fn payloads(seed: u8) -> (Vec<u8>, Vec<u8>) {
+impl Bundle {
+    /// Slot b's UKI: what an install from a machine booted in a writes.
+    fn uki_b(&self) -> &[u8] {
+        &self.ukis[1]
+    }
+}
+
+/// The verity root hash of the test bundles' root.
+fn root_hash() -> String {
+    "ab".repeat(32)
+}
+
+fn payloads(seed: u8) -> (Vec<u8>, [Vec<u8>; 2]) {
     let root = (0..6 * VERITY_BLOCK).map(|i| (i % 251) as u8 ^ seed).collect();
-    let kernel = (0..10_000u32).map(|i| (i % 13) as u8 ^ seed).collect();
-    (root, kernel)
+    let uki = |n: u32| (0..10_000u32 + n).map(|i| (i % 13) as u8 ^ seed ^ n as u8).collect();
+    (root, [uki(0), uki(1)])
 }
 
 fn make_bundle(key: &SigningKey, version: &str, arch: &str, min_from: &str, root: Vec<u8>) -> Bundle {
-    let (_, kernel) = payloads(1);
+    let (_, ukis) = payloads(1);
     let (rs, rh) = measure(root.as_slice()).unwrap();
-    let (ks, kh) = measure(kernel.as_slice()).unwrap();
-    let verity = Verity { data_blocks: 4, hash_start_block: 5, root_hash: "ab".repeat(32), salt: "cd".repeat(32) };
+    let verity = Verity { data_blocks: 4, hash_start_block: 5, root_hash: root_hash(), salt: "cd".repeat(32) };
+    let mut payloads = vec![Payload {
+        name: ROOT_PAYLOAD.into(),
+        offset: 0,
+        size: rs,
+        sha256: rh,
+        verity: Some(VerityGeometry::from(&verity)),
+    }];
+    let mut offset = rs;
+    for (name, uki) in UKI_PAYLOADS.iter().zip(&ukis) {
+        let (size, sha256) = measure(uki.as_slice()).unwrap();
+        payloads.push(Payload { name: name.to_string(), offset, size, sha256, verity: None });
+        offset += size;
+    }
     let m = Manifest {
         format_version: FORMAT_VERSION,
         os_version: version.into(),
         architecture: arch.into(),
         min_from_version: min_from.into(),
-        payloads: vec![
-            Payload {
-                name: ROOT_PAYLOAD.into(),
-                offset: 0,
-                size: rs,
-                sha256: rh,
-                verity: Some(VerityGeometry::from(&verity)),
-            },
-            Payload { name: KERNEL_PAYLOAD.into(), offset: rs, size: ks, sha256: kh, verity: None },
-        ],
+        payloads,
     };
     let mut bytes = Vec::new();
-    sign(&m, &mut [&mut root.as_slice(), &mut kernel.as_slice()], key, &mut bytes).unwrap();
-    Bundle { bytes, root, kernel }
+    let [a, b] = &ukis;
+    sign(&m, &mut [&mut root.as_slice(), &mut a.as_slice(), &mut b.as_slice()], key, &mut bytes).unwrap();
+    Bundle { bytes, root, ukis }
 }
 
 fn good(key: &SigningKey, version: &str) -> Bundle {
@@ -78,7 +96,9 @@ fn options(slot: Slot) -> String {
 }
 
 /// Booted 0.1.0 (blessed) in A; 0.0.9 (blessed) in B, whose partition is
-/// filled with 0xAA and whose kernel is "old b kernel".
+/// filled with 0xAA and whose kernel is "old b kernel": a disk from before
+/// UKIs (bare kernels with the command line in the entry), which an
+/// install moves to UKIs slot by slot.
 fn machine(dir: &Path) -> FakeTarget {
     let fake = FakeTarget::new(dir, Slot::A, PART).unwrap();
     let esp = fake.esp_dir();
@@ -140,7 +160,7 @@ fn entry_names(fake: &mut FakeTarget) -> Vec<String> {
 }
 
 #[test]
-fn a_good_install_writes_the_slot_the_kernel_and_the_entry_last() {
+fn a_good_install_writes_the_slot_names_it_writes_its_uki_and_the_entry_last() {
     let dir = temp_dir("good");
     let key = generate_dev_keypair();
     let b = good(&key, "0.2.0");
@@ -151,15 +171,16 @@ fn a_good_install_writes_the_slot_the_kernel_and_the_entry_last() {
     let done = install_file(&path, &ring(&key), &ctx(), state, &mut fake, &mut |p| steps.push(p)).unwrap();
 
     assert_eq!((done.version.as_str(), done.slot, done.entry_file.as_str()), ("0.2.0", Slot::B, "berth-0.2.0+3.conf"));
-    assert_eq!(done.bytes, (b.root.len() + b.kernel.len()) as u64);
+    assert_eq!(done.bytes, (b.root.len() + b.uki_b().len()) as u64);
     assert_eq!(entry_names(&mut fake), ["berth-0.1.0.conf", "berth-0.2.0+3.conf"]);
     let text = fs::read_to_string(fake.esp_dir().join("loader/entries/berth-0.2.0+3.conf")).unwrap();
-    assert!(text.contains("linux /berth/b/linux.efi\n"), "{text}");
-    assert!(text.contains("berth.slot=b"), "{text}");
-    assert!(text.contains(&format!("PARTUUID={}", fake_partuuid(Slot::B))), "{text}");
-    assert!(text.contains(&"ab".repeat(32)), "the verity root hash: {text}");
-    assert_eq!(fs::read(fake.esp_dir().join("berth/b/linux.efi")).unwrap(), b.kernel);
+    assert_eq!(text, uki_entry_text("0.2.0", Slot::B), "the entry boots slot b's UKI, no options");
+    assert_eq!(fs::read(fake.esp_dir().join("berth/b/berth.efi")).unwrap(), b.uki_b(), "slot b's UKI, not a's");
+    assert!(!fake.esp_dir().join("berth/b/linux.efi").exists(), "the slot's old bare kernel is gone");
     assert_eq!(fs::read(fake.esp_dir().join("berth/a/linux.efi")).unwrap(), b"old a kernel");
+    // The partition is named as the UKI's signed command line expects.
+    assert_eq!(fake.partuuid(Slot::B).unwrap(), root_partition_uuid(&root_hash(), Slot::B));
+    assert_eq!(fake.partuuid(Slot::A).unwrap(), fake_partuuid(Slot::A), "the booted slot keeps its name");
     let part = fs::read(fake.partition_path(Slot::B)).unwrap();
     assert_eq!(&part[..b.root.len()], b.root.as_slice());
     assert!(part[b.root.len()..].iter().all(|x| *x == 0xAA), "bytes past the payload are left alone");
@@ -187,16 +208,7 @@ fn the_plan_is_applied_in_the_order_abstate_gives() {
     let mut fake = machine(&dir.join("disk"));
     let mut state = load_state(&mut fake).unwrap();
     let mut staged = state.clone();
-    staged
-        .stage(
-            "0.2.0",
-            &berth_layout::cmdline::kernel_cmdline(
-                Slot::B,
-                fake_partuuid(Slot::B),
-                &Verity { data_blocks: 4, hash_start_block: 5, root_hash: "ab".repeat(32), salt: "cd".repeat(32) },
-            ),
-        )
-        .unwrap();
+    staged.stage("0.2.0", Slot::B).unwrap();
     let plan = staged.plan();
     assert!(matches!(&plan[..], [FileOp::Remove { .. }, FileOp::WritePayload { .. }, FileOp::Write { .. }]));
     state = load_state(&mut fake).unwrap();
@@ -209,9 +221,11 @@ fn the_plan_is_applied_in_the_order_abstate_gives() {
             "write-partition b",
             "sync-partition b",
             "read-partition b",
+            &format!("set-partuuid b {}", root_partition_uuid(&root_hash(), Slot::B)),
+            "remove berth/b/berth.efi",
             "remove berth/b/linux.efi",
-            "write berth/b/.linux.efi.tmp",
-            "rename berth/b/.linux.efi.tmp -> berth/b/linux.efi",
+            "write berth/b/.berth.efi.tmp",
+            "rename berth/b/.berth.efi.tmp -> berth/b/berth.efi",
             "sync-esp",
             "write loader/entries/.berth-b.conf.tmp",
             "rename loader/entries/.berth-b.conf.tmp -> loader/entries/berth-0.2.0+3.conf",
@@ -226,7 +240,7 @@ fn each_refusal_leaves_the_slot_and_the_esp_unchanged() {
     let key = generate_dev_keypair();
     let keys = ring(&key);
     let mut flipped = good(&key, "0.2.0");
-    let at = flipped.bytes.len() - flipped.kernel.len() - 100; // inside the root payload
+    let at = flipped.bytes.len() - flipped.ukis[0].len() - flipped.ukis[1].len() - 100; // inside the root payload
     flipped.bytes[at] ^= 1;
     let failed = InstallContext { failed_versions: vec!["0.2.0".into()], ..ctx() };
     type Case<'a> = (&'a str, Bundle, InstallContext, &'a dyn Fn(&InstallError) -> bool);
@@ -322,7 +336,7 @@ fn a_flipped_byte_in_a_stream_stops_with_no_entry_for_the_slot() {
     let dir = temp_dir("stream-flip");
     let key = generate_dev_keypair();
     let mut b = good(&key, "0.2.0");
-    let at = b.bytes.len() - b.kernel.len() - 100;
+    let at = b.bytes.len() - b.ukis[0].len() - b.ukis[1].len() - 100;
     b.bytes[at] ^= 1;
     let mut fake = machine(&dir.join("disk"));
     let state = load_state(&mut fake).unwrap();
@@ -344,14 +358,15 @@ fn a_failure_at_each_step_leaves_no_entry_for_the_other_slot_and_a_new_install_s
     let keys = ring(&key);
     let b = good(&key, "0.2.0");
     let path = write_file(&dir, &b);
-    let cases: [(FakeOp, &str, Step); 9] = [
+    let cases: [(FakeOp, &str, Step); 10] = [
         (FakeOp::EspRemove, "berth-0.0.9", Step::RemoveEntry),
         (FakeOp::EspSync, "esp", Step::RemoveEntry),
         (FakeOp::PartitionWrite, "b", Step::WriteRoot),
         (FakeOp::PartitionSync, "b", Step::WriteRoot),
         (FakeOp::PartitionRead, "b", Step::ReadBack),
-        (FakeOp::EspWrite, "linux.efi", Step::WriteKernel),
-        (FakeOp::EspRename, "linux.efi", Step::RenameKernel),
+        (FakeOp::SetPartuuid, "b", Step::NamePartition),
+        (FakeOp::EspWrite, "berth.efi", Step::WriteUki),
+        (FakeOp::EspRename, "berth.efi", Step::RenameUki),
         (FakeOp::EspWrite, ".berth-b", Step::WriteEntry),
         (FakeOp::EspRename, "+3.conf", Step::RenameEntry),
     ];
@@ -374,12 +389,12 @@ fn a_failure_at_each_step_leaves_no_entry_for_the_other_slot_and_a_new_install_s
         let mut fake = FakeTarget::new(&disk, Slot::A, PART).unwrap();
         run_file(&mut fake, &path, &keys, &ctx()).unwrap();
         assert_eq!(entry_names(&mut fake), ["berth-0.1.0.conf", "berth-0.2.0+3.conf"], "{op:?}");
-        assert_eq!(fs::read(fake.esp_dir().join("berth/b/linux.efi")).unwrap(), b.kernel);
+        assert_eq!(fs::read(fake.esp_dir().join("berth/b/berth.efi")).unwrap(), b.uki_b());
     }
 }
 
 #[test]
-fn a_bad_read_back_stops_before_the_kernel_and_the_entry() {
+fn a_bad_read_back_stops_before_the_name_the_uki_and_the_entry() {
     let dir = temp_dir("readback");
     let key = generate_dev_keypair();
     let path = write_file(&dir, &good(&key, "0.2.0"));
@@ -392,6 +407,8 @@ fn a_bad_read_back_stops_before_the_kernel_and_the_entry() {
     );
     assert_eq!(entry_names(&mut fake), ["berth-0.1.0.conf"]);
     assert_eq!(fs::read(fake.esp_dir().join("berth/b/linux.efi")).unwrap(), b"old b kernel");
+    assert!(!fake.esp_dir().join("berth/b/berth.efi").exists());
+    assert_eq!(fake.partuuid(Slot::B).unwrap(), fake_partuuid(Slot::B), "not renamed after a bad read-back");
 }
 
 #[test]
@@ -401,6 +418,9 @@ fn the_booted_slot_is_never_written() {
     assert!(matches!(fake.write_partition(Slot::A, 0, b"x"), Err(TargetError::BootedSlot { slot: "a" })));
     assert!(matches!(fake.write_partition(Slot::B, PART - 1, b"xy"), Err(TargetError::OutOfRange { .. })));
     assert!(matches!(fake.esp_write("../escape", &mut &b""[..]), Err(TargetError::BadPath(_))));
+    let booted_name = fake_partuuid(Slot::A);
+    assert!(matches!(fake.set_partuuid(Slot::A, Guid::derive("x")), Err(TargetError::BootedSlot { .. })));
+    assert!(matches!(fake.set_partuuid(Slot::B, booted_name), Err(TargetError::BootedSlot { .. })));
 }
 
 #[test]
@@ -411,14 +431,14 @@ fn pause_before_stops_at_that_step_for_good() {
     let path = write_file(&dir, &b);
     let disk = dir.join("disk");
     let mut fake = machine(&disk);
-    let kernel = fake.esp_dir().join("berth/b/linux.efi");
+    let uki = fake.esp_dir().join("berth/b/berth.efi");
     let paused = InstallContext { pause_before: Some(Step::WriteEntry), ..ctx() };
     let keys = ring(&key);
     std::thread::spawn(move || run_file(&mut fake, &path, &keys, &paused));
-    // The thread writes the slot and the kernel, then sleeps for good.
+    // The thread writes the slot and the UKI, then sleeps for good.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while fs::read(&kernel).ok().as_deref() != Some(b.kernel.as_slice()) {
-        assert!(std::time::Instant::now() < deadline, "the kernel was never written");
+    while fs::read(&uki).ok().as_deref() != Some(b.uki_b()) {
+        assert!(std::time::Instant::now() < deadline, "the UKI was never written");
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -434,7 +454,7 @@ fn pause_mid_stream_stops_with_part_of_the_root_written() {
     let path = write_file(&dir, &b);
     let disk = dir.join("disk");
     let mut fake = machine(&disk);
-    let kernel = fake.esp_dir().join("berth/b/linux.efi");
+    let uki = fake.esp_dir().join("berth/b/berth.efi");
     let (step, percent) = parse_pause_point("write-root@50").unwrap();
     let paused = InstallContext { pause_before: Some(step), pause_percent: percent, ..ctx() };
     let keys = ring(&key);
@@ -458,14 +478,14 @@ fn pause_mid_stream_stops_with_part_of_the_root_written() {
         assert!(std::time::Instant::now() < deadline, "the root was never written");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_ne!(fs::read(&kernel).ok(), Some(b.kernel.clone()), "paused in the root: the new kernel is not written yet");
+    assert_ne!(fs::read(&uki).ok().as_deref(), Some(b.uki_b()), "paused in the root: the new UKI is not written yet");
 }
 
 #[test]
 fn pause_points_parse() {
     assert_eq!(parse_pause_point("rename-entry"), Ok((Step::RenameEntry, None)));
     assert_eq!(parse_pause_point("write-root@50"), Ok((Step::WriteRoot, Some(50))));
-    for bad in ["write-root@0", "write-root@100", "write-kernel@5", "nowhere", "write-root@x"] {
+    for bad in ["write-root@0", "write-root@100", "write-uki@5", "write-kernel", "nowhere", "write-root@x"] {
         assert!(parse_pause_point(bad).is_err(), "{bad}");
     }
 }
@@ -503,8 +523,9 @@ fn step_names_are_stable_and_parse() {
             "remove-entry",
             "write-root",
             "read-back",
-            "write-kernel",
-            "rename-kernel",
+            "name-partition",
+            "write-uki",
+            "rename-uki",
             "write-entry",
             "rename-entry",
             "done"

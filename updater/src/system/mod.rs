@@ -224,6 +224,9 @@ pub struct RealTarget {
     efivars: PathBuf,
     /// The booted PARTUUIDs (never written, whatever the slot labels say).
     booted_partuuids: Vec<Guid>,
+    /// The boot disk's device node, logical sector size and size in bytes
+    /// (its partition table is rewritten to name a slot).
+    disk: (PathBuf, u64, u64),
 }
 
 fn index(slot: Slot) -> usize {
@@ -275,6 +278,11 @@ impl RealTarget {
             mounted: false,
             efivars: efivars.to_path_buf(),
             booted_partuuids: bootdisk::partuuids(cmdline),
+            disk: (
+                disk.device.clone(),
+                disk.gpt.sector_size,
+                disk.gpt.total_sectors.saturating_mul(disk.gpt.sector_size),
+            ),
         })
     }
 
@@ -354,6 +362,39 @@ impl Target for RealTarget {
 
     fn partuuid(&mut self, slot: Slot) -> Result<Guid, TargetError> {
         Ok(self.root(slot)?.partuuid)
+    }
+
+    fn set_partuuid(&mut self, slot: Slot, guid: Guid) -> Result<(), TargetError> {
+        if slot == self.booted || self.booted_partuuids.contains(&guid) {
+            return Err(TargetError::BootedSlot { slot: slot.name() });
+        }
+        let (device, sector_size, bytes) = self.disk.clone();
+        // The whole disk: its partitions are in use (the booted root, the
+        // data partition), so no O_EXCL. Only the table's sectors change.
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&device)
+            .map_err(|e| TargetError::io("opening", &device, None, e))?;
+        let bad =
+            |why: String| TargetError::io("rewriting the partition table of", &device, None, io::Error::other(why));
+        let mut gpt = bootdisk::read_table(&mut f, sector_size, bytes).map_err(bad)?;
+        let part =
+            gpt.partitions.iter_mut().find(|p| p.name == slot.label() && p.type_guid == ROOT_X86_64_TYPE).ok_or_else(
+                || TargetError::NotFound(format!("no partition labelled {} on {}", slot.label(), device.display())),
+            )?;
+        if self.booted_partuuids.contains(&part.unique_guid) {
+            return Err(TargetError::BootedSlot { slot: slot.name() });
+        }
+        if part.unique_guid != guid {
+            part.unique_guid = guid;
+            // Backup table first, then the primary (Gpt::write): a cut in
+            // between leaves one valid table, which firmware and kernel use.
+            gpt.write(&mut f).map_err(|e| bad(e.to_string()))?;
+            f.sync_all().map_err(|e| TargetError::io("syncing", &device, None, e))?;
+        }
+        self.root(slot)?.partuuid = guid;
+        Ok(())
     }
 
     fn partition_size(&mut self, slot: Slot) -> Result<u64, TargetError> {

@@ -115,3 +115,40 @@ fn version_id_is_read_from_os_release() {
     assert_eq!(version_id("VERSION_ID=0.1.0").as_deref(), Some("0.1.0"));
     assert_eq!(version_id("NAME=Berth\n"), None);
 }
+
+/// Naming the other slot rewrites both tables of the boot disk (a fresh
+/// read finds the GUID in the primary and, with the primary gone, in the
+/// backup), leaves every other field alone, and never renames the booted slot.
+#[test]
+fn naming_the_other_slot_rewrites_both_tables_and_nothing_else() {
+    let root = temp_dir("name");
+    disk(&root, "vda", "0.1.0");
+    let mut t = RealTarget::open_in(
+        &cmdline("0.1.0", Slot::A),
+        &root.join("sys"),
+        &root.join("dev"),
+        &root.join("esp"),
+        &root.join("efivars"),
+    )
+    .unwrap();
+    let path = root.join("dev/vda");
+    let before = Gpt::read(&mut fs::File::open(&path).unwrap(), 512, 16 * MIB * 512).unwrap();
+    let name = Guid::derive("root hash of 0.2.0");
+    t.set_partuuid(Slot::B, name).unwrap();
+    assert_eq!(t.partuuid(Slot::B).unwrap(), name);
+
+    let after = Gpt::read(&mut fs::File::open(&path).unwrap(), 512, 16 * MIB * 512).unwrap();
+    let mut expected = before.clone();
+    expected.partitions.iter_mut().find(|p| p.name == "root-b").unwrap().unique_guid = name;
+    assert_eq!(after, expected, "only root-b's GUID changed");
+    // The backup table says the same: wipe the primary header and read again.
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[512..1024].fill(0);
+    fs::write(&path, &bytes).unwrap();
+    let backup = Gpt::read(&mut fs::File::open(&path).unwrap(), 512, 16 * MIB * 512).unwrap();
+    assert_eq!(backup.partitions, expected.partitions, "the backup table holds the new name too");
+
+    let booted = partition_uuid("0.1.0", "root-a");
+    assert!(matches!(t.set_partuuid(Slot::A, Guid::derive("x")), Err(TargetError::BootedSlot { slot: "a" })));
+    assert!(matches!(t.set_partuuid(Slot::B, booted), Err(TargetError::BootedSlot { .. })));
+}
