@@ -94,6 +94,9 @@ pub const EC2_SMBIOS: &str = "type=1,manufacturer=Amazon EC2,product=berth-test"
 pub struct UserNet {
     /// `hostfwd=tcp:127.0.0.1:PORT-:22`: the guest's SSH on the host's port.
     pub ssh_port: Option<u16>,
+    /// The NIC's QEMU device model; `None` is `virtio-net-pci`. Others a
+    /// cloud or server has: `vmxnet3` (VMware), `e1000e`, `e1000` (Intel).
+    pub model: Option<String>,
     /// The EC2-style metadata service: the guest network becomes
     /// 169.254.0.0/16 (QEMU refuses a guest forward to 169.254.169.254 on
     /// its default 10.0.2.0/24), DHCP gives the guest 169.254.0.15, and
@@ -116,7 +119,8 @@ impl UserNet {
         if let Some(port) = self.ssh_port {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
         }
-        vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=net0,romfile=".into()]
+        let model = self.model.as_deref().unwrap_or("virtio-net-pci");
+        vec!["-netdev".into(), netdev, "-device".into(), format!("{model},netdev=net0,romfile=")]
     }
 }
 
@@ -304,10 +308,31 @@ impl VmConfig {
         self
     }
 
+    /// The user network's NIC as QEMU device `model` (`vmxnet3`, `e1000e`;
+    /// replaces the network arguments, see [`UserNet::model`]).
+    pub fn nic_model(mut self, model: &str) -> Self {
+        self.user_net.model = Some(model.to_string());
+        self.net = self.user_net.args();
+        self
+    }
+
     /// Appends one QEMU argument.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra_args.push(arg.into());
         self
+    }
+
+    /// A second NIC (virtio, the guest's `eth1`) on a virtual L2 segment
+    /// that every VM given the same `segment` port shares: QEMU's socket
+    /// netdev, multicast to 230.0.0.1:`segment` on the host's loopback only
+    /// (`localaddr=127.0.0.1`), so traffic never leaves the host. `index`
+    /// makes the MAC distinct (`52:54:00:b0:00:<index>`). Use documentation
+    /// addresses (192.0.2.0/24) on it.
+    pub fn segment_nic(self, segment: u16, index: u8) -> Self {
+        self.arg("-netdev")
+            .arg(format!("socket,id=seg0,mcast=230.0.0.1:{segment},localaddr=127.0.0.1"))
+            .arg("-device")
+            .arg(format!("virtio-net-pci,netdev=seg0,mac=52:54:00:b0:00:{index:02x},romfile="))
     }
 
     /// The full QEMU command line (without the program) for this VM.
@@ -353,12 +378,18 @@ impl VmConfig {
                     &self.disk_device(),
                 ],
             );
-            if self.disk_bus == DiskBus::Usb {
-                // QEMU resolves bus=xhci.0 when the disk is realized: the
-                // controller must exist by then, so it goes right before the
-                // -drive (this -device is inserted there).
+            let controller = match self.disk_bus {
+                DiskBus::Usb => Some("qemu-xhci,id=xhci"),
+                DiskBus::VirtioScsi => Some("virtio-scsi-pci,id=scsi0"),
+                DiskBus::Pvscsi => Some("pvscsi,id=scsi0"),
+                _ => None,
+            };
+            if let Some(controller) = controller {
+                // QEMU resolves the disk's bus= when the disk is realized:
+                // the controller must exist by then, so it goes right
+                // before the -drive (this -device is inserted there).
                 let drive = a.len() - 4;
-                a.splice(drive..drive, ["-device".to_string(), "qemu-xhci,id=xhci".to_string()]);
+                a.splice(drive..drive, ["-device".to_string(), controller.to_string()]);
             }
         }
         if let Some(stick) = &self.stick {
@@ -479,6 +510,11 @@ pub enum DiskBus {
     /// A USB stick (`usb-storage`) on an xHCI controller (`qemu-xhci`):
     /// `/dev/sda`, a SCSI disk behind USB mass storage.
     Usb,
+    /// A SCSI disk on a virtio-scsi controller (GCE's and Proxmox's
+    /// default): `/dev/sda`.
+    VirtioScsi,
+    /// A SCSI disk on VMware's paravirtual SCSI controller (PVSCSI): `/dev/sda`.
+    Pvscsi,
 }
 
 impl DiskBus {
@@ -487,7 +523,7 @@ impl DiskBus {
         match self {
             DiskBus::Virtio => "vda",
             DiskBus::Nvme => "nvme0n1",
-            DiskBus::Sata | DiskBus::Usb => "sda",
+            DiskBus::Sata | DiskBus::Usb | DiskBus::VirtioScsi | DiskBus::Pvscsi => "sda",
         }
     }
 
@@ -504,14 +540,16 @@ impl DiskBus {
 impl std::str::FromStr for DiskBus {
     type Err = String;
 
-    /// `virtio`, `nvme`, `sata` or `usb`.
+    /// `virtio`, `nvme`, `sata`, `usb`, `virtio-scsi` or `pvscsi`.
     fn from_str(s: &str) -> Result<DiskBus, String> {
         match s {
             "virtio" => Ok(DiskBus::Virtio),
             "nvme" => Ok(DiskBus::Nvme),
             "sata" => Ok(DiskBus::Sata),
             "usb" => Ok(DiskBus::Usb),
-            _ => Err(format!("unknown disk bus {s:?} (virtio, nvme, sata or usb)")),
+            "virtio-scsi" => Ok(DiskBus::VirtioScsi),
+            "pvscsi" => Ok(DiskBus::Pvscsi),
+            _ => Err(format!("unknown disk bus {s:?} (virtio, nvme, sata, usb, virtio-scsi or pvscsi)")),
         }
     }
 }
@@ -526,6 +564,7 @@ impl VmConfig {
             DiskBus::Sata => "ide-hd,drive=disk0,bus=ide.0".to_string(),
             // The controller goes in front of the disk (see qemu_args).
             DiskBus::Usb => "usb-storage,drive=disk0,bus=xhci.0".to_string(),
+            DiskBus::VirtioScsi | DiskBus::Pvscsi => "scsi-hd,drive=disk0,bus=scsi0.0".to_string(),
         };
         if self.sector_size != 512 {
             d.push_str(&format!(",logical_block_size={0},physical_block_size={0}", self.sector_size));

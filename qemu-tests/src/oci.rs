@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 /// The reference the busybox image has once imported.
 pub const BUSYBOX_IMAGE: &str = "berth.test/busybox:1";
 /// The busybox applets linked in the image's `/bin`.
-pub const BUSYBOX_APPLETS: &[&str] = &["sh", "echo", "ping", "ip", "cat", "mkdir", "mount", "sleep"];
+pub const BUSYBOX_APPLETS: &[&str] =
+    &["sh", "echo", "ping", "ip", "cat", "mkdir", "mount", "sleep", "nc", "md5sum", "head", "timeout"];
 
 /// Runs a host command; its stdout, or an error with its output.
 fn host(cmd: &mut Command) -> Result<String> {

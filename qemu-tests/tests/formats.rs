@@ -3,7 +3,9 @@
 //! (info, and check where the format has one: not VHD), the VMDK is stream-optimised
 //! (VMware's import format), the VHD is fixed with a virtual size that is a
 //! multiple of 1 MiB (Azure's rule), the GCE archive holds `disk.raw`; the
-//! VMDK and the VHD boot to the ready line under QEMU. The files are
+//! VMDK boots on the devices of a VMware VM (a PVSCSI disk, a vmxnet3 NIC)
+//! and the VHD on virtio-scsi (GCE's disks) with an Intel e1000e NIC, each
+//! to the ready line with a DHCP lease on that NIC. The files are
 //! converted once and shared by the tests running at the same time.
 
 use std::io::{Read, Seek, SeekFrom};
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, Weak};
 
-use berth_qemu::{berth_image, boot_timeout, image_dir, shutdown_timeout, Vm, VmConfig, WorkDir, MIB};
+use berth_qemu::{berth_image, boot_timeout, image_dir, shutdown_timeout, DiskBus, Vm, VmConfig, WorkDir, MIB};
 
 struct Converted {
     dir: WorkDir,
@@ -117,13 +119,30 @@ fn every_format_reads_back_as_its_cloud_wants_it() {
     );
 }
 
-/// Boots `file` on the default (virtio) disk: the harness takes the
-/// format from the file, the VM reaches ready and powers off cleanly.
-fn boot(name: &str, file: &Path) {
-    let mut vm = Vm::start(VmConfig::new().name(name).disk(file)).unwrap_or_else(|e| panic!("starting {name}: {e}"));
+/// Boots `file` from a disk on `bus` with a NIC of QEMU model `nic`: the
+/// harness takes the format from the file, the VM reaches ready, the
+/// kernel's drivers `disk_driver` and `nic_driver` run the disk's
+/// controller and the NIC, the NIC has its DHCP lease, and the VM powers
+/// off cleanly.
+fn boot(name: &str, file: &Path, bus: DiskBus, disk_driver: &str, nic: &str, nic_driver: &str) {
+    let config = VmConfig::new().name(name).disk(file).disk_bus(bus).nic_model(nic);
+    let mut vm = Vm::start(config).unwrap_or_else(|e| panic!("starting {name}: {e}"));
     if let Err(e) = vm.wait_ready(boot_timeout()) {
         panic!("{}: no ready line: {e}", file.display());
     }
+    // The root came up through the controller's driver: the disk's parent
+    // SCSI host is driven by it.
+    let disk = bus.guest_disk();
+    let host = vm.sh_ok(&format!("readlink -f /sys/class/block/{disk}/device"));
+    let host = host.trim().split("/target").next().unwrap_or_default().to_string();
+    // .../0000:00:04.0/host0 (PVSCSI) or .../0000:00:04.0/virtio1/host0:
+    // the SCSI host's parent is the controller's device.
+    let driver = vm.sh_ok(&format!("readlink -f {host}/../driver"));
+    assert!(driver.trim().ends_with(&format!("/{disk_driver}")), "{disk} is not behind {disk_driver}: {host} -> {driver}");
+    let driver = vm.sh_ok("readlink -f /sys/class/net/eth0/device/driver");
+    assert!(driver.trim().ends_with(&format!("/{nic_driver}")), "eth0 is not a {nic_driver} NIC: {driver}");
+    let addr = vm.sh_ok("ip -4 -o addr show dev eth0");
+    assert!(addr.contains("inet 10.0.2.15/"), "no DHCP lease on the {nic_driver} NIC:\n{addr}");
     vm.powerdown().expect("pressing the power button");
     let st = vm.wait_exit(shutdown_timeout()).expect("QEMU exits after the power button");
     assert!(st.success(), "QEMU exited with {st}");
@@ -132,11 +151,11 @@ fn boot(name: &str, file: &Path) {
 #[test]
 fn the_vmdk_boots() {
     let c = converted();
-    boot("format-vmdk", &c.file("berth.vmdk"));
+    boot("format-vmdk", &c.file("berth.vmdk"), DiskBus::Pvscsi, "vmw_pvscsi", "vmxnet3", "vmxnet3");
 }
 
 #[test]
 fn the_vhd_boots() {
     let c = converted();
-    boot("format-vhd", &c.file("berth.vhd"));
+    boot("format-vhd", &c.file("berth.vhd"), DiskBus::VirtioScsi, "virtio_scsi", "e1000e", "e1000e");
 }
