@@ -49,7 +49,10 @@ async fn the_slot_survives_the_updaters_restart_and_the_waiting_host_gets_it_aft
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!waiter.is_finished(), "host-b took the slot host-a holds across its reboot");
     let first = said.lock().unwrap().first().cloned().unwrap_or_default();
-    assert!(first.starts_with("waiting for a reboot slot (1 at once): held by host-a (machine aaaa, since "), "{first}");
+    assert!(
+        first.starts_with("waiting for a reboot slot (1 at once): held by host-a (machine aaaa, since "),
+        "{first}"
+    );
 
     assert!(after.release().await.unwrap(), "nothing was released");
     assert!(!dir_a.join(SLOT_FILE).exists(), "the saved slot outlived its release");

@@ -291,7 +291,8 @@ mod tests {
     fn the_reboot_lock_line_says_who_holds_the_slot_and_is_absent_when_reboots_are_not_coordinated() {
         let mut s = WireStatus { booted: slot("a", "0.2.0", "berth-0.2.0.conf"), ..WireStatus::default() };
         assert!(!status(&s).contains("lock"), "{}", status(&s));
-        s.reboot_lock = "waiting for a reboot slot (1 at once): held by host-2 (machine 0123, since 2026-12-01T10:00:00Z)".into();
+        s.reboot_lock =
+            "waiting for a reboot slot (1 at once): held by host-2 (machine 0123, since 2026-12-01T10:00:00Z)".into();
         assert!(
             status(&s).contains("\nlock    waiting for a reboot slot (1 at once): held by host-2 (machine 0123, "),
             "{}",

@@ -14,9 +14,9 @@ use berth_layout::paths::{
     UPDATER_STATE_DIR, UPDATE_KEYS_DIR,
 };
 use berth_updater::config;
-use berth_updater::daemon::real::{RealMachine, RealPid1};
 use berth_updater::config::RebootStrategy;
 use berth_updater::daemon::etcd_lock::{EtcdRebootLock, MACHINE_ID};
+use berth_updater::daemon::real::{RealMachine, RealPid1};
 use berth_updater::daemon::{api, Daemon, LockRetry, RebootLock, Settings};
 
 fn settings() -> Result<Settings, String> {
@@ -51,7 +51,8 @@ fn reboot_lock(settings: &Settings) -> Option<(std::sync::Arc<dyn RebootLock>, L
             return None;
         }
     };
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    let hostname =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
     eprintln!(
         "berth-updater: reboot lock: etcd-lock at {} ({} at once, lease {})",
         c.endpoints.join(","),

@@ -252,7 +252,10 @@ fn bad_reboot_lock_settings_name_file_line_and_key() {
     let e = f.etc_error("[reboot_lock]\nttl = \"500ms\"\n");
     assert_eq!(e, format!("{etc}:2: key reboot_lock.ttl: the lease TTL is whole seconds, at least 2s (etcd's leases)"));
     let e = f.etc_error("[reboot_lock]\nendpoints = [\"127.0.0.1:2379\"]\n");
-    assert!(e.starts_with(&format!("{etc}:2: key reboot_lock.endpoints: expected a non-empty array of etcd client URLs")), "{e}");
+    assert!(
+        e.starts_with(&format!("{etc}:2: key reboot_lock.endpoints: expected a non-empty array of etcd client URLs")),
+        "{e}"
+    );
     let e = f.etc_error("[reboot_lock]\nmaximum = 2\n");
     assert_eq!(e, format!("{etc}:2: key reboot_lock.maximum: unknown key"));
 }

@@ -468,7 +468,9 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
         for attempt in 1..=retry.tries.max(1) {
             match reboot_lock.resume().await {
                 Ok(true) => {
-                    say(format_args!("reboot lock: holding the slot taken before the reboot until this boot is blessed"));
+                    say(format_args!(
+                        "reboot lock: holding the slot taken before the reboot until this boot is blessed"
+                    ));
                     self.set_lock("holding the reboot slot taken before the reboot until this boot is blessed");
                     return true;
                 }
