@@ -473,7 +473,7 @@ impl RebootLock {
         }
         let mut c = self.client.clone();
         let got = c.get(slot.key.clone(), None).await.map_err(|e| self.etcd(format!("reading {}", slot.key), e))?;
-        if !got.kvs().first().is_some_and(|kv| kv.lease() == slot.lease) {
+        if got.kvs().first().is_none_or(|kv| kv.lease() != slot.lease) {
             return Ok(None);
         }
         Ok(Some(Held { slot: slot.clone(), keep_alive: self.keep_alive(slot.lease) }))

@@ -145,6 +145,6 @@ async fn an_unreachable_etcd_is_an_error_naming_the_endpoint() {
         Err(e) => Err(e),
         Ok(lock) => lock.acquire(None, None, |_| {}).await.map(|_| ()),
     };
-    let err = result.err().expect("acquired a slot without etcd");
+    let err = result.expect_err("acquired a slot without etcd");
     assert!(err.to_string().contains(&format!("etcd at http://127.0.0.1:{port}")), "{err}");
 }

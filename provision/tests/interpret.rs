@@ -507,3 +507,39 @@ fn an_etcd_cluster_member_must_be_in_the_cluster_as_it_advertises_itself_on_its_
     let e = errors(doc);
     assert_eq!(e, ["u:4: key etcd.initial_cluster: `http://127.0.0.1:2380`: a member of a cluster of 2 cannot advertise a loopback peer URL (the others could not reach it)"]);
 }
+
+#[test]
+fn the_three_host_cluster_examples_pass_and_make_one_cluster() {
+    use berth_provision::generate::{config as gen_config, units as gen_units};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster/");
+    let mut clusters = Vec::new();
+    for i in 1..=3 {
+        let name = format!("host{i}.yaml");
+        let d = check(&name, &std::fs::read(format!("{dir}{name}")).unwrap())
+            .unwrap_or_else(|r| panic!("{name}: {:#?}", r.errors));
+        assert!(d.warnings.is_empty(), "{name}: {:?}", d.warnings);
+        let c = &d.config;
+        let (etcd, router, update) = (c.etcd.as_ref().unwrap(), c.router.as_ref().unwrap(), c.update.as_ref().unwrap());
+        assert_eq!(etcd.name.as_deref(), Some(format!("b{i}").as_str()));
+        clusters.push(etcd.initial_cluster.clone());
+        let client = gen_units::etcd_client_url(etcd);
+        assert_eq!(client, "http://127.0.0.1:2379");
+        let toml = gen_config::router(router, Some(client.clone()));
+        assert!(toml.contains(&format!("public_ip = \"192.0.2.1{i}\"\n")), "{toml}");
+        assert!(
+            toml.contains(
+                "etcd_endpoints = [\"http://127.0.0.1:2379\"]\nnetwork = \"10.244.0.0/16\"\nsubnet_len = 24\n"
+            ),
+            "{toml}"
+        );
+        let updater = gen_config::updater(update, Some(client));
+        assert!(
+            updater.ends_with("[reboot_lock]\nstrategy = \"etcd-lock\"\nmax = 1\nttl = \"10m\"\nendpoints = [\"http://127.0.0.1:2379\"]\n"),
+            "{updater}"
+        );
+        let unit = gen_units::etcd(etcd);
+        assert!(unit.contains(&format!("\"--initial-advertise-peer-urls\", \"http://192.0.2.1{i}:2380\"")), "{unit}");
+    }
+    clusters.dedup();
+    assert_eq!(clusters.len(), 1, "the hosts disagree on initial_cluster: {clusters:?}");
+}

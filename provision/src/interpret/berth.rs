@@ -517,13 +517,14 @@ pub(crate) fn router(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Router> {
                 Some(n) => cx.error(&p, format!("{n}: a VXLAN VNI is 1 to 16777215")),
                 None => {}
             },
-            "port" => match cx.u32(v, &p) {
-                Some(n) => match u16::try_from(n) {
-                    Ok(port) if port > 0 => r.port = Some(port),
-                    _ => cx.error(&p, format!("{n}: a UDP port is 1 to 65535")),
-                },
-                None => {}
-            },
+            "port" => {
+                if let Some(n) = cx.u32(v, &p) {
+                    match u16::try_from(n) {
+                        Ok(port) if port > 0 => r.port = Some(port),
+                        _ => cx.error(&p, format!("{n}: a UDP port is 1 to 65535")),
+                    }
+                }
+            }
             "interface" => {
                 if let Some(s) = cx.nonempty(v, &p) {
                     match valid::ifname(&s) {
