@@ -91,6 +91,8 @@ pub fn parse_health(json: &str) -> Result<Vec<EndpointHealth>, EtcdStatusError> 
 pub enum EtcdUnit {
     /// Masked (an empty /etc/berth/units/etcd.toml: `units.disable`).
     Disabled,
+    /// No etcd unit at all (not a Berth image).
+    Missing,
     /// Ask this client URL (the one its health check asks).
     At(String),
 }
@@ -104,7 +106,7 @@ pub fn unit_client_url(etc: &Path, image: &Path) -> Result<EtcdUnit, EtcdStatusE
         Ok(t) => (etc, t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_to_string(image) {
             Ok(t) => (image, t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(EtcdUnit::Disabled),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(EtcdUnit::Missing),
             Err(e) => return Err(EtcdStatusError::Unit { path: image.into(), why: e.to_string() }),
         },
         Err(e) => return Err(EtcdStatusError::Unit { path: etc.into(), why: e.to_string() }),
@@ -243,7 +245,8 @@ fn join(urls: &[String]) -> String {
 pub fn section(etc: &Path, image: &Path, program: &Path, timeout: Duration) -> String {
     let url = match unit_client_url(etc, image) {
         Ok(EtcdUnit::At(url)) => url,
-        Ok(EtcdUnit::Disabled) => return "\netcd: disabled (no etcd unit)\n".into(),
+        Ok(EtcdUnit::Disabled) => return format!("\netcd: disabled ({} is empty: masked)\n", etc.display()),
+        Ok(EtcdUnit::Missing) => return "\netcd: no etcd unit\n".into(),
         Err(e) => return format!("\netcd: {e}\n"),
     };
     let (p, u) = (program.to_path_buf(), url.clone());
@@ -323,6 +326,11 @@ mod tests {
         assert_eq!(unit_client_url(&etc, &image).unwrap(), EtcdUnit::At("http://192.0.2.11:2379".into()));
         std::fs::write(&etc, "").unwrap();
         assert_eq!(unit_client_url(&etc, &image).unwrap(), EtcdUnit::Disabled);
+        let text = section(&etc, &image, Path::new(ETCDCTL), TIMEOUT);
+        assert_eq!(text, format!("\netcd: disabled ({} is empty: masked)\n", etc.display()));
+        std::fs::remove_file(&image).unwrap();
+        std::fs::remove_file(&etc).unwrap();
+        assert_eq!(unit_client_url(&etc, &image).unwrap(), EtcdUnit::Missing);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

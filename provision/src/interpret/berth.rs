@@ -303,17 +303,7 @@ pub(crate) fn update(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Update> {
                 Some(n) => u.reboot_lock_max = Some(n),
                 None => {}
             },
-            "reboot_lock_ttl" => {
-                if let Some(s) = cx.nonempty(v, &p) {
-                    match humantime::parse_duration(&s) {
-                        Ok(d) if d >= std::time::Duration::from_secs(2) && d.subsec_nanos() == 0 => {
-                            u.reboot_lock_ttl = Some(s)
-                        }
-                        Ok(_) => cx.error(&p, format!("`{s}`: the lease TTL is whole seconds, at least 2s")),
-                        Err(e) => cx.error(&p, format!("`{s}` is not a duration (`10m`, `15m`): {e}")),
-                    }
-                }
-            }
+            "reboot_lock_ttl" => u.reboot_lock_ttl = lease_ttl(cx, v, &p, 2, "`10m`, `15m`"),
             _ => not_berth(
                 cx,
                 &p,
@@ -338,6 +328,23 @@ pub(crate) fn update(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Update> {
         _ => {}
     }
     Some(u)
+}
+
+/// An etcd lease's TTL: a humantime duration of whole seconds, at least
+/// `min_secs` (`examples` shows good ones in the error).
+fn lease_ttl(cx: &mut Ctx, v: &Node, p: &Place, min_secs: u64, examples: &str) -> Option<String> {
+    let s = cx.nonempty(v, p)?;
+    match humantime::parse_duration(&s) {
+        Ok(d) if d >= std::time::Duration::from_secs(min_secs) && d.subsec_nanos() == 0 => Some(s),
+        Ok(_) => {
+            cx.error(p, format!("`{s}`: the lease TTL is whole seconds, at least {min_secs}s"));
+            None
+        }
+        Err(e) => {
+            cx.error(p, format!("`{s}` is not a duration ({examples}): {e}"));
+            None
+        }
+    }
 }
 
 /// `ssh`: `enabled` (the sshd unit on or off).
@@ -541,17 +548,7 @@ pub(crate) fn router(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Router> {
                     }
                 }
             }
-            "lease_ttl" => {
-                if let Some(s) = cx.nonempty(v, &p) {
-                    match humantime::parse_duration(&s) {
-                        Ok(d) if d >= std::time::Duration::from_secs(5) && d.subsec_nanos() == 0 => {
-                            r.lease_ttl = Some(s)
-                        }
-                        Ok(_) => cx.error(&p, format!("`{s}`: the lease TTL is whole seconds, at least 5s")),
-                        Err(e) => cx.error(&p, format!("`{s}` is not a duration (`30s`, `1m`): {e}")),
-                    }
-                }
-            }
+            "lease_ttl" => r.lease_ttl = lease_ttl(cx, v, &p, 5, "`30s`, `1m`"),
             _ => not_berth(
                 cx,
                 &p,
