@@ -227,6 +227,13 @@ impl Drop for KeepAlive {
     }
 }
 
+/// A place in the queue ([`RebootLock::enqueue`]): the slot asked for and
+/// its lease's keep-alive.
+pub struct Queued {
+    pub slot: Slot,
+    pub keep_alive: KeepAlive,
+}
+
 /// A slot held: the slot and its lease's keep-alive.
 pub struct Held {
     pub slot: Slot,
@@ -376,8 +383,18 @@ impl RebootLock {
         &self,
         previous: Option<&Slot>,
         timeout: Option<Duration>,
-        mut on_wait: impl FnMut(&Status) + Send,
+        on_wait: impl FnMut(&Status) + Send,
     ) -> Result<Held, LockError> {
+        let queued = self.enqueue(previous).await?;
+        self.wait(queued, timeout, on_wait).await
+    }
+
+    /// The first half of [`RebootLock::acquire`]: the lease (`previous`'s
+    /// when it is still alive, which keeps its place in the queue), its
+    /// keep-alives, [`MAX_KEY`] when etcd has none, and this host's key in
+    /// the queue. Save the slot now ([`Slot::save`]) to keep the place
+    /// across a restart of the caller while it waits.
+    pub async fn enqueue(&self, previous: Option<&Slot>) -> Result<Queued, LockError> {
         let mut c = self.client.clone();
         let lease = match previous {
             Some(p) if p.key == self.key() && self.lease_alive(p.lease).await? => p.lease,
@@ -408,7 +425,19 @@ impl RebootLock {
         c.put(slot.key.clone(), json, Some(PutOptions::new().with_lease(lease)))
             .await
             .map_err(|e| self.etcd(format!("putting {}", slot.key), e))?;
-        let wait = self.wait_for_slot(&keep_alive, lease, &mut on_wait);
+        Ok(Queued { slot, keep_alive })
+    }
+
+    /// The second half of [`RebootLock::acquire`]: waits, watching the
+    /// queue, until the queued key is among the first `max`.
+    pub async fn wait(
+        &self,
+        queued: Queued,
+        timeout: Option<Duration>,
+        mut on_wait: impl FnMut(&Status) + Send,
+    ) -> Result<Held, LockError> {
+        let Queued { slot, keep_alive } = queued;
+        let wait = self.wait_for_slot(&keep_alive, slot.lease, &mut on_wait);
         let outcome = match timeout {
             None => wait.await,
             Some(t) => match tokio::time::timeout(t, wait).await {

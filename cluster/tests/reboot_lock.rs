@@ -148,3 +148,27 @@ async fn an_unreachable_etcd_is_an_error_naming_the_endpoint() {
     let err = result.expect_err("acquired a slot without etcd");
     assert!(err.to_string().contains(&format!("etcd at http://127.0.0.1:{port}")), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_restarts_with_its_saved_slot_keeps_its_place_in_the_queue() {
+    let etcd = start();
+    let (one, two, three) = (host(&etcd, 1, 60).await, host(&etcd, 2, 60).await, host(&etcd, 3, 60).await);
+    let held = one.acquire(None, None, |_| {}).await.unwrap();
+    // Host 2 queues, then host 3; host 2's waiting process ends.
+    let queued = two.enqueue(None).await.unwrap();
+    let saved = queued.slot.clone();
+    drop(queued);
+    let third = tokio::spawn(async move { three.acquire(None, None, |_| {}).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Host 2 again, with the slot it saved: still ahead of host 3.
+    let again = host(&etcd, 2, 60).await;
+    let second = tokio::spawn(async move { again.acquire(Some(&saved), None, |_| {}).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    one.release(&held.slot).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), second).await.unwrap().unwrap().unwrap();
+    assert_eq!(got.slot.machine_id, "machine2");
+    assert!(!third.is_finished(), "host 3 overtook host 2, which was queued first");
+    let queue = one.status().await.unwrap().queue;
+    let order: Vec<(&str, bool)> = queue.iter().map(|h| (h.value.hostname.as_str(), h.holds)).collect();
+    assert_eq!(order, [("host-2", true), ("host-3", false)]);
+}

@@ -64,8 +64,16 @@ impl RebootLock for EtcdRebootLock {
             let lock = self.connect().await?;
             // A slot saved by an earlier try keeps its lease (and place).
             let previous = Slot::load(&self.slot_file).map_err(|e| e.to_string())?;
+            let queued = lock.enqueue(previous.as_ref()).await.map_err(|e| e.to_string())?;
+            // Saved while queued: an updater restarted meanwhile finds it
+            // (and releases it once blessed), a retry keeps its place.
+            if let Err(e) = queued.slot.save(&self.slot_file) {
+                // Not saved: the next boot could not release it; give it back.
+                let _ = lock.release(&queued.slot).await;
+                return Err(e.to_string());
+            }
             let held = lock
-                .acquire(previous.as_ref(), None, |status| {
+                .wait(queued, None, |status| {
                     waiting(format!(
                         "waiting for a reboot slot ({} at once): held by {}",
                         status.max,
@@ -74,11 +82,6 @@ impl RebootLock for EtcdRebootLock {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            if let Err(e) = held.slot.save(&self.slot_file) {
-                // Not saved: the next boot could not release it; give it back.
-                let _ = lock.release(&held.slot).await;
-                return Err(e.to_string());
-            }
             self.keep(Some(held));
             Ok(())
         })
