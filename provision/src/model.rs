@@ -50,6 +50,7 @@ pub struct Config {
     pub containerd: Option<Containerd>,
     pub etcd: Option<Etcd>,
     pub update: Option<Update>,
+    pub router: Option<Router>,
 }
 
 /// A value and where it was written.
@@ -266,6 +267,59 @@ pub struct Etcd {
     pub listen_client_urls: Vec<String>,
     pub advertise_client_urls: Vec<String>,
     pub at: Place,
+    /// Where each key given was written (`listen_peer_urls` -> its place),
+    /// for the checks across keys.
+    pub places: Vec<(String, Place)>,
+}
+
+impl Etcd {
+    /// Where `key` was written; the section's place when it was not.
+    pub fn place(&self, key: &str) -> &Place {
+        self.places.iter().find(|(k, _)| k == key).map_or(&self.at, |(_, p)| p)
+    }
+}
+
+/// The network router's settings (`router`): written to
+/// /etc/berth/router.toml, every key optional (the router's defaults).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Router {
+    /// `etcd_endpoints`: etcd client URLs (default: the etcd unit's client URL).
+    pub etcd_endpoints: Vec<String>,
+    /// `etcd_prefix`: flannel's layout root (`/coreos.com/network`).
+    pub etcd_prefix: Option<String>,
+    /// `network`: the cluster network, IPv4 `a.b.c.d/len`.
+    pub network: Option<String>,
+    /// `subnet_len`: each host's subnet prefix length.
+    pub subnet_len: Option<u8>,
+    /// `vni`: the VXLAN network identifier, 1 to 16777215.
+    pub vni: Option<u32>,
+    /// `port`: the VXLAN UDP port.
+    pub port: Option<u16>,
+    /// `interface`: the underlay interface.
+    pub interface: Option<String>,
+    /// `public_ip`: this host's underlay IPv4 address.
+    pub public_ip: Option<String>,
+    /// `lease_ttl`: the subnet lease's TTL, humantime (`30s`).
+    pub lease_ttl: Option<String>,
+    pub at: Place,
+}
+
+impl Router {
+    /// No key given, written at `at`.
+    pub fn new(at: Place) -> Router {
+        Router {
+            etcd_endpoints: Vec::new(),
+            etcd_prefix: None,
+            network: None,
+            subnet_len: None,
+            vni: None,
+            port: None,
+            interface: None,
+            public_ip: None,
+            lease_ttl: None,
+            at,
+        }
+    }
 }
 
 /// The updater's settings: written to /etc/berth/updater.toml.
@@ -281,6 +335,13 @@ pub struct Update {
     pub reboot: Option<String>,
     /// `window`: `HH:MM-HH:MM` UTC, with `reboot = "window"`.
     pub window: Option<String>,
+    /// `reboot_strategy`: `off` or `etcd-lock` (Flatcar's words): whether
+    /// a reboot into an update first takes a slot of the etcd semaphore.
+    pub reboot_strategy: Option<String>,
+    /// `reboot_lock_max`: hosts rebooting at once (at least 1).
+    pub reboot_lock_max: Option<u32>,
+    /// `reboot_lock_ttl`: the slot's lease TTL, humantime, whole seconds.
+    pub reboot_lock_ttl: Option<String>,
     pub at: Place,
 }
 

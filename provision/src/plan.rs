@@ -20,6 +20,10 @@ use std::path::Path;
 
 use berth_layout::paths::{ETC_UNIT_DIR, IMAGE_UNIT_DIR, UPDATER_CONFIG};
 
+/// The network router's settings file (contract 1 of issue 10; berth-router
+/// reads the same path).
+pub const ROUTER_CONFIG: &str = "/etc/berth/router.toml";
+
 pub use accounts::{Accounts, Table};
 
 use crate::diag::{Diagnostic, Place};
@@ -123,7 +127,8 @@ pub struct Plan {
 
 /// The unit a changed path belongs to (it is restarted when the path
 /// changes): /etc/berth/units/NAME.toml is NAME's, /etc/containerd/**
-/// containerd's, /etc/berth/updater.toml the updater's, the runcmd script
+/// containerd's, /etc/berth/updater.toml the updater's,
+/// /etc/berth/router.toml the router's, the runcmd script
 /// user-runcmd's.
 pub fn unit_of_path(path: &str) -> Option<String> {
     if let Some(name) = path.strip_prefix(&format!("{ETC_UNIT_DIR}/")).and_then(|n| n.strip_suffix(".toml")) {
@@ -136,6 +141,9 @@ pub fn unit_of_path(path: &str) -> Option<String> {
     }
     if path == UPDATER_CONFIG {
         return Some("updater".into());
+    }
+    if path == ROUTER_CONFIG {
+        return Some("router".into());
     }
     if path == gen_units::RUNCMD_SCRIPT {
         return Some(gen_units::RUNCMD_UNIT.into());
@@ -549,7 +557,12 @@ impl Planner<'_> {
             if update.reboot.as_deref() == Some("window") && update.window.is_none() {
                 self.error(&update.at, "reboot = \"window\" needs a window (\"HH:MM-HH:MM\", UTC)");
             }
-            put(self, UPDATER_CONFIG.into(), gen_config::updater(update), 0o644, "update");
+            let etcd = config.etcd.as_ref().map(gen_units::etcd_client_url);
+            put(self, UPDATER_CONFIG.into(), gen_config::updater(update, etcd), 0o644, "update");
+        }
+        if let Some(router) = &config.router {
+            let etcd = config.etcd.as_ref().map(gen_units::etcd_client_url);
+            put(self, ROUTER_CONFIG.into(), gen_config::router(router, etcd), 0o644, "router");
         }
         if let Some(c) = &config.containerd {
             for (host, mirrors) in &c.registry_mirrors {

@@ -52,7 +52,12 @@ fn the_two_examples_pass_and_mean_the_same() {
     // Every field is set by the examples (they are complete).
     let c = &y.config;
     assert!(c.hostname.is_some() && c.fqdn.is_some() && c.timezone.is_some() && c.ntp.is_some() && c.network.is_some());
-    assert!(c.containerd.is_some() && c.etcd.is_some() && c.update.is_some());
+    assert!(c.containerd.is_some() && c.etcd.is_some() && c.update.is_some() && c.router.is_some());
+    let (u, r) = (c.update.as_ref().unwrap(), c.router.as_ref().unwrap());
+    assert!(u.reboot_strategy.is_some() && u.reboot_lock_max.is_some() && u.reboot_lock_ttl.is_some());
+    assert!(r.network.is_some() && r.subnet_len.is_some() && r.vni.is_some() && r.port.is_some());
+    assert!(r.interface.is_some() && r.public_ip.is_some() && r.lease_ttl.is_some() && r.etcd_prefix.is_some());
+    assert!(!r.etcd_endpoints.is_empty());
     assert!(c.ssh.enabled.is_some() && c.ssh.password_auth.is_some() && c.ssh.disable_root.is_some());
     assert_eq!(c.users.len(), 2);
     assert!(c.users.first().unwrap().is_default);
@@ -424,4 +429,117 @@ fn a_unit_pid1_would_refuse_rejects_the_document() {
     let e = errors(doc);
     assert!(e.iter().any(|e| e.contains("key berth.units.override.sshd") && e.contains("stop_timout")), "{e:?}");
     assert!(e.iter().any(|e| e.contains("start_timeout")), "every problem of the unit is named: {e:?}");
+}
+
+#[test]
+fn router_and_reboot_lock_keys_mean_the_same_in_both_formats() {
+    let y = ok("#cloud-config\nberth:\n  update:\n    reboot_strategy: etcd-lock\n    reboot_lock_max: 2\n    reboot_lock_ttl: 15m\n  router:\n    network: 10.244.0.0/16\n    subnet_len: 24\n    public_ip: 192.0.2.11\n");
+    let t = ok("#berth-config\n[update]\nreboot_strategy = \"etcd-lock\"\nreboot_lock_max = 2\nreboot_lock_ttl = \"15m\"\n[router]\nnetwork = \"10.244.0.0/16\"\nsubnet_len = 24\npublic_ip = \"192.0.2.11\"\n");
+    assert_eq!(meaning(&y.config), meaning(&t.config));
+    let u = y.config.update.as_ref().unwrap();
+    assert_eq!(
+        (u.reboot_strategy.as_deref(), u.reboot_lock_max, u.reboot_lock_ttl.as_deref()),
+        (Some("etcd-lock"), Some(2), Some("15m"))
+    );
+}
+
+#[test]
+fn bad_router_and_reboot_lock_values_name_line_and_key() {
+    let e = errors("#cloud-config\nberth:\n  update:\n    reboot_strategy: locksmith\n    reboot_lock_max: 0\n    reboot_lock_ttl: 500ms\n");
+    assert_eq!(
+        e,
+        [
+            "u:4: key berth.update.reboot_strategy: expected `off` or `etcd-lock`, found `locksmith`",
+            "u:5: key berth.update.reboot_lock_max: at least one host must be allowed to reboot at a time",
+            "u:6: key berth.update.reboot_lock_ttl: `500ms`: the lease TTL is whole seconds, at least 2s",
+        ]
+    );
+    let e = errors("#berth-config\n[router]\nnetwork = \"10.244.1.0/16\"\nvni = 0\nport = 70000\npublic_ip = \"eth0\"\nlease_ttl = \"1s\"\nmtu = 1400\n");
+    assert_eq!(
+        e,
+        [
+            "u:3: key router.network: `10.244.1.0/16` has host bits set (the network is 10.244.0.0/16)",
+            "u:4: key router.vni: 0: a VXLAN VNI is 1 to 16777215",
+            "u:5: key router.port: 70000: a UDP port is 1 to 65535",
+            "u:6: key router.public_ip: `eth0` is not an IPv4 address",
+            "u:7: key router.lease_ttl: `1s`: the lease TTL is whole seconds, at least 5s",
+            "u:8: key router.mtu: unknown key (known here: etcd_endpoints, etcd_prefix, network, subnet_len, vni, port, interface, public_ip, lease_ttl)",
+        ]
+    );
+    let e = errors("#berth-config\n[router]\nnetwork = \"10.244.0.0/16\"\nsubnet_len = 16\n");
+    assert_eq!(
+        e,
+        ["u:4: key router.subnet_len: a host's subnet /16 does not fit in the cluster network /16 (it must be longer)"]
+    );
+}
+
+/// Three hosts' etcd, as the cluster's user data gives it; `name` and
+/// `ip` are this host's.
+fn etcd_member(name: &str, ip: &str, peer_ip: &str) -> String {
+    format!(
+        "#cloud-config\nberth:\n  etcd:\n    name: {name}\n    initial_cluster: b1=http://192.0.2.11:2380,b2=http://192.0.2.12:2380,b3=http://192.0.2.13:2380\n    initial_cluster_state: new\n    listen_peer_urls: [http://{ip}:2380]\n    initial_advertise_peer_urls: [http://{peer_ip}:2380]\n    listen_client_urls: [http://{ip}:2379, http://127.0.0.1:2379]\n    advertise_client_urls: [http://{ip}:2379]\nnetwork:\n  version: 2\n  ethernets:\n    eth0:\n      addresses: [{ip}/24]\n"
+    )
+}
+
+#[test]
+fn an_etcd_cluster_member_must_be_in_the_cluster_as_it_advertises_itself_on_its_own_addresses() {
+    ok(&etcd_member("b2", "192.0.2.12", "192.0.2.12"));
+    let e = errors(&etcd_member("b4", "192.0.2.12", "192.0.2.12"));
+    assert_eq!(e, ["u:5: key berth.etcd.initial_cluster: this member `b4` (etcd.name) is not in initial_cluster (its members: b1, b2, b3)"]);
+    let e = errors(&etcd_member("b2", "192.0.2.12", "192.0.2.13"));
+    assert_eq!(
+        e,
+        ["u:8: key berth.etcd.initial_advertise_peer_urls: this member `b2` advertises peer URLs http://192.0.2.13:2380 but its entry in initial_cluster says http://192.0.2.12:2380"]
+    );
+    // Listening on an address the network config does not give this host.
+    let doc = etcd_member("b2", "192.0.2.12", "192.0.2.12")
+        .replace("addresses: [192.0.2.12/24]", "addresses: [192.0.2.22/24]");
+    let e = errors(&doc);
+    assert_eq!(
+        e,
+        [
+            "u:7: key berth.etcd.listen_peer_urls: `http://192.0.2.12:2380`: 192.0.2.12 is not an address of this host (the network config gives it 192.0.2.22)",
+            "u:9: key berth.etcd.listen_client_urls: `http://192.0.2.12:2379`: 192.0.2.12 is not an address of this host (the network config gives it 192.0.2.22)",
+        ]
+    );
+    // A member of three advertising the loopback: the others cannot reach it.
+    let doc = "#berth-config\n[etcd]\nname = \"b1\"\ninitial_cluster = \"b1=http://127.0.0.1:2380,b2=http://192.0.2.12:2380\"\n";
+    let e = errors(doc);
+    assert_eq!(e, ["u:4: key etcd.initial_cluster: `http://127.0.0.1:2380`: a member of a cluster of 2 cannot advertise a loopback peer URL (the others could not reach it)"]);
+}
+
+#[test]
+fn the_three_host_cluster_examples_pass_and_make_one_cluster() {
+    use berth_provision::generate::{config as gen_config, units as gen_units};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster/");
+    let mut clusters = Vec::new();
+    for i in 1..=3 {
+        let name = format!("host{i}.yaml");
+        let d = check(&name, &std::fs::read(format!("{dir}{name}")).unwrap())
+            .unwrap_or_else(|r| panic!("{name}: {:#?}", r.errors));
+        assert!(d.warnings.is_empty(), "{name}: {:?}", d.warnings);
+        let c = &d.config;
+        let (etcd, router, update) = (c.etcd.as_ref().unwrap(), c.router.as_ref().unwrap(), c.update.as_ref().unwrap());
+        assert_eq!(etcd.name.as_deref(), Some(format!("b{i}").as_str()));
+        clusters.push(etcd.initial_cluster.clone());
+        let client = gen_units::etcd_client_url(etcd);
+        assert_eq!(client, "http://127.0.0.1:2379");
+        let toml = gen_config::router(router, Some(client.clone()));
+        assert!(toml.contains(&format!("public_ip = \"192.0.2.1{i}\"\n")), "{toml}");
+        assert!(
+            toml.contains(
+                "etcd_endpoints = [\"http://127.0.0.1:2379\"]\nnetwork = \"10.244.0.0/16\"\nsubnet_len = 24\n"
+            ),
+            "{toml}"
+        );
+        let updater = gen_config::updater(update, Some(client));
+        assert!(
+            updater.ends_with("[reboot_lock]\nstrategy = \"etcd-lock\"\nmax = 1\nttl = \"10m\"\nendpoints = [\"http://127.0.0.1:2379\"]\n"),
+            "{updater}"
+        );
+        let unit = gen_units::etcd(etcd);
+        assert!(unit.contains(&format!("\"--initial-advertise-peer-urls\", \"http://192.0.2.1{i}:2380\"")), "{unit}");
+    }
+    clusters.dedup();
+    assert_eq!(clusters.len(), 1, "the hosts disagree on initial_cluster: {clusters:?}");
 }

@@ -16,8 +16,9 @@ use berth_updater::bundle::{generate_dev_keypair, public_key_pem};
 use berth_updater::config::{Check, Config};
 use berth_updater::daemon::api;
 use berth_updater::daemon::history::{History, Kind, Store};
+use berth_updater::daemon::lock::{LockFuture, Waiting};
 use berth_updater::daemon::wire::{WireInstalled, WireStatus};
-use berth_updater::daemon::{Bless, Daemon, Machine, Pid1, Readiness, Settings};
+use berth_updater::daemon::{Bless, Daemon, LockRetry, Machine, Pid1, Readiness, RebootLock, Settings};
 use berth_updater::install::{InstallContext, Installed, Progress, Step};
 use berth_updater::state::{AbState, FileOp};
 
@@ -158,6 +159,8 @@ struct FakePid1 {
     ready: Arc<AtomicBool>,
     failed: Arc<Mutex<Vec<String>>>,
     reboots: Arc<AtomicU32>,
+    /// PID1 refuses to reboot.
+    refuse_reboot: Arc<AtomicBool>,
 }
 
 impl Pid1 for FakePid1 {
@@ -166,6 +169,9 @@ impl Pid1 for FakePid1 {
     }
 
     async fn reboot(&self) -> Result<(), String> {
+        if self.refuse_reboot.load(Ordering::SeqCst) {
+            return Err("PID1 refused: a shutdown is already running".into());
+        }
         self.reboots.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -558,4 +564,192 @@ fn the_api_over_a_socket_streams_progress_refuses_others_and_reports_errors() {
 
 fn version_of(file: &str) -> String {
     berth_updater::boot_entry::EntryName::parse(file).unwrap().version
+}
+
+// ------------------------------------------------------- reboot lock
+
+/// A reboot semaphore in memory: what the daemon asked of it, in order; an
+/// acquire fails (etcd unreachable) while `failures` is above zero, and
+/// waits while `busy` (another host holds the slot).
+#[derive(Clone, Default)]
+struct FakeLock {
+    calls: Arc<Mutex<Vec<String>>>,
+    failures: Arc<AtomicU32>,
+    busy: Arc<AtomicBool>,
+    /// A slot saved before the reboot.
+    saved: Arc<AtomicBool>,
+}
+
+impl FakeLock {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl RebootLock for FakeLock {
+    fn acquire<'a>(&'a self, waiting: Waiting<'a>) -> LockFuture<'a, ()> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push("acquire".into());
+            if self.failures.load(Ordering::SeqCst) > 0 {
+                self.failures.fetch_sub(1, Ordering::SeqCst);
+                return Err("etcd at http://127.0.0.1:2379: connecting: connection refused".into());
+            }
+            while self.busy.load(Ordering::SeqCst) {
+                waiting("waiting for a reboot slot (1 at once): held by host-2".into());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.saved.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    fn resume(&self) -> LockFuture<'_, bool> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push("resume".into());
+            Ok(self.saved.load(Ordering::SeqCst))
+        })
+    }
+
+    fn release(&self) -> LockFuture<'_, bool> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push("release".into());
+            Ok(self.saved.swap(false, Ordering::SeqCst))
+        })
+    }
+}
+
+fn fast_retry() -> LockRetry {
+    LockRetry { first: Duration::from_millis(20), max: Duration::from_millis(40), tries: 3 }
+}
+
+/// An automatic-mode daemon (reboot immediately) with 0.2.0 published.
+fn auto_daemon(dir: &Path, lock: &FakeLock, pid1: &FakePid1) -> Arc<Daemon<FakeMachine, FakePid1>> {
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let machine = FakeMachine::new(&[("berth-0.1.0.conf", Slot::A)], Slot::A, None);
+    let mut s = settings(dir, vec![]);
+    s.config.auto.source = Some(site.display().to_string());
+    s.config.auto.reboot = berth_updater::config::RebootPolicy::Immediately;
+    publish(&site, &s.keys_dir, &["0.2.0"]);
+    let lock: Arc<dyn RebootLock> = Arc::new(lock.clone());
+    Daemon::with_reboot_lock(machine, pid1.clone(), s, Some((lock, fast_retry())))
+}
+
+#[test]
+fn with_etcd_unreachable_the_host_does_not_reboot_and_says_so_until_it_takes_a_slot() {
+    let dir = TempDir::new("lock-unreachable");
+    let (lock, pid1) = (FakeLock::default(), FakePid1::default());
+    lock.failures.store(u32::MAX, Ordering::SeqCst);
+    let daemon = auto_daemon(&dir.0, &lock, &pid1);
+    rt().block_on(async {
+        daemon.start().await;
+        let d = Arc::clone(&daemon);
+        let round = tokio::spawn(async move { d.auto_round().await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(pid1.reboots.load(Ordering::SeqCst), 0, "rebooted without a slot");
+        let st = daemon.status().await.unwrap();
+        assert!(
+            st.reboot_lock.starts_with("no reboot slot: etcd at http://127.0.0.1:2379: connecting: connection refused; not rebooting, trying again in "),
+            "{st:?}"
+        );
+        assert!(lock.calls().iter().filter(|c| *c == "acquire").count() >= 3, "no retries: {:?}", lock.calls());
+        // etcd is back.
+        lock.failures.store(0, Ordering::SeqCst);
+        let what = tokio::time::timeout(Duration::from_secs(5), round).await.unwrap().unwrap().unwrap();
+        assert!(what.ends_with("; rebooting"), "{what}");
+        assert_eq!(daemon.status().await.unwrap().reboot_lock, "holding a reboot slot: rebooting");
+    });
+    assert_eq!(pid1.reboots.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_host_waits_for_the_slot_another_holds_and_says_who_holds_it() {
+    let dir = TempDir::new("lock-busy");
+    let (lock, pid1) = (FakeLock::default(), FakePid1::default());
+    lock.busy.store(true, Ordering::SeqCst);
+    let daemon = auto_daemon(&dir.0, &lock, &pid1);
+    rt().block_on(async {
+        daemon.start().await;
+        let d = Arc::clone(&daemon);
+        let round = tokio::spawn(async move { d.auto_round().await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(pid1.reboots.load(Ordering::SeqCst), 0, "rebooted while another host held the slot");
+        let st = daemon.status().await.unwrap();
+        assert_eq!(st.reboot_lock, "waiting for a reboot slot (1 at once): held by host-2");
+        lock.busy.store(false, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(5), round).await.unwrap().unwrap().unwrap();
+    });
+    assert_eq!(pid1.reboots.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_reboot_that_fails_after_taking_the_slot_gives_it_back() {
+    let dir = TempDir::new("lock-reboot-fails");
+    let (lock, pid1) = (FakeLock::default(), FakePid1::default());
+    pid1.refuse_reboot.store(true, Ordering::SeqCst);
+    let daemon = auto_daemon(&dir.0, &lock, &pid1);
+    rt().block_on(async {
+        daemon.start().await;
+        let e = daemon.auto_round().await.unwrap_err();
+        assert!(e.to_string().contains("PID1 refused"), "{e}");
+        let st = daemon.status().await.unwrap();
+        assert_eq!(st.reboot_lock, "no reboot slot held (released: the reboot failed)");
+    });
+    // start: resume (nothing saved), then the round: acquire, release.
+    assert_eq!(lock.calls(), ["resume", "release", "acquire", "release"]);
+    assert!(!lock.saved.load(Ordering::SeqCst), "the slot is still held");
+}
+
+#[test]
+fn the_slot_taken_before_the_reboot_is_held_through_the_gate_and_released_once_blessed() {
+    let dir = TempDir::new("lock-bless");
+    let flag = dir.0.join("healthy");
+    let machine = FakeMachine::new(
+        &[("berth-0.1.0.conf", Slot::A), ("berth-0.2.0+2-1.conf", Slot::B)],
+        Slot::B,
+        Some("berth-0.2.0+2-1.conf"),
+    );
+    let pid1 = FakePid1::default();
+    pid1.ready.store(true, Ordering::SeqCst);
+    let lock = FakeLock::default();
+    lock.saved.store(true, Ordering::SeqCst);
+    let s = settings(&dir.0, vec![check("flag", &format!("test -e {}", flag.display()), Duration::from_secs(5))]);
+    let shared: Arc<dyn RebootLock> = Arc::new(lock.clone());
+    let daemon = Daemon::with_reboot_lock(machine, pid1, s, Some((shared, fast_retry())));
+    rt().block_on(async {
+        let d = Arc::clone(&daemon);
+        let start = tokio::spawn(async move { d.start().await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The gate waits: the slot is held, not released.
+        assert_eq!(lock.calls(), ["resume"]);
+        let st = daemon.status().await.unwrap();
+        assert_eq!(st.reboot_lock, "holding the reboot slot taken before the reboot until this boot is blessed");
+        std::fs::write(&flag, "").unwrap();
+        assert_eq!(tokio::time::timeout(Duration::from_secs(10), start).await.unwrap().unwrap(), Bless::Done);
+        let st = daemon.status().await.unwrap();
+        assert_eq!(st.reboot_lock, "no reboot slot held (released: this boot is blessed)");
+    });
+    assert_eq!(lock.calls(), ["resume", "release"]);
+    assert!(!lock.saved.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_boot_whose_bless_fails_keeps_the_slot() {
+    let dir = TempDir::new("lock-bless-fails");
+    let machine = FakeMachine::new(
+        &[("berth-0.1.0.conf", Slot::A), ("berth-0.2.0+2-1.conf", Slot::B)],
+        Slot::B,
+        Some("berth-0.2.0+2-1.conf"),
+    );
+    machine.0.lock().unwrap().renames_lost = true;
+    let pid1 = FakePid1::default();
+    pid1.ready.store(true, Ordering::SeqCst);
+    let lock = FakeLock::default();
+    lock.saved.store(true, Ordering::SeqCst);
+    let shared: Arc<dyn RebootLock> = Arc::new(lock.clone());
+    let daemon = Daemon::with_reboot_lock(machine, pid1, settings(&dir.0, vec![]), Some((shared, fast_retry())));
+    let bless = rt().block_on(async { tokio::time::timeout(Duration::from_secs(10), daemon.start()).await.unwrap() });
+    assert!(matches!(bless, Bless::Failed(_)), "{bless:?}");
+    assert_eq!(lock.calls(), ["resume"], "a boot that is not good released its slot");
+    assert!(lock.saved.load(Ordering::SeqCst));
 }

@@ -187,6 +187,9 @@ pub fn status(s: &WireStatus) -> String {
     if !s.installing.is_empty() {
         out += &format!("now     installing from {}\n", s.installing);
     }
+    if !s.reboot_lock.is_empty() {
+        out += &format!("lock    {}\n", s.reboot_lock);
+    }
     out
 }
 
@@ -282,6 +285,19 @@ mod tests {
         s.bless_error.clear();
         s.gate = "check etcd: /usr/bin/etcdctl: exit status: 1".into();
         assert!(status(&s).contains("not blessed yet: the health gate waits for check etcd"), "{}", status(&s));
+    }
+
+    #[test]
+    fn the_reboot_lock_line_says_who_holds_the_slot_and_is_absent_when_reboots_are_not_coordinated() {
+        let mut s = WireStatus { booted: slot("a", "0.2.0", "berth-0.2.0.conf"), ..WireStatus::default() };
+        assert!(!status(&s).contains("lock"), "{}", status(&s));
+        s.reboot_lock =
+            "waiting for a reboot slot (1 at once): held by host-2 (machine 0123, since 2026-12-01T10:00:00Z)".into();
+        assert!(
+            status(&s).contains("\nlock    waiting for a reboot slot (1 at once): held by host-2 (machine 0123, "),
+            "{}",
+            status(&s)
+        );
     }
 
     #[test]

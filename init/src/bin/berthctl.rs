@@ -2,7 +2,8 @@
 //! habits.
 //!
 //! ```text
-//! berthctl [--socket PATH] status [UNIT]     table and user data, or one unit + its last 10 log lines
+//! berthctl [--socket PATH] status [UNIT]     table, user data and etcd's members and health,
+//!                                            or one unit + its last 10 log lines
 //! berthctl start|stop|restart UNIT
 //! berthctl reload                            read the unit files again
 //! berthctl logs UNIT [-f] [-n N]             the last N lines (10), -f: then follow;
@@ -288,6 +289,19 @@ async fn run_config(client: &Client, action: ConfigCommand) -> Result<u8, Failur
     Ok(0)
 }
 
+/// `status`'s etcd section: membership and health through etcdctl, asked
+/// at the etcd unit's client URL (see `berth_init::berthctl::etcd`).
+async fn etcd_section() -> String {
+    use berth_init::berthctl::etcd;
+    use berth_layout::paths::{ETC_UNIT_DIR, IMAGE_UNIT_DIR};
+    let etc = PathBuf::from(format!("{ETC_UNIT_DIR}/etcd.toml"));
+    let image = PathBuf::from(format!("{IMAGE_UNIT_DIR}/etcd.toml"));
+    let asked = tokio::task::spawn_blocking(move || {
+        etcd::section(&etc, &image, std::path::Path::new(etcd::ETCDCTL), etcd::TIMEOUT)
+    });
+    asked.await.unwrap_or_else(|e| format!("\netcd: {e}\n"))
+}
+
 async fn run(cli: Cli) -> Result<u8, Failure> {
     if let Command::Update { action } = cli.command {
         return run_update(&cli.updater_socket, action).await;
@@ -305,6 +319,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     let _ = writeln!(io::stderr(), "berthctl: user data: {e}");
                 }
             }
+            print(&etcd_section().await)?;
         }
         Command::Status { unit: Some(unit) } => {
             let status = client.status(&unit).await?;

@@ -68,6 +68,7 @@ pub fn examples() -> Vec<(String, String)> {
         listen_client_urls: vec!["http://192.0.2.10:2379".into(), "http://127.0.0.1:2379".into()],
         advertise_client_urls: vec!["http://192.0.2.10:2379".into()],
         at,
+        places: Vec::new(),
     };
     vec![
         ("ntp".into(), units::ntp(&ntp)),

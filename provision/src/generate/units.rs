@@ -127,6 +127,22 @@ policy = \"always\"\n",
     )
 }
 
+/// The client URL this host's programs reach etcd at (its health check,
+/// the updater's reboot lock, the router): a URL etcd listens on, plain
+/// HTTP on the loopback if there is one, else plain HTTP, else the first
+/// (etcdctl's default, 127.0.0.1, may not be listened on); a wildcard
+/// listen address is asked on the loopback.
+pub fn etcd_client_url(e: &Etcd) -> String {
+    let l = &e.listen_client_urls;
+    let client = l
+        .iter()
+        .find(|u| u.starts_with("http://127.0.0.1:"))
+        .or_else(|| l.iter().find(|u| u.starts_with("http://")))
+        .or_else(|| l.first())
+        .map_or("http://127.0.0.1:2379", |s| s.as_str());
+    client.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
+}
+
 /// The image's etcd unit (`/usr/lib/berth/units/etcd.toml`) with the
 /// member and cluster settings; what the document leaves out keeps the
 /// image's value (a single node `berth` on 127.0.0.1).
@@ -175,17 +191,7 @@ pub fn etcd(e: &Etcd) -> String {
         ]
         .map(String::from),
     );
-    // The health check asks a client URL etcd listens on: plain HTTP on
-    // the loopback if there is one, else plain HTTP, else the first
-    // (etcdctl's default, 127.0.0.1, may not be listened on).
-    let l = &e.listen_client_urls;
-    let client = l
-        .iter()
-        .find(|u| u.starts_with("http://127.0.0.1:"))
-        .or_else(|| l.iter().find(|u| u.starts_with("http://")))
-        .or_else(|| l.first())
-        .map_or("http://127.0.0.1:2379", |s| s.as_str());
-    let client = client.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:");
+    let client = etcd_client_url(e);
     format!(
         "{HEADER}description = \"etcd key-value store\"\n\n\
 [service]\n\

@@ -3,7 +3,7 @@
 //! these do not know is an error in both formats.
 
 use crate::diag::Place;
-use crate::model::{Containerd, Etcd, Item, UnitFile, Units, Update};
+use crate::model::{Containerd, Etcd, Item, Network, Router, UnitFile, Units, Update};
 use crate::tree::Node;
 
 use super::read::Ctx;
@@ -164,11 +164,13 @@ pub(crate) fn etcd(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Etcd> {
         listen_client_urls: Vec::new(),
         advertise_client_urls: Vec::new(),
         at: at.clone(),
+        places: Vec::new(),
     };
     let member =
         |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     for (k, v) in cx.map(n, at)? {
         let p = at.child(k.line, &k.name);
+        e.places.push((k.name.clone(), p.clone()));
         match k.name.as_str() {
             "name" => {
                 if let Some(s) = cx.nonempty(v, &p) {
@@ -236,7 +238,17 @@ pub(crate) fn etcd(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Etcd> {
 
 /// `update`: the updater's settings (/etc/berth/updater.toml).
 pub(crate) fn update(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Update> {
-    let mut u = Update { source: None, auto: None, interval: None, reboot: None, window: None, at: at.clone() };
+    let mut u = Update {
+        source: None,
+        auto: None,
+        interval: None,
+        reboot: None,
+        window: None,
+        reboot_strategy: None,
+        reboot_lock_max: None,
+        reboot_lock_ttl: None,
+        at: at.clone(),
+    };
     let mut window_at = at.clone();
     for (k, v) in cx.map(n, at)? {
         let p = at.child(k.line, &k.name);
@@ -277,7 +289,35 @@ pub(crate) fn update(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Update> {
                     }
                 }
             }
-            _ => not_berth(cx, &p, &["source", "auto", "interval", "reboot", "window"]),
+            "reboot_strategy" => {
+                if let Some(s) = cx.string(v, &p) {
+                    if matches!(s.as_str(), "off" | "etcd-lock") {
+                        u.reboot_strategy = Some(s);
+                    } else {
+                        cx.error(&p, format!("expected `off` or `etcd-lock`, found `{s}`"));
+                    }
+                }
+            }
+            "reboot_lock_max" => match cx.u32(v, &p) {
+                Some(0) => cx.error(&p, "at least one host must be allowed to reboot at a time"),
+                Some(n) => u.reboot_lock_max = Some(n),
+                None => {}
+            },
+            "reboot_lock_ttl" => u.reboot_lock_ttl = lease_ttl(cx, v, &p, 2, "`10m`, `15m`"),
+            _ => not_berth(
+                cx,
+                &p,
+                &[
+                    "source",
+                    "auto",
+                    "interval",
+                    "reboot",
+                    "window",
+                    "reboot_strategy",
+                    "reboot_lock_max",
+                    "reboot_lock_ttl",
+                ],
+            ),
         }
     }
     match (u.reboot.as_deref(), &u.window) {
@@ -288,6 +328,23 @@ pub(crate) fn update(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Update> {
         _ => {}
     }
     Some(u)
+}
+
+/// An etcd lease's TTL: a humantime duration of whole seconds, at least
+/// `min_secs` (`examples` shows good ones in the error).
+fn lease_ttl(cx: &mut Ctx, v: &Node, p: &Place, min_secs: u64, examples: &str) -> Option<String> {
+    let s = cx.nonempty(v, p)?;
+    match humantime::parse_duration(&s) {
+        Ok(d) if d >= std::time::Duration::from_secs(min_secs) && d.subsec_nanos() == 0 => Some(s),
+        Ok(_) => {
+            cx.error(p, format!("`{s}`: the lease TTL is whole seconds, at least {min_secs}s"));
+            None
+        }
+        Err(e) => {
+            cx.error(p, format!("`{s}` is not a duration ({examples}): {e}"));
+            None
+        }
+    }
 }
 
 /// `ssh`: `enabled` (the sshd unit on or off).
@@ -301,4 +358,222 @@ pub(crate) fn ssh(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Item<bool>> {
         }
     }
     out
+}
+
+/// The checks across `etcd`'s keys (and the network's addresses) that a
+/// cluster needs: this member (`name`, default `berth`) is in
+/// `initial_cluster`, its peer URLs there are the ones it advertises, a
+/// member of several does not advertise the loopback, and the URLs it
+/// listens on are on addresses this host can have.
+pub(crate) fn etcd_cluster(cx: &mut Ctx, e: &Etcd, network: Option<&Network>) {
+    let name = e.name.clone().unwrap_or_else(|| "berth".into());
+    let advertised: Vec<String> = if e.initial_advertise_peer_urls.is_empty() {
+        vec!["http://127.0.0.1:2380".into()]
+    } else {
+        e.initial_advertise_peer_urls.clone()
+    };
+    if let Some(cluster) = &e.initial_cluster {
+        let members: Vec<(&str, &str)> =
+            cluster.split(',').filter_map(|m| m.trim().split_once('=')).map(|(n, u)| (n.trim(), u.trim())).collect();
+        let mut mine: Vec<String> = members.iter().filter(|(n, _)| *n == name).map(|(_, u)| u.to_string()).collect();
+        let cluster_at = e.place("initial_cluster");
+        if mine.is_empty() {
+            let names: Vec<&str> = members.iter().map(|(n, _)| *n).collect();
+            cx.error(
+                cluster_at,
+                format!(
+                    "this member `{name}` (etcd.name) is not in initial_cluster (its members: {})",
+                    names.join(", ")
+                ),
+            );
+        } else {
+            let mut adv = advertised.clone();
+            adv.sort();
+            mine.sort();
+            if adv != mine {
+                let at = if e.initial_advertise_peer_urls.is_empty() {
+                    cluster_at
+                } else {
+                    e.place("initial_advertise_peer_urls")
+                };
+                cx.error(
+                    at,
+                    format!(
+                        "this member `{name}` advertises peer URLs {} but its entry in initial_cluster says {}",
+                        adv.join(","),
+                        mine.join(",")
+                    ),
+                );
+            }
+        }
+        let mut names: Vec<&str> = members.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() > 1 {
+            for u in &advertised {
+                if host_ip(u).is_some_and(|ip| ip.is_loopback()) {
+                    let at = if e.initial_advertise_peer_urls.is_empty() {
+                        cluster_at
+                    } else {
+                        e.place("initial_advertise_peer_urls")
+                    };
+                    cx.error(at, format!("`{u}`: a member of a cluster of {} cannot advertise a loopback peer URL (the others could not reach it)", names.len()));
+                }
+            }
+        }
+    }
+    // The addresses this host will have, when the network config says
+    // (static addresses, no DHCP): a listen URL must be on one of them,
+    // the wildcard or the loopback.
+    let Some(net) = network else { return };
+    if net.interfaces.is_empty() || net.interfaces.iter().any(|i| i.dhcp4) {
+        return;
+    }
+    let own: Vec<std::net::IpAddr> = net
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter())
+        .filter_map(|a| valid::cidr(a).ok())
+        .map(|(ip, _)| ip)
+        .collect();
+    for (key, urls) in [("listen_peer_urls", &e.listen_peer_urls), ("listen_client_urls", &e.listen_client_urls)] {
+        for u in urls {
+            let Some(ip) = host_ip(u) else { continue };
+            if !(ip.is_unspecified() || ip.is_loopback() || own.contains(&ip)) {
+                let list: Vec<String> = own.iter().map(|a| a.to_string()).collect();
+                cx.error(
+                    e.place(key),
+                    format!(
+                        "`{u}`: {ip} is not an address of this host (the network config gives it {})",
+                        list.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The IP address a URL's host is, if it is one (`http://192.0.2.11:2380`,
+/// `http://[::1]:2379`).
+fn host_ip(url: &str) -> Option<std::net::IpAddr> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.parse().ok()
+}
+
+/// `router`: the network router's settings (/etc/berth/router.toml).
+pub(crate) fn router(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Router> {
+    let mut r = Router::new(at.clone());
+    let mut network_prefix = None;
+    let mut subnet_at = None;
+    for (k, v) in cx.map(n, at)? {
+        let p = at.child(k.line, &k.name);
+        match k.name.as_str() {
+            "etcd_endpoints" => r.etcd_endpoints = urls(cx, v, &p),
+            "etcd_prefix" => {
+                if let Some(s) = cx.nonempty(v, &p) {
+                    if s.starts_with('/') && !s.ends_with('/') || s == "/" {
+                        r.etcd_prefix = Some(s);
+                    } else {
+                        cx.error(&p, format!("`{s}` is not an etcd key prefix (`/coreos.com/network`: a leading `/`, no trailing one)"));
+                    }
+                }
+            }
+            "network" => {
+                if let Some(s) = cx.nonempty(v, &p) {
+                    match valid::cidr(&s) {
+                        Ok((std::net::IpAddr::V4(a), len)) => {
+                            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                            if u32::from(a) & !mask != 0 {
+                                cx.error(
+                                    &p,
+                                    format!(
+                                        "`{s}` has host bits set (the network is {}/{len})",
+                                        std::net::Ipv4Addr::from(u32::from(a) & mask)
+                                    ),
+                                );
+                            } else if len > 28 {
+                                cx.error(&p, format!("`{s}` is too small for a cluster network (at most /28)"));
+                            } else {
+                                network_prefix = Some(len);
+                                r.network = Some(s);
+                            }
+                        }
+                        Ok(_) => cx.error(&p, format!("`{s}`: the cluster network is IPv4 (flannel's layout)")),
+                        Err(e) => cx.error(&p, e),
+                    }
+                }
+            }
+            "subnet_len" => {
+                if let Some(n) = cx.u32(v, &p) {
+                    match u8::try_from(n) {
+                        Ok(n) if (8..=30).contains(&n) => {
+                            r.subnet_len = Some(n);
+                            subnet_at = Some(p.clone());
+                        }
+                        _ => cx.error(&p, format!("{n}: a host's subnet length is 8 to 30")),
+                    }
+                }
+            }
+            "vni" => match cx.u32(v, &p) {
+                Some(n) if (1..=16_777_215).contains(&n) => r.vni = Some(n),
+                Some(n) => cx.error(&p, format!("{n}: a VXLAN VNI is 1 to 16777215")),
+                None => {}
+            },
+            "port" => {
+                if let Some(n) = cx.u32(v, &p) {
+                    match u16::try_from(n) {
+                        Ok(port) if port > 0 => r.port = Some(port),
+                        _ => cx.error(&p, format!("{n}: a UDP port is 1 to 65535")),
+                    }
+                }
+            }
+            "interface" => {
+                if let Some(s) = cx.nonempty(v, &p) {
+                    match valid::ifname(&s) {
+                        Ok(()) => r.interface = Some(s),
+                        Err(e) => cx.error(&p, e),
+                    }
+                }
+            }
+            "public_ip" => {
+                if let Some(s) = cx.nonempty(v, &p) {
+                    match s.parse::<std::net::Ipv4Addr>() {
+                        Ok(_) => r.public_ip = Some(s),
+                        Err(_) => cx.error(&p, format!("`{s}` is not an IPv4 address")),
+                    }
+                }
+            }
+            "lease_ttl" => r.lease_ttl = lease_ttl(cx, v, &p, 5, "`30s`, `1m`"),
+            _ => not_berth(
+                cx,
+                &p,
+                &[
+                    "etcd_endpoints",
+                    "etcd_prefix",
+                    "network",
+                    "subnet_len",
+                    "vni",
+                    "port",
+                    "interface",
+                    "public_ip",
+                    "lease_ttl",
+                ],
+            ),
+        }
+    }
+    if let (Some(net), Some(len), Some(sat)) = (network_prefix, r.subnet_len, &subnet_at) {
+        if len <= net {
+            cx.error(
+                sat,
+                format!("a host's subnet /{len} does not fit in the cluster network /{net} (it must be longer)"),
+            );
+            r.subnet_len = None;
+        }
+    }
+    Some(r)
 }

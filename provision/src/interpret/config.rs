@@ -10,7 +10,7 @@ use super::schema::CLOUD_CONFIG_KEYS;
 use super::{berth, files, network, users, valid};
 
 /// Berth's own keys: under `berth:` in #cloud-config, top-level tables in TOML.
-pub(crate) const BERTH_KEYS: &[&str] = &["units", "containerd", "etcd", "update", "ssh"];
+pub(crate) const BERTH_KEYS: &[&str] = &["units", "containerd", "etcd", "update", "ssh", "router"];
 
 /// The whole document (a mapping) -> a config.
 pub(crate) fn document(cx: &mut Ctx, root: &Node, source: &str) -> Config {
@@ -67,8 +67,12 @@ pub(crate) fn document(cx: &mut Ctx, root: &Node, source: &str) -> Config {
             "etcd" => c.etcd = berth::etcd(cx, v, &at),
             "update" => c.update = berth::update(cx, v, &at),
             "ssh" => c.ssh.enabled = berth::ssh(cx, v, &at),
+            "router" => c.router = berth::router(cx, v, &at),
             _ => cx.error(&at, format!("not a Berth key (Berth's keys: {})", BERTH_KEYS.join(", "))),
         }
+    }
+    if let Some(e) = &c.etcd {
+        berth::etcd_cluster(cx, e, c.network.as_ref());
     }
     // cloud-init's reading (util.get_hostname_fqdn): an fqdn alone gives
     // the hostname its first label; a dotted hostname alone is the fqdn.

@@ -250,7 +250,18 @@ fn every_boot_keys_become_units_and_settings() {
             interval: Some("6h".into()),
             reboot: Some("window".into()),
             window: Some("02:00-04:00".into()),
+            reboot_strategy: Some("etcd-lock".into()),
+            reboot_lock_max: Some(2),
+            reboot_lock_ttl: Some("15m".into()),
             at: at("update"),
+        }),
+        router: Some(Router {
+            network: Some("10.244.0.0/16".into()),
+            subnet_len: Some(24),
+            vni: Some(1),
+            public_ip: Some("192.0.2.10".into()),
+            lease_ttl: Some("30s".into()),
+            ..Router::new(at("router"))
         }),
         containerd: Some(Containerd {
             config: Some(Item { value: "version = 2\n".into(), at: at("containerd.config") }),
@@ -267,6 +278,7 @@ fn every_boot_keys_become_units_and_settings() {
             listen_client_urls: vec![],
             advertise_client_urls: vec![],
             at: at("etcd"),
+            places: Vec::new(),
         }),
         ..Config::default()
     };
@@ -294,8 +306,17 @@ fn every_boot_keys_become_units_and_settings() {
     assert!(text(&p, "/var/lib/berth/provision/runcmd.sh").ends_with("\ntouch '/var/a b'\n"));
     assert_eq!(
         text(&p, "/etc/berth/updater.toml").split_once("\n\n").unwrap().1,
-        "[auto]\nenabled = true\nsource = \"http://10.0.2.2/berth/\"\ninterval = \"6h\"\nreboot = \"window\"\nwindow = \"02:00-04:00\"\n"
+        "[auto]\nenabled = true\nsource = \"http://10.0.2.2/berth/\"\ninterval = \"6h\"\nreboot = \"window\"\nwindow = \"02:00-04:00\"\n\n\
+         [reboot_lock]\nstrategy = \"etcd-lock\"\nmax = 2\nttl = \"15m\"\nendpoints = [\"http://127.0.0.1:2379\"]\n"
     );
+    // The router's file, its etcd the etcd unit's client URL; a change
+    // restarts the router.
+    assert_eq!(
+        text(&p, "/etc/berth/router.toml").split_once("\n\n").unwrap().1,
+        "etcd_endpoints = [\"http://127.0.0.1:2379\"]\nnetwork = \"10.244.0.0/16\"\nsubnet_len = 24\nvni = 1\n\
+         public_ip = \"192.0.2.10\"\nlease_ttl = \"30s\"\n"
+    );
+    assert_eq!(crate::plan::unit_of_path("/etc/berth/router.toml").as_deref(), Some("router"));
     assert_eq!(text(&p, "/etc/containerd/config.toml"), "version = 2\n");
     let hosts = text(&p, "/etc/containerd/certs.d/docker.io/hosts.toml");
     assert!(hosts.contains("server = \"https://registry-1.docker.io\"\n\n[host.\"https://mirror.example.com\"]\n  capabilities = [\"pull\", \"resolve\"]\n"), "{hosts}");
@@ -304,7 +325,7 @@ fn every_boot_keys_become_units_and_settings() {
         etcd.contains(r#""--initial-cluster", "n1=http://192.0.2.10:2380", "--initial-cluster-state", "new""#),
         "{etcd}"
     );
-    assert_eq!(p.units, vec!["containerd", "etcd", "network", "ntp", "sshd", "updater", "user-runcmd"]);
+    assert_eq!(p.units, vec!["containerd", "etcd", "network", "ntp", "router", "sshd", "updater", "user-runcmd"]);
     assert_eq!(p.changes.last(), Some(&Change::Bootcmd(Command::Shell("echo hi".into()))));
     for (path, content, ..) in p.changes.iter().filter_map(|c| match c {
         Change::Write { path, content, .. } if path.starts_with("/etc/berth/units/") => Some((path, content)),
@@ -388,6 +409,9 @@ fn update_settings_the_updater_would_refuse_are_errors() {
             interval: None,
             reboot: reboot.map(String::from),
             window: None,
+            reboot_strategy: None,
+            reboot_lock_max: None,
+            reboot_lock_ttl: None,
             at: at("update"),
         }),
         ..Config::default()
@@ -423,6 +447,7 @@ fn generated_overrides_match_the_images_units() {
         listen_client_urls: vec![],
         advertise_client_urls: vec![],
         at: at("etcd"),
+        places: Vec::new(),
     };
     let generated: toml::Table = toml::from_str(&gen_units::etcd(&etcd)).unwrap();
     assert_eq!(generated, image("etcd"));

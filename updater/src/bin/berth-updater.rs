@@ -14,8 +14,10 @@ use berth_layout::paths::{
     UPDATER_STATE_DIR, UPDATE_KEYS_DIR,
 };
 use berth_updater::config;
+use berth_updater::config::RebootStrategy;
+use berth_updater::daemon::etcd_lock::{EtcdRebootLock, MACHINE_ID};
 use berth_updater::daemon::real::{RealMachine, RealPid1};
-use berth_updater::daemon::{api, Daemon, Settings};
+use berth_updater::daemon::{api, Daemon, LockRetry, RebootLock, Settings};
 
 fn settings() -> Result<Settings, String> {
     // Broken settings must not stop the bless: the image's file, or the
@@ -34,10 +36,38 @@ fn settings() -> Result<Settings, String> {
     })
 }
 
+/// The etcd reboot lock when `[reboot_lock] strategy = "etcd-lock"`.
+/// Without a machine-id there is no holder name: said, and reboots are
+/// not coordinated.
+fn reboot_lock(settings: &Settings) -> Option<(std::sync::Arc<dyn RebootLock>, LockRetry)> {
+    let c = &settings.config.reboot_lock;
+    if c.strategy == RebootStrategy::Off {
+        return None;
+    }
+    let machine_id = match std::fs::read_to_string(MACHINE_ID) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        Ok(_) | Err(_) => {
+            eprintln!("berth-updater: reboot lock: {MACHINE_ID} is missing or empty: reboots are not coordinated");
+            return None;
+        }
+    };
+    let hostname =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    eprintln!(
+        "berth-updater: reboot lock: etcd-lock at {} ({} at once, lease {})",
+        c.endpoints.join(","),
+        c.max,
+        humantime::format_duration(c.ttl)
+    );
+    let lock = EtcdRebootLock::new(c, &machine_id, &hostname, &settings.state_dir);
+    Some((std::sync::Arc::new(lock), LockRetry::default()))
+}
+
 async fn run(settings: Settings) -> Result<(), String> {
     let pid1 = RealPid1 { socket: PathBuf::from(CONTROL_SOCKET), timeout: Duration::from_secs(30) };
     let auto = settings.config.auto.enabled;
-    let daemon = Daemon::new(RealMachine, pid1, settings);
+    let lock = reboot_lock(&settings);
+    let daemon = Daemon::with_reboot_lock(RealMachine, pid1, settings, lock);
     let _server = api::serve(std::sync::Arc::clone(&daemon), PeerConfig::new(UPDATER_SOCKET))
         .map_err(|e| format!("{UPDATER_SOCKET}: {e}"))?;
     let background = std::sync::Arc::clone(&daemon);

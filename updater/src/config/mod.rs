@@ -24,6 +24,13 @@
 //! window = "02:00-04:00"   # UTC, daily, for reboot = "window"
 //! [fetch]
 //! retries = 5              # resumes of a dropped download (HTTP Range)
+//! [reboot_lock]            # coordinated reboots (Flatcar's locksmith idea)
+//! strategy = "off"         # off | etcd-lock: take a slot of the etcd
+//!                          # semaphore before rebooting into an update
+//! max = 1                  # hosts rebooting at once (the first host's
+//!                          # value is kept in etcd and wins)
+//! ttl = "10m"              # the slot's lease: outlives a reboot
+//! endpoints = ["http://127.0.0.1:2379"]
 //! ```
 //!
 //! Durations are humantime's (`"500ms"`, `"20s"`, `"5m"`, `"1h 30m"`),
@@ -51,6 +58,52 @@ pub struct Config {
     pub gate: Gate,
     pub auto: Auto,
     pub fetch: Fetch,
+    pub reboot_lock: RebootLock,
+}
+
+/// `[reboot_lock]`: whether a reboot into an installed update first takes
+/// a slot of the etcd semaphore (`berth_cluster::reboot_lock`), released
+/// once the new boot is blessed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebootLock {
+    pub strategy: RebootStrategy,
+    /// Hosts rebooting at once (at least 1).
+    pub max: u32,
+    /// The slot's lease TTL (whole seconds, at least 2 s).
+    pub ttl: Duration,
+    /// etcd's client URLs.
+    pub endpoints: Vec<String>,
+}
+
+/// How reboots are coordinated (Flatcar's `REBOOT_STRATEGY` words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootStrategy {
+    /// Not coordinated: the reboot policy alone decides.
+    Off,
+    /// A slot of the etcd semaphore first.
+    EtcdLock,
+}
+
+impl FromStr for RebootStrategy {
+    type Err = String;
+
+    /// `off` or `etcd-lock`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(RebootStrategy::Off),
+            "etcd-lock" => Ok(RebootStrategy::EtcdLock),
+            _ => Err(format!("unknown reboot strategy {s:?} (expected off or etcd-lock)")),
+        }
+    }
+}
+
+impl fmt::Display for RebootStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RebootStrategy::Off => "off",
+            RebootStrategy::EtcdLock => "etcd-lock",
+        })
+    }
 }
 
 /// `[gate]`: when a boot counts as healthy, and how long it may take.
@@ -209,7 +262,8 @@ impl Default for Config {
     /// The built-in values: deadline 5m, retry 2s, checks "containerd
     /// answers" (`ctr version`) and "etcd is healthy" (`etcdctl endpoint
     /// health` on the image's etcd unit's client URL); automatic mode off,
-    /// interval 1h, reboot never; 5 download retries.
+    /// interval 1h, reboot never; 5 download retries; reboot lock off
+    /// (max 1, ttl 10m, etcd at http://127.0.0.1:2379).
     fn default() -> Self {
         let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect();
         Config {
@@ -237,6 +291,12 @@ impl Default for Config {
                 window: None,
             },
             fetch: Fetch { retries: 5 },
+            reboot_lock: RebootLock {
+                strategy: RebootStrategy::Off,
+                max: 1,
+                ttl: Duration::from_secs(600),
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+            },
         }
     }
 }

@@ -41,6 +41,10 @@ pub(super) struct Layer {
     reboot: Option<At<RebootPolicy>>,
     window: Option<At<Window>>,
     retries: Option<At<u32>>,
+    strategy: Option<At<RebootStrategy>>,
+    lock_max: Option<At<u32>>,
+    lock_ttl: Option<At<Duration>>,
+    lock_endpoints: Option<At<Vec<String>>>,
 }
 
 impl Layer {
@@ -70,6 +74,10 @@ impl Layer {
             reboot: over.reboot.or(self.reboot),
             window: over.window.or(self.window),
             retries: over.retries.or(self.retries),
+            strategy: over.strategy.or(self.strategy),
+            lock_max: over.lock_max.or(self.lock_max),
+            lock_ttl: over.lock_ttl.or(self.lock_ttl),
+            lock_endpoints: over.lock_endpoints.or(self.lock_endpoints),
         }
     }
 
@@ -104,6 +112,12 @@ impl Layer {
                 window: self.window.map(|a| a.value),
             },
             fetch: Fetch { retries: self.retries.map_or(d.fetch.retries, |a| a.value) },
+            reboot_lock: RebootLock {
+                strategy: self.strategy.map_or(d.reboot_lock.strategy, |a| a.value),
+                max: self.lock_max.map_or(d.reboot_lock.max, |a| a.value),
+                ttl: get(self.lock_ttl, d.reboot_lock.ttl),
+                endpoints: self.lock_endpoints.map_or(d.reboot_lock.endpoints, |a| a.value),
+            },
         })
     }
 }
@@ -224,6 +238,7 @@ impl Doc<'_> {
                 "gate" => self.gate(&mut layer, node, &at("gate"))?,
                 "auto" => self.auto(&mut layer, node, &at("auto"))?,
                 "fetch" => self.fetch(&mut layer, node, &at("fetch"))?,
+                "reboot_lock" => self.reboot_lock(&mut layer, node, &at("reboot_lock"))?,
                 other => return Err(at(other).error(ConfigErrorKind::UnknownKey)),
             }
         }
@@ -337,6 +352,58 @@ impl Doc<'_> {
         }
         Ok(())
     }
+}
+
+impl Doc<'_> {
+    fn reboot_lock(&self, layer: &mut Layer, node: &Node, section: &Place) -> Result<(), ConfigError> {
+        for (place, value) in self.entries(section, node)? {
+            match leaf(&place) {
+                "strategy" => layer.strategy = Some(parsed(string(place, value)?)?),
+                "max" => match value {
+                    Node::Scalar(Value::Integer(n)) => match u32::try_from(*n) {
+                        Ok(n) if n >= 1 => layer.lock_max = Some(At { value: n, place }),
+                        _ => {
+                            let why = format!("{n} is not a count of hosts from 1 to {}", u32::MAX);
+                            return Err(place.error(ConfigErrorKind::Invalid(why)));
+                        }
+                    },
+                    other => return Err(place.error(wrong("an integer", other))),
+                },
+                "ttl" => {
+                    let ttl = duration(place, value)?;
+                    if ttl.value < Duration::from_secs(2) || ttl.value.subsec_nanos() != 0 {
+                        let why = "the lease TTL is whole seconds, at least 2s (etcd's leases)".to_string();
+                        return Err(ttl.place.error(ConfigErrorKind::Invalid(why)));
+                    }
+                    layer.lock_ttl = Some(ttl);
+                }
+                "endpoints" => layer.lock_endpoints = Some(endpoints(place, value)?),
+                _ => return Err(place.error(ConfigErrorKind::UnknownKey)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A non-empty array of `http://` or `https://` URLs.
+fn endpoints(place: Place, node: &Node) -> Result<At<Vec<String>>, ConfigError> {
+    let expected = "a non-empty array of etcd client URLs (\"http://HOST:2379\")";
+    let Node::Array(items) = node else {
+        return Err(place.error(wrong(expected, node)));
+    };
+    let mut urls = Vec::new();
+    for item in items {
+        match item.get_ref() {
+            Node::Scalar(Value::String(s)) if s.starts_with("http://") || s.starts_with("https://") => {
+                urls.push(s.clone())
+            }
+            other => return Err(place.error(wrong(expected, other))),
+        }
+    }
+    if urls.is_empty() {
+        return Err(place.error(ConfigErrorKind::WrongType { expected, found: "an empty array".into() }));
+    }
+    Ok(At { value: urls, place })
 }
 
 /// The last part of a place's key path.

@@ -223,3 +223,39 @@ fn windows_open_and_wrap() {
     assert_eq!(w.wait(at(4, 0)), Duration::from_secs(22 * 3600));
     assert_eq!(w.wait(at(3, 59)), Duration::ZERO);
 }
+
+#[test]
+fn reboot_lock_is_off_by_default_and_read_from_its_section() {
+    let f = Files::new("rebootlock");
+    let c = f.write(Some(IMAGE), None).load().unwrap();
+    assert_eq!(c.reboot_lock.strategy, RebootStrategy::Off);
+    assert_eq!((c.reboot_lock.max, c.reboot_lock.ttl), (1, Duration::from_secs(600)));
+    assert_eq!(c.reboot_lock.endpoints, ["http://127.0.0.1:2379"]);
+    let etc = "[reboot_lock]\nstrategy = \"etcd-lock\"\nmax = 2\nttl = \"15m\"\nendpoints = [\"http://192.0.2.11:2379\", \"http://192.0.2.12:2379\"]\n";
+    let c = f.write(Some(IMAGE), Some(etc)).load().unwrap();
+    assert_eq!(c.reboot_lock.strategy, RebootStrategy::EtcdLock);
+    assert_eq!((c.reboot_lock.max, c.reboot_lock.ttl), (2, Duration::from_secs(900)));
+    assert_eq!(c.reboot_lock.endpoints, ["http://192.0.2.11:2379", "http://192.0.2.12:2379"]);
+}
+
+#[test]
+fn bad_reboot_lock_settings_name_file_line_and_key() {
+    let f = Files::new("badrebootlock");
+    let etc = f.etc().display().to_string();
+    let e = f.etc_error("[reboot_lock]\nstrategy = \"locksmith\"\n");
+    assert_eq!(
+        e,
+        format!("{etc}:2: key reboot_lock.strategy: unknown reboot strategy \"locksmith\" (expected off or etcd-lock)")
+    );
+    let e = f.etc_error("[reboot_lock]\n\nmax = 0\n");
+    assert_eq!(e, format!("{etc}:3: key reboot_lock.max: 0 is not a count of hosts from 1 to 4294967295"));
+    let e = f.etc_error("[reboot_lock]\nttl = \"500ms\"\n");
+    assert_eq!(e, format!("{etc}:2: key reboot_lock.ttl: the lease TTL is whole seconds, at least 2s (etcd's leases)"));
+    let e = f.etc_error("[reboot_lock]\nendpoints = [\"127.0.0.1:2379\"]\n");
+    assert!(
+        e.starts_with(&format!("{etc}:2: key reboot_lock.endpoints: expected a non-empty array of etcd client URLs")),
+        "{e}"
+    );
+    let e = f.etc_error("[reboot_lock]\nmaximum = 2\n");
+    assert_eq!(e, format!("{etc}:2: key reboot_lock.maximum: unknown key"));
+}

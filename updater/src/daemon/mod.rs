@@ -5,15 +5,20 @@
 //! the entry `LoaderBootCountPath` names only once every required unit is
 //! ready and every `[[gate.check]]` passes); the automatic mode; and the
 //! history of what it did and of the versions that failed here
-//! ([`history`]).
+//! ([`history`]); coordinated reboots: a slot of the etcd semaphore
+//! before rebooting into an update, released once the next boot is
+//! blessed ([`lock`], [`etcd_lock`]).
 //!
 //! It runs unattended, so it follows PID1's rule: no panicking shortcuts.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod api;
+pub mod etcd_lock;
 pub mod history;
+pub mod lock;
 pub mod real;
 pub mod service;
 pub mod wire;
 
+pub use lock::{LockRetry, RebootLock};
 pub use service::{Bless, Daemon, DaemonError, Machine, Pid1, Readiness, Settings};

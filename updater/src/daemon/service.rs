@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::history::{History, Kind, Operation, Staged, Store};
+use super::lock::{LockRetry, RebootLock};
 use super::wire::{WireCandidate, WireFailed, WireOperation, WireSlot, WireStatus};
 use crate::bundle::KeyRing;
 use crate::config::{Check, Config, RebootPolicy};
@@ -112,6 +113,8 @@ struct Live {
     bless: Bless,
     counted: bool,
     installing: Option<String>,
+    /// What the reboot lock is doing ("" when there is none).
+    lock: String,
 }
 
 /// The daemon. Shared (`Arc`) by the API, the start-up gate and the
@@ -123,6 +126,7 @@ pub struct Daemon<M, P> {
     store: Store,
     history: Arc<Mutex<History>>,
     live: Mutex<Live>,
+    reboot_lock: Option<(Arc<dyn RebootLock>, LockRetry)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -151,6 +155,19 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
     /// one is reported and replaced by an empty one: losing the record must
     /// not stop updates).
     pub fn new(machine: M, pid1: P, settings: Settings) -> Arc<Daemon<M, P>> {
+        Self::with_reboot_lock(machine, pid1, settings, None)
+    }
+
+    /// [`Daemon::new`] with coordinated reboots: a reboot into an installed
+    /// update first takes a slot of `lock` (retried per its [`LockRetry`]
+    /// while it fails: no slot, no reboot), and the slot is released once
+    /// the next boot is blessed ([`Daemon::start`]).
+    pub fn with_reboot_lock(
+        machine: M,
+        pid1: P,
+        settings: Settings,
+        lock: Option<(Arc<dyn RebootLock>, LockRetry)>,
+    ) -> Arc<Daemon<M, P>> {
         let store = Store::new(&settings.state_dir);
         let history = store.load().unwrap_or_else(|e| {
             say(format_args!("the history cannot be read, starting a new one: {e}"));
@@ -163,6 +180,7 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
             store,
             history: Arc::new(Mutex::new(history)),
             live: Mutex::new(Live::default()),
+            reboot_lock: lock,
         })
     }
 
@@ -225,9 +243,9 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
                 entry: e.map(|e| e.file_name()).unwrap_or_default(),
             }
         };
-        let (bless, counted, installing) = {
+        let (bless, counted, installing, reboot_lock) = {
             let live = lock(&self.live);
-            (live.bless.clone(), live.counted, live.installing.clone())
+            (live.bless.clone(), live.counted, live.installing.clone(), live.lock.clone())
         };
         let blessed = state.booted_entry().is_some_and(|e| e.is_blessed()) || bless == Bless::Done;
         let (bless_error, gate) = match bless {
@@ -246,6 +264,7 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
             last: history.last_change().map(WireOperation::from).into_iter().collect(),
             failed: history.failed.iter().map(WireFailed::from).collect(),
             installing: installing.unwrap_or_default(),
+            reboot_lock,
         })
     }
 
@@ -421,7 +440,124 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
     /// counted boot, waits for the health gate and blesses; an uncounted
     /// boot is blessed already. Returns when this boot is blessed or the
     /// bless failed for good.
+    ///
+    /// With a reboot lock: meanwhile re-attaches the slot taken before the
+    /// reboot (keeping its lease alive through the gate), and releases it
+    /// once this boot is blessed. A boot whose bless fails keeps the slot:
+    /// PID1's deadline reboots it into the other slot, which releases it.
     pub async fn start(&self) -> Bless {
+        let Some((reboot_lock, retry)) = self.reboot_lock.clone() else { return self.bless_this_boot().await };
+        let (bless, held) = tokio::join!(self.bless_this_boot(), self.resume_lock(&*reboot_lock, retry));
+        if bless == Bless::Done {
+            if held {
+                self.set_lock("this boot is blessed: releasing the reboot slot");
+            }
+            self.release_lock(&*reboot_lock, retry, "this boot is blessed").await;
+        }
+        bless
+    }
+
+    fn set_lock(&self, what: impl Into<String>) {
+        lock(&self.live).lock = what.into();
+    }
+
+    /// Re-attaches the slot saved before the reboot; tried `retry.tries`
+    /// times while etcd does not answer. Whether a slot is held.
+    async fn resume_lock(&self, reboot_lock: &dyn RebootLock, retry: LockRetry) -> bool {
+        let mut pause = retry.first;
+        for attempt in 1..=retry.tries.max(1) {
+            match reboot_lock.resume().await {
+                Ok(true) => {
+                    say(format_args!(
+                        "reboot lock: holding the slot taken before the reboot until this boot is blessed"
+                    ));
+                    self.set_lock("holding the reboot slot taken before the reboot until this boot is blessed");
+                    return true;
+                }
+                Ok(false) => {
+                    self.set_lock("no reboot slot held");
+                    return false;
+                }
+                Err(e) => {
+                    say(format_args!("reboot lock: re-attaching the saved slot (try {attempt}): {e}"));
+                    self.set_lock(format!("cannot re-attach the saved reboot slot: {e}"));
+                    tokio::time::sleep(pause).await;
+                    pause = retry.next(pause);
+                }
+            }
+        }
+        false
+    }
+
+    /// Releases the slot held or saved, tried `retry.tries` times; the
+    /// slot otherwise goes when its lease expires.
+    async fn release_lock(&self, reboot_lock: &dyn RebootLock, retry: LockRetry, why: &str) {
+        let mut pause = retry.first;
+        for attempt in 1..=retry.tries.max(1) {
+            match reboot_lock.release().await {
+                Ok(true) => {
+                    say(format_args!("reboot lock: slot released ({why})"));
+                    self.set_lock(format!("no reboot slot held (released: {why})"));
+                    return;
+                }
+                Ok(false) => {
+                    self.set_lock("no reboot slot held");
+                    return;
+                }
+                Err(e) => {
+                    say(format_args!("reboot lock: releasing the slot (try {attempt}): {e}"));
+                    self.set_lock(format!("cannot release the reboot slot (it goes when its lease expires): {e}"));
+                    tokio::time::sleep(pause).await;
+                    pause = retry.next(pause);
+                }
+            }
+        }
+    }
+
+    /// Reboots into an installed update: with a reboot lock, takes a slot
+    /// first (retried while etcd fails: no slot, no reboot); a reboot PID1
+    /// refuses gives the slot back.
+    async fn reboot_into_update(&self) -> Result<(), DaemonError> {
+        let Some((reboot_lock, retry)) = self.reboot_lock.clone() else {
+            return self.pid1.reboot().await.map_err(DaemonError::Failed);
+        };
+        let mut pause = retry.first;
+        let waiting = |what: String| {
+            let mut live = lock(&self.live);
+            if live.lock != what {
+                say(format_args!("reboot lock: {what}"));
+                live.lock = what;
+            }
+        };
+        self.set_lock("taking a reboot slot");
+        loop {
+            match reboot_lock.acquire(&waiting).await {
+                Ok(()) => break,
+                Err(e) => {
+                    let what = format!(
+                        "no reboot slot: {e}; not rebooting, trying again in {}",
+                        humantime::format_duration(pause)
+                    );
+                    say(format_args!("reboot lock: {what}"));
+                    self.set_lock(what);
+                    tokio::time::sleep(pause).await;
+                    pause = retry.next(pause);
+                }
+            }
+        }
+        say(format_args!("reboot lock: slot taken, rebooting"));
+        self.set_lock("holding a reboot slot: rebooting");
+        match self.pid1.reboot().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                say(format_args!("the reboot failed ({e}): giving the reboot slot back"));
+                self.release_lock(&*reboot_lock, retry, "the reboot failed").await;
+                Err(DaemonError::Failed(e))
+            }
+        }
+    }
+
+    async fn bless_this_boot(&self) -> Bless {
         let state = match self.load().await {
             Ok(s) => s,
             Err(e) => {
@@ -560,7 +696,7 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
         match policy {
             RebootPolicy::Never => Ok(format!("{done}; reboot = never: it boots at the next reboot")),
             RebootPolicy::Immediately => {
-                self.pid1.reboot().await.map_err(DaemonError::Failed)?;
+                self.reboot_into_update().await?;
                 Ok(format!("{done}; rebooting"))
             }
             RebootPolicy::Window => {
@@ -570,7 +706,7 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
                 let wait = window.wait(SystemTime::now());
                 say(format_args!("{done}; rebooting in {}s, inside the window", wait.as_secs()));
                 tokio::time::sleep(wait).await;
-                self.pid1.reboot().await.map_err(DaemonError::Failed)?;
+                self.reboot_into_update().await?;
                 Ok(format!("{done}; rebooting"))
             }
         }

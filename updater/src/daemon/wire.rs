@@ -38,7 +38,7 @@ pub struct WireFailed {
     pub time: u64,
 }
 
-/// The answer of `Status()`: `((sss)(sss)bsbsa(sssbst)a(sst)s)`.
+/// The answer of `Status()`: `((sss)(sss)bsbsa(sssbst)a(sst)ss)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct WireStatus {
     pub booted: WireSlot,
@@ -57,6 +57,10 @@ pub struct WireStatus {
     pub failed: Vec<WireFailed>,
     /// The source of the install running now ("" when none).
     pub installing: String,
+    /// What the reboot lock (`[reboot_lock] strategy = "etcd-lock"`) is
+    /// doing: waiting for a slot and who holds them, holding one, etcd
+    /// unreachable; "" when reboots are not coordinated.
+    pub reboot_lock: String,
 }
 
 /// The answer of `Install(s source, b force)`: `(sst)`: version, slot,
