@@ -13,7 +13,7 @@ use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, L
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
@@ -279,9 +279,14 @@ fn route_table(r: &RouteMessage) -> u32 {
 
 const RT_TABLE_MAIN: u32 = 254;
 
+/// The neighbour's or FDB entry's IPv4 destination (for the bridge
+/// family the crate leaves it as raw bytes).
 fn neigh_ip(n: &NeighbourMessage) -> Option<Ipv4Addr> {
     n.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+            <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+        }
         _ => None,
     })
 }
@@ -506,10 +511,14 @@ impl Dataplane for RtDataplane {
                 self.handle.route().add(msg).replace().execute().await.map_err(nl(what))
             }
             Change::DelRoute(r) => {
+                // As `ip route del`: any protocol (a route added by hand
+                // is `proto boot`), scope "nowhere" matches every scope.
                 let msg = RouteMessageBuilder::<Ipv4Addr>::new()
                     .destination_prefix(r.dst.addr(), r.dst.len())
                     .gateway(r.gateway)
                     .output_interface(index)
+                    .protocol(RouteProtocol::Unspec)
+                    .scope(RouteScope::NoWhere)
                     .build();
                 self.handle.route().del(msg).execute().await.map_err(nl(what))
             }
