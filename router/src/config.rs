@@ -31,7 +31,7 @@ use toml::Spanned;
 use crate::ipnet::Ipv4Net;
 
 /// Where the router reads its settings.
-pub const CONFIG_PATH: &str = "/etc/berth/router.toml";
+pub const CONFIG_PATH: &str = berth_layout::paths::ROUTER_CONFIG;
 
 /// The router's settings, defaults filled in.
 #[derive(Debug, Clone, PartialEq)]

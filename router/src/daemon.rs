@@ -43,7 +43,7 @@ impl Default for Paths {
     fn default() -> Paths {
         Paths {
             status: PathBuf::from(crate::status::STATUS_PATH),
-            state_dir: PathBuf::from("/var/lib/berth/router"),
+            state_dir: PathBuf::from(berth_layout::paths::ROUTER_STATE_DIR),
             cni_dir: PathBuf::from(cni::CNI_DIR),
         }
     }

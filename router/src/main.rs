@@ -22,7 +22,7 @@ struct Args {
     #[arg(long, default_value = berth_router::status::STATUS_PATH)]
     status: PathBuf,
     /// Where the last subnet is remembered.
-    #[arg(long, default_value = "/var/lib/berth/router")]
+    #[arg(long, default_value = berth_layout::paths::ROUTER_STATE_DIR)]
     state_dir: PathBuf,
     /// The CNI config directory.
     #[arg(long, default_value = berth_router::cni::CNI_DIR)]

@@ -70,7 +70,7 @@ pub trait Nat {
     fn ensure(&self, network: Ipv4Net) -> impl Future<Output = Result<(), NatError>> + Send;
 }
 
-/// The real one: runs `iptables -w`.
+/// The real one: runs `/usr/sbin/iptables -w`.
 #[derive(Debug, Clone)]
 pub struct Iptables {
     /// The program (`iptables`).
@@ -79,7 +79,7 @@ pub struct Iptables {
 
 impl Default for Iptables {
     fn default() -> Iptables {
-        Iptables { program: "iptables".into() }
+        Iptables { program: "/usr/sbin/iptables".into() }
     }
 }
 

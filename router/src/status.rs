@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// Where the router writes its status.
-pub const STATUS_PATH: &str = "/run/berth/router/status.json";
+pub const STATUS_PATH: &str = berth_layout::paths::ROUTER_STATUS;
 
 /// The router's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -108,3 +108,37 @@ fn vxlan_bridge_and_peer_entries_in_a_fresh_netns() {
         });
     });
 }
+
+#[test]
+fn nat_chains_are_made_once_and_hooked_first() {
+    use berth_router::nat::{Iptables, Nat};
+    in_netns(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            // Something else's masquerade rule is already there (the image's default CNI network).
+            sh("iptables -w -t nat -A POSTROUTING -s 10.88.0.0/16 -j MASQUERADE");
+            let nat = Iptables::default();
+            let net = "10.244.0.0/16".parse().unwrap();
+            nat.ensure(net).await.unwrap();
+            nat.ensure(net).await.unwrap();
+            let chain = sh("iptables -w -t nat -S BERTH-ROUTER-POSTRTG");
+            assert_eq!(
+                chain.lines().filter(|l| l.starts_with("-A")).collect::<Vec<_>>(),
+                [
+                    "-A BERTH-ROUTER-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN",
+                    "-A BERTH-ROUTER-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE"
+                ]
+            );
+            let post = sh("iptables -w -t nat -S POSTROUTING");
+            let rules: Vec<&str> = post.lines().filter(|l| l.starts_with("-A")).collect();
+            assert_eq!(rules.first(), Some(&"-A POSTROUTING -j BERTH-ROUTER-POSTRTG"), "{post}");
+            assert_eq!(rules.iter().filter(|l| l.contains("BERTH-ROUTER")).count(), 1, "hooked twice:\n{post}");
+            let fwd = sh("iptables -w -S BERTH-ROUTER-FWD");
+            assert!(fwd.contains("-A BERTH-ROUTER-FWD -s 10.244.0.0/16 -j ACCEPT"), "{fwd}");
+            // Another network: the chain is rewritten, not appended to.
+            nat.ensure("10.50.0.0/16".parse().unwrap()).await.unwrap();
+            let chain = sh("iptables -w -t nat -S BERTH-ROUTER-POSTRTG");
+            assert!(!chain.contains("10.244.") && chain.contains("10.50.0.0/16"), "{chain}");
+        });
+    });
+}

@@ -6,6 +6,7 @@
 pub mod analyze;
 pub mod client;
 pub mod render;
+pub mod router;
 pub mod update;
 
 pub use client::{Client, ClientError};
