@@ -33,10 +33,10 @@ pub fn gateway(subnet: Ipv4Net) -> Option<Ipv4Addr> {
 
 /// The conflist (CNI spec 1.0.0) for `subnet` of `network` with `mtu`.
 pub fn conflist(network: Ipv4Net, subnet: Ipv4Net, mtu: u32) -> String {
-    let mut range = json!({ "subnet": subnet.to_string() });
-    if let Some(gw) = gateway(subnet) {
-        range["gateway"] = json!(gw.to_string());
-    }
+    let range = match gateway(subnet) {
+        Some(gw) => json!({ "subnet": subnet.to_string(), "gateway": gw.to_string() }),
+        None => json!({ "subnet": subnet.to_string() }),
+    };
     let doc = json!({
         "cniVersion": "1.0.0",
         "name": NETWORK_NAME,

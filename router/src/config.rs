@@ -146,6 +146,12 @@ impl RouterConfig {
             message,
         };
         let mut c = RouterConfig::default();
+        // Where a subnet length that does not fit the network is reported.
+        let fit_at = raw
+            .subnet_len
+            .as_ref()
+            .map(|v| ("subnet_len", v.span()))
+            .or(raw.network.as_ref().map(|v| ("network", v.span())));
         if let Some(v) = raw.etcd_endpoints {
             let span = v.span();
             let list = v.into_inner();
@@ -224,12 +230,10 @@ impl RouterConfig {
             }
             c.reconcile_interval = d;
         }
-        c.network.check().map_err(|e| ConfigError::Value {
-            file: file.to_path_buf(),
-            line: 1,
-            key: "subnet_len".into(),
-            message: e.to_string(),
-        })?;
+        if let Err(e) = c.network.check() {
+            let (key, span) = fit_at.unwrap_or(("subnet_len", 0..0));
+            return Err(bad(key, span, e.to_string()));
+        }
         Ok(c)
     }
 }
@@ -295,7 +299,7 @@ pub enum NetworkError {
     #[error("not a flannel network config: {0}")]
     Json(String),
     /// `SubnetLen` not longer than the network's prefix, or over 30.
-    #[error("subnet length {subnet_len} does not fit network {network} (it must be longer than /{} and at most 30)", network.len())]
+    #[error("subnet length {subnet_len} does not fit network {network} (it must be longer than /{} and at most 30)", network.prefix_len())]
     SubnetLen {
         /// The network.
         network: Ipv4Net,
@@ -357,7 +361,7 @@ impl NetworkConfig {
 
     /// The first of `host_nets` (network, where seen) the cluster network overlaps.
     pub fn overlap(&self, host_nets: &[(Ipv4Net, String)]) -> Result<(), NetworkError> {
-        match host_nets.iter().find(|(n, _)| n.len() > 0 && n.overlaps(&self.network)) {
+        match host_nets.iter().find(|(n, _)| n.prefix_len() > 0 && n.overlaps(&self.network)) {
             Some((n, what)) => Err(NetworkError::Overlap { network: self.network, host_net: *n, what: what.clone() }),
             None => Ok(()),
         }
@@ -409,7 +413,9 @@ mod tests {
         let e = parse("port = \"8472\"\n").unwrap_err().to_string();
         assert!(e.starts_with("/etc/berth/router.toml:1:"), "{e}");
         let e = parse("network = \"10.244.0.0/24\"\nsubnet_len = 24\n").unwrap_err().to_string();
-        assert!(e.contains("key subnet_len") && e.contains("does not fit"), "{e}");
+        assert!(e.starts_with("/etc/berth/router.toml:2: key subnet_len:") && e.contains("does not fit"), "{e}");
+        let e = parse("\nnetwork = \"10.244.0.0/30\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("/etc/berth/router.toml:2: key network:") && e.contains("does not fit"), "{e}");
     }
 
     #[test]

@@ -359,7 +359,7 @@ impl<S: Store, D: Dataplane, N: Nat> Router<S, D, N> {
         self.vtep = Some(vtep);
         let gateway = cni::gateway(held.subnet)
             .ok_or_else(|| DaemonError::NoSubnet(format!("{} has no host addresses", held.subnet)))?;
-        self.dp.ensure_bridge(cni::BRIDGE, gateway, held.subnet.len(), spec.mtu).await?;
+        self.dp.ensure_bridge(cni::BRIDGE, gateway, held.subnet.prefix_len(), spec.mtu).await?;
         let text = cni::conflist(network.network, held.subnet, spec.mtu);
         let path = self.paths.cni_dir.join(cni::CNI_FILE);
         crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| DaemonError::File(e.to_string()))?;

@@ -14,6 +14,8 @@
 //! (pure: leases + kernel state -> changes), [`netlink`] (the kernel behind
 //! [`netlink::Dataplane`]), [`cni`], [`nat`], [`status`], [`daemon`] (the loop).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
 pub mod cni;
 pub mod config;
 pub mod daemon;

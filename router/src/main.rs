@@ -1,4 +1,5 @@
 //! `berth-router`: wiring only (see the library's docs).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::PathBuf;
 use std::time::Duration;

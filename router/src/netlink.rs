@@ -369,7 +369,7 @@ impl Dataplane for RtDataplane {
             if route_table(&r) != RT_TABLE_MAIN || skip.contains(&dev) || dev == "lo" {
                 continue;
             }
-            if let Some(net) = route_dst(&r).filter(|n| n.len() > 0) {
+            if let Some(net) = route_dst(&r).filter(|n| n.prefix_len() > 0) {
                 out.push((net, format!("route via {dev}")));
             }
         }
@@ -503,7 +503,7 @@ impl Dataplane for RtDataplane {
         match change {
             Change::AddRoute(r) => {
                 let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(r.dst.addr(), r.dst.len())
+                    .destination_prefix(r.dst.addr(), r.dst.prefix_len())
                     .gateway(r.gateway)
                     .output_interface(index)
                     .onlink()
@@ -514,7 +514,7 @@ impl Dataplane for RtDataplane {
                 // As `ip route del`: any protocol (a route added by hand
                 // is `proto boot`), scope "nowhere" matches every scope.
                 let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(r.dst.addr(), r.dst.len())
+                    .destination_prefix(r.dst.addr(), r.dst.prefix_len())
                     .gateway(r.gateway)
                     .output_interface(index)
                     .protocol(RouteProtocol::Unspec)

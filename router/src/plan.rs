@@ -207,7 +207,7 @@ pub fn choose_subnet(
     seed: u64,
 ) -> Option<Ipv4Net> {
     if let Some(p) = preferred {
-        if p.len() == subnet_len
+        if p.prefix_len() == subnet_len
             && network.contains(p.addr())
             && p != network.subnet(subnet_len, 0)?
             && !taken.contains(&p)
