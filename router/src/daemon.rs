@@ -388,7 +388,11 @@ impl<S: Store, D: Dataplane, N: Nat> Router<S, D, N> {
     async fn on_event(&mut self, ev: Option<WatchEvent>, watcher: &mut Option<mpsc::Receiver<WatchEvent>>) {
         match ev {
             Some(WatchEvent::Put(l)) if Some(l.subnet) == self.own_subnet() => {
-                if self.held.as_ref().is_some_and(|h| h.lease_id != l.lease_id) {
+                // A put of this host's own key (even a stale one, from a
+                // lease it has replaced since) is not a loss; another
+                // host's is.
+                let mine = self.attrs().is_some_and(|a| a.public_ip == l.attrs.public_ip);
+                if !mine {
                     self.lost(&format!("{} was taken over by {}", l.subnet, l.attrs.public_ip)).await;
                 }
             }
@@ -413,8 +417,21 @@ impl<S: Store, D: Dataplane, N: Nat> Router<S, D, N> {
         }
     }
 
+    /// Whether etcd positively says this host still holds its key with
+    /// its current lease (a stale delete event from before a re-lease).
+    async fn still_held(&self) -> bool {
+        let Some(h) = &self.held else { return false };
+        match self.store.list().await {
+            Ok(l) => l.leases.iter().any(|l| l.subnet == h.subnet && l.lease_id == h.lease_id),
+            Err(_) => false,
+        }
+    }
+
     /// This host's lease is gone: lease again (the same subnet if free).
     async fn lost(&mut self, why: &str) {
+        if self.still_held().await {
+            return;
+        }
         eprintln!("berth-router: lease lost ({why}); leasing again");
         let before = self.own_subnet();
         match self.acquire().await {

@@ -254,3 +254,59 @@ async fn a_network_overlapping_the_host_is_reported() {
     );
     a.stop().await;
 }
+
+#[tokio::test]
+async fn repeated_expiries_settle_on_one_lease() {
+    // Stale events of its own key (a put from a lease it has since
+    // replaced, a delete from before it leased again) must not make the
+    // router lease again and again.
+    let store = MemStore::new(PREFIX);
+    let a = start(&store, 1, "settle-a");
+    let sa = running(&a).await;
+    let b = start(&store, 2, "settle-b");
+    running(&b).await;
+    for _ in 0..3 {
+        let own = store.list().await.unwrap().leases.into_iter().find(|l| l.subnet == sa).map(|l| l.lease_id);
+        if let Some(id) = own {
+            store.expire(id);
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    until("A holds its subnet again", Duration::from_secs(5), || {
+        a.status().state == State::Running && a.subnet() == Some(sa)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lease = a.status().lease_id;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.status().lease_id, lease, "the lease keeps changing");
+    assert_eq!(store.leases().len(), 2, "one lease per host: {:?}", store.leases());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_puts_of_its_own_key_do_not_make_it_lease_again_and_again() {
+    let store = MemStore::new(PREFIX);
+    let a = start(&store, 1, "stale-put-a");
+    let sa = running(&a).await;
+    // Two puts of A's own key (A's PublicIP, other leases) back to back,
+    // as a re-lease racing a keep-alive leaves in A's watch queue.
+    let own = store.list().await.unwrap().leases.into_iter().find(|l| l.subnet == sa).unwrap();
+    let (x, y) = (store.grant(30).await.unwrap(), store.grant(30).await.unwrap());
+    assert!(store.create_lease(sa, &own.attrs, x, Some(own.mod_revision)).await.unwrap());
+    let rev = store.list().await.unwrap().leases.into_iter().find(|l| l.subnet == sa).unwrap().mod_revision;
+    assert!(store.create_lease(sa, &own.attrs, y, Some(rev)).await.unwrap());
+    // A notices at its next list that its key is on another lease, takes
+    // it back once, and stays there.
+    until("A holds its key on its own lease", Duration::from_secs(3), || {
+        let st = a.status();
+        st.state == State::Running && st.lease_id.as_deref().is_some_and(|l| l != format!("{:x}", own.lease_id))
+    })
+    .await;
+    let lease = a.status().lease_id;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.status().lease_id, lease, "the lease keeps changing");
+    assert_eq!(a.subnet(), Some(sa));
+    a.stop().await;
+}
