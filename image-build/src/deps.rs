@@ -55,6 +55,9 @@ pub const HOST_PACKAGES: &[&str] = &[
     // reboot semaphore (berth_cluster::testing)
     "etcd-server",
     "etcd-client",
+    // the router's NAT test runs iptables (nf_tables backend, as in the
+    // image) in a fresh network namespace
+    "iptables",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -72,6 +72,7 @@ fn the_image_units_load_and_plan_without_errors() {
             "network",
             "network-online",
             "root-home",
+            "router",
             "ssh-keygen",
             "sshd",
             "updater"
@@ -154,17 +155,34 @@ fn etcd_is_left_running_when_not_ready_or_unhealthy_and_holds_nothing_up() {
         other => panic!("etcd health check: {other:?}"),
     }
 
-    // Nothing requires etcd, waits for it or pulls it in.
+    // Nothing requires etcd, waits for it to be ready or pulls it in; the
+    // router only orders itself after it (it retries etcd by itself).
     let etcd = name("etcd");
     for (n, u) in &plan.units {
-        assert!(!u.dependencies.all().any(|(_, d)| d.name == etcd), "{n} depends on etcd");
+        let on_etcd: Vec<_> = u.dependencies.all().filter(|(_, d)| d.name == etcd).collect();
+        let only_after = n.as_str() == "router" && names(&u.dependencies.after).contains("etcd") && on_etcd.len() == 1;
+        assert!(on_etcd.is_empty() || only_after, "{n} depends on etcd");
     }
-    assert!(plan.needs.get(&etcd).unwrap().dependents.is_empty());
+    assert!(!plan.needs.get(&etcd).unwrap().dependents.iter().any(|d| d.as_str() != "router"));
 
     // Its data directory is made for its user.
     let d = get(&plan, "etcd-data");
     assert_eq!(d.service.kind, Kind::Oneshot);
     assert!(d.service.exec.join(" ").contains("chown etcd:etcd /var/lib/etcd"), "{:?}", d.service.exec);
+}
+
+#[test]
+fn the_router_runs_only_when_configured_and_holds_nothing_up() {
+    let plan = image_plan();
+    let r = get(&plan, "router");
+    assert_eq!(r.service.exec, ["/usr/bin/berth-router"]);
+    assert!(!r.dependencies.required_for_ready);
+    assert!(r.dependencies.requires.is_empty(), "a slow or degraded etcd must not keep the router from starting");
+    assert!(names(&r.dependencies.after).is_superset(&["etcd", "network"].into()));
+    assert_eq!(r.restart.policy, RestartPolicy::Always);
+    let paths: Vec<_> =
+        r.conditions.path_exists.iter().map(|c| (c.path.to_string_lossy().into_owned(), c.negate)).collect();
+    assert_eq!(paths, [("/etc/berth/router.toml".to_string(), false)]);
 }
 
 #[test]

@@ -61,3 +61,11 @@ pub const UPDATER_PAUSE_FILE: &str = "/run/berth/updater-pause";
 /// `network-config`), and while an apply runs or a `--try` waits for its
 /// confirm, the previous contents of every path it changed (`backup/`).
 pub const PROVISION_DIR: &str = "/var/lib/berth/provision";
+
+/// The router's settings (contract: every key optional; user data's
+/// `router:` key writes it). Its unit runs only when it exists.
+pub const ROUTER_CONFIG: &str = "/etc/berth/router.toml";
+/// The router's status (JSON, written atomically); `berthctl status router` reads it.
+pub const ROUTER_STATUS: &str = "/run/berth/router/status.json";
+/// The router's state (the last subnet it leased).
+pub const ROUTER_STATE_DIR: &str = "/var/lib/berth/router";

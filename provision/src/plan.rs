@@ -19,10 +19,8 @@ use std::io;
 use std::path::Path;
 
 use berth_layout::paths::{ETC_UNIT_DIR, IMAGE_UNIT_DIR, UPDATER_CONFIG};
-
-/// The network router's settings file (contract 1 of issue 10; berth-router
-/// reads the same path).
-pub const ROUTER_CONFIG: &str = "/etc/berth/router.toml";
+/// The network router's settings file (berth-router reads the same path).
+pub use berth_layout::paths::ROUTER_CONFIG;
 
 pub use accounts::{Accounts, Table};
 

@@ -8,6 +8,7 @@ pub mod analyze;
 pub mod client;
 pub mod etcd;
 pub mod render;
+pub mod router;
 pub mod update;
 
 pub use client::{Client, ClientError};

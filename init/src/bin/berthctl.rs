@@ -4,6 +4,7 @@
 //! ```text
 //! berthctl [--socket PATH] status [UNIT]     table, user data and etcd's members and health,
 //!                                            or one unit + its last 10 log lines
+//!                                            (`status router`: + the router's subnet, peers, convergence)
 //! berthctl start|stop|restart UNIT
 //! berthctl reload                            read the unit files again
 //! berthctl logs UNIT [-f] [-n N]             the last N lines (10), -f: then follow;
@@ -30,7 +31,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use berth_init::berthctl::update::{self, UpdateClient};
-use berth_init::berthctl::{analyze, render, Client, ClientError};
+use berth_init::berthctl::{analyze, render, router, Client, ClientError};
 use berth_init::journal::{self, Joiner, Record, Stream, Timestamp};
 use berth_layout::paths::{CONTROL_SOCKET, UPDATER_SOCKET};
 use clap::{Parser, Subcommand};
@@ -245,6 +246,11 @@ fn now_secs() -> u64 {
     berth_init::provision::epoch_secs(std::time::SystemTime::now())
 }
 
+/// Milliseconds since the epoch (the router's status times).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 /// The document `config apply` sends, and its name in errors: the path as
 /// given, or `stdin`.
 fn read_document(file: &std::path::Path) -> Result<(String, Vec<u8>), Failure> {
@@ -332,6 +338,13 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             print(&render::status_details(&status, monotonic_us(), &logs))?;
             if let Some(e) = note {
                 let _ = writeln!(io::stderr(), "berthctl: logs: {e}");
+            }
+            if unit == "router" {
+                // The router's own view: subnet, peers, last convergence.
+                match std::fs::read_to_string(berth_layout::paths::ROUTER_STATUS) {
+                    Ok(text) => print(&router::section(&text, now_ms()))?,
+                    Err(e) => print(&format!("\nRouter: no status ({}: {e})\n", berth_layout::paths::ROUTER_STATUS))?,
+                }
             }
             if !render::is_active(status.state) {
                 return Ok(3);
