@@ -381,7 +381,6 @@ impl VmConfig {
             let controller = match self.disk_bus {
                 DiskBus::Usb => Some("qemu-xhci,id=xhci"),
                 DiskBus::VirtioScsi => Some("virtio-scsi-pci,id=scsi0"),
-                DiskBus::Pvscsi => Some("pvscsi,id=scsi0"),
                 _ => None,
             };
             if let Some(controller) = controller {
@@ -511,10 +510,9 @@ pub enum DiskBus {
     /// `/dev/sda`, a SCSI disk behind USB mass storage.
     Usb,
     /// A SCSI disk on a virtio-scsi controller (GCE's and Proxmox's
-    /// default): `/dev/sda`.
+    /// default): `/dev/sda`. (VMware's PVSCSI is no boot disk here:
+    /// Debian's OVMF has no driver for it.)
     VirtioScsi,
-    /// A SCSI disk on VMware's paravirtual SCSI controller (PVSCSI): `/dev/sda`.
-    Pvscsi,
 }
 
 impl DiskBus {
@@ -523,7 +521,7 @@ impl DiskBus {
         match self {
             DiskBus::Virtio => "vda",
             DiskBus::Nvme => "nvme0n1",
-            DiskBus::Sata | DiskBus::Usb | DiskBus::VirtioScsi | DiskBus::Pvscsi => "sda",
+            DiskBus::Sata | DiskBus::Usb | DiskBus::VirtioScsi => "sda",
         }
     }
 
@@ -540,7 +538,7 @@ impl DiskBus {
 impl std::str::FromStr for DiskBus {
     type Err = String;
 
-    /// `virtio`, `nvme`, `sata`, `usb`, `virtio-scsi` or `pvscsi`.
+    /// `virtio`, `nvme`, `sata`, `usb` or `virtio-scsi`.
     fn from_str(s: &str) -> Result<DiskBus, String> {
         match s {
             "virtio" => Ok(DiskBus::Virtio),
@@ -548,8 +546,7 @@ impl std::str::FromStr for DiskBus {
             "sata" => Ok(DiskBus::Sata),
             "usb" => Ok(DiskBus::Usb),
             "virtio-scsi" => Ok(DiskBus::VirtioScsi),
-            "pvscsi" => Ok(DiskBus::Pvscsi),
-            _ => Err(format!("unknown disk bus {s:?} (virtio, nvme, sata, usb, virtio-scsi or pvscsi)")),
+            _ => Err(format!("unknown disk bus {s:?} (virtio, nvme, sata, usb or virtio-scsi)")),
         }
     }
 }
@@ -564,7 +561,7 @@ impl VmConfig {
             DiskBus::Sata => "ide-hd,drive=disk0,bus=ide.0".to_string(),
             // The controller goes in front of the disk (see qemu_args).
             DiskBus::Usb => "usb-storage,drive=disk0,bus=xhci.0".to_string(),
-            DiskBus::VirtioScsi | DiskBus::Pvscsi => "scsi-hd,drive=disk0,bus=scsi0.0".to_string(),
+            DiskBus::VirtioScsi => "scsi-hd,drive=disk0,bus=scsi0.0".to_string(),
         };
         if self.sector_size != 512 {
             d.push_str(&format!(",logical_block_size={0},physical_block_size={0}", self.sector_size));

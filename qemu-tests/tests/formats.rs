@@ -3,9 +3,10 @@
 //! (info, and check where the format has one: not VHD), the VMDK is stream-optimised
 //! (VMware's import format), the VHD is fixed with a virtual size that is a
 //! multiple of 1 MiB (Azure's rule), the GCE archive holds `disk.raw`; the
-//! VMDK boots on the devices of a VMware VM (a PVSCSI disk, a vmxnet3 NIC)
-//! and the VHD on virtio-scsi (GCE's disks) with an Intel e1000e NIC, each
-//! to the ready line with a DHCP lease on that NIC. The files are
+//! VMDK boots on VMware-like devices (a SATA boot disk, as OVMF has no
+//! PVSCSI driver, a PVSCSI data disk and a vmxnet3 NIC) and the VHD on
+//! virtio-scsi (GCE's disks) with an Intel e1000e NIC, each to the ready
+//! line and a DHCP lease on that NIC, each device run by its driver. The files are
 //! converted once and shared by the tests running at the same time.
 
 use std::io::{Read, Seek, SeekFrom};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, Weak};
 
+use berth_qemu::updates::wait_online;
 use berth_qemu::{berth_image, boot_timeout, image_dir, shutdown_timeout, DiskBus, Vm, VmConfig, WorkDir, MIB};
 
 struct Converted {
@@ -119,28 +121,68 @@ fn every_format_reads_back_as_its_cloud_wants_it() {
     );
 }
 
-/// Boots `file` from a disk on `bus` with a NIC of QEMU model `nic`: the
-/// harness takes the format from the file, the VM reaches ready, the
-/// kernel's drivers `disk_driver` and `nic_driver` run the disk's
-/// controller and the NIC, the NIC has its DHCP lease, and the VM powers
-/// off cleanly.
-fn boot(name: &str, file: &Path, bus: DiskBus, disk_driver: &str, nic: &str, nic_driver: &str) {
-    let config = VmConfig::new().name(name).disk(file).disk_bus(bus).nic_model(nic);
+/// The driver of the controller a SCSI disk (`sda`) is on: the disk's
+/// SCSI host's parent device is the controller (`.../0000:00:04.0/host0`
+/// for PVSCSI and AHCI's ports one level deeper, `.../virtio1/host0` for
+/// virtio-scsi).
+fn controller_driver(vm: &mut Vm, disk: &str) -> String {
+    let dev = vm.sh_ok(&format!("readlink -f /sys/class/block/{disk}/device"));
+    let host = dev.trim().split("/target").next().unwrap_or_default().to_string();
+    let driver = vm.sh_ok(&format!(
+        "d={host}/..; while [ ! -e $d/driver ] && [ $d != / ]; do d=$(readlink -f $d/..); done; readlink -f $d/driver"
+    ));
+    driver.trim().rsplit('/').next().unwrap_or_default().to_string()
+}
+
+/// Boots `file` from a disk on `bus` with a NIC of QEMU model `nic` (and a
+/// data disk on `data`, a QEMU SCSI controller model): the harness takes
+/// the format from the file, the VM reaches ready, the boot disk's
+/// controller is driven by `boot_driver`, the data disk's by `data_driver`,
+/// the NIC by `nic_driver` and it has its DHCP lease; the VM powers off
+/// cleanly.
+fn boot(
+    name: &str,
+    file: &Path,
+    bus: DiskBus,
+    boot_driver: &str,
+    data: Option<(&str, &str)>,
+    nic: &str,
+    nic_driver: &str,
+) {
+    let mut config = VmConfig::new().name(name).disk(file).disk_bus(bus).nic_model(nic);
+    let scratch = WorkDir::create(&format!("{name}-data")).expect("a scratch directory");
+    if let Some((controller, _)) = data {
+        let disk = scratch.path().join("data.raw");
+        std::fs::File::create(&disk).and_then(|f| f.set_len(64 * MIB)).expect("a data disk");
+        config = config
+            .arg("-drive")
+            .arg(format!("if=none,id=data1,format=raw,file={}", disk.display()))
+            .arg("-device")
+            .arg(format!("{controller},id=data0"))
+            .arg("-device")
+            .arg("scsi-hd,drive=data1,bus=data0.0");
+    }
     let mut vm = Vm::start(config).unwrap_or_else(|e| panic!("starting {name}: {e}"));
     if let Err(e) = vm.wait_ready(boot_timeout()) {
         panic!("{}: no ready line: {e}", file.display());
     }
-    // The root came up through the controller's driver: the disk's parent
-    // SCSI host is driven by it.
-    let disk = bus.guest_disk();
-    let host = vm.sh_ok(&format!("readlink -f /sys/class/block/{disk}/device"));
-    let host = host.trim().split("/target").next().unwrap_or_default().to_string();
-    // .../0000:00:04.0/host0 (PVSCSI) or .../0000:00:04.0/virtio1/host0:
-    // the SCSI host's parent is the controller's device.
-    let driver = vm.sh_ok(&format!("readlink -f {host}/../driver"));
-    assert!(driver.trim().ends_with(&format!("/{disk_driver}")), "{disk} is not behind {disk_driver}: {host} -> {driver}");
+    // The disk the root came from: the partition under the verity device.
+    let slaves = vm.sh_ok("ls /sys/block/dm-0/slaves");
+    let part = slaves.split_whitespace().next().unwrap_or_default().to_string();
+    let disk = part.trim_end_matches(|c: char| c.is_ascii_digit()).to_string();
+    assert!(disk.starts_with(&bus.guest_disk()[..2]), "the root is on {part}, not on a {bus:?} disk");
+    assert_eq!(controller_driver(&mut vm, &disk), boot_driver, "the boot disk {disk} is not on {boot_driver}");
+    if let Some((controller, data_driver)) = data {
+        let disks = vm.sh_ok("for d in /sys/class/block/sd?; do echo ${d##*/}; done");
+        let drivers: Vec<String> = disks.split_whitespace().map(|d| controller_driver(&mut vm, d)).collect();
+        assert!(
+            drivers.iter().any(|d| d == data_driver),
+            "no disk on the {controller} controller ({data_driver}): {disks:?} on {drivers:?}"
+        );
+    }
     let driver = vm.sh_ok("readlink -f /sys/class/net/eth0/device/driver");
     assert!(driver.trim().ends_with(&format!("/{nic_driver}")), "eth0 is not a {nic_driver} NIC: {driver}");
+    wait_online(&mut vm, boot_timeout()).unwrap_or_else(|e| panic!("no network on the {nic_driver} NIC: {e}"));
     let addr = vm.sh_ok("ip -4 -o addr show dev eth0");
     assert!(addr.contains("inet 10.0.2.15/"), "no DHCP lease on the {nic_driver} NIC:\n{addr}");
     vm.powerdown().expect("pressing the power button");
@@ -151,11 +193,19 @@ fn boot(name: &str, file: &Path, bus: DiskBus, disk_driver: &str, nic: &str, nic
 #[test]
 fn the_vmdk_boots() {
     let c = converted();
-    boot("format-vmdk", &c.file("berth.vmdk"), DiskBus::Pvscsi, "vmw_pvscsi", "vmxnet3", "vmxnet3");
+    boot(
+        "format-vmdk",
+        &c.file("berth.vmdk"),
+        DiskBus::Sata,
+        "ahci",
+        Some(("pvscsi", "vmw_pvscsi")),
+        "vmxnet3",
+        "vmxnet3",
+    );
 }
 
 #[test]
 fn the_vhd_boots() {
     let c = converted();
-    boot("format-vhd", &c.file("berth.vhd"), DiskBus::VirtioScsi, "virtio_scsi", "e1000e", "e1000e");
+    boot("format-vhd", &c.file("berth.vhd"), DiskBus::VirtioScsi, "virtio_scsi", None, "e1000e", "e1000e");
 }
