@@ -29,13 +29,19 @@ pub fn snakeoil_key(dir: &Path) -> Result<PathBuf> {
     let key = dir.join("snakeoil.key");
     if !key.exists() {
         std::fs::create_dir_all(dir).map_err(crate::error::io(format!("creating {}", dir.display())))?;
-        crate::disk::run_tool(
-            std::process::Command::new("openssl")
-                .args(["pkey", "-in", SNAKEOIL_KEY, "-passin"])
-                .arg(format!("pass:{SNAKEOIL_PASSPHRASE}"))
-                .arg("-out")
-                .arg(&key),
-        )?;
+        let out = std::process::Command::new("openssl")
+            .args(["pkey", "-in", SNAKEOIL_KEY, "-passin"])
+            .arg(format!("pass:{SNAKEOIL_PASSPHRASE}"))
+            .arg("-out")
+            .arg(&key)
+            .output()
+            .map_err(crate::error::io("running openssl pkey"))?;
+        if !out.status.success() {
+            return Err(Error::Other(format!(
+                "openssl pkey -in {SNAKEOIL_KEY}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
     }
     Ok(key)
 }
