@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;
 
-use berth_layout::paths::{ETC_UNIT_DIR, IMAGE_UNIT_DIR, UPDATER_CONFIG};
 /// The network router's settings file (berth-router reads the same path).
 pub use berth_layout::paths::ROUTER_CONFIG;
+use berth_layout::paths::{ETC_UNIT_DIR, IMAGE_UNIT_DIR, UPDATER_CONFIG};
 
 pub use accounts::{Accounts, Table};
 
