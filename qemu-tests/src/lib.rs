@@ -27,6 +27,7 @@
 //! normally and kept when the thread is panicking, so a failed test leaves
 //! its console log behind.
 
+pub mod cluster;
 mod config;
 mod console;
 mod disk;

@@ -14,54 +14,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_qemu::cluster::{addr, endpoints, user_data, Roles, LEASE_TTL_S, NETWORK, SUBNETS};
 use berth_qemu::oci::{self, BUSYBOX_IMAGE as IMAGE};
 use berth_qemu::ssh::free_port;
 use berth_qemu::{boot_timeout, Vm, VmConfig, WorkDir, FW_CFG_USER_DATA, GIB};
-
-/// The cluster network (flannel's `Network`) and the lease TTL the hosts use.
-const NETWORK: &str = "10.244.0.0/16";
-const LEASE_TTL_S: u64 = 15;
-/// etcd's prefix of the subnet leases (flannel's).
-const SUBNETS: &str = "/coreos.com/network/subnets/";
-
-/// Host `i`'s address on the segment.
-fn addr(i: u8) -> String {
-    format!("192.0.2.1{i}")
-}
-
-/// The user data of host `i` (1 to 3).
-fn user_data(i: u8) -> String {
-    let cluster: Vec<String> = (1..=3).map(|j| format!("node{j}=http://{}:2380", addr(j))).collect();
-    let me = addr(i);
-    format!(
-        "#cloud-config\n\
-hostname: node{i}\n\
-network:\n\
-\x20 version: 2\n\
-\x20 ethernets:\n\
-\x20   eth0:\n\
-\x20     dhcp4: true\n\
-\x20   eth1:\n\
-\x20     addresses: [{me}/24]\n\
-berth:\n\
-\x20 etcd:\n\
-\x20   name: node{i}\n\
-\x20   initial_cluster: {cluster}\n\
-\x20   initial_cluster_state: new\n\
-\x20   initial_cluster_token: berth-test\n\
-\x20   listen_peer_urls: [http://{me}:2380]\n\
-\x20   initial_advertise_peer_urls: [http://{me}:2380]\n\
-\x20   listen_client_urls: [http://{me}:2379, http://127.0.0.1:2379]\n\
-\x20   advertise_client_urls: [http://{me}:2379]\n\
-\x20 router:\n\
-\x20   network: {NETWORK}\n\
-\x20   subnet_len: 24\n\
-\x20   interface: eth1\n\
-\x20   public_ip: {me}\n\
-\x20   lease_ttl: {LEASE_TTL_S}s\n",
-        cluster = cluster.join(",")
-    )
-}
 
 /// Runs `cmd` in `vm` until `done` accepts its output or `timeout` passes;
 /// returns the last output. Panics with it on timeout.
@@ -118,7 +74,7 @@ fn container_addr(vm: &mut Vm, name: &str) -> String {
 
 fn start(dir: &Path, i: u8, segment: u16, image_drive: Option<&str>) -> Vm {
     let ud = dir.join(format!("user-data-{i}"));
-    std::fs::write(&ud, user_data(i)).unwrap();
+    std::fs::write(&ud, user_data(i, &Roles { router: true, updates_from: None })).unwrap();
     let mut cfg = VmConfig::new()
         .name(&format!("cluster-{i}"))
         .disk_size(4 * GIB)
@@ -146,7 +102,7 @@ fn three_hosts_share_etcd_and_route_containers_to_each_other() {
     let [vm1, vm2, vm3] = &mut vms[..] else { unreachable!() };
 
     // etcd: three members, all healthy, and berthctl says so.
-    let endpoints = (1..=3).map(|j| format!("http://{}:2379", addr(j))).collect::<Vec<_>>().join(",");
+    let endpoints = endpoints();
     poll(
         vm1,
         "etcd healthy on three members",
