@@ -26,9 +26,10 @@ pub const BRIDGE: &str = "cni0";
 pub const NETWORK_NAME: &str = "berth-cluster";
 
 /// The bridge's address: the subnet's first host address (`.1`), the
-/// containers' gateway.
+/// containers' gateway. Never the network address, which is the VTEP's
+/// (so `None` for a /32).
 pub fn gateway(subnet: Ipv4Net) -> Option<Ipv4Addr> {
-    subnet.nth(1)
+    subnet.hosts().find(|&ip| ip != subnet.addr())
 }
 
 /// The conflist (CNI spec 1.0.0) for `subnet` of `network` with `mtu`.
@@ -79,5 +80,13 @@ mod tests {
         assert_eq!(bridge["ipam"]["ranges"][0][0]["gateway"], "10.244.3.1");
         assert_eq!(bridge["ipam"]["routes"][0]["dst"], "10.244.0.0/16");
         assert!(CNI_FILE < "10-berth.conflist", "must outrank the image's default");
+    }
+
+    #[test]
+    fn the_gateway_is_never_the_vtep_address() {
+        let gw = |s: &str| gateway(s.parse().unwrap()).map(|ip| ip.to_string());
+        assert_eq!(gw("10.244.3.0/24").as_deref(), Some("10.244.3.1"));
+        assert_eq!(gw("10.244.3.0/31").as_deref(), Some("10.244.3.1"));
+        assert_eq!(gw("10.244.3.0/32"), None);
     }
 }

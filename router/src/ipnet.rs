@@ -1,22 +1,24 @@
-//! IPv4 networks (`a.b.c.d/len`): parsing, containment, overlap, and the
-//! subnets of a cluster network. Pure.
+//! IPv4 networks (`a.b.c.d/len`) as Berth and flannel write them: a thin
+//! newtype over [`ipnet::Ipv4Net`], which does the arithmetic (containment,
+//! subnets, hosts, broadcast). What is ours: the strict parsing that refuses
+//! host bits, overlap, the subnet count, and flannel's key form. Pure.
 
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::ops::Deref;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// An IPv4 network: an address with its host bits zero and a prefix
-/// length of 0 to 32. Ordered by address, then length.
+/// An IPv4 network: an [`ipnet::Ipv4Net`] whose address has its host bits
+/// zero (the network address). Ordered by address, then length. Dereferences
+/// to the [`ipnet::Ipv4Net`] for the rest (`addr`, `prefix_len`, `contains`,
+/// `subnets`, `hosts`, `broadcast`...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv4Net {
-    addr: Ipv4Addr,
-    len: u8,
-}
+pub struct Ipv4Net(ipnet::Ipv4Net);
 
 /// flannel's customary cluster network, 10.244.0.0/16.
-pub const DEFAULT_NETWORK: Ipv4Net = Ipv4Net { addr: Ipv4Addr::new(10, 244, 0, 0), len: 16 };
+pub const DEFAULT_NETWORK: Ipv4Net = Ipv4Net(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 16));
 
 /// Why a text is not an IPv4 network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,82 +40,58 @@ pub enum NetParseError {
 impl Ipv4Net {
     /// The network of `addr/len`, host bits cleared. `None` if `len > 32`.
     pub fn new(addr: Ipv4Addr, len: u8) -> Option<Ipv4Net> {
-        (len <= 32).then(|| Ipv4Net { addr: Ipv4Addr::from(u32::from(addr) & mask(len)), len })
+        ipnet::Ipv4Net::new(addr, len).ok().map(Ipv4Net::from)
     }
 
-    /// The network address (host bits zero).
-    pub fn addr(&self) -> Ipv4Addr {
-        self.addr
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(&self) -> u8 {
-        self.len
-    }
-
-    /// The last address (the broadcast address for len < 31).
-    pub fn last(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) | !mask(self.len))
-    }
-
-    /// The `n`th address after the network address (`nth(1)` = `.1` of a /24),
-    /// `None` past the end.
-    pub fn nth(&self, n: u32) -> Option<Ipv4Addr> {
-        let size = 1u64 << (32 - u32::from(self.len));
-        (u64::from(n) < size).then(|| Ipv4Addr::from(u32::from(self.addr).wrapping_add(n)))
-    }
-
-    /// Whether `ip` is in this network.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & mask(self.len) == u32::from(self.addr)
-    }
-
-    /// Whether the two networks share an address.
+    /// Whether the two networks share an address (one holds the other).
     pub fn overlaps(&self, other: &Ipv4Net) -> bool {
-        self.contains(other.addr) || other.contains(self.addr)
+        self.0.contains(&other.0) || other.0.contains(&self.0)
     }
 
     /// How many subnets of length `sub_len` this network holds, or `None`
     /// when `sub_len` is not longer than this network's length or longer than 32.
     pub fn subnet_count(&self, sub_len: u8) -> Option<u64> {
-        (sub_len > self.len && sub_len <= 32).then(|| 1u64 << (sub_len - self.len))
-    }
-
-    /// The `i`th subnet of length `sub_len` (0-based), if there is one.
-    pub fn subnet(&self, sub_len: u8, i: u64) -> Option<Ipv4Net> {
-        let count = self.subnet_count(sub_len)?;
-        if i >= count {
-            return None;
-        }
-        let step = 1u64 << (32 - u32::from(sub_len));
-        let base = u64::from(u32::from(self.addr)) + i * step;
-        Ipv4Net::new(Ipv4Addr::from(u32::try_from(base).ok()?), sub_len)
+        (sub_len > self.prefix_len() && sub_len <= 32).then(|| 1u64 << (sub_len - self.prefix_len()))
     }
 
     /// flannel's key form `a.b.c.d-len` (`10.244.1.0-24`).
     pub fn key_form(&self) -> String {
-        format!("{}-{}", self.addr, self.len)
+        format!("{}-{}", self.addr(), self.prefix_len())
     }
 
-    /// Reads flannel's key form `a.b.c.d-len`.
+    /// Reads flannel's key form `a.b.c.d-len`; `None` with host bits set.
     pub fn from_key_form(s: &str) -> Option<Ipv4Net> {
         let (a, l) = s.rsplit_once('-')?;
-        let net = Ipv4Net::new(a.parse().ok()?, l.parse().ok()?)?;
-        (net.addr.to_string() == a).then_some(net)
+        let addr: Ipv4Addr = a.parse().ok()?;
+        let net = Ipv4Net::new(addr, l.parse().ok()?)?;
+        (net.addr() == addr).then_some(net)
     }
 }
 
-fn mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
+/// The network of an [`ipnet::Ipv4Net`], host bits cleared.
+impl From<ipnet::Ipv4Net> for Ipv4Net {
+    fn from(net: ipnet::Ipv4Net) -> Ipv4Net {
+        Ipv4Net(net.trunc())
+    }
+}
+
+impl From<Ipv4Net> for ipnet::Ipv4Net {
+    fn from(net: Ipv4Net) -> ipnet::Ipv4Net {
+        net.0
+    }
+}
+
+impl Deref for Ipv4Net {
+    type Target = ipnet::Ipv4Net;
+
+    fn deref(&self) -> &ipnet::Ipv4Net {
+        &self.0
     }
 }
 
 impl fmt::Display for Ipv4Net {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
+        self.0.fmt(f)
     }
 }
 
@@ -126,7 +104,7 @@ impl FromStr for Ipv4Net {
         let addr: Ipv4Addr = a.parse().map_err(|_| NetParseError::Address(s.to_string()))?;
         let len: u8 = l.parse().map_err(|_| NetParseError::Length(s.to_string()))?;
         let net = Ipv4Net::new(addr, len).ok_or_else(|| NetParseError::Length(s.to_string()))?;
-        if net.addr != addr {
+        if net.addr() != addr {
             return Err(NetParseError::HostBits(s.to_string(), net));
         }
         Ok(net)
@@ -161,6 +139,15 @@ mod tests {
         assert!(matches!("10.244.0.0/33".parse::<Ipv4Net>(), Err(NetParseError::Length(_))));
         assert!(matches!("10.244.0.0".parse::<Ipv4Net>(), Err(NetParseError::NoPrefix(_))));
         assert!(matches!("10.244.0/16".parse::<Ipv4Net>(), Err(NetParseError::Address(_))));
+        assert_eq!(
+            "10.244.1.0/16".parse::<Ipv4Net>().unwrap_err().to_string(),
+            "\"10.244.1.0/16\" has host bits set (the network is 10.244.0.0/16)"
+        );
+        assert_eq!(Ipv4Net::new("10.244.3.7".parse().unwrap(), 24), Some(n("10.244.3.0/24")));
+        assert_eq!(Ipv4Net::new("10.244.3.7".parse().unwrap(), 33), None);
+        assert_eq!(DEFAULT_NETWORK, n("10.244.0.0/16"));
+        assert_eq!(serde_json::to_string(&DEFAULT_NETWORK).unwrap(), "\"10.244.0.0/16\"");
+        assert!(serde_json::from_str::<Ipv4Net>("\"10.244.1.0/16\"").is_err());
     }
 
     #[test]
@@ -168,14 +155,13 @@ mod tests {
         let net = n("10.244.0.0/16");
         assert_eq!(net.subnet_count(24), Some(256));
         assert_eq!(net.subnet_count(16), None);
-        assert_eq!(net.subnet(24, 3), Some(n("10.244.3.0/24")));
-        assert_eq!(net.subnet(24, 256), None);
+        assert_eq!(net.subnet_count(33), None);
         assert_eq!(n("10.244.3.0/24").key_form(), "10.244.3.0-24");
         assert_eq!(Ipv4Net::from_key_form("10.244.3.0-24"), Some(n("10.244.3.0/24")));
         assert_eq!(Ipv4Net::from_key_form("10.244.3.1-24"), None);
+        assert_eq!(Ipv4Net::from_key_form("10.244.3.0/24"), None);
         assert!(net.overlaps(&n("10.0.0.0/8")));
+        assert!(n("10.0.0.0/8").overlaps(&net));
         assert!(!net.overlaps(&n("10.245.0.0/16")));
-        assert_eq!(n("10.244.3.0/24").nth(1), Some("10.244.3.1".parse().unwrap()));
-        assert_eq!(n("10.244.3.0/24").last(), "10.244.3.255".parse::<Ipv4Addr>().unwrap());
     }
 }

@@ -207,21 +207,15 @@ pub fn choose_subnet(
     seed: u64,
 ) -> Option<Ipv4Net> {
     if let Some(p) = preferred {
-        if p.prefix_len() == subnet_len
-            && network.contains(p.addr())
-            && p != network.subnet(subnet_len, 0)?
-            && !taken.contains(&p)
-        {
+        if p.prefix_len() == subnet_len && network.contains(&*p) && p.addr() != network.addr() && !taken.contains(&p) {
             return Some(p);
         }
     }
-    let count = network.subnet_count(subnet_len)?;
-    let usable = count - 1;
-    let start = seed % usable;
-    (0..usable)
-        .map(|i| 1 + (start + i) % usable)
-        .filter_map(|i| network.subnet(subnet_len, i))
-        .find(|s| !taken.contains(s))
+    let usable = network.subnet_count(subnet_len)? - 1;
+    let start = usize::try_from(seed % usable).ok()?;
+    // All but the first, from the `start`th on, then around.
+    let rest = network.subnets(subnet_len).ok()?.skip(1);
+    rest.clone().skip(start).chain(rest.take(start)).map(Ipv4Net::from).find(|s| !taken.contains(s))
 }
 
 #[cfg(test)]
@@ -291,7 +285,7 @@ mod tests {
         assert_eq!(choose_subnet(net, 24, &taken, None, 254).unwrap().to_string(), "10.244.255.0/24");
         assert_eq!(choose_subnet(net, 24, &taken, None, 255).unwrap().to_string(), "10.244.1.0/24");
         let small: Ipv4Net = "10.0.0.0/30".parse().unwrap();
-        let all: BTreeSet<Ipv4Net> = (1..4).map(|i| small.subnet(32, i).unwrap()).collect();
+        let all: BTreeSet<Ipv4Net> = small.subnets(32).unwrap().skip(1).map(Ipv4Net::from).collect();
         assert_eq!(choose_subnet(small, 32, &all, None, 1), None);
         assert_eq!(
             choose_subnet(net, 24, &taken, Some("10.244.0.0/24".parse().unwrap()), 0).unwrap().to_string(),

@@ -108,7 +108,7 @@ async fn hosts_join_and_leave_within_a_second() {
     // The host side: vtep address, bridge, CNI config, NAT.
     let vx = a.dp.with(|s| s.vxlan.clone()).unwrap();
     assert_eq!((vx.name.as_str(), vx.mtu, vx.address), ("flannel.1", 1450, Some(sa.addr())));
-    assert_eq!(a.dp.with(|s| s.bridge.clone()).unwrap().1, sa.nth(1).unwrap());
+    assert_eq!(a.dp.with(|s| s.bridge.clone()).unwrap().1, sa.hosts().next().unwrap());
     let cni = std::fs::read_to_string(a.paths.cni_dir.join("05-berth-router.conflist")).unwrap();
     assert!(cni.contains(&sa.to_string()), "{cni}");
     assert!(a.nat.calls.lock().unwrap().contains(&"10.244.0.0/16".parse().unwrap()));

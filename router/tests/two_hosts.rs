@@ -179,7 +179,7 @@ fn two_hosts_reach_each_other_over_the_overlay_and_a_leave_is_seen() {
 
     // Host 1 -> host 2's container gateway (cni0's address), through
     // flannel.1: route, neighbour, FDB, VXLAN over the veth, and back.
-    let gw2 = s2.nth(1).unwrap().to_string();
+    let gw2 = s2.hosts().next().unwrap().to_string();
     let ping = lab.sh(0, &format!("busybox ping -c 3 -W 2 {gw2}"));
     assert!(ping.contains("3 received") || ping.contains("3 packets received"), "{ping}");
     let link = lab.sh(0, "ip -d link show flannel.1");
