@@ -11,13 +11,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use berth_layout::console::{READY_PREFIX, UNITS_STOPPED_PREFIX};
 use berth_layout::disk::{root_partition_uuid, Slot};
+use berth_qemu::cluster;
 use berth_qemu::http::{CuttingProxy, StaticServer};
 use berth_qemu::releases::{resign, Release, ReleaseBuilder};
 use berth_qemu::updates::{self, install, install_paused, running_version, status, wait_blessed, CUT_POINTS};
-use berth_qemu::{boot_timeout, fat_image, workspace_root, Vm, VmConfig, GIB, MIB};
+use berth_qemu::{boot_timeout, fat_image, workspace_root, Vm, VmConfig, FW_CFG_USER_DATA, GIB, MIB};
 use berth_updater::bundle::{load_signing_key, open, KeyRing, ROOT_PAYLOAD};
 use berth_updater::bundle::{HEADER_LEN, SIGNATURE_BLOCK_LEN};
 
@@ -368,5 +370,83 @@ fn cut_points_are_picked_without_repeats() {
         assert_eq!(p.len(), 3);
         assert!(p.iter().all(|x| CUT_POINTS.contains(x)));
         assert!(p[0] != p[1] && p[1] != p[2] && p[0] != p[2], "{p:?}");
+    }
+}
+
+/// A rolling update of three hosts in one etcd cluster (issue 10, point 4):
+/// each boots N with automatic updates from a published N+1 and
+/// `reboot_strategy: etcd-lock` with one slot; all three install N+1 at
+/// once, and the reboots go one at a time: no host goes down (its units
+/// stop for the reboot) before the one before it is back up (its ready
+/// line) and has released the slot, and all three end on N+1, blessed.
+#[test]
+fn a_rolling_update_of_three_hosts_reboots_one_at_a_time() {
+    let n = release(N, None);
+    let n1 = release(N1, None);
+    let dir = www("rolling", &[]);
+    builder().publish(&dir, &[&n1]).expect("publishing N+1");
+    let server = StaticServer::start(&dir).expect("the HTTP server");
+    let work = root().join("rolling");
+    std::fs::create_dir_all(&work).unwrap();
+    let segment = berth_qemu::ssh::free_port().expect("a free port for the segment");
+    let roles = cluster::Roles { router: false, updates_from: Some(server.guest_url("")) };
+    let mut vms: Vec<Vm> = (1..=3u8)
+        .map(|i| {
+            let ud = work.join(format!("user-data-{i}"));
+            std::fs::write(&ud, cluster::user_data(i, &roles)).unwrap();
+            let cfg = VmConfig::new()
+                .name(&format!("rolling-{i}"))
+                .disk(&n.qcow2)
+                .disk_size(DISK)
+                .fw_cfg(FW_CFG_USER_DATA, &ud)
+                .segment_nic(segment, i);
+            Vm::start(cfg).unwrap_or_else(|e| panic!("starting host {i}: {e}"))
+        })
+        .collect();
+
+    // Watch the three consoles: when each goes down for its reboot and
+    // when it is up again on N+1 (its second ready line).
+    let mut down: [Option<Instant>; 3] = [None; 3];
+    let mut up: [Option<Instant>; 3] = [None; 3];
+    let deadline = Instant::now() + boot_timeout() * 2 + Duration::from_secs(1500);
+    while up.iter().any(Option::is_none) {
+        for (i, vm) in vms.iter().enumerate() {
+            let console = vm.console_text();
+            if down[i].is_none() && console.contains(UNITS_STOPPED_PREFIX) {
+                down[i] = Some(Instant::now());
+            }
+            if up[i].is_none() && console.matches(READY_PREFIX).count() >= 2 {
+                up[i] = Some(Instant::now());
+            }
+        }
+        if Instant::now() > deadline {
+            let contexts: Vec<String> = vms.iter().map(|vm| vm.paths().context()).collect();
+            panic!("the rolling update did not finish: down {down:?}, up {up:?}\n{}", contexts.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut windows: Vec<(usize, Instant, Instant)> = (0..vms.len())
+        .map(|i| {
+            let (d, u) =
+                (down[i].unwrap_or_else(|| panic!("host {} came up again without going down", i + 1)), up[i].unwrap());
+            (i + 1, d, u)
+        })
+        .collect();
+    windows.sort_by_key(|w| w.1);
+    for pair in windows.windows(2) {
+        let ((a, _, a_up), (b, b_down, _)) = (pair[0], pair[1]);
+        assert!(
+            b_down > a_up,
+            "host {b} went down for its reboot before host {a} was back up: two hosts rebooting at once"
+        );
+    }
+    for (i, vm) in vms.iter_mut().enumerate() {
+        let s = wait_blessed(vm, Duration::from_secs(300)).unwrap_or_else(|e| panic!("host {} blessed: {e}", i + 1));
+        assert_eq!(s.booted.version, N1, "host {} runs N+1:\n{}", i + 1, s.text);
+    }
+    let order: Vec<String> = windows.iter().map(|(h, _, _)| format!("host {h}")).collect();
+    eprintln!("rolling update: reboots in turn: {}", order.join(", "));
+    for vm in vms.iter_mut() {
+        let _ = vm.quit();
     }
 }
