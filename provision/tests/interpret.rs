@@ -543,3 +543,18 @@ fn the_three_host_cluster_examples_pass_and_make_one_cluster() {
     clusters.dedup();
     assert_eq!(clusters.len(), 1, "the hosts disagree on initial_cluster: {clusters:?}");
 }
+
+/// The README's "Cluster" example (host 1 of three) passes the check
+/// without a warning, etcd cluster checks included.
+#[test]
+fn the_readme_cluster_example_passes() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = &readme[readme.find("\n## Cluster\n").expect("a Cluster section")..];
+    let start = section.find("```yaml\n#cloud-config").expect("a #cloud-config example in Cluster") + 8;
+    let body = &section[start..];
+    let doc = &body[..body.find("```").unwrap()];
+    let checked = check("README.md cluster yaml", doc.as_bytes()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+    let etcd = checked.config.etcd.as_ref().expect("etcd settings");
+    assert_eq!(etcd.name.as_deref(), Some("b1"));
+}
