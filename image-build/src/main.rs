@@ -293,7 +293,7 @@ fn main() -> ExitCode {
                 if no_updates || runs == 0 {
                     Ok(())
                 } else {
-                    bench::bench_updates(&opts, runs)
+                    bench::updates::bench_updates(&opts, runs)
                 }
             })
         }
