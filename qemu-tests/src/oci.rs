@@ -1,5 +1,5 @@
-//! OCI images for the container tests, built on the host from Debian's
-//! busybox-static (one uncompressed layer): no registry, no network. The
+//! OCI images for the container tests, built on the host from its own
+//! busybox of Debian's busybox-static package (one uncompressed layer): no registry, no network. The
 //! archive is padded to whole sectors so that a VM can have it as a
 //! read-only disk ([`readonly_drive`]) and the guest imports it with
 //! `ctr image import --base-name berth.test/busybox /dev/vdb`.
@@ -10,12 +10,15 @@ use std::process::Command;
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::http::BUSYBOX;
 
 /// The reference the busybox image has once imported.
 pub const BUSYBOX_IMAGE: &str = "berth.test/busybox:1";
 /// The busybox applets linked in the image's `/bin`.
-pub const BUSYBOX_APPLETS: &[&str] =
-    &["sh", "echo", "ping", "ip", "cat", "mkdir", "mount", "sleep", "nc", "md5sum", "head", "timeout"];
+pub const BUSYBOX_APPLETS: &[&str] = &[
+    "sh", "echo", "ping", "ip", "cat", "mkdir", "mount", "sleep", "nc", "md5sum", "head", "timeout", "dd", "wc",
+    "mkfifo",
+];
 
 /// Runs a host command; its stdout, or an error with its output.
 fn host(cmd: &mut Command) -> Result<String> {
@@ -45,32 +48,6 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex)
 }
 
-/// Debian's busybox-static package, from the image build's package cache
-/// (`$BERTH_CACHE/packages`, default `/var/cache/berth/packages`).
-pub fn busybox_deb() -> Result<PathBuf> {
-    let cache = std::env::var_os("BERTH_CACHE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/berth"))
-        .join("packages");
-    let mut debs: Vec<PathBuf> = std::fs::read_dir(&cache)
-        .map_err(io(format_args!("reading the package cache {} (run `berth-image build`)", cache.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("busybox-static_") && n.ends_with(".deb"))
-        })
-        .collect();
-    debs.sort();
-    debs.pop().ok_or_else(|| {
-        Error::Other(format!(
-            "no busybox-static_*.deb in {} (it is pinned in image-build/packages.lock)",
-            cache.display()
-        ))
-    })
-}
-
 /// Writes a blob under `oci/blobs/sha256/` and returns its descriptor.
 fn blob(oci: &Path, media_type: &str, data: &[u8]) -> Result<serde_json::Value> {
     let tmp = oci.join("blob.tmp");
@@ -87,19 +64,24 @@ fn to_vec(v: &serde_json::Value) -> Result<Vec<u8>> {
 /// Builds an OCI image archive named [`BUSYBOX_IMAGE`] (one uncompressed
 /// layer: `bin/busybox` and the [`BUSYBOX_APPLETS`] links; `Cmd` `/bin/sh`,
 /// `PATH=/bin`) in `dir` (emptied first), padded to whole 512-byte
-/// sectors. Returns the archive's path. Needs `dpkg-deb`, `tar` and
+/// sectors. Returns the archive's path. Needs busybox-static, `tar` and
 /// `sha256sum` on the host.
 pub fn build_busybox_image(dir: &Path) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(dir);
-    let extract = dir.join("deb");
     let rootfs = dir.join("rootfs");
     let oci = dir.join("oci");
-    for d in [&extract, &rootfs.join("bin"), &oci.join("blobs/sha256")] {
+    for d in [&rootfs.join("bin"), &oci.join("blobs/sha256")] {
         std::fs::create_dir_all(d).map_err(io(format_args!("creating {}", d.display())))?;
     }
-    host(Command::new("dpkg-deb").arg("-x").arg(busybox_deb()?).arg(&extract))?;
+    // A container has no libc of its own: the host's busybox-static.
+    if !Path::new(BUSYBOX).is_file() {
+        return Err(Error::HostMissing {
+            missing: vec![format!("{BUSYBOX} (package busybox-static)")],
+            install: "apt-get install busybox-static",
+        });
+    }
     let bin = rootfs.join("bin");
-    std::fs::copy(extract.join("bin/busybox"), bin.join("busybox")).map_err(io("copying busybox"))?;
+    std::fs::copy(BUSYBOX, bin.join("busybox")).map_err(io(format_args!("copying {BUSYBOX}")))?;
     for applet in BUSYBOX_APPLETS {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).map_err(io("an applet link"))?;
     }

@@ -98,6 +98,18 @@ fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
         "no bpf file system on /sys/fs/bpf:\n{pid1_mounts}"
     );
 
+    // A shell (the admin console's, an SSH login's, a unit's `sh -c`) runs
+    // the program PATH names, not a busybox applet of the same name: every
+    // real program in /usr/bin and /usr/sbin is what `command -v` finds
+    // (iproute2's `ip`, e2fsprogs' `tune2fs`, ...).
+    let shadowed = vm.sh_ok(
+        "for f in /usr/sbin/* /usr/bin/*; do [ -L \"$f\" ] && [ \"$(readlink \"$f\")\" = busybox ] && continue; \
+         n=${f##*/}; p=$(command -v \"$n\"); case \"$p\" in /*) ;; *) echo \"$n -> ${p:-nothing}\";; esac; done",
+    );
+    assert!(shadowed.trim().is_empty(), "the shell runs a builtin or applet instead of the program:\n{shadowed}");
+    let ip = vm.sh_ok("ip -V");
+    assert!(ip.contains("iproute2"), "`ip` in a shell is not iproute2's: {ip}");
+
     // Writing to / fails.
     let w = vm.sh("echo x > /berth-write-test").expect("running the write");
     assert_ne!(w.status, 0, "writing to / succeeded: {}", w.output);
