@@ -65,6 +65,17 @@ fn a_container_runs_and_reaches_the_host_bridge() {
     eprintln!("`{cmd}`:\n{out}");
     assert!(host_side.contains("inet 10.88.0.1/16"), "berth0 does not hold {GATEWAY}/16:\n{report}");
 
+    // A container on the host's network: ctr bind-mounts the host's
+    // /etc/hosts and /etc/resolv.conf into it, so both must exist, and it
+    // sees the host's interfaces (the CNI bridge among them).
+    let cmd = format!("ctr run --rm --net-host {IMAGE} c-host /bin/sh -c 'cat /etc/hosts; ip -o link'");
+    let (st, out) = vm.sh_status(&cmd);
+    assert!(
+        st == 0 && out.contains("localhost") && out.contains("berth0"),
+        "`{cmd}` (exit {st}) did not run on the host's network:\n{out}\n{}",
+        ctx(&vm)
+    );
+
     // A privileged container's mount under an `rshared` bind mount shows on
     // the host (the mount tree is shared from early boot). The container's
     // root is made rshared too, as containerd's CRI does for a Kubernetes
