@@ -14,76 +14,22 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use berth_qemu::cluster::{addr, endpoints, user_data, Roles, LEASE_TTL_S, NETWORK, SUBNETS};
+use berth_qemu::cluster::{self, addr, container_addr, endpoints, lease_of, Roles, LEASE_TTL_S, NETWORK, SUBNETS};
 use berth_qemu::oci::{self, BUSYBOX_IMAGE as IMAGE};
 use berth_qemu::ssh::free_port;
-use berth_qemu::{boot_timeout, Vm, VmConfig, WorkDir, FW_CFG_USER_DATA, GIB};
+use berth_qemu::{boot_timeout, Vm, VmConfig, WorkDir};
 
-/// Runs `cmd` in `vm` until `done` accepts its output or `timeout` passes;
-/// returns the last output. Panics with it on timeout.
+/// [`cluster::poll`], panicking with its error (the last output and the
+/// console tails) when it times out.
+#[track_caller]
 fn poll(vm: &mut Vm, what: &str, cmd: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (_, out) = vm.sh_status(cmd);
-        if done(&out) {
-            return out;
-        }
-        if Instant::now() > deadline {
-            panic!("{what}: not within {timeout:?}; `{cmd}` says:\n{out}\n{}", vm.paths().context());
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
-/// The subnet leases in etcd, `(subnet key, JSON value)`, as host `vm` sees them.
-fn leases(vm: &mut Vm) -> Vec<(String, String)> {
-    let (_, out) = vm.sh_status(&format!("etcdctl get --prefix {SUBNETS}"));
-    let lines: Vec<&str> = out.lines().collect();
-    lines
-        .chunks(2)
-        .filter_map(|kv| match kv {
-            [k, v] if k.starts_with(SUBNETS) => Some((k.trim_start_matches(SUBNETS).to_string(), v.to_string())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The lease of the host whose `PublicIP` is `ip`: `(a.b.c.d-24, VtepMAC)`.
-fn lease_of(vm: &mut Vm, ip: &str) -> Option<(String, String)> {
-    leases(vm).into_iter().find_map(|(k, v)| {
-        let json: serde_json::Value = serde_json::from_str(&v).ok()?;
-        (json["PublicIP"] == ip).then(|| (k, json["BackendData"]["VtepMAC"].as_str().unwrap_or_default().to_string()))
-    })
-}
-
-/// `10.244.3.0-24` -> `10.244.3.0/24`.
-fn cidr(key: &str) -> String {
-    key.replace('-', "/")
-}
-
-/// The container's address inside a container started with `--cni`.
-fn container_addr(vm: &mut Vm, name: &str) -> String {
-    let out = vm.sh_ok(&format!("ctr task exec --exec-id addr-{name} {name} ip -4 -o addr show eth0"));
-    out.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .unwrap_or_else(|| panic!("no IPv4 address in container {name}:\n{out}"))
-        .to_string()
+    cluster::poll(vm, what, cmd, timeout, done).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn start(dir: &Path, i: u8, segment: u16, image_drive: Option<&str>) -> Vm {
-    let ud = dir.join(format!("user-data-{i}"));
-    std::fs::write(&ud, user_data(i, &Roles { router: true, updates_from: None })).unwrap();
-    let mut cfg = VmConfig::new()
-        .name(&format!("cluster-{i}"))
-        .disk_size(4 * GIB)
-        .fw_cfg(FW_CFG_USER_DATA, &ud)
-        .segment_nic(segment, i);
-    if let Some(d) = image_drive {
-        cfg = cfg.arg("-drive").arg(d);
-    }
-    Vm::start(cfg).unwrap_or_else(|e| panic!("starting host {i}: {e}"))
+    let roles = Roles { router: true, updates_from: None };
+    cluster::start_host(VmConfig::new().name(&format!("cluster-{i}")), dir, i, &roles, segment, image_drive)
+        .unwrap_or_else(|e| panic!("starting host {i}: {e}"))
 }
 
 #[test]
@@ -131,22 +77,29 @@ fn three_hosts_share_etcd_and_route_containers_to_each_other() {
         Duration::from_secs(180),
         |o| o.lines().filter(|l| l.starts_with(SUBNETS)).count() == 3,
     );
-    let mut subnets = Vec::new();
+    let mut leases = Vec::new();
     for (j, vm) in [(1u8, &mut *vm1), (2, &mut *vm2), (3, &mut *vm3)] {
-        let (key, mac) = lease_of(vm, &addr(j)).unwrap_or_else(|| panic!("no lease with PublicIP {}", addr(j)));
-        assert!(key.starts_with("10.244.") && key.ends_with("-24"), "host {j}'s lease {key} is not a /24 of {NETWORK}");
-        assert!(!mac.is_empty(), "host {j}'s lease has no VtepMAC");
+        let lease = lease_of(vm, &addr(j))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no lease with PublicIP {}", addr(j)));
+        assert!(
+            lease.key.starts_with("10.244.") && lease.key.ends_with("-24"),
+            "host {j}'s lease {} is not a /24 of {NETWORK}",
+            lease.key
+        );
+        assert!(!lease.vtep_mac.is_empty(), "host {j}'s lease has no VtepMAC");
         let shown = vm.sh_ok("berthctl status router");
         assert!(
-            shown.contains(&cidr(&key)),
-            "host {j}'s `berthctl status router` does not show its subnet {key}:\n{shown}"
+            shown.contains(&lease.subnet),
+            "host {j}'s `berthctl status router` does not show its subnet {}:\n{shown}",
+            lease.subnet
         );
-        subnets.push((key, mac));
+        leases.push(lease);
     }
-    let mut distinct: Vec<&String> = subnets.iter().map(|(k, _)| k).collect();
+    let mut distinct: Vec<&String> = leases.iter().map(|l| &l.key).collect();
     distinct.sort();
     distinct.dedup();
-    assert_eq!(distinct.len(), 3, "three hosts, three subnets: {subnets:?}");
+    assert_eq!(distinct.len(), 3, "three hosts, three subnets: {leases:?}");
 
     // A container on host 3 listens; one on host 1 pings it and sends it
     // 1 MiB over TCP, by its address, with no port mapping.
@@ -156,8 +109,8 @@ fn three_hosts_share_etcd_and_route_containers_to_each_other() {
         ));
     }
     vm3.sh_ok(&format!("ctr run -d --cni {IMAGE} server /bin/sh -c 'mkdir -p /tmp; nc -l -p 5000 > /tmp/got; md5sum /tmp/got > /tmp/sum; sleep 3600'"));
-    let server = container_addr(vm3, "server");
-    let host3_subnet = cidr(&subnets[2].0);
+    let server = container_addr(vm3, "server").unwrap_or_else(|e| panic!("{e}"));
+    let host3_subnet = &leases[2].subnet;
     assert!(
         server.starts_with(host3_subnet.trim_end_matches(".0/24")),
         "the server's address {server} is not in host 3's subnet {host3_subnet}"
@@ -183,19 +136,20 @@ fn three_hosts_share_etcd_and_route_containers_to_each_other() {
 
     // Host 2 leaves (powered off, no clean stop): within the TTL plus a few
     // seconds its route, neighbour and FDB entry are gone on hosts 1 and 3.
-    let (key2, mac2) = subnets[1].clone();
-    let subnet2 = cidr(&key2);
+    let cluster::Lease { key: key2, subnet: subnet2, vtep_mac: mac2 } = leases[1].clone();
+    let entries = "ip route show && ip neigh show && bridge fdb show";
     for vm in [&mut *vm1, &mut *vm3] {
-        let routes = vm.sh_ok("ip route show");
-        assert!(routes.contains(&subnet2), "before: no route to host 2's {subnet2}:\n{routes}");
+        let before = vm.sh_ok(entries);
+        assert!(
+            before.contains(&subnet2) && before.contains(&mac2),
+            "before: no route, neighbour or FDB entry for host 2 ({subnet2}, {mac2}):\n{before}"
+        );
     }
     vm2.quit().expect("powering host 2 off");
     let gone = Instant::now();
     let limit = Duration::from_secs(LEASE_TTL_S + 20);
     for vm in [&mut *vm1, &mut *vm3] {
-        poll(vm, "host 2's entries gone", "ip route show; ip neigh show; bridge fdb show", limit, |o| {
-            !o.contains(&subnet2) && !o.contains(&mac2)
-        });
+        poll(vm, "host 2's entries gone", entries, limit, |o| !o.contains(&subnet2) && !o.contains(&mac2));
     }
     eprintln!(
         "cluster: host 2's entries gone {:.1} s after power-off (TTL {LEASE_TTL_S} s)",
