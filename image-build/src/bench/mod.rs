@@ -3,6 +3,7 @@
 //! figures (see [`updates::bench_updates`]; `--no-updates` skips them). Figures, not assertions:
 //! TCG speed depends on what else the machine does.
 
+pub mod peer;
 pub mod updates;
 
 use crate::context::Context;
