@@ -209,6 +209,9 @@ pub fn root_files(containerd_config: &str) -> Vec<RootFile> {
              StandardOutput=tty\n\
              StandardError=tty\n\
              TTYPath=/dev/hvc0\n\
+             # An interactive shell ignores SIGTERM: without this every\n\
+             # shutdown would wait out the 90 s stop timeout.\n\
+             KillSignal=SIGHUP\n\
              Restart=always\n\
              \n\
              [Install]\n\

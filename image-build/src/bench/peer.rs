@@ -181,11 +181,12 @@ pub fn parse_mem_used_kib(text: &str) -> Option<u64> {
 }
 
 /// A size in MiB from a line of Berth's size report (`  root tree
-/// 155.68 MiB  (156 files)`), found by the label it starts with.
+/// 155.68 MiB  (156 files)`, `  EROFS (lz4hc)  83.56 MiB`), found by the
+/// label it starts with: the first number followed by `MiB`.
 pub fn size_report_mib(report: &str, label: &str) -> Option<f64> {
     let line = report.lines().find(|l| l.trim_start().starts_with(label))?;
-    let rest = line.trim_start()[label.len()..].trim_start();
-    rest.split_whitespace().next()?.parse().ok()
+    let words: Vec<&str> = line.trim_start()[label.len()..].split_whitespace().collect();
+    words.windows(2).find(|w| w[1] == "MiB").and_then(|w| w[0].parse().ok())
 }
 
 /// One row of the comparison: the samples of each system.
@@ -337,10 +338,12 @@ pub fn bench_peer(ctx: &Context, opts: &PeerBenchOptions) -> Result<(), Error> {
         peer.info.kernel_version
     );
     println!();
-    println!("Steady-state reboots ({} each, alternating; median, range):", opts.boots);
-    println!();
-    print!("{}", table(&boot_rows(&berth, &peers), busy.is_none()));
-    println!();
+    if opts.boots > 0 {
+        println!("Steady-state reboots ({} each, alternating; median, range):", opts.boots);
+        println!();
+        print!("{}", table(&boot_rows(&berth, &peers), busy.is_none()));
+        println!();
+    }
     println!("First boot of each disk:");
     println!();
     print!(
@@ -531,6 +534,7 @@ mod tests {
                       \x20 EROFS (lz4hc)              83.56 MiB  (54% of the tree)\n";
         assert_eq!(size_report_mib(report, "root tree"), Some(155.68));
         assert_eq!(size_report_mib(report, "EROFS (lz4hc)"), Some(83.56));
+        assert_eq!(size_report_mib(report, "EROFS"), Some(83.56));
         assert_eq!(size_report_mib(report, "ESP"), None);
     }
 
