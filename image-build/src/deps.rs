@@ -58,6 +58,8 @@ pub const HOST_PACKAGES: &[&str] = &[
     // the router's NAT test runs iptables (nf_tables backend, as in the
     // image) in a fresh network namespace
     "iptables",
+    // `bench --peer`: the Debian 12 + systemd peer is debootstrapped
+    "debootstrap",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,7 @@ mod kernel;
 mod keys;
 mod manifest;
 mod packages;
+mod peer;
 mod progress;
 mod publish;
 mod rig;
@@ -200,6 +201,16 @@ enum Command {
         /// Update runs (install, boot N+1, roll back) for the medians (0: none).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Instead: Berth against the systemd peer (Debian 12 + systemd +
+        /// the same containerd, runc and etcd; built and cached on the
+        /// first run), `--boots` steady-state reboots of each, alternating,
+        /// after a first boot of each (TCG, 2 vCPUs, 1 GiB).
+        #[arg(long)]
+        peer: bool,
+        /// With --peer: give both VMs a virtio NIC on QEMU's user network
+        /// (default: no NIC).
+        #[arg(long, requires = "peer")]
+        nic: bool,
     },
     /// Build releases N and N+1, then cut the power of a VM installing N+1
     /// (or booting it the first time) N times at random points, and count
@@ -280,7 +291,10 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e),
         },
-        Command::Bench { boots, kvm, no_updates, runs } => {
+        Command::Bench { boots, kvm, peer: true, nic, .. } => {
+            bench::peer::bench_peer(&ctx, &bench::peer::PeerBenchOptions { boots, kvm, nic })
+        }
+        Command::Bench { boots, kvm, no_updates, runs, .. } => {
             let opts = run::RunOptions {
                 smoke: true,
                 kvm,
@@ -332,6 +346,19 @@ mod tests {
         assert!(parse(&["run", "--seed", "imds"]).is_err(), "a seed without user data");
         assert!(parse(&["run", "--user-data", "u", "--seed", "floppy"]).is_err());
         assert!(matches!(parse(&["check-config", "f"]), Ok(Cli { command: Command::CheckConfig { .. }, .. })));
+    }
+
+    #[test]
+    fn bench_peer_takes_boots_and_a_nic() {
+        let Ok(Cli { command: Command::Bench { peer, boots, nic, .. }, .. }) = parse(&["bench", "--peer"]) else {
+            panic!("bench --peer parses")
+        };
+        assert_eq!((peer, boots, nic), (true, 5, false));
+        assert!(matches!(
+            parse(&["bench", "--peer", "--boots", "3", "--nic"]),
+            Ok(Cli { command: Command::Bench { peer: true, boots: 3, nic: true, .. }, .. })
+        ));
+        assert!(parse(&["bench", "--nic"]).is_err(), "--nic needs --peer");
     }
 
     #[test]

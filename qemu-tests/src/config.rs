@@ -77,8 +77,25 @@ pub struct VmConfig {
     /// ([`crate::OVMF_VARS_SNAKEOIL`]) instead of the empty one. Only
     /// binaries signed with the snakeoil key start.
     pub secure_boot: bool,
+    /// Boot this kernel directly (`-kernel`, `-initrd`, `-append`) instead
+    /// of the firmware booting the disk: no OVMF (QEMU's default SeaBIOS
+    /// loads the kernel), no EFI variables. For a system that is not Berth,
+    /// e.g. the systemd peer of `berth-image bench --peer`, whose root is
+    /// the whole disk.
+    pub direct_kernel: Option<DirectKernel>,
     /// More QEMU arguments, appended last.
     pub extra_args: Vec<String>,
+}
+
+/// A kernel QEMU loads itself ([`VmConfig::direct_kernel`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectKernel {
+    /// The kernel image (bzImage, Debian's `vmlinuz-*`).
+    pub kernel: PathBuf,
+    /// The initramfs, if the kernel needs one.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line.
+    pub append: String,
 }
 
 /// The fw_cfg entry names Berth's probe reads.
@@ -154,6 +171,7 @@ impl VmConfig {
             smbios: Vec::new(),
             user_net: UserNet::default(),
             secure_boot: false,
+            direct_kernel: None,
             extra_args: Vec::new(),
         }
     }
@@ -235,6 +253,18 @@ impl VmConfig {
     pub fn secure_boot(mut self, on: bool) -> Self {
         self.secure_boot = on;
         self
+    }
+
+    /// Boots `kernel` directly instead of through OVMF (see [`VmConfig::direct_kernel`]).
+    pub fn direct_kernel(mut self, kernel: DirectKernel) -> Self {
+        self.direct_kernel = Some(kernel);
+        self
+    }
+
+    /// Whether the VM boots through OVMF (and so needs its own copy of the
+    /// EFI variables): every VM but one with a [`VmConfig::direct_kernel`].
+    pub(crate) fn uses_ovmf(&self) -> bool {
+        self.direct_kernel.is_none()
     }
 
     /// The firmware code and the variable store the VM's copy starts from.
@@ -359,15 +389,25 @@ impl VmConfig {
             push(&mut a, &["-accel", "tcg", "-cpu", "qemu64,-hypervisor"]);
         }
         push(&mut a, &["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
-        push(
-            &mut a,
-            &[
-                "-drive",
-                &format!("if=pflash,format=raw,readonly=on,file={}", drive_path(self.firmware(host).0)),
-                "-drive",
-                &format!("if=pflash,format=raw,file={}", drive_path(&paths.vars)),
-            ],
-        );
+        if let Some(k) = &self.direct_kernel {
+            // QEMU's own loader takes paths and the command line as they
+            // are: no option string, so no comma doubling.
+            push(&mut a, &["-kernel", &p(&k.kernel)]);
+            if let Some(initrd) = &k.initrd {
+                push(&mut a, &["-initrd", &p(initrd)]);
+            }
+            push(&mut a, &["-append", &k.append]);
+        } else {
+            push(
+                &mut a,
+                &[
+                    "-drive",
+                    &format!("if=pflash,format=raw,readonly=on,file={}", drive_path(self.firmware(host).0)),
+                    "-drive",
+                    &format!("if=pflash,format=raw,file={}", drive_path(&paths.vars)),
+                ],
+            );
+        }
         if with_disk {
             push(
                 &mut a,
@@ -624,6 +664,37 @@ mod tests {
         }
         assert!(!a.contains("-no-reboot"));
         assert!(!a.contains("kvm"));
+    }
+
+    #[test]
+    fn a_direct_kernel_replaces_the_firmware_and_keeps_the_rest() {
+        let k = DirectKernel {
+            kernel: "/c/vmlinuz".into(),
+            initrd: Some("/c/initrd.img".into()),
+            append: "root=/dev/vda rw console=ttyS0,115200".into(),
+        };
+        let cfg = VmConfig::new().direct_kernel(k).cpus(2).net(vec![]);
+        assert!(!cfg.uses_ovmf() && VmConfig::new().uses_ovmf());
+        let a = cfg.qemu_args(&host(), &VmPaths::in_dir(Path::new("/vms/x")), true);
+        let after = |flag: &str| a.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone());
+        assert_eq!(after("-kernel").as_deref(), Some("/c/vmlinuz"));
+        assert_eq!(after("-initrd").as_deref(), Some("/c/initrd.img"));
+        assert_eq!(after("-append").as_deref(), Some("root=/dev/vda rw console=ttyS0,115200"));
+        let j = a.join(" ");
+        assert!(!j.contains("pflash") && !j.contains("vars.fd"), "{j}");
+        // The same machine as Berth's otherwise: TCG CPU, disk, consoles, devices.
+        for want in [
+            "-M q35",
+            "-accel tcg -cpu qemu64,-hypervisor",
+            "-smp 2",
+            "format=qcow2,file=/vms/x/overlay.qcow2",
+            "virtio-blk-pci,drive=disk0,bootindex=1",
+            "-nic none",
+            "virtconsole,chardev=admin",
+            "-device virtio-rng-pci",
+        ] {
+            assert!(j.contains(want), "{want:?} missing from {j}");
+        }
     }
 
     #[test]

@@ -47,7 +47,7 @@ mod vm;
 mod vm_paths;
 mod workdir;
 
-pub use config::{DiskBus, UserNet, VmConfig, EC2_SMBIOS, FW_CFG_META_DATA, FW_CFG_USER_DATA};
+pub use config::{DirectKernel, DiskBus, UserNet, VmConfig, EC2_SMBIOS, FW_CFG_META_DATA, FW_CFG_USER_DATA};
 pub use console::{tail, BootTimes};
 pub use disk::{fat_image, flip_byte, fsck_ext4, Fsck, Image, ImageFormat};
 pub use error::{Error, Result};

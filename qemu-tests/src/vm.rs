@@ -66,7 +66,7 @@ impl Vm {
                 )));
             }
         }
-        if !paths.vars.exists() {
+        if cfg.uses_ovmf() && !paths.vars.exists() {
             let vars = cfg.firmware(&host).1;
             std::fs::copy(vars, &paths.vars).map_err(io(format!("copying {}", vars.display())))?;
         }
