@@ -198,7 +198,8 @@ enum Command {
         /// new slot's ready line, bundle size against the root tree).
         #[arg(long)]
         no_updates: bool,
-        /// Update runs (install, boot N+1, roll back) for the medians (0: none).
+        /// Update runs (install, boot N+1, roll back) for the medians (0: none);
+        /// with `--cluster`, transfers per path and router restarts.
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// Instead: Berth against the systemd peer (Debian 12 + systemd +
@@ -211,6 +212,11 @@ enum Command {
         /// (default: no NIC).
         #[arg(long, requires = "peer")]
         nic: bool,
+        /// Only the cluster figures instead: three hosts with the router,
+        /// container-to-container throughput against host-to-host on the
+        /// same segment, and the time to converge after a join and a leave.
+        #[arg(long, conflicts_with = "peer")]
+        cluster: bool,
     },
     /// Build releases N and N+1, then cut the power of a VM installing N+1
     /// (or booting it the first time) N times at random points, and count
@@ -294,7 +300,7 @@ fn main() -> ExitCode {
         Command::Bench { boots, kvm, peer: true, nic, .. } => {
             bench::peer::bench_peer(&ctx, &bench::peer::PeerBenchOptions { boots, kvm, nic })
         }
-        Command::Bench { boots, kvm, no_updates, runs, .. } => {
+        Command::Bench { boots, kvm, no_updates, runs, cluster, .. } => {
             let opts = run::RunOptions {
                 smoke: true,
                 kvm,
@@ -303,13 +309,17 @@ fn main() -> ExitCode {
                 four_kn: false,
                 user_data: userdata::UserData::default(),
             };
-            bench::bench(&ctx, &opts, boots).and_then(|()| {
-                if no_updates || runs == 0 {
-                    Ok(())
-                } else {
-                    bench::updates::bench_updates(&opts, runs)
-                }
-            })
+            if cluster {
+                bench::cluster::bench_cluster(&ctx, &opts, runs.max(1))
+            } else {
+                bench::bench(&ctx, &opts, boots).and_then(|()| {
+                    if no_updates || runs == 0 {
+                        Ok(())
+                    } else {
+                        bench::updates::bench_updates(&opts, runs)
+                    }
+                })
+            }
         }
         Command::Soak { power_cuts, seed, kvm } => soak::soak(&soak::SoakOptions { cuts: power_cuts, seed, kvm }),
         Command::Test { cargo_args } => suite::run(&ctx, &cargo_args),

@@ -38,7 +38,7 @@ impl RunOptions {
     }
 
     /// A VM of these options on a throwaway or kept overlay of the image.
-    fn vm(&self, ctx: &Context, name: &str) -> VmConfig {
+    pub fn vm(&self, ctx: &Context, name: &str) -> VmConfig {
         VmConfig::new()
             .name(name)
             .disk(self.image(ctx))

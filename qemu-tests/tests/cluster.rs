@@ -138,11 +138,25 @@ fn three_hosts_share_etcd_and_route_containers_to_each_other() {
     // seconds its route, neighbour and FDB entry are gone on hosts 1 and 3.
     let cluster::Lease { key: key2, subnet: subnet2, vtep_mac: mac2 } = leases[1].clone();
     let entries = "ip route show && ip neigh show && bridge fdb show";
+    // flannel's three entries per peer: a route via the peer's VTEP
+    // address (its subnet's .0), that address's MAC, and where to send it.
+    let vtep2 = subnet2.trim_end_matches("/24");
     for vm in [&mut *vm1, &mut *vm3] {
-        let before = vm.sh_ok(entries);
+        let route = vm.sh_ok("ip route show dev flannel.1");
+        let neigh = vm.sh_ok("ip neigh show dev flannel.1");
+        let fdb = vm.sh_ok("bridge fdb show dev flannel.1");
         assert!(
-            before.contains(&subnet2) && before.contains(&mac2),
-            "before: no route, neighbour or FDB entry for host 2 ({subnet2}, {mac2}):\n{before}"
+            route.contains(&format!("{subnet2} via {vtep2} ")),
+            "before: no route to host 2's {subnet2} via {vtep2}:\n{route}"
+        );
+        assert!(
+            neigh.lines().any(|l| l.starts_with(&format!("{vtep2} lladdr {mac2} ")) && l.contains("PERMANENT")),
+            "before: no permanent neighbour {vtep2} -> {mac2}:\n{neigh}"
+        );
+        assert!(
+            fdb.lines().any(|l| l.starts_with(&mac2) && l.contains(&format!("dst {}", addr(2)))),
+            "before: no FDB entry {mac2} -> {}:\n{fdb}",
+            addr(2)
         );
     }
     vm2.quit().expect("powering host 2 off");

@@ -1,9 +1,11 @@
 //! `berth-image bench`: boot figures over several boots (median and
 //! spread per phase), the size report and PID1's memory; then update
 //! figures (see [`updates::bench_updates`]; `--no-updates` skips them); with
-//! `--peer`, Berth against the systemd peer instead (see [`peer::bench_peer`]). Figures, not assertions:
+//! `--peer`, Berth against the systemd peer instead (see [`peer::bench_peer`]);
+//! with `--cluster`, the router's figures on three hosts ([`cluster`]). Figures, not assertions:
 //! TCG speed depends on what else the machine does.
 
+pub mod cluster;
 pub mod peer;
 pub mod updates;
 
