@@ -164,11 +164,13 @@ fn limits_are_generous_where_needed_and_ssh_sessions_outlive_the_listener() {
     let dropbear = unit_pid(&mut vm, "sshd").to_string();
     assert_eq!(limit(&mut vm, &dropbear, "Max open files"), pair("1024", "524288"), "a unit that sets none");
 
-    // A container of a root made of the image's static busybox: the OCI
-    // default, not containerd's limits.
+    // A container of a root made of the image's busybox and the libraries
+    // its loader lists: the OCI default, not containerd's limits.
     vm.sh_ok(
-        "mkdir -p /var/lib/limits-root/bin && cp /usr/bin/busybox /var/lib/limits-root/bin/busybox \
-         && ln -sf busybox /var/lib/limits-root/bin/sh && ln -sf busybox /var/lib/limits-root/bin/cat",
+        "r=/var/lib/limits-root; mkdir -p $r/bin && cp /usr/bin/busybox $r/bin/busybox \
+         && ln -sf busybox $r/bin/sh && ln -sf busybox $r/bin/cat \
+         && for l in $(/lib64/ld-linux-x86-64.so.2 --list /usr/bin/busybox | grep -o '/[^ ]*'); do \
+         mkdir -p $r${l%/*} && cp -L $l $r$l || exit 1; done",
     );
     let (st, out) = vm.sh_status("ctr run --rm --rootfs /var/lib/limits-root limits1 /bin/cat /proc/self/limits");
     assert_eq!(st, 0, "`ctr run` (exit {st}):\n{out}\n{}", vm.paths().context());
