@@ -54,8 +54,9 @@ enum Via {
 
 /// The shell loop of a receiver: for each connection, the guest's uptime
 /// at its first byte and at its end, and the bytes after the first, one
-/// line per transfer in /tmp/log (the image has no /tmp). Its stdin is a FIFO held open so busybox
-/// `nc` never sees end of input (it quits on it).
+/// line per transfer in /tmp/log (the image has no /tmp, so it makes one).
+/// Its stdin is a FIFO held open so busybox `nc` never sees end of input
+/// (it quits on it).
 fn receiver(port: u16) -> String {
     format!(
         "mkdir -p /tmp; mkfifo /tmp/idle; exec 3<>/tmp/idle; while true; do nc -l -p {port} <&3 | \
@@ -277,6 +278,7 @@ pub fn bench_cluster(ctx: &Context, opts: &RunOptions, runs: usize) -> Result<()
     run(vm3, &format!("ctr run -d --cni {IMAGE} recv-overlay {}", recv(OVERLAY_PORT)))?;
     run(vm3, &format!("ctr run -d --net-host {IMAGE} recv-segment {}", recv(SEGMENT_PORT)))?;
     let overlay_addr = container_addr(vm3, "recv-overlay")?;
+    let segment_addr = addr(3);
     let count = TRANSFER_MIB * 16;
     let (mut overlay, mut segment, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
     for r in 1..=runs {
@@ -287,7 +289,7 @@ pub fn bench_cluster(ctx: &Context, opts: &RunOptions, runs: usize) -> Result<()
         for path in order {
             let (net, to, port, receiver) = match path {
                 Via::Overlay => ("--cni", overlay_addr.as_str(), OVERLAY_PORT, "recv-overlay"),
-                Via::Segment => ("--net-host", "192.0.2.13", SEGMENT_PORT, "recv-segment"),
+                Via::Segment => ("--net-host", segment_addr.as_str(), SEGMENT_PORT, "recv-segment"),
             };
             let send = format!(
                 "ctr run --rm {net} {IMAGE} send-{r} /bin/sh -c \
