@@ -111,20 +111,57 @@ fn step(name: &str, started: Instant) {
     eprintln!("build: {name} done ({:.1} s)", started.elapsed().as_secs_f64());
 }
 
-/// Berth's binaries for the image: `cargo build --profile image`.
-fn build_binaries(ctx: &Context, names: &[String]) -> Result<PathBuf, Error> {
+/// Berth's binaries for the image: `cargo build --profile image`, and
+/// `cargo rustc --profile image -- -C target-feature=+crt-static` for each
+/// of them in `static_names` (the flag goes to the binary's link only; the
+/// libraries it links are the same either way). Returns the directory
+/// holding them all (`target/image`).
+fn build_binaries(ctx: &Context, names: &[String], static_names: &[String]) -> Result<PathBuf, Error> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.current_dir(&ctx.repo).args(["build", "--profile", "image"]);
-    for n in names {
-        c.arg("--bin").arg(n);
+    let dynamic: Vec<&String> = names.iter().filter(|n| !static_names.contains(n)).collect();
+    if !dynamic.is_empty() {
+        let mut c = Command::new(&cargo);
+        c.current_dir(&ctx.repo).args(["build", "--profile", "image"]);
+        for n in dynamic {
+            c.arg("--bin").arg(n);
+        }
+        let status = c.status().map_err(|e| format!("running cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build --profile image failed ({status})").into());
+        }
     }
-    let status = c.status().map_err(|e| format!("running cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build --profile image failed ({status})").into());
+    for n in names.iter().filter(|n| static_names.contains(n)) {
+        let package = package_of_bin(&cargo, &ctx.repo, n)?;
+        let mut c = Command::new(&cargo);
+        c.current_dir(&ctx.repo).args(["rustc", "--profile", "image", "-p", &package, "--bin", n]);
+        c.args(["--", "-C", "target-feature=+crt-static"]);
+        let status = c.status().map_err(|e| format!("running cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo rustc --profile image --bin {n} (static) failed ({status})").into());
+        }
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| ctx.repo.join("target"));
     Ok(target.join("image"))
+}
+
+/// The workspace package that has the binary `bin` (`cargo rustc` takes
+/// one package), from `cargo metadata`.
+fn package_of_bin(cargo: &std::ffi::OsStr, repo: &Path, bin: &str) -> Result<String, Error> {
+    let out =
+        cmd::stdout(Command::new(cargo).current_dir(repo).args(["metadata", "--no-deps", "--format-version", "1"]))?;
+    let meta: serde_json::Value = serde_json::from_str(&out).map_err(|e| format!("cargo metadata: {e}"))?;
+    let packages = meta["packages"].as_array().map(Vec::as_slice).unwrap_or_default();
+    packages
+        .iter()
+        .find(|p| {
+            p["targets"].as_array().is_some_and(|ts| {
+                ts.iter()
+                    .any(|t| t["name"] == bin && t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")))
+            })
+        })
+        .and_then(|p| p["name"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| format!("image.toml: berth_static names {bin:?}, which no workspace package builds").into())
 }
 
 /// Builds everything into `ctx.out` and returns the size report.
@@ -152,7 +189,7 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
     step("kernel", t);
 
     let t = Instant::now();
-    let bins = build_binaries(ctx, &image.berth_binaries)?;
+    let bins = build_binaries(ctx, &image.berth_binaries, &image.berth_static)?;
     step("berth binaries", t);
 
     let t = Instant::now();

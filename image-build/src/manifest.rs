@@ -27,6 +27,10 @@ pub struct Image {
     pub power_commands: Vec<String>,
     pub systemd_boot: String,
     pub berth_binaries: Vec<String>,
+    /// Those of `berth_binaries` linked statically (`crt-static`): they map
+    /// no shared library, only the libc code they call.
+    #[serde(default)]
+    pub berth_static: Vec<String>,
     /// The oldest booted version this tree's update bundle may update.
     pub min_update_from: String,
 }

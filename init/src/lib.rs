@@ -14,6 +14,9 @@
 
 pub mod log;
 
+// What PID1 asks of the kernel and malloc to stay small.
+pub mod memory;
+
 // PID1's own parts: the event loop and what it wires together.
 pub mod pid1;
 

@@ -26,11 +26,16 @@ fn main() {
         let _ = writeln!(std::io::stderr(), "berth-init: this is PID1 of Berth; it only runs as process 1");
         std::process::exit(2);
     }
+    // Before any other thread exists, or it has an arena of its own.
+    let one_arena = berth_init::memory::one_malloc_arena();
     log::reserve_stdio();
     if let Err(e) = log::init_console() {
         let _ = writeln!(std::io::stderr(), "berth: console writer: {e}");
     }
     std::panic::set_hook(Box::new(log::panic_hook));
+    if !one_arena {
+        info!("memory: malloc refused M_ARENA_MAX=1; each thread keeps an arena");
+    }
     // The kernel then sends SIGINT on ctrl-alt-del instead of rebooting on
     // the spot with the filesystems mounted.
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {

@@ -399,6 +399,9 @@ impl Pid1 {
         let mut line = timing::ready_line(timing::loader_time(), self.start, userspace);
         line.push_str(&timing::not_ready_suffix(not_ready));
         log::line(line);
+        if let Err(e) = crate::memory::release_boot_memory() {
+            info!("memory: the boot's pages stay resident: {e}");
+        }
     }
 
     pub(super) fn enter_emergency(&mut self, step: &str, error: &dyn std::fmt::Display) {

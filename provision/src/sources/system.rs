@@ -4,8 +4,13 @@
 //! sleep).
 
 use std::io::{self, Read, Seek, SeekFrom};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
+
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{NextTimeout, TcpConnector};
 
 /// An HTTP method the metadata service needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +115,12 @@ impl System for RealSystem {
     }
 
     fn http(&mut self, request: &Request) -> io::Result<Response> {
+        if !request.url.starts_with("http://") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: only http:// is spoken", request.url),
+            ));
+        }
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(request.timeout))
@@ -118,7 +129,10 @@ impl System for RealSystem {
             .proxy(None)
             .max_redirects(0)
             .build();
-        let agent = ureq::Agent::new_with_config(config);
+        // Plain TCP to an address, no more: ureq's default connector chain
+        // and resolver link rustls, ring and glibc's getaddrinfo (NSS,
+        // dlopen) into PID1, 1 MiB of its static binary that it never runs.
+        let agent = ureq::Agent::with_parts(config, TcpConnector::default(), LiteralResolver);
         let result = match request.method {
             Method::Get => {
                 let mut r = agent.get(&request.url);
@@ -143,6 +157,27 @@ impl System for RealSystem {
 
     fn sleep(&mut self, duration: Duration) {
         std::thread::sleep(duration);
+    }
+}
+
+/// Resolves a URL whose host is an IP address (the metadata service's
+/// 169.254.169.254, a test server's 127.0.0.1), and nothing else: there is
+/// no name service to ask before the network is up.
+#[derive(Debug)]
+struct LiteralResolver;
+
+impl Resolver for LiteralResolver {
+    fn resolve(&self, uri: &Uri, _: &ureq::config::Config, _: NextTimeout) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().ok_or_else(|| ureq::Error::BadUri(format!("{uri}: no host")))?;
+        // An IPv6 literal keeps its brackets in the URI.
+        let ip: IpAddr = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| ureq::Error::BadUri(format!("{uri}: the host must be an IP address")))?;
+        let mut addrs = self.empty();
+        addrs.push(SocketAddr::new(ip, uri.port_u16().unwrap_or(80)));
+        Ok(addrs)
     }
 }
 
@@ -222,6 +257,20 @@ mod tests {
         let start = Instant::now();
         assert!(RealSystem.http(&req).is_err());
         assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn real_http_takes_ip_addresses_and_plain_http_only() {
+        let (url, t) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        let port = url.rsplit(':').next().unwrap().to_string();
+        let r = RealSystem.http(&request(Method::Get, format!("{url}/x"))).unwrap();
+        assert_eq!(r.body, b"ok");
+        t.join().unwrap();
+        // A name is refused before any lookup: there is no name service.
+        let e = RealSystem.http(&request(Method::Get, format!("http://localhost:{port}/"))).unwrap_err();
+        assert!(e.to_string().contains("IP address"), "{e}");
+        let e = RealSystem.http(&request(Method::Get, "https://127.0.0.1/".to_string())).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     }
 
     #[test]
