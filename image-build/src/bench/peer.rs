@@ -15,7 +15,9 @@
 //! - kernel start -> every unit ready: Berth's ready line (kernel +
 //!   userspace), or containerd and etcd if later (the ready line does not
 //!   wait for etcd); the peer's `systemctl is-system-running --wait`;
-//! - PID1's VmRSS and MemTotal - MemAvailable, read once both are ready;
+//! - PID1's resident memory (`Rss` of /proc/1/smaps_rollup, which walks
+//!   the page tables; VmRSS lags by up to 64 pages per thread) and
+//!   MemTotal - MemAvailable, read once both are ready;
 //! - ACPI power-off (QMP `system_powerdown`) to QEMU's exit, host clock.
 //!
 //! Ratios (Berth / peer, of the medians) are printed only when the host was
@@ -404,9 +406,9 @@ fn report(system: &str, which: &str, s: &Sample) {
     );
 }
 
-/// VmRSS of PID1 and the memory in use, through the VM's shell.
+/// PID1's resident KiB and the memory in use, through the VM's shell.
 fn memory(vm: &mut Vm) -> (Option<u64>, Option<u64>) {
-    let rss = vm.sh("grep VmRSS /proc/1/status").ok().and_then(|o| crate::run::parse_rss_kib(&o.output));
+    let rss = vm.sh("grep ^Rss: /proc/1/smaps_rollup").ok().and_then(|o| crate::run::parse_rss_kib(&o.output));
     let used =
         vm.sh("grep -E '^(MemTotal|MemAvailable):' /proc/meminfo").ok().and_then(|o| parse_mem_used_kib(&o.output));
     (rss, used)
@@ -421,7 +423,7 @@ fn power_off(vm: &mut Vm) -> Result<f64, Error> {
 }
 
 /// One boot of Berth (started or restarted just before).
-fn berth_boot(vm: &mut Vm, cores: usize) -> Result<Sample, Error> {
+pub fn berth_boot(vm: &mut Vm, cores: usize) -> Result<Sample, Error> {
     let before = CpuSnapshot::take(vm.pid());
     let times = vm.wait_ready(boot_timeout())?;
     let deadline = Instant::now() + boot_timeout();
