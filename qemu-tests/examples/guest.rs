@@ -5,8 +5,12 @@
 //!
 //! `BERTH_QEMU_ARGS` appends QEMU arguments (space-separated);
 //! `BERTH_GUEST_SETTLE=N` waits N seconds after the admin shell came up.
+//! `BERTH_APPEND='initcall_debug ...'` boots the image's kernel directly
+//! (QEMU's `-kernel`, no firmware) with the image's command line
+//! (`cmdline.txt`) and these words after it: how to look at the kernel's
+//! own boot, e.g. `dmesg | grep initcall` for its slowest initcalls.
 
-use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
+use berth_qemu::{boot_timeout, image_dir, shutdown_timeout, DirectKernel, Vm, VmConfig, GIB};
 
 fn main() -> Result<(), berth_qemu::Error> {
     let mut cfg = VmConfig::new().name("guest").disk_size(4 * GIB);
@@ -14,6 +18,17 @@ fn main() -> Result<(), berth_qemu::Error> {
         for a in extra.split_whitespace() {
             cfg = cfg.arg(a);
         }
+    }
+    if let Ok(extra) = std::env::var("BERTH_APPEND") {
+        let dir = image_dir();
+        let path = dir.join("cmdline.txt");
+        let cmdline = std::fs::read_to_string(&path)
+            .map_err(|source| berth_qemu::Error::Io { what: format!("reading {}", path.display()), source })?;
+        cfg = cfg.direct_kernel(DirectKernel {
+            kernel: dir.join("bzImage"),
+            initrd: None,
+            append: format!("{} {extra}", cmdline.trim()),
+        });
     }
     let mut vm = Vm::start(cfg)?;
     // The admin shell runs before the services are ready, so this also
