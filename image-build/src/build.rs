@@ -18,7 +18,8 @@ use crate::context::Context;
 use crate::esp::EspFile;
 use crate::variant::{self, Variant};
 use crate::{
-    bundle, deps, disk as diskimg, erofs, esp, kernel, keys, manifest, packages, rootfs, secureboot, uki, verity,
+    bundle, deps, disk as diskimg, erofs, erofs_utils, esp, kernel, keys, manifest, packages, rootfs, secureboot, uki,
+    verity,
 };
 
 type Error = Box<dyn std::error::Error>;
@@ -34,6 +35,8 @@ pub struct SizeReport {
     pub root_bytes: u64,
     pub largest: Vec<(String, u64)>,
     pub erofs: u64,
+    /// How it was packed: mkfs.erofs's `-z` and `-C`.
+    pub erofs_packing: String,
     pub root_partition: u64,
     pub esp_used: u64,
     pub disk_virtual: u64,
@@ -64,6 +67,8 @@ pub struct BuildOptions {
     pub variant: Option<Variant>,
     /// More formats of the disk (`--format`), see [`crate::formats`].
     pub formats: Vec<crate::formats::Format>,
+    /// The root's packing in place of image.toml's `[erofs]` (`bench --erofs`).
+    pub erofs: Option<manifest::Erofs>,
 }
 
 /// The file holding the file name of the bundle the last build wrote (in the output directory).
@@ -93,9 +98,10 @@ impl std::fmt::Display for SizeReport {
         }
         writeln!(
             f,
-            "  EROFS (lz4hc)           {:>12}  ({:.0}% of the tree)",
+            "  EROFS                   {:>12}  ({:.0}% of the tree; {})",
             mib(self.erofs),
-            100.0 * self.erofs as f64 / self.root_bytes.max(1) as f64
+            100.0 * self.erofs as f64 / self.root_bytes.max(1) as f64,
+            self.erofs_packing
         )?;
         writeln!(f, "  root slot (+ verity)    {:>12}  of {}", mib(self.root_partition), mib(disk::ROOT_SIZE))?;
         writeln!(f, "  ESP contents            {:>12}  of {}", mib(self.esp_used), mib(disk::ESP_SIZE))?;
@@ -214,7 +220,10 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
 
     let t = Instant::now();
     let root_img = work.join("root-a.img");
-    let erofs_size = erofs::build(&root, &root_img, Guid::derive(&format!("{version}/erofs")), epoch())?;
+    let settings = opts.erofs.as_ref().unwrap_or(&image.erofs);
+    let mkfs = erofs_utils::mkfs_erofs(&ctx.cache, settings)?;
+    let packing = erofs::Packing { mkfs: &mkfs, settings, dir: &dir };
+    let erofs_size = erofs::build(&packing, &root, &root_img, Guid::derive(&format!("{version}/erofs")), epoch())?;
     let (verity, root_partition) = verity::append_hash_tree(&root_img, version)?;
     step("EROFS + verity", t);
 
@@ -285,6 +294,7 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
         root_bytes: tree.total(),
         largest: tree.largest(5).into_iter().map(|(p, s)| (p.to_string(), s)).collect(),
         erofs: erofs_size,
+        erofs_packing: format!("-z{} -C{}", settings.compressors, settings.pcluster),
         root_partition,
         esp_used: esp::used(&files),
         disk_virtual: file_len(&raw),

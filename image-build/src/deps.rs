@@ -19,7 +19,14 @@ pub const HOST_PACKAGES: &[&str] = &[
     "cpio",
     "xz-utils",
     // the root, the ESP, the disk
-    "erofs-utils",
+    // mkfs.erofs 1.8 is built from source (erofs_utils.rs): autotools and
+    // the libraries of the algorithms it writes
+    "autoconf",
+    "automake",
+    "libtool",
+    "pkg-config",
+    "liblz4-dev",
+    "liblzma-dev",
     "cryptsetup-bin",
     "dosfstools",
     "mtools",

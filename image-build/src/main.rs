@@ -14,6 +14,7 @@ mod context;
 mod deps;
 mod disk;
 mod erofs;
+mod erofs_utils;
 mod error;
 mod esp;
 mod flash;
@@ -217,6 +218,12 @@ enum Command {
         /// same segment, and the time to converge after a join and a leave.
         #[arg(long, conflicts_with = "peer")]
         cluster: bool,
+        /// Only the root's packing instead: the image built once per
+        /// candidate compression (before, lz4hc in big clusters,
+        /// image.toml's, LZMA everywhere), each booted `--boots` times in
+        /// turns: size against boot time.
+        #[arg(long, conflicts_with_all = ["peer", "cluster"])]
+        erofs: bool,
     },
     /// Build releases N and N+1, then cut the power of a VM installing N+1
     /// (or booting it the first time) N times at random points, and count
@@ -261,6 +268,7 @@ fn main() -> ExitCode {
                     .into_iter()
                     .filter(|f| !matches!(f, formats::Format::Raw | formats::Format::Qcow2))
                     .collect(),
+                erofs: None,
             };
             build::build(&ctx, &opts).map(|report| println!("{report}"))
         }
@@ -297,6 +305,7 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e),
         },
+        Command::Bench { boots, kvm, erofs: true, .. } => bench::erofs::bench_erofs(&ctx, boots, kvm),
         Command::Bench { boots, kvm, peer: true, nic, .. } => {
             bench::peer::bench_peer(&ctx, &bench::peer::PeerBenchOptions { boots, kvm, nic })
         }

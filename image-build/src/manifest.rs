@@ -33,6 +33,35 @@ pub struct Image {
     pub berth_static: Vec<String>,
     /// The oldest booted version this tree's update bundle may update.
     pub min_update_from: String,
+    /// How the root is packed.
+    pub erofs: Erofs,
+}
+
+/// `[erofs]`: the root file system's compression and the tool that writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Erofs {
+    /// erofs-utils' source tarball, as a path under the Debian mirror's
+    /// root (`pool/main/e/erofs-utils/...orig.tar.gz`; `erofs_utils.rs`
+    /// says why a source).
+    pub source: String,
+    /// The tarball's SHA-256, hex.
+    pub sha256: String,
+    /// mkfs.erofs `-z`: algorithms separated by `:`, the first the default,
+    /// the others chosen per file by index (1, 2, ...) in the hints file.
+    pub compressors: String,
+    /// mkfs.erofs `-C`: the largest physical cluster, bytes (a power of two,
+    /// 4096 and up).
+    pub pcluster: u32,
+    /// mkfs.erofs `-E`: on-disk features, each one the kernel reads
+    /// (`ztailpacking`: a file's compressed tail inline with its inode,
+    /// Linux 5.17 and later).
+    #[serde(default)]
+    pub extended: Vec<String>,
+    /// mkfs.erofs `--compress-hints`: the file, relative to image-build/
+    /// (none: every file gets the first algorithm).
+    #[serde(default)]
+    pub hints: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -204,7 +204,7 @@ pub fn mirrors_from_sources(texts: &[String]) -> Mirrors {
 }
 
 /// The host's apt sources (`/etc/apt/sources.list` and `sources.list.d/`).
-fn host_mirrors() -> Mirrors {
+pub(crate) fn host_mirrors() -> Mirrors {
     let mut texts = Vec::new();
     if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
         texts.push(t);

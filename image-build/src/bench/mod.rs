@@ -6,6 +6,7 @@
 //! TCG speed depends on what else the machine does.
 
 pub mod cluster;
+pub mod erofs;
 pub mod peer;
 pub mod updates;
 
