@@ -103,6 +103,7 @@ fn time_sync_holds_nothing_up() {
     assert!(!ntp.dependencies.required_for_ready);
     assert!(ntp.dependencies.requires.is_empty());
     assert_eq!(names(&ntp.dependencies.after), BTreeSet::from(["network-online"]));
+    assert_eq!(ntp.limits.cpu_weight, Some(1), "chronyd yields the CPU to the units starting beside it");
     for (n, u) in &plan.units {
         let waits = names(&u.dependencies.requires).contains("ntp") || names(&u.dependencies.after).contains("ntp");
         assert!(!waits, "{n} waits for ntp");

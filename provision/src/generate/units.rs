@@ -93,8 +93,8 @@ pub fn chronyd_argv(ntp: &Ntp) -> Vec<String> {
 }
 
 /// The `ntp` unit (replaces the image's `/usr/lib/berth/units/ntp.toml`):
-/// chronyd with the document's sources ([`chronyd_argv`]), ordered and
-/// restarted as the image's unit.
+/// chronyd with the document's sources ([`chronyd_argv`]), ordered,
+/// weighted and restarted as the image's unit.
 pub fn ntp(ntp: &Ntp) -> String {
     format!(
         "{HEADER}# chronyd with the time sources of user data's `ntp` key; its other\n\
@@ -105,6 +105,8 @@ exec = {}\n\n\
 [dependencies]\n\
 wants = [\"network-online\"]\n\
 after = [\"network-online\"]\n\n\
+[limits]\n\
+cpu_weight = 1\n\n\
 [restart]\n\
 policy = \"always\"\n\
 backoff_max = \"60s\"\n",
