@@ -71,6 +71,7 @@ fn the_image_units_load_and_plan_without_errors() {
             "loopback",
             "network",
             "network-online",
+            "ntp",
             "root-home",
             "router",
             "ssh-keygen",
@@ -88,6 +89,27 @@ fn the_image_units_load_and_plan_without_errors() {
     let stopped: BTreeSet<&UnitName> = plan.shutdown.iter().flatten().collect();
     assert_eq!(started.len(), plan.units.len());
     assert_eq!(stopped.len(), plan.units.len());
+}
+
+/// Time sync holds nothing up (issue 11): not the ready line, not
+/// containerd or etcd; chronyd itself waits for network-online only, so
+/// that its first burst of requests finds a route.
+#[test]
+fn time_sync_holds_nothing_up() {
+    let plan = image_plan();
+    let ntp = get(&plan, "ntp");
+    assert_eq!(ntp.service.exec.first().map(String::as_str), Some("/usr/sbin/chronyd"));
+    assert_eq!(arg(ntp, "-u"), Some("_chrony"));
+    assert!(!ntp.dependencies.required_for_ready);
+    assert!(ntp.dependencies.requires.is_empty());
+    assert_eq!(names(&ntp.dependencies.after), BTreeSet::from(["network-online"]));
+    assert_eq!(ntp.limits.cpu_weight, Some(1), "chronyd yields the CPU to the units starting beside it");
+    for (n, u) in &plan.units {
+        let waits = names(&u.dependencies.requires).contains("ntp") || names(&u.dependencies.after).contains("ntp");
+        assert!(!waits, "{n} waits for ntp");
+    }
+    let passwd = std::fs::read_to_string(image_build().join("rootfs/etc/passwd")).unwrap();
+    assert!(passwd.lines().any(|l| l.starts_with("_chrony:")), "chronyd's user is in the image's passwd");
 }
 
 #[test]

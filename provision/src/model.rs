@@ -156,15 +156,36 @@ pub enum Command {
     Argv(Vec<String>),
 }
 
-/// `ntp`.
+/// `ntp` (cloud-init's cc_ntp), for chronyd: each list becomes one
+/// directive per item, in order (`server H iburst`, `pool H iburst`,
+/// `peer H`, `allow X`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ntp {
-    /// `enabled` (default true when `ntp` is given).
+    /// `enabled` (default true when `ntp` is given); false masks the unit.
     pub enabled: bool,
-    /// `servers` and `pools`, host names or addresses, in order.
+    /// `servers`: host names or addresses.
     pub servers: Vec<String>,
+    /// `pools`: host names (or addresses) that resolve to several servers.
     pub pools: Vec<String>,
+    /// `peers`: host names or addresses, synchronised both ways.
+    pub peers: Vec<String>,
+    /// `allow`: addresses or `ADDRESS/PREFIX` networks served NTP.
+    pub allow: Vec<String>,
     pub at: Place,
+}
+
+impl Ntp {
+    /// `ntp:` alone, written at `at`: enabled, no key given.
+    pub fn new(at: Place) -> Ntp {
+        Ntp { enabled: true, servers: Vec::new(), pools: Vec::new(), peers: Vec::new(), allow: Vec::new(), at }
+    }
+
+    /// Whether it changes anything of the image's time sync besides
+    /// turning it off: without sources or `allow` the image's unit (the
+    /// default pool) stays.
+    pub fn has_settings(&self) -> bool {
+        !(self.servers.is_empty() && self.pools.is_empty() && self.peers.is_empty() && self.allow.is_empty())
+    }
 }
 
 /// The SSH server's settings.

@@ -526,8 +526,12 @@ impl Planner<'_> {
                 "runcmd",
             );
         }
-        if let Some(ntp) = config.ntp.as_ref().filter(|n| n.enabled) {
-            put(self, unit_path("ntp"), gen_units::ntp(ntp), 0o644, "ntp");
+        // The image runs chronyd with the default pool: user data replaces
+        // its unit when it names sources or `allow`, masks it when disabled.
+        match &config.ntp {
+            Some(ntp) if !ntp.enabled => put(self, unit_path("ntp"), String::new(), 0o644, "ntp.enabled"),
+            Some(ntp) if ntp.has_settings() => put(self, unit_path("ntp"), gen_units::ntp(ntp), 0o644, "ntp"),
+            _ => {}
         }
         let ssh = &config.ssh;
         if ssh.enabled.as_ref().is_some_and(|e| !e.value) {

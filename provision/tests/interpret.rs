@@ -58,6 +58,8 @@ fn the_two_examples_pass_and_mean_the_same() {
     assert!(r.network.is_some() && r.subnet_len.is_some() && r.vni.is_some() && r.port.is_some());
     assert!(r.interface.is_some() && r.public_ip.is_some() && r.lease_ttl.is_some() && r.etcd_prefix.is_some());
     assert!(!r.etcd_endpoints.is_empty());
+    let ntp = c.ntp.as_ref().unwrap();
+    assert!(!ntp.servers.is_empty() && !ntp.pools.is_empty() && !ntp.peers.is_empty() && !ntp.allow.is_empty());
     assert!(c.ssh.enabled.is_some() && c.ssh.password_auth.is_some() && c.ssh.disable_root.is_some());
     assert_eq!(c.users.len(), 2);
     assert!(c.users.first().unwrap().is_default);
@@ -557,4 +559,35 @@ fn the_readme_cluster_example_passes() {
     assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
     let etcd = checked.config.etcd.as_ref().expect("etcd settings");
     assert_eq!(etcd.name.as_deref(), Some("b1"));
+}
+
+#[test]
+fn ntp_keys_are_chronys_and_other_clients_are_refused() {
+    let y = ok("#cloud-config\nntp:\n  ntp_client: chrony\n  servers: [time.example.com, 192.0.2.1]\n  pools: [0.pool.example.org]\n  peers: [peer-1]\n  allow: [192.0.2.0/24, '2001:db8::1']\n");
+    assert!(y.warnings.is_empty(), "{:?}", y.warnings);
+    let t = ok("#berth-config\n[ntp]\nntp_client = \"auto\"\nservers = [\"time.example.com\", \"192.0.2.1\"]\npools = [\"0.pool.example.org\"]\npeers = [\"peer-1\"]\nallow = [\"192.0.2.0/24\", \"2001:db8::1\"]\n");
+    assert_eq!(meaning(&y.config), meaning(&t.config));
+    let ntp = y.config.ntp.unwrap();
+    assert!(ntp.enabled);
+    assert_eq!(ntp.servers, ["time.example.com", "192.0.2.1"]);
+    assert_eq!(ntp.pools, ["0.pool.example.org"]);
+    assert_eq!(ntp.peers, ["peer-1"]);
+    assert_eq!(ntp.allow, ["192.0.2.0/24", "2001:db8::1"]);
+    assert!(!ok("#cloud-config\nntp:\n  enabled: false\n").config.ntp.unwrap().enabled);
+
+    // Another client: an error naming line and key; `config` is ignored, said so.
+    let e = errors("#cloud-config\nhostname: a\nntp:\n  ntp_client: ntpd\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e.first().unwrap().starts_with("u:4: key ntp.ntp_client: `ntpd` is not available on Berth"), "{e:?}");
+    let d = ok("#cloud-config\nntp:\n  config:\n    confpath: /etc/chrony.conf\n");
+    let w = warnings(&d);
+    assert!(w.len() == 1 && w.first().unwrap().starts_with("u:3: key ntp.config: not implemented on Berth"), "{w:?}");
+
+    // What would not be one word of a chronyd directive is refused.
+    let e = errors("#cloud-config\nntp:\n  servers: ['a.example.com iburst maxpoll 1']\n  peers: [-bad]\n  allow: [192.0.2.0/33, all]\n");
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert!(e.first().unwrap().starts_with("u:3: key ntp.servers[0]: "), "{e:?}");
+    assert!(e.get(1).unwrap().starts_with("u:4: key ntp.peers[0]: "), "{e:?}");
+    assert!(e.get(2).unwrap().starts_with("u:5: key ntp.allow[0]: "), "{e:?}");
+    assert!(e.get(3).unwrap().contains("`all` is neither an IP address nor ADDRESS/PREFIX"), "{e:?}");
 }

@@ -35,6 +35,7 @@ mod error;
 mod host;
 pub mod http;
 mod imds;
+pub mod ntp;
 pub mod oci;
 mod qmp;
 pub mod releases;

@@ -1,5 +1,8 @@
 //! Boot: the image comes up to PID1's ready line on a dm-verity + EROFS
-//! read-only root, and the ACPI power button shuts it down cleanly.
+//! read-only root, runs its time sync, and the ACPI power button shuts it
+//! down cleanly.
+
+use std::time::{Duration, Instant};
 
 use berth_layout::console::SHUTDOWN_DONE;
 use berth_layout::paths::INIT;
@@ -109,6 +112,22 @@ fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
     assert!(shadowed.trim().is_empty(), "the shell runs a builtin or applet instead of the program:\n{shadowed}");
     let ip = vm.sh_ok("ip -V");
     assert!(ip.contains("iproute2"), "`ip` in a shell is not iproute2's: {ip}");
+
+    // Time sync runs by default, without user data: chronyd (the `ntp`
+    // unit, after network-online), as its own user, with its system call
+    // filter loaded.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut st, mut out) = vm.sh_status("berthctl status ntp");
+    while st != 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        (st, out) = vm.sh_status("berthctl status ntp");
+    }
+    assert_eq!(st, 0, "the ntp unit is not active (exit {st}):\n{out}\n{}", vm.paths().context());
+    // (chronyd and the helper process it forks.)
+    let users = vm.sh_ok("for p in $(pidof chronyd); do stat -c %U /proc/$p; done | sort -u");
+    assert_eq!(users.trim(), "_chrony", "chronyd did not drop root");
+    let logs = vm.sh_ok("berthctl logs ntp");
+    assert!(logs.contains("Loaded seccomp filter"), "chronyd runs without its seccomp filter:\n{logs}");
 
     // Writing to / fails.
     let w = vm.sh("echo x > /berth-write-test").expect("running the write");

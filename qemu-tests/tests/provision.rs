@@ -4,7 +4,9 @@
 //! once per instance and what every boot; a document that changed under
 //! the same instance-id; an invalid document; and changing the
 //! configuration of a running machine with `berthctl config apply`
-//! (`--try` reverting without a confirm).
+//! (`--try` reverting without a confirm); time sync from the NTP server
+//! `ntp:` names, on a machine whose clock starts 25 years wrong, and
+//! `ntp: {enabled: false}` leaving it off.
 //!
 //! Every assertion is what a user sees: the hostname, an SSH login with the
 //! key from user data, files with their modes and owners, a unit that ran,
@@ -12,9 +14,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use berth_qemu::ntp::NtpServer;
 use berth_qemu::ssh::{free_port, ssh_run, KeyPair};
 use berth_qemu::{boot_timeout, nocloud_seed, ImdsServer, SeedFiles, SeedFormat, Vm, VmConfig, GIB, TOKEN_HEADER};
 
@@ -108,6 +111,9 @@ hostname = "{name}"
 bootcmd = ["mkdir -p /var/lib/prov-test && echo boot >> /var/lib/prov-test/bootcmd.log"]
 runcmd = ["echo run >> /var/lib/prov-test/runcmd.log"]
 
+[ntp]
+enabled = false
+
 [[users]]
 name = "alice"
 groups = ["ops"]
@@ -182,6 +188,11 @@ fn native_user_data_over_fw_cfg_and_config_apply() {
     assert_eq!(vm.sh_ok("cat /var/lib/prov-test/gz.txt"), "hello from gzip\n");
     wait_output(&mut vm, "wc -l < /var/lib/prov-test/runcmd.log", "1", Duration::from_secs(120));
     assert_eq!(vm.sh_ok("wc -l < /var/lib/prov-test/bootcmd.log").trim(), "1");
+    // `ntp: enabled = false`: the image's time sync is masked, not running.
+    assert_eq!(vm.sh_ok("wc -c < /etc/berth/units/ntp.toml").trim(), "0", "ntp.toml is an empty mask");
+    let (st, out) = vm.sh_status("berthctl status ntp");
+    assert!(st != 0 && out.contains("no unit"), "ntp is not a unit when disabled (exit {st}):\n{out}");
+    assert_ne!(vm.sh_status("pidof chronyd").0, 0, "chronyd runs although ntp is disabled");
 
     // ---- the same document again: runcmd not again, bootcmd again ----
     reboot(&mut vm);
@@ -248,12 +259,29 @@ fn native_user_data_over_fw_cfg_and_config_apply() {
     assert!(shown.contains("hostname = \"applied-node\""), "config show after the revert:\n{shown}");
 }
 
+/// The Unix time of 2001-01-01T00:00:00Z, where the test's guest clock starts.
+const RTC_2001: i64 = 978_307_200;
+
+/// The guest's clock less the host's, in whole seconds (the host's read
+/// halfway through the round trip of `date +%s` on the admin shell).
+fn clock_offset(vm: &mut Vm) -> i64 {
+    let now = || SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let before = now();
+    let guest = vm.sh_ok("date +%s");
+    let host = (before + now()) / 2.0;
+    let guest: f64 = guest.trim().parse().unwrap_or_else(|_| panic!("`date +%s` printed {guest:?}"));
+    (guest - host).round() as i64
+}
+
 /// `#cloud-config` on a NoCloud seed (vfat, CIDATA): the same kinds of
-/// keys, root's key from the top-level ssh_authorized_keys, `!!binary`.
+/// keys, root's key from the top-level ssh_authorized_keys, `!!binary`;
+/// and `ntp:` naming the host's NTP server on a machine whose RTC says
+/// 2001: chronyd steps the clock to the host's.
 #[test]
 fn cloud_config_on_a_nocloud_seed() {
     let dir = scratch("nocloud");
     let keys = KeyPair::new(&dir, "bob").expect("a key pair");
+    let ntp = NtpServer::start(&dir.join("ntp")).expect("an NTP server on the host's 127.0.0.1:123");
     let user_data = format!(
         r#"#cloud-config
 hostname: seed-node
@@ -281,6 +309,8 @@ write_files:
       {gz}
     permissions: '0755'
 packages: [htop]
+ntp:
+  servers: [{ntp_server}]
 berth:
   units:
     add:
@@ -291,6 +321,7 @@ berth:
         kind = "oneshot"
 "#,
         key = keys.public,
+        ntp_server = ntp.guest_address(),
         bin = b64(b"binary content\n"),
         gz = b64(&gzip(b"gzip content\n")),
     );
@@ -302,7 +333,9 @@ berth:
     };
     nocloud_seed(&seed, SeedFormat::Vfat, &files).expect("the seed image");
     let port = free_port().expect("a free port");
-    let mut vm = start(VmConfig::new().name("prov-nocloud").disk_size(4 * GIB).seed(&seed).ssh_port(port));
+    // The machine's RTC (and so its clock at boot) says 2001.
+    let cfg = VmConfig::new().name("prov-nocloud").disk_size(4 * GIB).seed(&seed).ssh_port(port);
+    let mut vm = start(cfg.arg("-rtc").arg("base=2001-01-01T00:00:00"));
 
     let lines = user_data_lines(&vm);
     assert!(lines.contains("nocloud") && lines.contains("applied") && lines.contains("nc-1"), "console:\n{lines}");
@@ -319,6 +352,47 @@ berth:
     wait_output(&mut vm, "cat /run/seeded", "seeded", Duration::from_secs(60));
     let status = vm.sh_ok("berthctl status");
     assert!(status.contains("packages"), "the warning is in berthctl status:\n{status}");
+
+    // ---- time sync: chronyd, with the server user data names, steps the
+    // clock from 2001 to the host's ----
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(180);
+    let mut offset = clock_offset(&mut vm);
+    while offset.abs() > 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        offset = clock_offset(&mut vm);
+    }
+    assert!(
+        offset.abs() <= 5,
+        "the guest's clock is {offset} s off the host's after 180 s (it started in 2001)\n\
+         berthctl status ntp:\n{}\nberthctl logs ntp:\n{}\nthe host's NTP server:\n{}",
+        vm.sh_status("berthctl status ntp").1,
+        vm.sh_status("berthctl logs ntp").1,
+        ntp.log()
+    );
+    eprintln!(
+        "the guest's clock is {offset} s off the host's, {} s after the checks began",
+        started.elapsed().as_secs()
+    );
+    let tracking = vm.sh_ok("chronyc -n tracking");
+    assert!(tracking.contains("(10.0.2.2)"), "chronyc tracking names another reference:\n{tracking}");
+    let sources = vm.sh_ok("chronyc -n sources");
+    assert!(
+        sources.lines().any(|l| l.starts_with("^*") && l.contains("10.0.2.2")),
+        "10.0.2.2 is not the selected source:\n{sources}"
+    );
+    // chronyd stepped the clock (makestep) by the 25 years the RTC was behind.
+    let logs = vm.sh_ok("berthctl logs ntp");
+    let stepped: f64 = logs
+        .lines()
+        .find_map(|l| l.split("System clock wrong by ").nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
+        .map(f64::abs)
+        .unwrap_or_else(|| panic!("no `System clock wrong by` in chronyd's log:\n{logs}"));
+    let behind = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64) - RTC_2001;
+    assert!(
+        (stepped - behind as f64).abs() < 3600.0,
+        "chronyd stepped the clock by {stepped} s, not the ~{behind} s the RTC was behind:\n{logs}"
+    );
 }
 
 /// The EC2-style metadata service (IMDSv2), asked only because DMI says

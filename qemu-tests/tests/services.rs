@@ -17,13 +17,13 @@ const ETCDCTL: &str = "etcdctl --endpoints http://127.0.0.1:2379";
 /// A VM on a disk big enough for etcd's and containerd's data, up to the
 /// ready line (every unit the machine needs settled), then until the units
 /// nothing needs (so the ready line does not wait for them) are active too:
-/// etcd, and network-online (DHCP answered).
+/// etcd, network-online (DHCP answered) and ntp (started after it).
 fn boot(name: &str) -> Vm {
     let mut vm = Vm::start(VmConfig::new().name(name).disk_size(4 * GIB)).expect("starting the VM");
     if let Err(e) = vm.wait_ready(boot_timeout()) {
         panic!("the VM did not reach the ready line: {e}");
     }
-    for unit in ["etcd", "network-online"] {
+    for unit in ["etcd", "network-online", "ntp"] {
         wait_active(&mut vm, unit, Duration::from_secs(120));
     }
     vm
@@ -152,9 +152,18 @@ fn container_host_services_are_up() {
 
     let (st, text, rows) = status_table(&mut vm);
     assert_eq!(st, 0, "`berthctl status` exited {st}:\n{text}");
-    for unit in
-        ["loopback", "network", "network-online", "containerd", "etcd-data", "etcd", "root-home", "ssh-keygen", "sshd"]
-    {
+    for unit in [
+        "loopback",
+        "network",
+        "network-online",
+        "containerd",
+        "etcd-data",
+        "etcd",
+        "ntp",
+        "root-home",
+        "ssh-keygen",
+        "sshd",
+    ] {
         row(&rows, unit, &text);
     }
     // The router runs only on a cluster host (with /etc/berth/router.toml,

@@ -28,7 +28,7 @@ fn config() -> Config {
             defer: true,
             at: at("write_files[0]"),
         }],
-        ntp: Some(Ntp { enabled: true, servers: vec![], pools: vec![], at: at("ntp") }),
+        ntp: Some(Ntp { pools: vec!["pool.example.com".into()], ..Ntp::new(at("ntp")) }),
         bootcmd: vec![Item { value: Command::Shell("echo booted".into()), at: at("bootcmd[0]") }],
         runcmd: vec![Item { value: Command::Shell("echo once".into()), at: at("runcmd[0]") }],
         units: Units { disable: vec![Item { value: "etcd".into(), at: at("units.disable[0]") }], ..Units::default() },

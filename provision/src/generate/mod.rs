@@ -36,8 +36,14 @@ pub fn examples() -> Vec<(String, String)> {
     use crate::diag::Place;
     use crate::model::{Etcd, Interface, Network, Ntp, Route};
     let at = Place::new("example", 1, "");
-    let ntp =
-        Ntp { enabled: true, servers: vec!["192.0.2.1".into()], pools: vec!["pool.ntp.org".into()], at: at.clone() };
+    let ntp = Ntp {
+        enabled: true,
+        servers: vec!["192.0.2.1".into()],
+        pools: vec!["pool.ntp.org".into()],
+        peers: vec!["ntp-peer.example.com".into()],
+        allow: vec!["192.0.2.0/24".into(), "2001:db8::/32".into()],
+        at: at.clone(),
+    };
     let iface = |name: &str, dhcp4: bool| Interface {
         name: name.into(),
         mac: Some("52:54:00:12:34:56".into()),

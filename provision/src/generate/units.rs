@@ -66,30 +66,51 @@ path_exists = {}\n",
     )
 }
 
-/// Busybox's NTP client, in the foreground, with every server and pool
-/// (`pool.ntp.org` when the document names none).
+/// chronyd as the image's `ntp` unit starts it, before its sources: in
+/// the foreground, dropping root for `_chrony`, with its system call
+/// filter, and the settings every host shares (`/usr/lib/berth/chrony.conf`).
+pub const CHRONYD: &[&str] =
+    &["/usr/sbin/chronyd", "-d", "-u", "_chrony", "-F", "1", "include /usr/lib/berth/chrony.conf"];
+
+/// The pool the image's unit uses, and so the generated one when the
+/// document names no server and no pool (as cloud-init: `peers` and
+/// `allow` alone keep the default pool).
+pub const DEFAULT_POOL: &str = "pool.ntp.org";
+
+/// chronyd's command line for `ntp`: [`CHRONYD`], then one directive per
+/// argument (chronyd reads no file when given some): `server H iburst`,
+/// `pool H iburst`, `peer H`, `allow X`, in the document's order.
+pub fn chronyd_argv(ntp: &Ntp) -> Vec<String> {
+    let mut argv: Vec<String> = CHRONYD.iter().map(|s| s.to_string()).collect();
+    argv.extend(ntp.servers.iter().map(|h| format!("server {h} iburst")));
+    argv.extend(ntp.pools.iter().map(|h| format!("pool {h} iburst")));
+    if ntp.servers.is_empty() && ntp.pools.is_empty() {
+        argv.push(format!("pool {DEFAULT_POOL} iburst"));
+    }
+    argv.extend(ntp.peers.iter().map(|h| format!("peer {h}")));
+    argv.extend(ntp.allow.iter().map(|a| format!("allow {a}")));
+    argv
+}
+
+/// The `ntp` unit (replaces the image's `/usr/lib/berth/units/ntp.toml`):
+/// chronyd with the document's sources ([`chronyd_argv`]), ordered,
+/// weighted and restarted as the image's unit.
 pub fn ntp(ntp: &Ntp) -> String {
-    let mut argv: Vec<String> = vec!["/usr/bin/busybox".into(), "ntpd".into(), "-n".into()];
-    let mut peers: Vec<&String> = ntp.servers.iter().chain(ntp.pools.iter()).collect();
-    let default = "pool.ntp.org".to_string();
-    if peers.is_empty() {
-        peers.push(&default);
-    }
-    for p in peers {
-        argv.push("-p".into());
-        argv.push(p.clone());
-    }
     format!(
-        "{HEADER}description = \"NTP client (busybox ntpd)\"\n\n\
+        "{HEADER}# chronyd with the time sources of user data's `ntp` key; its other\n\
+# settings are in /usr/lib/berth/chrony.conf. `chronyc sources` shows them.\n\
+description = \"time sync (chronyd)\"\n\n\
 [service]\n\
 exec = {}\n\n\
 [dependencies]\n\
 wants = [\"network-online\"]\n\
 after = [\"network-online\"]\n\n\
+[limits]\n\
+cpu_weight = 1\n\n\
 [restart]\n\
 policy = \"always\"\n\
 backoff_max = \"60s\"\n",
-        toml_list(&argv)
+        toml_list(&chronyd_argv(ntp))
     )
 }
 
@@ -301,5 +322,34 @@ policy = \"always\"\n",
             toml_str(&format!("network: {names} (user data; DHCP on some)")),
             toml_list(&["/usr/bin/sh".into(), "-ec".into(), script]),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_list_becomes_one_directive_per_item_in_order() {
+        let n = Ntp {
+            enabled: true,
+            servers: vec!["192.0.2.1".into(), "time.example.com".into()],
+            pools: vec![],
+            peers: vec!["peer-1".into()],
+            allow: vec!["192.0.2.0/24".into()],
+            at: crate::diag::Place::new("u", 1, "ntp"),
+        };
+        assert_eq!(
+            chronyd_argv(&n).get(CHRONYD.len()..).unwrap(),
+            ["server 192.0.2.1 iburst", "server time.example.com iburst", "peer peer-1", "allow 192.0.2.0/24"]
+        );
+        // Peers and allow alone keep the default pool, as cloud-init does.
+        let n = Ntp { servers: vec![], ..n };
+        assert_eq!(
+            chronyd_argv(&n).get(CHRONYD.len()..).unwrap(),
+            ["pool pool.ntp.org iburst", "peer peer-1", "allow 192.0.2.0/24"]
+        );
+        let n = Ntp { pools: vec!["0.pool.example.org".into()], peers: vec![], allow: vec![], ..n };
+        assert_eq!(chronyd_argv(&n).get(CHRONYD.len()..).unwrap(), ["pool 0.pool.example.org iburst"]);
     }
 }

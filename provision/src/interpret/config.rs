@@ -184,9 +184,13 @@ fn commands(cx: &mut Ctx, n: &Node, at: &Place, nulls: bool) -> Vec<Item<Command
     out
 }
 
+/// The NTP clients `ntp.ntp_client` may name: Berth's is chrony, and
+/// `auto` (cloud-init's default) means the distribution's.
+const NTP_CLIENTS: &[&str] = &["chrony", "auto"];
+
 /// `ntp`: null (`ntp:` alone) means enabled with the defaults.
 fn ntp(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Ntp> {
-    let mut ntp = Ntp { enabled: true, servers: Vec::new(), pools: Vec::new(), at: at.clone() };
+    let mut ntp = Ntp::new(at.clone());
     if n.value == Value::Null {
         return Some(ntp);
     }
@@ -196,15 +200,48 @@ fn ntp(cx: &mut Ctx, n: &Node, at: &Place) -> Option<Ntp> {
             "enabled" => ntp.enabled = cx.bool(v, &p).unwrap_or(true),
             "servers" => ntp.servers = hosts(cx, v, &p),
             "pools" => ntp.pools = hosts(cx, v, &p),
-            "peers" | "allow" | "ntp_client" | "config" => {
-                cx.warn(&p, "not implemented on Berth (its NTP client is fixed and serves no one): ignored")
+            "peers" => ntp.peers = hosts(cx, v, &p),
+            "allow" => ntp.allow = networks(cx, v, &p),
+            "ntp_client" => {
+                if let Some(client) = cx.nonempty(v, &p) {
+                    if !NTP_CLIENTS.contains(&client.as_str()) {
+                        cx.error(
+                            &p,
+                            format!("`{client}` is not available on Berth: its NTP client is chrony (give `chrony` or `auto`, or leave it out)"),
+                        );
+                    }
+                }
             }
+            "config" => cx.warn(
+                &p,
+                "not implemented on Berth (chrony's settings are fixed; servers, pools, peers and allow configure it): ignored",
+            ),
             _ => cx.unknown(&p, ""),
         }
     }
     Some(ntp)
 }
 
+/// `ntp.allow`: addresses or `ADDRESS/PREFIX` networks.
+fn networks(cx: &mut Ctx, n: &Node, at: &Place) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in cx.strings(n, at, false) {
+        let ok =
+            if item.value.contains('/') { valid::cidr(&item.value).is_ok() } else { valid::ip(&item.value).is_ok() };
+        if ok {
+            out.push(item.value);
+        } else {
+            cx.error(
+                &item.at,
+                format!("`{}` is neither an IP address nor ADDRESS/PREFIX (such as 192.0.2.0/24)", item.value),
+            );
+        }
+    }
+    out
+}
+
+/// `ntp.servers`, `pools`, `peers`: host names or IP addresses (each
+/// becomes one word of a chronyd directive, so nothing else gets through).
 fn hosts(cx: &mut Ctx, n: &Node, at: &Place) -> Vec<String> {
     let mut out = Vec::new();
     for item in cx.strings(n, at, false) {

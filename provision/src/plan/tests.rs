@@ -235,7 +235,13 @@ fn net(dhcp_second: bool) -> Network {
 #[test]
 fn every_boot_keys_become_units_and_settings() {
     let config = Config {
-        ntp: Some(Ntp { enabled: true, servers: vec!["time.example.com".into()], pools: vec![], at: at("ntp") }),
+        ntp: Some(Ntp {
+            enabled: true,
+            servers: vec!["time.example.com".into()],
+            peers: vec!["192.0.2.7".into()],
+            allow: vec!["192.0.2.0/24".into()],
+            ..Ntp::new(at("ntp"))
+        }),
         ssh: Ssh {
             password_auth: Some(Item { value: true, at: at("ssh_pwauth") }),
             disable_root: Some(Item { value: true, at: at("disable_root") }),
@@ -284,7 +290,12 @@ fn every_boot_keys_become_units_and_settings() {
     };
     let p = plan_on_image(&config, BOOT).unwrap();
     let ntp = text(&p, "/etc/berth/units/ntp.toml");
-    assert!(ntp.contains(r#"exec = ["/usr/bin/busybox", "ntpd", "-n", "-p", "time.example.com"]"#), "{ntp}");
+    assert!(
+        ntp.contains(
+            r#"exec = ["/usr/sbin/chronyd", "-d", "-u", "_chrony", "-F", "1", "include /usr/lib/berth/chrony.conf", "server time.example.com iburst", "peer 192.0.2.7", "allow 192.0.2.0/24"]"#
+        ),
+        "servers, peers and allow, and no default pool beside a server:\n{ntp}"
+    );
     let sshd = text(&p, "/etc/berth/units/sshd.toml");
     assert!(sshd.contains(r#"exec = ["/usr/sbin/dropbear", "-F", "-E", "-w", "-m","#), "{sshd}");
     let network = text(&p, "/etc/berth/units/network.toml");
@@ -400,6 +411,23 @@ fn units_add_override_disable_enable_and_what_a_new_document_drops() {
     assert!(e[0].message.contains("the image has a unit sshd") && e[1].message.contains("no unit nope"), "{e:?}");
 }
 
+/// `ntp`: sources or `allow` replace the image's unit, `enabled: false`
+/// masks it, `ntp:` alone leaves the image's (default pool) in place.
+#[test]
+fn ntp_replaces_masks_or_keeps_the_images_unit() {
+    let ntp = |n: Ntp| Config { ntp: Some(n), ..Config::default() };
+    let p = plan_on_image(&ntp(Ntp { enabled: false, ..Ntp::new(at("ntp")) }), BOOT).unwrap();
+    assert_eq!(text(&p, "/etc/berth/units/ntp.toml"), "", "disabled: masked");
+    assert_eq!(p.units, vec!["ntp"]);
+    let p = plan_on_image(&ntp(Ntp::new(at("ntp"))), BOOT).unwrap();
+    assert!(written(&p, "/etc/berth/units/ntp.toml").is_none(), "`ntp:` alone: the image's unit");
+    assert!(p.units.is_empty());
+    let p = plan_on_image(&ntp(Ntp { allow: vec!["192.0.2.0/24".into()], ..Ntp::new(at("ntp")) }), BOOT).unwrap();
+    let unit = text(&p, "/etc/berth/units/ntp.toml");
+    assert!(unit.contains(r#""pool pool.ntp.org iburst", "allow 192.0.2.0/24"]"#), "{unit}");
+    assert_valid_unit("ntp", &unit);
+}
+
 #[test]
 fn update_settings_the_updater_would_refuse_are_errors() {
     let update = |auto: Option<bool>, reboot: Option<&str>| Config {
@@ -426,8 +454,9 @@ fn update_settings_the_updater_would_refuse_are_errors() {
     assert!(plan_on_image(&update(Some(false), Some("never")), BOOT).is_ok());
 }
 
-/// The generated sshd (no flags changed) and etcd (no settings) units are
-/// the image's, comments aside: they stay in step with the image.
+/// The generated sshd (no flags changed), etcd (no settings) and ntp (no
+/// sources) units are the image's, comments aside: they stay in step with
+/// the image.
 #[test]
 fn generated_overrides_match_the_images_units() {
     let image = |name: &str| -> toml::Table {
@@ -451,6 +480,8 @@ fn generated_overrides_match_the_images_units() {
     };
     let generated: toml::Table = toml::from_str(&gen_units::etcd(&etcd)).unwrap();
     assert_eq!(generated, image("etcd"));
+    let ntp: toml::Table = toml::from_str(&gen_units::ntp(&Ntp::new(at("ntp")))).unwrap();
+    assert_eq!(ntp, image("ntp"));
     for (name, text) in crate::generate::examples() {
         assert_valid_unit(&name, &text);
     }
