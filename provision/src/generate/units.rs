@@ -67,10 +67,10 @@ path_exists = {}\n",
 }
 
 /// chronyd as the image's `ntp` unit starts it, before its sources: in
-/// the foreground, dropping root for `_chrony`, with its system call
+/// the foreground, as root (the image's ntp unit says why), with its system call
 /// filter, and the settings every host shares (`/usr/lib/berth/chrony.conf`).
 pub const CHRONYD: &[&str] =
-    &["/usr/sbin/chronyd", "-d", "-u", "_chrony", "-F", "1", "include /usr/lib/berth/chrony.conf"];
+    &["/usr/sbin/chronyd", "-d", "-u", "root", "-F", "1", "include /usr/lib/berth/chrony.conf"];
 
 /// The pool the image's unit uses, and so the generated one when the
 /// document names no server and no pool (as cloud-init: `peers` and

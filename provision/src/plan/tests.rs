@@ -292,7 +292,7 @@ fn every_boot_keys_become_units_and_settings() {
     let ntp = text(&p, "/etc/berth/units/ntp.toml");
     assert!(
         ntp.contains(
-            r#"exec = ["/usr/sbin/chronyd", "-d", "-u", "_chrony", "-F", "1", "include /usr/lib/berth/chrony.conf", "server time.example.com iburst", "peer 192.0.2.7", "allow 192.0.2.0/24"]"#
+            r#"exec = ["/usr/sbin/chronyd", "-d", "-u", "root", "-F", "1", "include /usr/lib/berth/chrony.conf", "server time.example.com iburst", "peer 192.0.2.7", "allow 192.0.2.0/24"]"#
         ),
         "servers, peers and allow, and no default pool beside a server:\n{ntp}"
     );
