@@ -2,6 +2,8 @@
 //! two markers, the admin shell), etcd's and containerd's settings, and
 //! which units are enabled or disabled.
 
+use crate::peer::{CORE_READY_MARKER, STARTUP_FINISHED_MARKER};
+
 /// A file the build writes into the peer's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootFile {
@@ -47,7 +49,8 @@ pub fn root_files(containerd_config: &str) -> Vec<RootFile> {
         f("/etc/containerd/config.toml", containerd_config),
         f(
             "/etc/systemd/system/berth-peer-ready.service",
-            "[Unit]\n\
+            &format!(
+                "[Unit]\n\
              Description=Bench marker: containerd and etcd are ready\n\
              After=containerd.service etcd.service\n\
              Wants=containerd.service etcd.service\n\
@@ -56,24 +59,27 @@ pub fn root_files(containerd_config: &str) -> Vec<RootFile> {
              Type=oneshot\n\
              # Both are Type=notify: ordered after them, this runs once both said READY=1.\n\
              # $$ is a literal $ for systemd (a single $ would be its own expansion).\n\
-             ExecStart=/bin/sh -c 'read up idle < /proc/uptime; s=$$(systemctl is-active containerd.service etcd.service | tr \"\\\\n\" \" \"); echo \"berth-peer: containerd and etcd ready at $$up s ($$s)\" > /dev/ttyS0'\n\
+             ExecStart=/bin/sh -c 'read up idle < /proc/uptime; s=$$(systemctl is-active containerd.service etcd.service | tr \"\\\\n\" \" \"); echo \"{CORE_READY_MARKER}$$up s ($$s)\" > /dev/ttyS0'\n\
              \n\
              [Install]\n\
-             WantedBy=multi-user.target\n",
+             WantedBy=multi-user.target\n"
+            ),
         ),
         f(
             "/etc/systemd/system/berth-peer-finished.service",
-            "[Unit]\n\
+            &format!(
+                "[Unit]\n\
              Description=Bench marker: every unit done starting\n\
              \n\
              [Service]\n\
              # simple, not oneshot: its own start job ends at once, so the wait\n\
              # below does not wait for itself.\n\
              Type=simple\n\
-             ExecStart=/bin/sh -c 's=$$(systemctl is-system-running --wait); read up idle < /proc/uptime; echo \"berth-peer: startup finished at $$up s ($$s)\" > /dev/ttyS0'\n\
+             ExecStart=/bin/sh -c 's=$$(systemctl is-system-running --wait); read up idle < /proc/uptime; echo \"{STARTUP_FINISHED_MARKER}$$up s ($$s)\" > /dev/ttyS0'\n\
              \n\
              [Install]\n\
-             WantedBy=multi-user.target\n",
+             WantedBy=multi-user.target\n"
+            ),
         ),
         f(
             "/etc/systemd/system/berth-peer-shell.service",
