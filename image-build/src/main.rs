@@ -224,6 +224,12 @@ enum Command {
         /// turns: size against boot time.
         #[arg(long, conflicts_with_all = ["peer", "cluster"])]
         erofs: bool,
+        /// Only this build against other builds instead: this build's disk
+        /// and each DISK (another build's berth.qcow2, e.g. copied aside
+        /// before a change) booted `--boots` times in turns; a before and
+        /// after of one change, in one sitting.
+        #[arg(long, value_name = "DISK", num_args = 1.., conflicts_with_all = ["peer", "cluster", "erofs"])]
+        against: Vec<PathBuf>,
     },
     /// Build releases N and N+1, then cut the power of a VM installing N+1
     /// (or booting it the first time) N times at random points, and count
@@ -306,6 +312,9 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Bench { boots, kvm, erofs: true, .. } => bench::erofs::bench_erofs(&ctx, boots, kvm),
+        Command::Bench { boots, kvm, against, .. } if !against.is_empty() => {
+            bench::turns::bench_against(&ctx, &against, boots, kvm)
+        }
         Command::Bench { boots, kvm, peer: true, nic, .. } => {
             bench::peer::bench_peer(&ctx, &bench::peer::PeerBenchOptions { boots, kvm, nic })
         }

@@ -14,10 +14,9 @@
 
 use std::time::Instant;
 
-use berth_qemu::{Vm, VmConfig, GIB};
-
-use super::peer::{berth_boot, busy_verdict, Sample, CPUS, MEMORY_MIB};
-use super::{stats, Error};
+use super::peer::{CPUS, MEMORY_MIB};
+use super::turns::{self, Disk};
+use super::Error;
 use crate::build::{self, BuildOptions};
 use crate::context::Context;
 use crate::manifest::{self, Erofs};
@@ -53,21 +52,13 @@ pub fn candidates(own: &Erofs) -> Vec<Candidate> {
     ]
 }
 
-/// What one candidate measured.
-struct Measured {
-    name: String,
-    erofs_mib: Option<f64>,
-    slot_mib: Option<f64>,
-    first: Sample,
-    boots: Vec<Sample>,
-}
-
-/// Builds every candidate, boots them in turns and prints the table.
+/// Builds the image once per candidate packing, then boots each build's
+/// disk in turns ([`turns::boot_in_turns`]) and prints the table: sizes
+/// against boot time.
 pub fn bench_erofs(ctx: &Context, boots: usize, kvm: bool) -> Result<(), Error> {
     crate::deps::ensure()?;
     let image = manifest::image(&ctx.image_build_dir())?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mut built = Vec::new();
+    let mut disks = Vec::new();
     for (i, c) in candidates(&image.erofs).into_iter().enumerate() {
         let out = ctx.repo.join("target").join("berth-bench").join(format!("erofs-{i}"));
         let cctx = Context { out, ..ctx.clone() };
@@ -80,85 +71,27 @@ pub fn bench_erofs(ctx: &Context, boots: usize, kvm: bool) -> Result<(), Error> 
             t.elapsed().as_secs_f64()
         );
         let text = report.to_string();
-        built.push((
-            c.name,
-            cctx,
-            super::peer::size_report_mib(&text, "EROFS"),
-            super::peer::size_report_mib(&text, "root slot"),
-        ));
-    }
-
-    let vm_config = |name: &str, cctx: &Context| {
-        VmConfig::new().name(name).cpus(CPUS).memory_mib(MEMORY_MIB).kvm(kvm).disk_size(4 * GIB).disk(cctx.qcow2())
-    };
-    let mut vms = Vec::new();
-    let mut measured = Vec::new();
-    let mut loads = Vec::new();
-    for (i, (name, cctx, erofs_mib, slot_mib)) in built.iter().enumerate() {
-        let mut vm = Vm::start(vm_config(&format!("bench-erofs-{i}"), cctx))?;
-        let first = berth_boot(&mut vm, cores)?;
-        eprintln!("bench: {name}: first boot: containerd+etcd {:.2} s, all {:.2} s", first.core_ready, first.all_ready);
-        loads.push((format!("{name}: first boot"), first.load));
-        vms.push(vm);
-        measured.push(Measured {
-            name: name.clone(),
-            erofs_mib: *erofs_mib,
-            slot_mib: *slot_mib,
-            first,
-            boots: vec![],
+        disks.push(Disk {
+            name: c.name,
+            qcow2: cctx.qcow2(),
+            erofs_mib: super::peer::size_report_mib(&text, "EROFS"),
+            slot_mib: super::peer::size_report_mib(&text, "root slot"),
         });
     }
-    for round in 0..boots {
-        for (vm, m) in vms.iter_mut().zip(measured.iter_mut()) {
-            vm.restart()?;
-            let s = berth_boot(vm, cores)?;
-            eprintln!(
-                "bench: {}: boot {}/{boots}: containerd+etcd {:.2} s, all {:.2} s",
-                m.name,
-                round + 1,
-                s.core_ready,
-                s.all_ready
-            );
-            loads.push((format!("{}: boot {}", m.name, round + 1), s.load));
-            m.boots.push(s);
-        }
-    }
-    drop(vms);
-    print!("{}", table(&measured, boots, kvm));
-    match busy_verdict(&loads) {
+    let (measured, busy) = turns::boot_in_turns(disks, boots, kvm)?;
+    let accel = if kvm { "KVM" } else { "TCG" };
+    println!(
+        "Root packing: size against boot time ({accel}, {CPUS} vCPUs, {MEMORY_MIB} MiB; kernel start -> containerd and \
+         etcd ready; {boots} boots each in turns, median and range; the first boot of each disk apart)\n"
+    );
+    print!("{}", turns::table(&measured));
+    match busy {
         Some(why) => {
             println!("\nhost busy during the run ({why}): the times are noisy; compare them only as a rough guide")
         }
         None => println!("\nhost quiet during the run"),
     }
     Ok(())
-}
-
-fn table(measured: &[Measured], boots: usize, kvm: bool) -> String {
-    let accel = if kvm { "KVM" } else { "TCG" };
-    let mut out = format!(
-        "Root packing: size against boot time ({accel}, {CPUS} vCPUs, {MEMORY_MIB} MiB; kernel start -> containerd and etcd ready; \
-         {boots} boots each in turns, median and range; the first boot of each disk apart)\n\n"
-    );
-    out.push_str("| packing | EROFS | root slot | containerd + etcd ready | every unit ready | first boot |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|\n");
-    let mib = |v: Option<f64>| v.map(|v| format!("{v:.1} MiB")).unwrap_or_else(|| "n/a".into());
-    let secs = |v: Vec<f64>| match stats(&v) {
-        Some(s) => format!("{:.2} s ({:.2} to {:.2})", s.median, s.min, s.max),
-        None => "n/a".into(),
-    };
-    for m in measured {
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.2} s |\n",
-            m.name,
-            mib(m.erofs_mib),
-            mib(m.slot_mib),
-            secs(m.boots.iter().map(|s| s.core_ready).collect()),
-            secs(m.boots.iter().map(|s| s.all_ready).collect()),
-            m.first.core_ready
-        ));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -194,23 +127,5 @@ mod tests {
         assert!(c.iter().filter(|c| !c.settings.compressors.contains(':')).all(|c| c.settings.hints.is_none()));
         assert!(c.iter().all(|c| c.settings.source == own().source));
         assert!(c[0].settings.extended.is_empty() && c[1].settings.extended == own().extended);
-    }
-
-    #[test]
-    fn the_table_has_a_row_per_packing_with_sizes_and_times() {
-        let s = |t: f64| Sample { core_ready: t, all_ready: t + 0.5, ..Sample::default() };
-        let m = vec![Measured {
-            name: "lzma".into(),
-            erofs_mib: Some(49.3),
-            slot_mib: Some(49.8),
-            first: s(9.0),
-            boots: vec![s(5.0), s(4.0), s(6.0)],
-        }];
-        let t = table(&m, 3, false);
-        assert!(
-            t.contains("| lzma | 49.3 MiB | 49.8 MiB | 5.00 s (4.00 to 6.00) | 5.50 s (4.50 to 6.50) | 9.00 s |"),
-            "{t}"
-        );
-        assert!(t.starts_with("Root packing: size against boot time (TCG, 2 vCPUs"), "{t}");
     }
 }

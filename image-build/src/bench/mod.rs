@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod erofs;
 pub mod peer;
+pub mod turns;
 pub mod updates;
 
 use crate::context::Context;
