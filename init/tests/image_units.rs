@@ -67,8 +67,6 @@ fn the_image_units_load_and_plan_without_errors() {
         [
             "containerd",
             "etcd",
-            "etcd-data",
-            "loopback",
             "network",
             "network-online",
             "ntp",
@@ -170,7 +168,13 @@ fn etcd_is_left_running_when_not_ready_or_unhealthy_and_holds_nothing_up() {
     let member = arg(e, "--name").unwrap();
     let peer = arg(e, "--initial-advertise-peer-urls").unwrap();
     assert_eq!(arg(e, "--initial-cluster"), Some(format!("{member}={peer}").as_str()));
-    assert!(names(&e.dependencies.requires).is_superset(&["etcd-data", "loopback"].into()));
+    // Its data directory is made by PID1 for its user, 0700 as etcd wants
+    // it; the loopback is up from early boot: nothing to wait for.
+    assert_eq!(
+        (e.service.state_directory.as_slice(), e.service.state_directory_mode),
+        (["etcd".to_string()].as_slice(), 0o700)
+    );
+    assert!(e.dependencies.requires.is_empty(), "{:?}", e.dependencies.requires);
     assert!(!names(&e.dependencies.requires).contains("network"), "clients are on 127.0.0.1 only");
     match e.health.as_ref().map(|h| &h.check) {
         Some(HealthCheck::Command(cmd)) => assert_eq!(cmd.first().map(String::as_str), Some("/usr/bin/etcdctl")),
@@ -186,11 +190,6 @@ fn etcd_is_left_running_when_not_ready_or_unhealthy_and_holds_nothing_up() {
         assert!(on_etcd.is_empty() || only_after, "{n} depends on etcd");
     }
     assert!(!plan.needs.get(&etcd).unwrap().dependents.iter().any(|d| d.as_str() != "router"));
-
-    // Its data directory is made for its user.
-    let d = get(&plan, "etcd-data");
-    assert_eq!(d.service.kind, Kind::Oneshot);
-    assert!(d.service.exec.join(" ").contains("chown etcd:etcd /var/lib/etcd"), "{:?}", d.service.exec);
 }
 
 #[test]
@@ -217,7 +216,7 @@ fn sshd_takes_keys_only_and_its_host_key_is_made_once() {
     }
     assert!(!s.service.exec.iter().any(|a| a == "-w"), "-w would refuse root, the only user");
     assert_eq!(s.service.ready, Ready::Tcp("127.0.0.1:22".parse().unwrap()));
-    assert_eq!(names(&s.dependencies.requires), ["loopback", "ssh-keygen"].into());
+    assert_eq!(names(&s.dependencies.requires), ["ssh-keygen"].into());
     assert!(names(&s.dependencies.after).is_superset(&["network", "root-home"].into()));
 
     // ssh-keygen makes exactly the key sshd reads, only when it is missing.
@@ -241,7 +240,7 @@ fn sshd_takes_keys_only_and_its_host_key_is_made_once() {
 }
 
 #[test]
-fn networking_is_dhcp_on_the_first_nic_and_loopback() {
+fn networking_is_dhcp_on_the_first_nic() {
     let plan = image_plan();
     let n = get(&plan, "network");
     assert_eq!(n.service.exec.first().map(String::as_str), Some("/usr/sbin/dhcpcd"));
@@ -253,10 +252,6 @@ fn networking_is_dhcp_on_the_first_nic_and_loopback() {
     let o = get(&plan, "network-online");
     assert_eq!(o.service.kind, Kind::Oneshot);
     assert_eq!(names(&o.dependencies.requires), ["network"].into());
-
-    let lo = get(&plan, "loopback");
-    assert_eq!(lo.service.kind, Kind::Oneshot);
-    assert_eq!(lo.service.exec, ["/usr/bin/ip", "link", "set", "lo", "up"]);
 }
 
 #[test]

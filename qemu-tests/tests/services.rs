@@ -152,18 +152,7 @@ fn container_host_services_are_up() {
 
     let (st, text, rows) = status_table(&mut vm);
     assert_eq!(st, 0, "`berthctl status` exited {st}:\n{text}");
-    for unit in [
-        "loopback",
-        "network",
-        "network-online",
-        "containerd",
-        "etcd-data",
-        "etcd",
-        "ntp",
-        "root-home",
-        "ssh-keygen",
-        "sshd",
-    ] {
+    for unit in ["network", "network-online", "containerd", "etcd", "ntp", "root-home", "ssh-keygen", "sshd"] {
         row(&rows, unit, &text);
     }
     // The router runs only on a cluster host (with /etc/berth/router.toml,
@@ -197,6 +186,14 @@ fn container_host_services_are_up() {
     assert_eq!(put.trim(), "OK", "`etcdctl put k v` said:\n{put}");
     let get = vm.sh_ok(&format!("{ETCDCTL} get k"));
     assert_eq!(get.lines().collect::<Vec<_>>(), ["k", "v"], "`etcdctl get k` said:\n{get}");
+    // Its data directory is PID1's work (state_directory): etcd's own,
+    // 0700, named in its environment; the loopback is up from early boot.
+    let dir = vm.sh_ok("stat -c '%U:%G %a' /var/lib/etcd");
+    assert_eq!(dir.trim(), "etcd:etcd 700", "/var/lib/etcd");
+    let env = vm.sh_ok("tr '\\0' '\\n' < /proc/$(pidof etcd)/environ | grep ^STATE_DIRECTORY=");
+    assert_eq!(env.trim(), "STATE_DIRECTORY=/var/lib/etcd");
+    let lo = vm.sh_ok("ip -4 addr show dev lo");
+    assert!(lo.contains("inet 127.0.0.1/8") && lo.contains("UP"), "`ip -4 addr show dev lo`:\n{lo}");
 
     let analyze = vm.sh_ok("berthctl analyze");
     assert!(

@@ -16,7 +16,8 @@ use super::format::{
     Account, Conditions, Dependencies, Dependency, Health, HealthAction, HealthCheck, KillMode, Kind, Limit, Limits,
     PathCondition, Ready, Restart, RestartPolicy, Service, Unit, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX,
     DEFAULT_HEALTH_FAILURES, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_LIMIT,
-    DEFAULT_START_LIMIT_INTERVAL, DEFAULT_START_TIMEOUT, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT,
+    DEFAULT_START_LIMIT_INTERVAL, DEFAULT_START_TIMEOUT, DEFAULT_STATE_DIRECTORY_MODE, DEFAULT_STOP_SIGNAL,
+    DEFAULT_STOP_TIMEOUT,
 };
 use super::format::{ResourceLimit, Rlimit};
 use super::name::{Relation, UnitName};
@@ -31,6 +32,8 @@ const SERVICE: &[&str] = &[
     "working_directory",
     "user",
     "group",
+    "state_directory",
+    "state_directory_mode",
     "kind",
     "ready",
     "start_timeout",
@@ -185,6 +188,30 @@ impl<'t> Check<'_> {
         account
     }
 
+    /// `state_directory`: relative paths under /var/lib, without `.` or
+    /// `..` parts; each once.
+    fn state_directory(&mut self, s: &Section<'t>) -> Vec<String> {
+        let Some(names) = s.get("state_directory").and_then(|f| self.r.strings(&f)) else { return Vec::new() };
+        let mut out: Vec<String> = Vec::new();
+        for (at, name) in names {
+            let ok = !name.is_empty()
+                && !name.starts_with('/')
+                && name.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+                && !name.contains('\0');
+            if !ok {
+                self.r.invalid(
+                    &at,
+                    format!("invalid state directory {name:?} (expected a relative path under /var/lib like \"etcd\")"),
+                );
+            } else if out.contains(&name) {
+                self.r.invalid(&at, format!("state directory {name:?} is listed twice"));
+            } else {
+                out.push(name);
+            }
+        }
+        out
+    }
+
     fn environment(&mut self, s: &Section<'t>) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let Some(env) = s.get("environment").and_then(|f| self.r.map(&f)) else { return out };
@@ -226,6 +253,18 @@ impl<'t> Check<'_> {
         });
         let user = s.get("user").and_then(|f| self.account(&f));
         let group = s.get("group").and_then(|f| self.account(&f));
+        let state_directory = self.state_directory(s);
+        let state_directory_mode = s
+            .get("state_directory_mode")
+            .and_then(|f| {
+                let mode = self.r.typed::<String>(&f)?;
+                let parsed = u32::from_str_radix(&mode, 8).ok().filter(|_| (3..=4).contains(&mode.len()));
+                if parsed.is_none() {
+                    self.r.invalid(&f.at, format!("invalid mode {mode:?} (expected an octal mode like \"0700\")"));
+                }
+                parsed
+            })
+            .unwrap_or(DEFAULT_STATE_DIRECTORY_MODE);
         let kind = self.r.optional::<Kind>(s, "kind").unwrap_or_default();
         let default_ready = match kind {
             Kind::LongRunning => Ready::Started,
@@ -263,6 +302,8 @@ impl<'t> Check<'_> {
             working_directory,
             user,
             group,
+            state_directory,
+            state_directory_mode,
             kind,
             ready,
             start_timeout,

@@ -49,6 +49,15 @@ pub struct Service {
     pub user: Option<Account>,
     /// `None`: the user's primary group (root's when `user` is `None`).
     pub group: Option<Account>,
+    /// `state_directory` (systemd's `StateDirectory=`): directories under
+    /// [`STATE_ROOT`], each a relative path (`etcd`, `foo/bar`), that PID1
+    /// creates before every start, owned by the unit's user and group (a
+    /// tree owned by someone else is handed over whole), and names to the
+    /// process in `$STATE_DIRECTORY` (absolute paths, `:`-separated).
+    pub state_directory: Vec<String>,
+    /// `state_directory_mode`: the permission bits those directories get
+    /// (an octal string in the file, `"0700"`); default `0o755`.
+    pub state_directory_mode: u32,
     pub kind: Kind,
     pub ready: Ready,
     /// How long it may take to become ready (oneshot: to exit).
@@ -418,6 +427,11 @@ impl Conditions {
 
 // ---- defaults ----------------------------------------------------------------
 
+/// Where `state_directory` names are: systemd's `/var/lib`, on the data
+/// partition.
+pub const STATE_ROOT: &str = "/var/lib";
+/// `state_directory_mode` when not given (systemd's default).
+pub const DEFAULT_STATE_DIRECTORY_MODE: u32 = 0o755;
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STOP_SIGNAL: Signal = Signal::SIGTERM;

@@ -53,7 +53,7 @@ pub use format::{
     Account, Conditions, Dependencies, Dependency, Health, HealthAction, HealthCheck, KillMode, Kind, Limit, Limits,
     PathCondition, Ready, Restart, RestartPolicy, Service, Unit,
 };
-pub use format::{ResourceLimit, Rlimit, DEFAULT_NOFILE};
+pub use format::{ResourceLimit, Rlimit, DEFAULT_NOFILE, DEFAULT_STATE_DIRECTORY_MODE, STATE_ROOT};
 pub use graph::{plan, Excluded, Exclusion, Gate, Needs, Plan, State};
 pub use load::{load, load_system, Loaded, ETC_UNIT_DIR, IMAGE_UNIT_DIR, UNIT_DIRS};
 pub use name::{Relation, UnitName};

@@ -420,6 +420,11 @@ impl System for FakeSystem {
         Ok(())
     }
 
+    fn set_link_up(&mut self, name: &str) -> io::Result<()> {
+        self.calls.push(format!("link {name} up"));
+        Ok(())
+    }
+
     fn random(&mut self, buf: &mut [u8]) -> io::Result<()> {
         buf.fill(0x5a);
         Ok(())

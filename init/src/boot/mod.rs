@@ -114,15 +114,24 @@ pub fn phase_one(sys: &mut dyn System) -> PhaseOne {
 }
 
 /// Phase 1: /proc, /sys, /dev and the other API filesystems; then the
-/// system-wide ceilings on open files ([`ceilings`]), which need /proc and
-/// never fail the boot (only logged).
+/// system-wide ceilings on open files ([`ceilings`]), which need /proc,
+/// and the loopback interface up (as systemd's PID1 does: etcd, sshd's
+/// readiness check and containers' port forwards use 127.0.0.1, and no
+/// unit should have to wait for a oneshot for it). Neither fails the
+/// boot: a problem is logged.
 pub fn early_mounts(sys: &mut dyn System) -> Result<(), BootFailure> {
     let mounted = at(Step::Mounts, mounts::mount_early(sys));
     for problem in ceilings::raise(sys) {
         crate::info!("early boot: {problem}");
     }
+    if let Err(e) = sys.set_link_up(LOOPBACK) {
+        crate::info!("early boot: loopback {LOOPBACK} not up: {e}");
+    }
     mounted
 }
+
+/// The loopback interface's name.
+pub const LOOPBACK: &str = "lo";
 
 /// Phase 2: the data partition on /var, the /etc overlay, machine id and
 /// hostname. Stops at the first failure: each step needs the one before.

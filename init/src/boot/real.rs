@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -241,6 +241,39 @@ impl System for RealSystem {
 
     fn set_hostname(&mut self, name: &str) -> io::Result<()> {
         nix::unistd::sethostname(name).map_err(io::Error::from)
+    }
+
+    fn set_link_up(&mut self, name: &str) -> io::Result<()> {
+        // Two ioctls on any socket (SIOCGIFFLAGS, SIOCSIFFLAGS), as
+        // systemd's loopback setup did before it used netlink: a netlink
+        // library in PID1 for one flag would cost more than it saves.
+        let bytes = name.as_bytes();
+        if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid interface name {name:?}")));
+        }
+        // SAFETY: a plain socket(2) call; its result is checked.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a socket just opened and owned by nothing else.
+        let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ifreq is plain data; all zeroes is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+            *dst = *src as libc::c_char;
+        }
+        // SAFETY: the ioctls read and write the ifreq given, which outlives them.
+        unsafe {
+            if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
     }
 
     fn random(&mut self, buf: &mut [u8]) -> io::Result<()> {

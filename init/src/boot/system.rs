@@ -62,6 +62,9 @@ pub trait System {
     /// Runs a program to completion (stdout discarded, stderr to the console).
     fn run(&mut self, argv: &[&str]) -> io::Result<ExitStatus>;
     fn set_hostname(&mut self, name: &str) -> io::Result<()>;
+    /// Sets the network interface `name` up (`IFF_UP`, what `ip link set
+    /// NAME up` does); for `lo` the kernel then gives it 127.0.0.1/8 and ::1.
+    fn set_link_up(&mut self, name: &str) -> io::Result<()>;
     fn random(&mut self, buf: &mut [u8]) -> io::Result<()>;
     /// Writes a kernel setting: `key` is its path under `/proc/sys`
     /// (`fs/nr_open`), `value` what to write there.

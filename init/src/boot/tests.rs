@@ -54,6 +54,9 @@ fn early_mounts_come_in_order_with_their_options() {
     assert!(sys.calls.contains(&"mount tmpfs tmpfs on /tmp (mode=1777)".to_string()));
     assert!(sys.calls.contains(&"mount tmpfs tmpfs on /run (mode=0755)".to_string()));
     assert!(sys.calls.contains(&"mount cgroup2 cgroup2 on /sys/fs/cgroup (nsdelegate)".to_string()));
+    // The loopback comes up in early boot, once /proc and /sys are there.
+    assert_eq!(sys.calls.iter().filter(|c| c.starts_with("link ")).collect::<Vec<_>>(), ["link lo up"]);
+    assert!(sys.pos("link lo up") > sys.pos("mount sysfs"));
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 
 use super::accounts::Credentials;
 use crate::spawn::clean_command;
-use crate::unit::{Limit, Limits, Rlimit, DEFAULT_NOFILE};
+use crate::unit::{Limit, Limits, Rlimit, DEFAULT_NOFILE, STATE_ROOT};
 
 /// The most open files the kernel lets a process have.
 const NR_OPEN: &str = "/proc/sys/fs/nr_open";
@@ -106,6 +106,8 @@ pub(crate) struct Launch<'a> {
     pub environment: &'a BTreeMap<String, String>,
     pub working_directory: Option<&'a Path>,
     pub credentials: &'a Credentials,
+    /// Its `state_directory` names, for `$STATE_DIRECTORY`.
+    pub state_directory: &'a [String],
     /// `$NOTIFY_SOCKET`.
     pub notify_socket: Option<&'a Path>,
     /// The cgroup's `cgroup.procs`, open for writing.
@@ -128,6 +130,9 @@ pub(crate) fn command(l: Launch<'_>) -> io::Result<Command> {
     }
     if let Some(home) = &creds.home {
         cmd.env("HOME", home);
+    }
+    if let Some(dirs) = super::state_directory::environment_value(Path::new(STATE_ROOT), l.state_directory) {
+        cmd.env("STATE_DIRECTORY", dirs);
     }
     cmd.envs(l.environment);
     if let Some(sock) = l.notify_socket {

@@ -37,6 +37,7 @@ mod lifecycle;
 mod manager;
 mod members;
 mod runner;
+mod state_directory;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -137,7 +137,7 @@ exec = {}\n\
 ready = {{ tcp = \"127.0.0.1:22\" }}\n\
 kill_mode = \"main\"\n\n\
 [dependencies]\n\
-requires = [\"ssh-keygen\", \"loopback\"]\n\
+requires = [\"ssh-keygen\"]\n\
 after = [\"root-home\", \"network\"]\n\
 required_for_ready = true\n\n\
 [restart]\n\
@@ -218,11 +218,11 @@ pub fn etcd(e: &Etcd) -> String {
 [service]\n\
 exec = {}\n\
 user = \"etcd\"\n\
+state_directory = [\"etcd\"]\n\
+state_directory_mode = \"0700\"\n\
 ready = \"notify\"\n\
 start_timeout = \"60s\"\n\
 stop_timeout = \"30s\"\n\n\
-[dependencies]\n\
-requires = [\"etcd-data\", \"loopback\"]\n\n\
 [limits]\n\
 nofile = 1048576\n\n\
 [restart]\n\

@@ -17,6 +17,7 @@ fn unit_minimal_file_gets_defaults() {
     assert_eq!(s.exec, vec!["/usr/bin/true"]);
     assert!(s.environment.is_empty());
     assert_eq!((s.working_directory.clone(), s.user.clone(), s.group.clone()), (None, None, None));
+    assert_eq!((s.state_directory.len(), s.state_directory_mode), (0, 0o755));
     assert_eq!(s.kind, Kind::LongRunning);
     assert_eq!(s.ready, Ready::Started);
     assert_eq!(s.start_timeout, Duration::from_secs(60));
@@ -89,6 +90,7 @@ fn unit_the_full_example_sets_every_key() {
     assert_eq!(s.working_directory, Some(PathBuf::from("/var/lib/etcd")));
     assert_eq!(s.user, Some(Account::Name("etcd".into())));
     assert_eq!(s.group, Some(Account::Name("etcd".into())));
+    assert_eq!((s.state_directory.as_slice(), s.state_directory_mode), (["etcd".to_string()].as_slice(), 0o700));
     assert_eq!(s.ready, Ready::Notify);
     assert_eq!(s.start_timeout, Duration::from_secs(120));
     assert_eq!(s.stop_signal, Signal::SIGTERM);
@@ -276,6 +278,31 @@ fn unit_every_bad_input_names_its_line_and_key() {
             "not an absolute path",
         ),
         ("[service]\nexec = [\"/a\"]\nuser = \"Bad User\"\n", 3, "service.user", "invalid user or group"),
+        (
+            "[service]\nexec = [\"/a\"]\nstate_directory = [\"ok\", \"../etc\"]\n",
+            3,
+            "service.state_directory[1]",
+            "invalid state directory \"../etc\"",
+        ),
+        (
+            "[service]\nexec = [\"/a\"]\nstate_directory = [\"/var/lib/x\"]\n",
+            3,
+            "service.state_directory[0]",
+            "expected a relative path under /var/lib",
+        ),
+        (
+            "[service]\nexec = [\"/a\"]\nstate_directory = [\"x\", \"x\"]\n",
+            3,
+            "service.state_directory[1]",
+            "listed twice",
+        ),
+        (
+            "[service]\nexec = [\"/a\"]\nstate_directory_mode = \"0789\"\n",
+            3,
+            "service.state_directory_mode",
+            "invalid mode",
+        ),
+        ("[service]\nexec = [\"/a\"]\nstate_directory_mode = 700\n", 3, "service.state_directory_mode", "invalid type"),
         ("[service]\nexec = [\"/a\"]\ngroup = -5\n", 3, "service.group", "invalid user or group"),
         (
             "[service]\nexec = [\"/a\"]\nenvironment = { \"A.B\" = \"1\" }\n",

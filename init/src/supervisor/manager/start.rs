@@ -1,6 +1,7 @@
 //! Starting units: the dependency gate, conditions, and a run's exec
 //! handed to its runner task.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use crate::supervisor::accounts::{self, Credentials};
 use crate::supervisor::exec::{self, Launch};
 use crate::supervisor::members::{deadline_in, Members, Sessions};
 use crate::supervisor::runner::{HealthRun, MainExit, Runner};
-use crate::unit::{Gate, Ready, State, Unit, UnitName};
+use crate::supervisor::state_directory;
+use crate::unit::{Gate, Ready, State, Unit, UnitName, STATE_ROOT};
 
 /// Everything a run needs that can fail before exec.
 struct RunSetup {
@@ -104,6 +106,13 @@ impl Manager {
             let group = std::fs::read_to_string(&self.config.group).unwrap_or_default();
             accounts::resolve(svc.user.as_ref(), svc.group.as_ref(), &passwd, &group)?
         };
+        state_directory::prepare(
+            Path::new(STATE_ROOT),
+            &svc.state_directory,
+            svc.state_directory_mode,
+            credentials.uid,
+            credentials.gid,
+        )?;
         let (members, procs, cgroup) = match &self.config.cgroups {
             Some(cg) => {
                 let g = cg.group(name.as_str());
@@ -155,6 +164,7 @@ impl Manager {
             argv: &svc.exec,
             environment: &svc.environment,
             working_directory: svc.working_directory.as_deref(),
+            state_directory: &svc.state_directory,
             credentials: &p.credentials,
             notify_socket: p.notify.as_ref().map(NotifySocket::path),
             cgroup_procs: p.procs,
