@@ -3,7 +3,6 @@
 //! lease, conflicts, stale entries, bad network configs.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_router::config::RouterConfig;
@@ -24,13 +23,13 @@ struct Host {
     paths: Paths,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The state directory, removed when the host is dropped.
+    _dir: tempfile::TempDir,
 }
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("berth-router-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh state directory, removed when the returned guard drops.
+fn dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("berth-router-test-{name}-")).tempdir().unwrap()
 }
 
 fn cfg() -> RouterConfig {
@@ -45,14 +44,15 @@ fn ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, 10 + n)
 }
 
-fn start_in(store: &MemStore, n: u8, d: PathBuf, dp: FakeDataplane, cfg: RouterConfig) -> Host {
+fn start_in(store: &MemStore, n: u8, dir: tempfile::TempDir, dp: FakeDataplane, cfg: RouterConfig) -> Host {
+    let d = dir.path();
     let paths = Paths { status: d.join("status.json"), state_dir: d.join("state"), cni_dir: d.join("cni") };
     let nat = FakeNat::default();
     let (stop, rx) = watch::channel(false);
     let router = Router::new(cfg, paths.clone(), store.clone(), dp.clone(), nat.clone());
     let task = tokio::spawn(router.run(rx));
     let _ = n;
-    Host { dp, nat, paths, stop, task }
+    Host { dp, nat, paths, stop, task, _dir: dir }
 }
 
 fn start(store: &MemStore, n: u8, name: &str) -> Host {
@@ -182,7 +182,7 @@ async fn a_subnet_held_by_another_host_is_not_taken() {
     assert!(store.create_lease(taken, &attrs, lease, None).await.unwrap());
     let d1 = dir("conflict-1");
     let d2 = dir("conflict-2");
-    for d in [&d1, &d2] {
+    for d in [d1.path(), d2.path()] {
         std::fs::create_dir_all(d.join("state")).unwrap();
         std::fs::write(d.join("state/subnet"), "10.244.5.0/24\n").unwrap();
     }

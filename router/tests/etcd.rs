@@ -4,7 +4,6 @@
 //! an etcd restart that leaves the routes alone. The kernel is the fake one.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -28,11 +27,9 @@ struct Host {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("berth-router-etcd-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh state directory, removed when the returned guard drops.
+fn dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("berth-router-etcd-{name}-")).tempdir().unwrap()
 }
 
 fn ip(n: u8) -> Ipv4Addr {
@@ -91,7 +88,7 @@ fn etcdctl_get_prefix(etcd: &EtcdServer, key: &str) -> String {
 async fn two_routers_lease_distinct_subnets_and_a_revoked_one_disappears() {
     let etcd = EtcdServer::start().unwrap();
     let (da, db) = (dir("two-a"), dir("two-b"));
-    let (a, b) = tokio::join!(start_in(&etcd, 1, &da), start_in(&etcd, 2, &db));
+    let (a, b) = tokio::join!(start_in(&etcd, 1, da.path()), start_in(&etcd, 2, db.path()));
     let (sa, sb) = tokio::join!(a.running(), b.running());
     assert_ne!(sa, sb);
     until("A routes to B", Duration::from_secs(2), || a.dp.route_dsts().contains(&sb)).await;
@@ -128,20 +125,20 @@ async fn two_routers_lease_distinct_subnets_and_a_revoked_one_disappears() {
 async fn a_restarted_router_gets_its_previous_subnet() {
     let etcd = EtcdServer::start().unwrap();
     let (da, db) = (dir("restart-a"), dir("restart-b"));
-    let a = start_in(&etcd, 1, &da).await;
+    let a = start_in(&etcd, 1, da.path()).await;
     let sa = a.running().await;
     a.stop().await;
     // Another host comes meanwhile; the subnet is free again.
-    let b = start_in(&etcd, 2, &db).await;
+    let b = start_in(&etcd, 2, db.path()).await;
     let sb = b.running().await;
     assert_ne!(sa, sb);
-    let a = start_in(&etcd, 1, &da).await;
+    let a = start_in(&etcd, 1, da.path()).await;
     assert_eq!(a.running().await, sa, "after a clean stop");
     // A crash (no revoke): the key with its PublicIP is still there, and
     // the new run takes it over at once instead of waiting out the TTL.
     a.task.abort();
     let _ = a.task.await;
-    let a = start_in(&etcd, 1, &da).await;
+    let a = start_in(&etcd, 1, da.path()).await;
     assert_eq!(a.running().await, sa, "after a crash");
     let store = EtcdStore::connect(&[etcd.endpoint()], PREFIX).await.unwrap();
     assert_eq!(store.list().await.unwrap().leases.len(), 2);
@@ -153,9 +150,9 @@ async fn a_restarted_router_gets_its_previous_subnet() {
 async fn an_etcd_restart_leaves_the_routes_alone() {
     let mut etcd = EtcdServer::start().unwrap();
     let (da, db) = (dir("down-a"), dir("down-b"));
-    let a = start_in(&etcd, 1, &da).await;
+    let a = start_in(&etcd, 1, da.path()).await;
     a.running().await;
-    let b = start_in(&etcd, 2, &db).await;
+    let b = start_in(&etcd, 2, db.path()).await;
     let sb = b.running().await;
     until("A routes to B", Duration::from_secs(2), || a.dp.route_dsts().contains(&sb)).await;
     etcd.kill();

@@ -19,11 +19,9 @@ use crate::state::FileOp;
 
 const PART: u64 = 64 * 1024;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("berth-install-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory, removed when the returned guard drops.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("berth-install-{name}-")).tempdir().unwrap()
 }
 
 struct Bundle {
@@ -161,7 +159,8 @@ fn entry_names(fake: &mut FakeTarget) -> Vec<String> {
 
 #[test]
 fn a_good_install_writes_the_slot_names_it_writes_its_uki_and_the_entry_last() {
-    let dir = temp_dir("good");
+    let tmp = temp_dir("good");
+    let dir = tmp.path().to_path_buf();
     let key = generate_dev_keypair();
     let b = good(&key, "0.2.0");
     let path = write_file(&dir, &b);
@@ -202,7 +201,8 @@ fn a_good_install_writes_the_slot_names_it_writes_its_uki_and_the_entry_last() {
 
 #[test]
 fn the_plan_is_applied_in_the_order_abstate_gives() {
-    let dir = temp_dir("order");
+    let tmp = temp_dir("order");
+    let dir = tmp.path().to_path_buf();
     let key = generate_dev_keypair();
     let b = good(&key, "0.2.0");
     let mut fake = machine(&dir.join("disk"));
@@ -236,7 +236,8 @@ fn the_plan_is_applied_in_the_order_abstate_gives() {
 
 #[test]
 fn each_refusal_leaves_the_slot_and_the_esp_unchanged() {
-    let dir = temp_dir("refusals");
+    let tmp = temp_dir("refusals");
+    let dir = tmp.path().to_path_buf();
     let key = generate_dev_keypair();
     let keys = ring(&key);
     let mut flipped = good(&key, "0.2.0");
@@ -304,7 +305,8 @@ fn each_refusal_leaves_the_slot_and_the_esp_unchanged() {
 
 #[test]
 fn force_installs_a_downgrade_and_a_version_that_failed() {
-    let dir = temp_dir("force");
+    let tmp = temp_dir("force");
+    let dir = tmp.path().to_path_buf();
     let key = generate_dev_keypair();
     let forced = InstallContext { force: true, failed_versions: vec!["0.0.5".into()], ..ctx() };
     let mut fake = machine(&dir.join("disk"));
@@ -319,7 +321,8 @@ fn force_installs_a_downgrade_and_a_version_that_failed() {
 
 #[test]
 fn an_unblessed_boot_is_not_updated() {
-    let dir = temp_dir("unblessed");
+    let tmp = temp_dir("unblessed");
+    let dir = tmp.path().to_path_buf();
     let key = generate_dev_keypair();
     let mut fake = machine(&dir.join("disk"));
     let esp = fake.esp_dir().join("loader/entries");
@@ -333,7 +336,8 @@ fn an_unblessed_boot_is_not_updated() {
 
 #[test]
 fn a_flipped_byte_in_a_stream_stops_with_no_entry_for_the_slot() {
-    let dir = temp_dir("stream-flip");
+    let tmp = temp_dir("stream-flip");
+    let dir = tmp.path().to_path_buf();
     let key = generate_dev_keypair();
     let mut b = good(&key, "0.2.0");
     let at = b.bytes.len() - b.ukis[0].len() - b.ukis[1].len() - 100;
@@ -353,7 +357,8 @@ fn a_flipped_byte_in_a_stream_stops_with_no_entry_for_the_slot() {
 
 #[test]
 fn a_failure_at_each_step_leaves_no_entry_for_the_other_slot_and_a_new_install_succeeds() {
-    let dir = temp_dir("failures");
+    let tmp = temp_dir("failures");
+    let dir = tmp.path().to_path_buf();
     let key = generate_dev_keypair();
     let keys = ring(&key);
     let b = good(&key, "0.2.0");
@@ -395,7 +400,8 @@ fn a_failure_at_each_step_leaves_no_entry_for_the_other_slot_and_a_new_install_s
 
 #[test]
 fn a_bad_read_back_stops_before_the_name_the_uki_and_the_entry() {
-    let dir = temp_dir("readback");
+    let tmp = temp_dir("readback");
+    let dir = tmp.path().to_path_buf();
     let key = generate_dev_keypair();
     let path = write_file(&dir, &good(&key, "0.2.0"));
     let mut fake = machine(&dir.join("disk"));
@@ -413,7 +419,8 @@ fn a_bad_read_back_stops_before_the_name_the_uki_and_the_entry() {
 
 #[test]
 fn the_booted_slot_is_never_written() {
-    let dir = temp_dir("booted");
+    let tmp = temp_dir("booted");
+    let dir = tmp.path().to_path_buf();
     let mut fake = machine(&dir.join("disk"));
     assert!(matches!(fake.write_partition(Slot::A, 0, b"x"), Err(TargetError::BootedSlot { slot: "a" })));
     assert!(matches!(fake.write_partition(Slot::B, PART - 1, b"xy"), Err(TargetError::OutOfRange { .. })));
@@ -425,7 +432,8 @@ fn the_booted_slot_is_never_written() {
 
 #[test]
 fn pause_before_stops_at_that_step_for_good() {
-    let dir = temp_dir("pause");
+    let tmp = temp_dir("pause");
+    let dir = tmp.path().to_path_buf();
     let key = generate_dev_keypair();
     let b = good(&key, "0.2.0");
     let path = write_file(&dir, &b);
@@ -448,7 +456,8 @@ fn pause_before_stops_at_that_step_for_good() {
 
 #[test]
 fn pause_mid_stream_stops_with_part_of_the_root_written() {
-    let dir = temp_dir("pause-mid");
+    let tmp = temp_dir("pause-mid");
+    let dir = tmp.path().to_path_buf();
     let key = generate_dev_keypair();
     let b = good(&key, "0.2.0");
     let path = write_file(&dir, &b);
@@ -492,7 +501,8 @@ fn pause_points_parse() {
 
 #[test]
 fn apply_renames_and_reads_back_and_refuses_payloads() {
-    let dir = temp_dir("apply");
+    let tmp = temp_dir("apply");
+    let dir = tmp.path().to_path_buf();
     let mut fake = FakeTarget::new(&dir, Slot::B, PART).unwrap();
     let esp = fake.esp_dir().join("loader/entries");
     fs::write(esp.join("berth-0.1.0.conf"), entry_text("0.1.0", Slot::A, &options(Slot::A))).unwrap();

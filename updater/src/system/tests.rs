@@ -2,7 +2,7 @@
 //! dir (no root, no real devices; mounting the ESP is not exercised here).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_layout::disk::{partition_uuid, DATA_TYPE, ESP_TYPE, ROOT_X86_64_TYPE};
 use berth_layout::gpt::Gpt;
@@ -12,11 +12,9 @@ use super::*;
 
 const MIB: u64 = 2048; // sectors
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("berth-system-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory, removed when the returned guard drops.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("berth-system-{name}-")).tempdir().unwrap()
 }
 
 /// A Berth-shaped disk `name` with its partitions as separate "device"
@@ -58,7 +56,8 @@ fn cmdline(version: &str, slot: Slot) -> String {
 
 #[test]
 fn finds_the_boot_disk_among_others_by_the_booted_partuuid() {
-    let root = temp_dir("find");
+    let tmp = temp_dir("find");
+    let root = tmp.path().to_path_buf();
     disk(&root, "vda", "9.9.9");
     disk(&root, "vdb", "0.1.0");
     fs::create_dir_all(root.join("sys/dm-0")).unwrap();
@@ -81,7 +80,8 @@ fn finds_the_boot_disk_among_others_by_the_booted_partuuid() {
 
 #[test]
 fn the_real_target_writes_only_the_other_slot() {
-    let root = temp_dir("target");
+    let tmp = temp_dir("target");
+    let root = tmp.path().to_path_buf();
     disk(&root, "vda", "0.1.0");
     let efivars = root.join("efivars");
     fs::create_dir_all(&efivars).unwrap();
@@ -121,7 +121,8 @@ fn version_id_is_read_from_os_release() {
 /// backup), leaves every other field alone, and never renames the booted slot.
 #[test]
 fn naming_the_other_slot_rewrites_both_tables_and_nothing_else() {
-    let root = temp_dir("name");
+    let tmp = temp_dir("name");
+    let root = tmp.path().to_path_buf();
     disk(&root, "vda", "0.1.0");
     let mut t = RealTarget::open_in(
         &cmdline("0.1.0", Slot::A),
