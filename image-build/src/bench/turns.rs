@@ -88,16 +88,26 @@ pub fn bench_against(ctx: &Context, others: &[PathBuf], boots: usize, kvm: bool)
     }
     let (measured, busy) = boot_in_turns(disks, boots, kvm)?;
     let accel = if kvm { "KVM" } else { "TCG" };
-    println!(
-        "Berth builds in turns ({accel}, {CPUS} vCPUs, {MEMORY_MIB} MiB, no NIC; kernel start -> ready on the guest's \
-         clock; {boots} reboots each, median and range; the first boot apart)\n"
+    print_report(
+        &format!(
+            "Berth builds in turns ({accel}, {CPUS} vCPUs, {MEMORY_MIB} MiB, no NIC; kernel start -> ready on the \
+             guest's clock; {boots} reboots each, median and range; the first boot apart)"
+        ),
+        &measured,
+        busy,
     );
-    print!("{}", table(&measured));
+    Ok(())
+}
+
+/// Prints `heading`, the [`table`] of `measured`, and whether the host was
+/// quiet (`busy`: why not, from [`boot_in_turns`]).
+pub fn print_report(heading: &str, measured: &[Measured], busy: Option<String>) {
+    println!("{heading}\n");
+    print!("{}", table(measured));
     match busy {
-        Some(why) => println!("\nhost busy during the run ({why}): the times are noisy"),
+        Some(why) => println!("\nhost busy during the run ({why}): the times are noisy, a rough guide only"),
         None => println!("\nhost quiet during the run"),
     }
-    Ok(())
 }
 
 /// A disk named `name`, its sizes read from the size report beside it.
