@@ -10,26 +10,11 @@
 //! (`cmdline.txt`) and these words after it: how to look at the kernel's
 //! own boot, e.g. `dmesg | grep initcall` for its slowest initcalls.
 
-use berth_qemu::{boot_timeout, image_dir, shutdown_timeout, DirectKernel, Vm, VmConfig, GIB};
+use berth_qemu::{boot_timeout, shutdown_timeout, with_debug_env, Vm, VmConfig, GIB};
 
 fn main() -> Result<(), berth_qemu::Error> {
-    let mut cfg = VmConfig::new().name("guest").disk_size(4 * GIB);
-    if let Ok(extra) = std::env::var("BERTH_QEMU_ARGS") {
-        for a in extra.split_whitespace() {
-            cfg = cfg.arg(a);
-        }
-    }
-    if let Ok(extra) = std::env::var("BERTH_APPEND") {
-        let dir = image_dir();
-        let path = dir.join("cmdline.txt");
-        let cmdline = std::fs::read_to_string(&path)
-            .map_err(|source| berth_qemu::Error::Io { what: format!("reading {}", path.display()), source })?;
-        cfg = cfg.direct_kernel(DirectKernel {
-            kernel: dir.join("bzImage"),
-            initrd: None,
-            append: format!("{} {extra}", cmdline.trim()),
-        });
-    }
+    let cfg = VmConfig::new().name("guest").disk_size(4 * GIB);
+    let cfg = with_debug_env(cfg)?;
     let mut vm = Vm::start(cfg)?;
     // The admin shell runs before the services are ready, so this also
     // looks into a boot that never gets there.

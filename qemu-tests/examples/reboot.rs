@@ -6,14 +6,19 @@
 //!     cargo run -p berth-qemu --example reboot -- 'berthctl analyze'
 //!
 //! `BERTH_IMAGE_DIR` picks another build's disk, so two builds can be
-//! compared boot by boot.
+//! compared boot by boot. `BERTH_QEMU_ARGS` and `BERTH_APPEND` work as in
+//! the `guest` example (a QEMU monitor socket to sample the vCPUs from; a
+//! direct kernel boot with `nokaslr`, so those samples map onto the
+//! kernel build's System.map).
 
 use std::time::Duration;
 
-use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
+use berth_qemu::{boot_timeout, shutdown_timeout, with_debug_env, Vm, VmConfig, GIB};
 
 fn main() -> Result<(), berth_qemu::Error> {
-    let mut vm = Vm::start(VmConfig::new().name("reboot").cpus(2).memory_mib(1024).disk_size(4 * GIB))?;
+    let cfg = VmConfig::new().name("reboot").cpus(2).memory_mib(1024).disk_size(4 * GIB);
+    let cfg = with_debug_env(cfg)?;
+    let mut vm = Vm::start(cfg)?;
     vm.wait_ready(boot_timeout())?;
     // What the first boot started in the background (ssh host keys) finishes.
     std::thread::sleep(Duration::from_secs(5));

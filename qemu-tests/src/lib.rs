@@ -60,7 +60,8 @@ pub use imds::{ImdsData, ImdsRequest, ImdsServer, IMDS_PROBE_BOUND, TOKEN_HEADER
 pub use qmp::Qmp;
 pub use seed::{nocloud_seed, SeedFiles, SeedFormat};
 pub use settings::{
-    berth_image, boot_timeout, default_image, image_dir, shutdown_timeout, vms_dir, workspace_root, GIB, MIB,
+    berth_image, boot_timeout, default_image, image_dir, shutdown_timeout, vms_dir, with_debug_env, workspace_root,
+    GIB, MIB,
 };
 pub use shell::{Output, MAX_COMMAND};
 pub use vm::{Vm, SECURE_BOOT_VAR, SH_TIMEOUT};

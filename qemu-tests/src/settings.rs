@@ -65,3 +65,30 @@ pub fn shutdown_timeout() -> Duration {
 pub const GIB: u64 = 1024 * 1024 * 1024;
 /// One MiB.
 pub const MIB: u64 = 1024 * 1024;
+
+/// What the examples (`guest`, `reboot`) take from the environment to look
+/// into a boot: `$BERTH_QEMU_ARGS` appends QEMU arguments (split at
+/// whitespace, e.g. `-monitor unix:/tmp/mon.sock,server=on,wait=off` to
+/// sample the vCPUs from); `$BERTH_APPEND` boots the image's kernel
+/// directly (QEMU's `-kernel`, no firmware) with the image's command line
+/// (`image_dir()/cmdline.txt`) and these words after it (`initcall_debug`,
+/// `nokaslr`). Errors: reading `cmdline.txt`.
+pub fn with_debug_env(mut cfg: crate::VmConfig) -> crate::Result<crate::VmConfig> {
+    if let Ok(extra) = std::env::var("BERTH_QEMU_ARGS") {
+        for a in extra.split_whitespace() {
+            cfg = cfg.arg(a);
+        }
+    }
+    if let Ok(extra) = std::env::var("BERTH_APPEND") {
+        let dir = image_dir();
+        let path = dir.join("cmdline.txt");
+        let cmdline = std::fs::read_to_string(&path)
+            .map_err(|source| crate::Error::Io { what: format!("reading {}", path.display()), source })?;
+        cfg = cfg.direct_kernel(crate::DirectKernel {
+            kernel: dir.join("bzImage"),
+            initrd: None,
+            append: format!("{} {extra}", cmdline.trim()),
+        });
+    }
+    Ok(cfg)
+}
