@@ -12,9 +12,10 @@
 //! - kernel start -> containerd and etcd ready: Berth's PID1 records when
 //!   each unit became active (`berthctl status UNIT`, `active since @T`);
 //!   the peer's oneshot ordered after both (Type=notify) prints the uptime;
-//! - kernel start -> every unit ready: Berth's ready line (kernel +
-//!   userspace), or containerd and etcd if later (the ready line does not
-//!   wait for etcd); the peer's `systemctl is-system-running --wait`;
+//! - kernel start -> every unit ready: the latest of Berth's ready line
+//!   (kernel + userspace) and the `active since` of [`EVERY_UNIT`] (the
+//!   ready line waits for neither etcd nor the updater); the peer's
+//!   `systemctl is-system-running --wait`;
 //! - PID1's resident memory (`Rss` of /proc/1/smaps_rollup, which walks
 //!   the page tables; VmRSS lags by up to 64 pages per thread) and
 //!   MemTotal - MemAvailable, read once both are ready;
@@ -422,23 +423,40 @@ fn power_off(vm: &mut Vm) -> Result<f64, Error> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// The units every Berth boot starts without a network, containerd and etcd
+/// first: "every unit ready" is the latest of their `active since` times and
+/// the ready line (which waits for neither etcd nor the updater, ordered
+/// after both). ntp waits for the network, the router for its config,
+/// ssh-keygen runs on a first boot only.
+pub const EVERY_UNIT: [&str; 4] = ["containerd", "etcd", "sshd", "updater"];
+
+/// (containerd and etcd ready, every unit ready), seconds, from the
+/// `active since` times of [`EVERY_UNIT`] (in its order) and the ready line.
+pub fn ready_times(since: &[f64], ready_line: f64) -> (f64, f64) {
+    // containerd and etcd come first in EVERY_UNIT.
+    let core = since.iter().take(2).fold(0.0, |a, b| b.max(a));
+    let all = since.iter().fold(ready_line, |a, b| b.max(a));
+    (core, all)
+}
+
 /// One boot of Berth (started or restarted just before).
 pub fn berth_boot(vm: &mut Vm, cores: usize) -> Result<Sample, Error> {
     let before = CpuSnapshot::take(vm.pid());
     let times = vm.wait_ready(boot_timeout())?;
     let deadline = Instant::now() + boot_timeout();
-    let core_ready = loop {
-        let out = vm.sh("berthctl status containerd; berthctl status etcd")?;
+    let query = EVERY_UNIT.iter().map(|u| format!("berthctl status {u}")).collect::<Vec<_>>().join("; ");
+    let since = loop {
+        let out = vm.sh(&query)?;
         let since = active_since_all(&out.output);
-        if since.len() == 2 && since.iter().all(Option::is_some) {
-            break since.into_iter().flatten().fold(0.0, f64::max);
+        if since.len() == EVERY_UNIT.len() && since.iter().all(Option::is_some) {
+            break since.into_iter().flatten().collect::<Vec<f64>>();
         }
         if Instant::now() >= deadline {
-            return Err(format!("containerd and etcd not both active on Berth:\n{}", out.output).into());
+            return Err(format!("not all of {} active on Berth:\n{}", EVERY_UNIT.join(", "), out.output).into());
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    let all_ready = (times.kernel + times.userspace).max(core_ready);
+    let (core_ready, all_ready) = ready_times(&since, times.kernel + times.userspace);
     let (pid1_rss_kib, mem_used_kib) = memory(vm);
     let load = before.load_until(&CpuSnapshot::take(vm.pid()), cores);
     let poweroff = power_off(vm)?;
@@ -505,6 +523,10 @@ mod tests {
     #[test]
     fn berthctl_state_lines_give_active_since() {
         assert_eq!(parse_active_since("     State: active since @15s 145ms (3s ago)"), Some(15.145));
+        // etcd after the ready line, the updater after etcd: both count.
+        assert_eq!(ready_times(&[6.4, 7.1, 5.0, 8.0], 6.5), (7.1, 8.0));
+        // Everything before the ready line: the ready line is every unit's.
+        assert_eq!(ready_times(&[6.0, 6.2, 5.0, 5.5], 6.5), (6.2, 6.5));
         assert_eq!(parse_active_since("     State: active since @2m 3s (1s ago)"), Some(123.0));
         assert_eq!(parse_active_since("     State: starting since @5s (1s ago)"), None);
         assert_eq!(parse_active_since("     State: active"), None);
