@@ -55,7 +55,8 @@ pub const HOST_PACKAGES: &[&str] = &[
     "xorriso",
     "netcat-openbsd",
     // the etcd v3 client crate (etcd-client) compiles etcd's .proto files
-    // at build time: protoc and the well-known types it imports
+    // at build time: protoc and the well-known types it imports (berth-image
+    // itself must not need them: the test in this file)
     "protobuf-compiler",
     "libprotobuf-dev",
     // a real etcd and etcdctl for the host tests of the router and the
@@ -131,4 +132,36 @@ pub fn ensure() -> Result<(), DepsError> {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Crates whose build scripts run a host tool that only [`super::ensure`]
+    /// installs (`prost-build`: protoc). `berth-image` is what installs the
+    /// host packages, so none of these may be in its own build: on a fresh
+    /// machine it could not compile to run `deps` (the etcd client came in
+    /// through the updater's library until its etcd lock became a feature).
+    const BUILD_TIME_TOOL_CRATES: &[&str] = &["prost-build"];
+
+    /// The README's commands start with `cargo run -p berth-image` on a
+    /// machine that has none of [`HOST_PACKAGES`]: what berth-image
+    /// compiles (normal and build dependencies) must not need them.
+    #[test]
+    fn berth_image_builds_before_the_host_packages_are_installed() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["tree", "--offline", "-p", "berth-image", "-e", "normal,build", "--prefix", "none"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
+        let tree = String::from_utf8_lossy(&out.stdout);
+        let crates: Vec<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        assert!(crates.contains(&"berth-updater"), "the tree was read: {tree}");
+        for tool in BUILD_TIME_TOOL_CRATES {
+            assert!(!crates.contains(tool), "berth-image's build pulls in {tool}, which needs a host package:\n{tree}");
+        }
+    }
 }

@@ -13,6 +13,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod api;
+#[cfg(feature = "etcd-lock")]
 pub mod etcd_lock;
 pub mod history;
 pub mod lock;
