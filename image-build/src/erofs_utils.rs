@@ -77,7 +77,7 @@ pub fn mkfs_erofs(cache: &Path, erofs: &Erofs) -> Result<PathBuf, ErofsUtilsErro
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(io_at(&work))?;
     let tarball = work.join("source.tar.gz");
-    let url = format!("{}/{}", crate::peer::host_mirrors().debian, erofs.source);
+    let url = format!("{}/{}", crate::mirrors::host_mirrors().debian, erofs.source);
     crate::progress::spin(format!("erofs-utils: fetching {url}"), || download(&url, &tarball))?;
     let got = crate::packages::sha256_file(&tarball)
         .map_err(|e| ErofsUtilsError::Download { url: url.clone(), message: e.to_string() })?;

@@ -22,6 +22,7 @@ mod formats;
 mod kernel;
 mod keys;
 mod manifest;
+mod mirrors;
 mod packages;
 mod peer;
 mod progress;
