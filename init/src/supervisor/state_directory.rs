@@ -8,7 +8,8 @@
 //! belongs to another user or group is handed over with everything in it
 //! (lchown, symbolic links not followed), so that data written by an
 //! earlier version running as root, or restored from a backup, stays
-//! usable.
+//! usable. The top directory is handed over last: a handover cut short by
+//! a power cut leaves it foreign, and the next start finishes the job.
 
 use std::fs;
 use std::io;
@@ -59,13 +60,36 @@ pub(crate) fn prepare(root: &Path, names: &[String], mode: u32, uid: u32, gid: u
 
 /// lchown of `top` and everything below it; on failure, the path and error.
 fn chown_tree(top: &Path, uid: u32, gid: u32) -> Result<(), (PathBuf, io::Error)> {
-    let mut stack = vec![top.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        lchown(&path, Some(uid), Some(gid)).map_err(|e| (path.clone(), e))?;
-        let meta = fs::symlink_metadata(&path).map_err(|e| (path.clone(), e))?;
-        if meta.is_dir() {
-            for entry in fs::read_dir(&path).map_err(|e| (path.clone(), e))? {
-                stack.push(entry.map_err(|e| (path.clone(), e))?.path());
+    walk_contents_first(top, &mut |p| lchown(p, Some(uid), Some(gid)))
+}
+
+/// Calls `visit` on every path of the tree under `top` (symbolic links not
+/// followed), each directory after everything in it and `top` last: a
+/// handover cut short (a power cut, a failed lchown) leaves `top` foreign,
+/// so the next start sees it and walks the tree again, where handing the
+/// top over first would have marked the tree done with most of it still
+/// the old owner's. One open directory per level of depth.
+fn walk_contents_first(top: &Path, visit: &mut dyn FnMut(&Path) -> io::Result<()>) -> Result<(), (PathBuf, io::Error)> {
+    // (path, its entries once it is known to be a directory)
+    let mut stack: Vec<(PathBuf, Option<fs::ReadDir>)> = vec![(top.to_path_buf(), None)];
+    while let Some((path, entries)) = stack.last_mut() {
+        let at = |e: io::Error| (path.clone(), e);
+        if entries.is_none() {
+            if !fs::symlink_metadata(&*path).map_err(at)?.is_dir() {
+                visit(path).map_err(at)?;
+                stack.pop();
+                continue;
+            }
+            *entries = Some(fs::read_dir(&*path).map_err(at)?);
+        }
+        match entries.as_mut().and_then(Iterator::next) {
+            Some(entry) => {
+                let child = entry.map_err(at)?.path();
+                stack.push((child, None));
+            }
+            None => {
+                visit(path).map_err(at)?;
+                stack.pop();
             }
         }
     }
@@ -111,6 +135,56 @@ mod tests {
             assert_eq!((u, g), (4242, 4343), "{p}");
         }
         assert_eq!(owner_and_mode(Path::new("/etc/passwd")), before, "a link's target is not touched");
+    }
+
+    #[test]
+    fn the_tree_is_walked_contents_first_and_the_top_last() {
+        let root = tempfile::tempdir().unwrap();
+        let top = root.path().join("etcd");
+        fs::create_dir_all(top.join("member/wal")).unwrap();
+        fs::create_dir_all(top.join("member/snap")).unwrap();
+        fs::write(top.join("member/wal/0.wal"), b"x").unwrap();
+        fs::write(top.join("member/snap/db"), b"x").unwrap();
+        std::os::unix::fs::symlink("/", top.join("link")).unwrap();
+        let mut seen = Vec::new();
+        walk_contents_first(&top, &mut |p| {
+            seen.push(p.strip_prefix(&top).unwrap().to_path_buf());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 7, "{seen:?}");
+        assert_eq!(seen.last(), Some(&PathBuf::new()), "the top comes last: {seen:?}");
+        for (i, p) in seen.iter().enumerate() {
+            for inner in &seen[i + 1..] {
+                assert!(!inner.starts_with(p) || inner == p, "{} came before {} in it", p.display(), inner.display());
+            }
+        }
+    }
+
+    #[test]
+    fn a_handover_cut_short_is_finished_by_the_next_start() {
+        // Handing over to another user needs CAP_CHOWN: the test suite runs as root.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("etcd");
+        fs::create_dir_all(dir.join("member/wal")).unwrap();
+        for n in 0..5 {
+            fs::write(dir.join(format!("member/wal/{n}.wal")), b"x").unwrap();
+        }
+        // The first handover stops after three paths (a power cut).
+        let mut left = 3;
+        let cut = walk_contents_first(&dir, &mut |p| {
+            if left == 0 {
+                return Err(io::Error::other("power cut"));
+            }
+            left -= 1;
+            lchown(p, Some(4242), Some(4343))
+        });
+        assert!(cut.is_err());
+        prepare(root.path(), &["etcd".to_string()], 0o700, 4242, 4343).unwrap();
+        for p in ["", "member", "member/wal", "member/wal/0.wal", "member/wal/4.wal"] {
+            let (u, g, _) = owner_and_mode(&dir.join(p));
+            assert_eq!((u, g), (4242, 4343), "{p} is still the old owner's");
+        }
     }
 
     #[test]
