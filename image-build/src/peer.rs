@@ -10,7 +10,9 @@
 //! containerd with Berth's own config.toml. Two oneshot units print markers
 //! with the kernel's clock (`/proc/uptime`) on the serial console: when
 //! containerd and etcd are both ready ([`CORE_READY_MARKER`]) and when
-//! systemd has finished starting every unit ([`STARTUP_FINISHED_MARKER`]).
+//! systemd has finished starting every unit ([`STARTUP_FINISHED_MARKER`]);
+//! a third, on a VM with a NIC, when the network is up
+//! ([`NETWORK_ONLINE_MARKER`]).
 //! A root shell on the virtio console (`/dev/hvc0`) stands where Berth's
 //! admin shell is, so the harness reads `/proc` the same way in both.
 //!
@@ -67,6 +69,10 @@ pub const CORE_READY_MARKER: &str = "berth-peer: containerd and etcd ready at ";
 /// Start of the console line printed when systemd finished starting every
 /// unit: `berth-peer: startup finished at 15.67 s (running)`.
 pub const STARTUP_FINISHED_MARKER: &str = "berth-peer: startup finished at ";
+
+/// Printed with the uptime once the peer has an IPv4 default route, as
+/// Berth's `network-online` unit waits for (only on a VM with a NIC).
+pub const NETWORK_ONLINE_MARKER: &str = "berth-peer: network online at ";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -504,7 +510,10 @@ mod tests {
         assert!(ready.contains(CORE_READY_MARKER.trim_end()), "{ready}");
         assert!(ready.contains("/proc/uptime"), "{ready}");
         // systemd expands $NAME in ExecStart=: the shell's variables are written $$NAME.
-        for unit in [&ready, &text("/etc/systemd/system/berth-peer-finished.service")] {
+        let online = text("/etc/systemd/system/berth-peer-online.service");
+        assert!(online.contains(NETWORK_ONLINE_MARKER.trim_end()) && online.contains("/proc/net/route"), "{online}");
+        assert!(online.contains("ConditionPathExistsGlob=/sys/class/net/e*\n"), "only with a NIC: {online}");
+        for unit in [&ready, &online, &text("/etc/systemd/system/berth-peer-finished.service")] {
             let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
             assert!(!exec.replace("$$", "").contains('$'), "a lone $ in {exec}");
         }

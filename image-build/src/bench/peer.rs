@@ -15,7 +15,9 @@
 //! - kernel start -> every unit ready: the latest of Berth's ready line
 //!   (kernel + userspace) and the `active since` of [`EVERY_UNIT`] (the
 //!   ready line waits for neither etcd nor the updater); the peer's
-//!   `systemctl is-system-running --wait`;
+//!   `systemctl is-system-running --wait`. With `--nic` the network counts
+//!   too, an IPv4 default route on both: Berth's [`NETWORK_UNIT`], the
+//!   peer's network marker;
 //! - PID1's resident memory (`Rss` of /proc/1/smaps_rollup, which walks
 //!   the page tables; VmRSS lags by up to 64 pages per thread) and
 //!   MemTotal - MemAvailable, read once both are ready;
@@ -31,7 +33,7 @@ use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
 
 use super::{stats, Error, Stats};
 use crate::context::Context;
-use crate::peer::{self, Peer, CORE_READY_MARKER, STARTUP_FINISHED_MARKER};
+use crate::peer::{self, Peer, CORE_READY_MARKER, NETWORK_ONLINE_MARKER, STARTUP_FINISHED_MARKER};
 
 /// vCPUs of both VMs.
 pub const CPUS: u32 = 2;
@@ -309,10 +311,10 @@ pub fn bench_peer(ctx: &Context, opts: &PeerBenchOptions) -> Result<(), Error> {
             .net(net.clone())
     };
     let mut berth_vm = Vm::start(base("bench-berth").disk(ctx.qcow2()))?;
-    let berth_first = berth_boot(&mut berth_vm, cores)?;
+    let berth_first = berth_boot(&mut berth_vm, cores, opts.nic)?;
     report("Berth", "first boot", &berth_first);
     let mut peer_vm = Vm::start(base("bench-peer").disk(&peer.root).direct_kernel(peer.direct_kernel()))?;
-    let peer_first = peer_boot(&mut peer_vm, 1, cores)?;
+    let peer_first = peer_boot(&mut peer_vm, 1, cores, opts.nic)?;
     report("peer", "first boot", &peer_first);
 
     let (mut berth, mut peers) = (Vec::new(), Vec::new());
@@ -320,12 +322,12 @@ pub fn bench_peer(ctx: &Context, opts: &PeerBenchOptions) -> Result<(), Error> {
         vec![("Berth's first boot".to_string(), berth_first.load), ("the peer's first boot".into(), peer_first.load)];
     for i in 0..opts.boots {
         berth_vm.restart()?;
-        let b = berth_boot(&mut berth_vm, cores)?;
+        let b = berth_boot(&mut berth_vm, cores, opts.nic)?;
         report("Berth", &format!("reboot {}/{}", i + 1, opts.boots), &b);
         loads.push((format!("Berth's reboot {}", i + 1), b.load));
         berth.push(b);
         peer_vm.restart()?;
-        let p = peer_boot(&mut peer_vm, i + 2, cores)?;
+        let p = peer_boot(&mut peer_vm, i + 2, cores, opts.nic)?;
         report("peer", &format!("reboot {}/{}", i + 1, opts.boots), &p);
         loads.push((format!("the peer's reboot {}", i + 1), p.load));
         peers.push(p);
@@ -430,6 +432,20 @@ fn power_off(vm: &mut Vm) -> Result<f64, Error> {
 /// ssh-keygen runs on a first boot only.
 pub const EVERY_UNIT: [&str; 4] = ["containerd", "etcd", "sshd", "updater"];
 
+/// On a VM with a NIC, "every unit ready" waits for this one too: active
+/// once the machine has an IPv4 default route (DHCP answered).
+pub const NETWORK_UNIT: &str = "network-online";
+
+/// The units whose `active since` "every unit ready" takes, containerd and
+/// etcd first: [`EVERY_UNIT`], and [`NETWORK_UNIT`] when the VM has a NIC.
+pub fn measured_units(nic: bool) -> Vec<&'static str> {
+    let mut units = EVERY_UNIT.to_vec();
+    if nic {
+        units.push(NETWORK_UNIT);
+    }
+    units
+}
+
 /// (containerd and etcd ready, every unit ready), seconds, from the
 /// `active since` times of [`EVERY_UNIT`] (in its order) and the ready line.
 pub fn ready_times(since: &[f64], ready_line: f64) -> (f64, f64) {
@@ -439,20 +455,22 @@ pub fn ready_times(since: &[f64], ready_line: f64) -> (f64, f64) {
     (core, all)
 }
 
-/// One boot of Berth (started or restarted just before).
-pub fn berth_boot(vm: &mut Vm, cores: usize) -> Result<Sample, Error> {
+/// One boot of Berth (started or restarted just before); `nic`: the VM
+/// has one, and the network counts in "every unit ready".
+pub fn berth_boot(vm: &mut Vm, cores: usize, nic: bool) -> Result<Sample, Error> {
     let before = CpuSnapshot::take(vm.pid());
     let times = vm.wait_ready(boot_timeout())?;
     let deadline = Instant::now() + boot_timeout();
-    let query = EVERY_UNIT.iter().map(|u| format!("berthctl status {u}")).collect::<Vec<_>>().join("; ");
+    let units = measured_units(nic);
+    let query = units.iter().map(|u| format!("berthctl status {u}")).collect::<Vec<_>>().join("; ");
     let since = loop {
         let out = vm.sh(&query)?;
         let since = active_since_all(&out.output);
-        if since.len() == EVERY_UNIT.len() && since.iter().all(Option::is_some) {
+        if since.len() == units.len() && since.iter().all(Option::is_some) {
             break since.into_iter().flatten().collect::<Vec<f64>>();
         }
         if Instant::now() >= deadline {
-            return Err(format!("not all of {} active on Berth:\n{}", EVERY_UNIT.join(", "), out.output).into());
+            return Err(format!("not all of {} active on Berth:\n{}", units.join(", "), out.output).into());
         }
         std::thread::sleep(Duration::from_millis(250));
     };
@@ -463,8 +481,10 @@ pub fn berth_boot(vm: &mut Vm, cores: usize) -> Result<Sample, Error> {
     Ok(Sample { core_ready, all_ready, pid1_rss_kib, mem_used_kib, poweroff, load })
 }
 
-/// Boot number `n` (1-based) of the peer's VM (started or restarted just before).
-fn peer_boot(vm: &mut Vm, n: usize, cores: usize) -> Result<Sample, Error> {
+/// Boot number `n` (1-based) of the peer's VM (started or restarted just
+/// before); `nic`: the VM has one, and the network counts in "every unit
+/// ready".
+fn peer_boot(vm: &mut Vm, n: usize, cores: usize, nic: bool) -> Result<Sample, Error> {
     let before = CpuSnapshot::take(vm.pid());
     let line = vm.wait_for_nth(CORE_READY_MARKER, n, boot_timeout())?;
     let (core_ready, states) =
@@ -478,6 +498,14 @@ fn peer_boot(vm: &mut Vm, n: usize, cores: usize) -> Result<Sample, Error> {
     if state != "running" {
         eprintln!("bench: the peer finished starting {state} (`systemctl --failed` in its shell says what failed)");
     }
+    let all_ready = if nic {
+        let line = vm.wait_for_nth(NETWORK_ONLINE_MARKER, n, boot_timeout())?;
+        let (online, _) = parse_marker(&line, NETWORK_ONLINE_MARKER)
+            .ok_or_else(|| format!("the peer's marker does not parse: {line:?}"))?;
+        all_ready.max(online)
+    } else {
+        all_ready
+    };
     let (pid1_rss_kib, mem_used_kib) = memory(vm);
     let load = before.load_until(&CpuSnapshot::take(vm.pid()), cores);
     let poweroff = power_off(vm)?;
@@ -533,6 +561,11 @@ mod tests {
         let two = "containerd - c\n     State: active since @4s 10ms (1s ago)\n       PID: 9\n\
                    etcd - e\n     State: starting since @3s (2s ago)\n";
         assert_eq!(active_since_all(two), [Some(4.01), None]);
+        // With a NIC the network is one more unit, after containerd and etcd.
+        assert_eq!(measured_units(false), EVERY_UNIT);
+        assert_eq!(measured_units(true)[..2], ["containerd", "etcd"]);
+        assert_eq!(measured_units(true).last(), Some(&NETWORK_UNIT));
+        assert_eq!(ready_times(&[6.4, 7.1, 5.0, 8.0, 9.5], 6.5), (7.1, 9.5));
     }
 
     #[test]

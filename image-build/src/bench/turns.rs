@@ -52,7 +52,7 @@ pub fn boot_in_turns(disks: Vec<Disk>, boots: usize, kvm: bool) -> Result<(Vec<M
             .net(Vec::new())
             .disk(&disk.qcow2);
         let mut vm = Vm::start(config)?;
-        let first = berth_boot(&mut vm, cores)?;
+        let first = berth_boot(&mut vm, cores, false)?;
         report(&disk.name, "first boot", &first);
         loads.push((format!("{}: first boot", disk.name), first.load));
         vms.push(vm);
@@ -61,7 +61,7 @@ pub fn boot_in_turns(disks: Vec<Disk>, boots: usize, kvm: bool) -> Result<(Vec<M
     for round in 1..=boots {
         for (vm, m) in vms.iter_mut().zip(measured.iter_mut()) {
             vm.restart()?;
-            let s = berth_boot(vm, cores)?;
+            let s = berth_boot(vm, cores, false)?;
             report(&m.disk.name, &format!("boot {round}/{boots}"), &s);
             loads.push((format!("{}: boot {round}", m.disk.name), s.load));
             m.boots.push(s);

@@ -2,7 +2,7 @@
 //! two markers, the admin shell), etcd's and containerd's settings, and
 //! which units are enabled or disabled.
 
-use crate::peer::{CORE_READY_MARKER, STARTUP_FINISHED_MARKER};
+use crate::peer::{CORE_READY_MARKER, NETWORK_ONLINE_MARKER, STARTUP_FINISHED_MARKER};
 
 /// A file the build writes into the peer's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,7 @@ pub struct RootFile {
 pub const ENABLED_UNITS: &[&str] = &[
     "berth-peer-ready.service",
     "berth-peer-finished.service",
+    "berth-peer-online.service",
     "berth-peer-shell.service",
     "systemd-networkd.service",
 ];
@@ -76,6 +77,24 @@ pub fn root_files(containerd_config: &str) -> Vec<RootFile> {
              # below does not wait for itself.\n\
              Type=simple\n\
              ExecStart=/bin/sh -c 's=$$(systemctl is-system-running --wait); read up idle < /proc/uptime; echo \"{STARTUP_FINISHED_MARKER}$$up s ($$s)\" > /dev/ttyS0'\n\
+             \n\
+             [Install]\n\
+             WantedBy=multi-user.target\n"
+            ),
+        ),
+        f(
+            "/etc/systemd/system/berth-peer-online.service",
+            &format!(
+                "[Unit]\n\
+             Description=Bench marker: the network is up (an IPv4 default route)\n\
+             # Only on a VM with a NIC (eth0 before udev renames it, en* after).\n\
+             ConditionPathExistsGlob=/sys/class/net/e*\n\
+             \n\
+             [Service]\n\
+             # What Berth's network-online unit waits for, polled as often (0.2 s);\n\
+             # /proc/net/route, since minbase has no ip. simple: nothing waits for it.\n\
+             Type=simple\n\
+             ExecStart=/bin/sh -c 'until grep -q \"^[^[:space:]]*[[:space:]]00000000[[:space:]]\" /proc/net/route; do sleep 0.2; done; read up idle < /proc/uptime; echo \"{NETWORK_ONLINE_MARKER}$$up s (default route)\" > /dev/ttyS0'\n\
              \n\
              [Install]\n\
              WantedBy=multi-user.target\n"
