@@ -447,9 +447,10 @@ pub fn measured_units(nic: bool) -> Vec<&'static str> {
 }
 
 /// (containerd and etcd ready, every unit ready), seconds, from the
-/// `active since` times of [`EVERY_UNIT`] (in its order) and the ready line.
+/// `active since` times of [`measured_units`] (in its order) and the ready
+/// line.
 pub fn ready_times(since: &[f64], ready_line: f64) -> (f64, f64) {
-    // containerd and etcd come first in EVERY_UNIT.
+    // containerd and etcd come first in measured_units.
     let core = since.iter().take(2).fold(0.0, |a, b| b.max(a));
     let all = since.iter().fold(ready_line, |a, b| b.max(a));
     (core, all)

@@ -439,8 +439,6 @@ impl<M: Machine, P: Pid1> Daemon<M, P> {
         .map_err(DaemonError::Failed)
     }
 
-    // ------------------------------------------------- start: gate, bless
-
     // ------------------------------------------------------- auto mode
 
     /// One round of the automatic mode: check, install the candidate (never
