@@ -37,6 +37,7 @@ pub mod http;
 mod imds;
 pub mod ntp;
 pub mod oci;
+mod qemu_args;
 mod qmp;
 pub mod releases;
 mod seed;
