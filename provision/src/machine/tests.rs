@@ -1,5 +1,7 @@
+use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::change::change_with;
 use super::*;
 use crate::check::{Document, Format, Rejected};
 use crate::diag::Place;
