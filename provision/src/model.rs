@@ -152,7 +152,7 @@ pub struct WriteFile {
 pub enum Command {
     /// A string: run by `sh -c`.
     Shell(String),
-    /// A list: exec'd as is (argv[0] looked up in PATH).
+    /// A list: exec'd as is (`argv[0]` looked up in PATH).
     Argv(Vec<String>),
 }
 

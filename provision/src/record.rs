@@ -1,5 +1,5 @@
 //! The record of what is in force: /var/lib/berth/provision
-//! ([`PROVISION_DIR`]).
+//! ([`berth_layout::paths::PROVISION_DIR`]).
 //!
 //! - `record.json`: a [`Record`] (source, instance-id, sha256, time,
 //!   format, warnings, and the files the every-boot keys made);
