@@ -15,11 +15,12 @@ use berth_updater::boot_entry::{self, EntryName};
 
 use crate::cmd;
 use crate::context::Context;
+use crate::error::io_at;
 use crate::esp::EspFile;
 use crate::variant::{self, Variant};
 use crate::{
-    bundle, deps, disk as diskimg, erofs, erofs_utils, esp, kernel, keys, manifest, packages, rootfs, secureboot, uki,
-    verity,
+    bundle, deps, disk as diskimg, erofs, erofs_utils, esp, initramfs, kernel, keys, manifest, packages, rootfs,
+    secureboot, uki, verity,
 };
 
 type Error = Box<dyn std::error::Error>;
@@ -195,7 +196,10 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
     step("kernel", t);
 
     let t = Instant::now();
-    let bins = build_binaries(ctx, &image.berth_binaries, &image.berth_static)?;
+    let (mut names, mut statics) = (image.berth_binaries.clone(), image.berth_static.clone());
+    names.push(image.initrd_init.clone());
+    statics.push(image.initrd_init.clone());
+    let bins = build_binaries(ctx, &names, &statics)?;
     step("berth binaries", t);
 
     let t = Instant::now();
@@ -238,7 +242,15 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
     std::fs::write(&loader_conf, "timeout 0\neditor no\n")?;
     let entry = work.join("entry.conf");
     std::fs::write(&entry, boot_entry::uki_entry_text(version, Slot::A))?;
-    let signed = sign_boot_chain(ctx, opts, &pkgroot, &image.systemd_boot, &kernel.bzimage, version, &verity)?;
+    let initrd = work.join("initrd.cpio");
+    let stage0 = bins.join(&image.initrd_init);
+    let stage0 = std::fs::read(&stage0).map_err(io_at(&stage0))?;
+    let modules = initramfs::load_order(&kernel.modules)?;
+    let archive =
+        initramfs::archive(&stage0, &os_release::render(version), &modules, u32::try_from(epoch()).unwrap_or(0))?;
+    std::fs::write(&initrd, archive).map_err(io_at(&initrd))?;
+    let boot = BootFiles { bzimage: &kernel.bzimage, initrd: &initrd };
+    let signed = sign_boot_chain(ctx, opts, &pkgroot, &image.systemd_boot, &boot, version, &verity)?;
     let files = [
         EspFile { source: &signed.systemd_boot, dest: "/EFI/BOOT/BOOTX64.EFI".into() },
         EspFile { source: &signed.systemd_boot, dest: "/EFI/systemd/systemd-bootx64.efi".into() },
@@ -272,6 +284,7 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
     let [(_, _, raw, qcow2), (_, _, _, qcow2_4kn)] = disks;
     std::fs::write(ctx.out.join("cmdline.txt"), format!("{cmdline}\n"))?;
     std::fs::copy(&kernel.bzimage, ctx.out.join("bzImage"))?;
+    std::fs::copy(&initrd, ctx.out.join("initrd.cpio"))?;
     crate::formats::convert(&raw, &ctx.out, &opts.formats)?;
     step("disk", t);
 
@@ -320,6 +333,12 @@ struct SignedChain {
     ukis: [PathBuf; 2],
 }
 
+/// The kernel and the initramfs every UKI of a build carries.
+struct BootFiles<'a> {
+    bzimage: &'a Path,
+    initrd: &'a Path,
+}
+
 /// Assembles each slot's UKI for the root of `verity` and signs them and
 /// systemd-boot with the Secure Boot pair ([`secureboot::signing_pair`]).
 /// Writes `berth-a.efi`, `berth-b.efi`, their `.unsigned.efi` twins,
@@ -330,7 +349,7 @@ fn sign_boot_chain(
     opts: &BuildOptions,
     pkgroot: &Path,
     systemd_boot: &str,
-    bzimage: &Path,
+    boot: &BootFiles<'_>,
     version: &str,
     verity: &Verity,
 ) -> Result<SignedChain, Error> {
@@ -343,7 +362,10 @@ fn sign_boot_chain(
     for (slot, signed) in [Slot::A, Slot::B].into_iter().zip(&chain.ukis) {
         let cmdline = kernel_cmdline(slot, disk::root_partition_uuid(&verity.root_hash, slot), verity);
         let unsigned = ctx.out.join(format!("berth-{}.unsigned.efi", slot.name()));
-        uki::assemble(&stub, &os_release::render(version), &cmdline, bzimage, &unsigned, epoch())?;
+        let os_release = os_release::render(version);
+        let parts =
+            uki::UkiParts { os_release: &os_release, cmdline: &cmdline, linux: boot.bzimage, initrd: boot.initrd };
+        uki::assemble(&stub, &parts, &unsigned, epoch())?;
         secureboot::sign(&pair, &unsigned, signed, epoch())?;
     }
     let unsigned_boot = ctx.out.join("systemd-bootx64.unsigned.efi");

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! kernel/<key>/bzImage, config, build.log   one finished build (renamed into place whole)
+//! kernel/<key>/modules/*.ko                 its modules (`=m` options), for stage 0's initramfs
 //! kernel/work/<pkgversion>/linux-source-6.1 the extracted source, built in incrementally
 //! kernel/work/<pkgversion>/build.log        the log of the last `make bzImage`
 //! ```
@@ -26,7 +27,7 @@ use crate::error::{io_doing, IoError};
 
 /// Bump this whenever the recipe below changes in a way that changes the
 /// output (make targets, environment, the steps): it is part of the key.
-const RECIPE_VERSION: &str = "1";
+const RECIPE_VERSION: &str = "2";
 
 /// The Debian package that ships the kernel source, and what it installs.
 const SOURCE_PACKAGE: &str = "linux-source-6.1";
@@ -55,6 +56,9 @@ pub struct Kernel {
     pub bzimage: PathBuf,
     /// The final `.config` it was built with.
     pub config: PathBuf,
+    /// `<cache>/kernel/<key>/modules`: the modules the fragment builds
+    /// (`=m`), stripped of debug sections; empty when it builds none.
+    pub modules: PathBuf,
     /// The cache key (hex SHA-256 of the inputs).
     pub key: String,
     /// The linux-source-6.1 package version it was built from.
@@ -219,8 +223,14 @@ pub fn build(ctx: &Context) -> Result<Kernel, KernelError> {
     let key = cache_key(&version, &fragment);
     let root = ctx.cache.join("kernel");
     let entry = root.join(&key);
-    let kernel = Kernel { bzimage: entry.join("bzImage"), config: entry.join("config"), key: key.clone(), version };
-    if kernel.bzimage.is_file() && kernel.config.is_file() {
+    let kernel = Kernel {
+        bzimage: entry.join("bzImage"),
+        config: entry.join("config"),
+        modules: entry.join("modules"),
+        key: key.clone(),
+        version,
+    };
+    if kernel.bzimage.is_file() && kernel.config.is_file() && kernel.modules.is_dir() {
         eprintln!("kernel: cache hit {}", kernel.key);
         return Ok(kernel);
     }
@@ -241,12 +251,13 @@ pub fn build(ctx: &Context) -> Result<Kernel, KernelError> {
     let mut make = make(&src);
     make.arg(format!("-j{jobs}"))
         .arg("bzImage")
+        .arg("modules")
         .env("KBUILD_BUILD_TIMESTAMP", BUILD_TIMESTAMP)
         .env("KBUILD_BUILD_USER", BUILD_USER)
         .env("KBUILD_BUILD_HOST", BUILD_HOST)
         .env("KBUILD_BUILD_VERSION", BUILD_VERSION);
-    crate::progress::spin(format!("kernel: make -j{jobs} bzImage"), || cmd::run_logged(&mut make, &log))
-        .map_err(step("make bzImage", &src))?;
+    crate::progress::spin(format!("kernel: make -j{jobs} bzImage modules"), || cmd::run_logged(&mut make, &log))
+        .map_err(step("make bzImage modules", &src))?;
 
     // Into a temporary directory first, then renamed: the entry appears whole or not at all.
     remove_leftovers(&root);
@@ -254,7 +265,7 @@ pub fn build(ctx: &Context) -> Result<Kernel, KernelError> {
     let result = fill_entry(&tmp, &src, &log).and_then(|()| {
         std::fs::rename(&tmp, &entry).or_else(|e| {
             // Another build of the same key finished first: keep its entry.
-            if kernel.bzimage.is_file() && kernel.config.is_file() {
+            if kernel.bzimage.is_file() && kernel.config.is_file() && kernel.modules.is_dir() {
                 Ok(())
             } else {
                 Err(io_doing("move the finished kernel into the cache at", &entry)(e).into())
@@ -285,6 +296,19 @@ fn fill_entry(tmp: &Path, src: &Path, log: &Path) -> Result<(), KernelError> {
         (log.to_path_buf(), "build.log"),
     ] {
         std::fs::copy(&from, tmp.join(to)).map_err(io_doing("copy the build output", &from))?;
+    }
+    // kbuild lists the modules it built in modules.order, one path per line.
+    let modules = tmp.join("modules");
+    std::fs::create_dir_all(&modules).map_err(io_doing("create", &modules))?;
+    let order = src.join("modules.order");
+    let list = std::fs::read_to_string(&order).map_err(io_doing("read", &order))?;
+    for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let built = src.join(line.trim_end_matches(".o").trim_end_matches(".ko")).with_extension("ko");
+        let name = built.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let to = modules.join(name);
+        let mut strip = Command::new("strip");
+        strip.arg("--strip-debug").arg("-o").arg(&to).arg(&built);
+        cmd::run(&mut strip).map_err(step("strip --strip-debug", src))?;
     }
     Ok(())
 }

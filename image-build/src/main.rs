@@ -19,6 +19,7 @@ mod error;
 mod esp;
 mod flash;
 mod formats;
+mod initramfs;
 mod kernel;
 mod keys;
 mod manifest;

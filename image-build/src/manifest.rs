@@ -31,6 +31,9 @@ pub struct Image {
     /// no shared library, only the libc code they call.
     #[serde(default)]
     pub berth_static: Vec<String>,
+    /// Stage 0: the binary that is `/init` of the UKI's initramfs, built
+    /// statically and not installed in the root.
+    pub initrd_init: String,
     /// The oldest booted version this tree's update bundle may update.
     pub min_update_from: String,
     /// How the root is packed.
@@ -141,9 +144,9 @@ mod tests {
     fn a_bad_key_is_reported_with_file_and_line() {
         let dir = std::env::temp_dir().join(format!("berth-manifest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("image.toml"), "packages = []\nfiles = []\nbusybox = \"b\"\nbusybox_skip = []\npower_commands = []\nsystemd_boot = \"s\"\nberth_binaries = []\nextra = 1\nmin_update_from = \"0.1.0\"\n").unwrap();
+        std::fs::write(dir.join("image.toml"), "packages = []\nfiles = []\nbusybox = \"b\"\nbusybox_skip = []\npower_commands = []\nsystemd_boot = \"s\"\nberth_binaries = []\ninitrd_init = \"i\"\nextra = 1\nmin_update_from = \"0.1.0\"\n").unwrap();
         let err = image(&dir).unwrap_err().to_string();
-        assert!(err.contains("image.toml") && err.contains("line 8") && err.contains("extra"), "{err}");
+        assert!(err.contains("image.toml") && err.contains("line 9") && err.contains("extra"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -167,6 +167,9 @@ fn smoke(ctx: &Context, opts: &RunOptions) -> Result<SmokeResult, Error> {
         r.times.firmware_loader.map(|s| format!("{s:.3} s")).unwrap_or_else(|| "n/a".into())
     );
     println!("  kernel           {:.3} s", r.times.kernel);
+    if let Some(initrd) = r.times.initrd {
+        println!("  initrd           {initrd:.3} s");
+    }
     println!("  userspace        {:.3} s", r.times.userspace);
     println!("  ready in         {:.3} s", r.times.total);
     if let Some(rss) = r.pid1_rss_kib {

@@ -1,8 +1,10 @@
 //! Unified Kernel Images: systemd's EFI stub (`linuxx64.efi.stub` from
 //! Debian's systemd-boot-efi) with the OS release (`.osrel`), the slot's
-//! kernel command line (`.cmdline`, which carries the verity root hash) and
-//! the kernel (`.linux`) added as PE sections by `objcopy`, the method
-//! systemd documented before `ukify` (which Debian 12 does not ship).
+//! kernel command line (`.cmdline`, which carries the verity root hash),
+//! the kernel (`.linux`) and stage 0's initramfs (`.initrd`, which the
+//! stub hands to the kernel through the LINUX_INITRD_MEDIA device path)
+//! added as PE sections by `objcopy`, the method systemd documented before
+//! `ukify` (which Debian 12 does not ship).
 //!
 //! The new sections go after the stub's last section, each at the next
 //! 4 KiB boundary past the one before, so none overlaps the stub or
@@ -72,7 +74,7 @@ pub fn stub_layout(stub: &[u8], path: &Path) -> Result<StubLayout, UkiError> {
         PE::parse(stub).map_err(|e| UkiError::NotPe { path: path.display().to_string(), message: e.to_string() })?;
     for s in &pe.sections {
         let name = s.name().unwrap_or_default();
-        for section in [".osrel", ".cmdline", ".linux"] {
+        for section in [".osrel", ".cmdline", ".linux", ".initrd"] {
             if name == section {
                 return Err(UkiError::HasSection { path: path.display().to_string(), section });
             }
@@ -102,18 +104,23 @@ pub fn placement(layout: StubLayout, sizes: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-/// Assembles the UKI at `out` from `stub`, the os-release text, the
-/// command line and the kernel image `linux` (unsigned; sign it with
-/// [`crate::secureboot::sign`]). Reproducible: objcopy writes the time
+/// What goes into a UKI besides the stub.
+pub struct UkiParts<'a> {
+    /// The os-release text (`.osrel`).
+    pub os_release: &'a str,
+    /// The kernel command line (`.cmdline`).
+    pub cmdline: &'a str,
+    /// The kernel image (`.linux`).
+    pub linux: &'a Path,
+    /// The initramfs archive (`.initrd`).
+    pub initrd: &'a Path,
+}
+
+/// Assembles the UKI at `out` from `stub` and `parts` (unsigned; sign it
+/// with [`crate::secureboot::sign`]). Reproducible: objcopy writes the time
 /// into the PE header, so it runs with the clock stopped at `epoch`.
-pub fn assemble(
-    stub: &Path,
-    os_release: &str,
-    cmdline: &str,
-    linux: &Path,
-    out: &Path,
-    epoch: u64,
-) -> Result<(), UkiError> {
+pub fn assemble(stub: &Path, parts: &UkiParts<'_>, out: &Path, epoch: u64) -> Result<(), UkiError> {
+    let UkiParts { os_release, cmdline, linux, initrd } = *parts;
     let bytes = std::fs::read(stub).map_err(io_at(stub))?;
     let layout = stub_layout(&bytes, stub)?;
     let dir = out.parent().unwrap_or(Path::new("."));
@@ -123,11 +130,12 @@ pub fn assemble(
     // systemd-stub passes the section's bytes as the command line; a
     // trailing NUL ends it cleanly (as ukify writes it).
     std::fs::write(&cmdline_file, format!("{cmdline}\0")).map_err(io_at(&cmdline_file))?;
-    let linux_size = std::fs::metadata(linux).map_err(io_at(linux))?.len();
-    let sections: [(&str, &Path, u64); 3] = [
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).map_err(io_at(p));
+    let sections: [(&str, &Path, u64); 4] = [
         (".osrel", &osrel, os_release.len() as u64),
         (".cmdline", &cmdline_file, cmdline.len() as u64 + 1),
-        (".linux", linux, linux_size),
+        (".linux", linux, size(linux)?),
+        (".initrd", initrd, size(initrd)?),
     ];
     let vmas = placement(layout, &sections.iter().map(|s| s.2).collect::<Vec<_>>());
     let mut c = crate::secureboot::at_epoch("objcopy", epoch);

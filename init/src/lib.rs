@@ -27,6 +27,8 @@ pub use berth_units as unit;
 
 // Early boot against the `System` seam (mounts, data partition, identity).
 pub mod boot;
+// Stage 0 in the initramfs: the verity root set up, then switch_root.
+pub mod initrd;
 
 // The control API's server, and berthctl's client, rendering and analysis.
 pub mod api;

@@ -47,15 +47,38 @@ fn secs(ms: u128) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
-/// `berth: ready in X s (firmware+loader A s, kernel B s, userspace C s)`.
-pub fn ready_line(loader: Option<Duration>, kernel: Duration, userspace: Duration) -> String {
-    let (a, b, c) = (loader.map(millis), millis(kernel), millis(userspace));
-    let total = a.unwrap_or(0) + b + c;
+/// Where the time before PID1 went: the kernel's share and, when stage 0
+/// ran from the initramfs, its share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BeforeUserspace {
+    /// CLOCK_MONOTONIC when the kernel started its first userspace process.
+    pub kernel: Duration,
+    /// Stage 0's time, from its start until this PID1 started.
+    pub initrd: Option<Duration>,
+}
+
+impl BeforeUserspace {
+    /// Splits `start` (this PID1's start) at stage 0's start, when stage
+    /// 0 ran before it (`initrd_started`, from its environment).
+    pub fn split(start: Duration, initrd_started: Option<Duration>) -> BeforeUserspace {
+        match initrd_started.filter(|s| *s <= start) {
+            Some(s) => BeforeUserspace { kernel: s, initrd: Some(start - s) },
+            None => BeforeUserspace { kernel: start, initrd: None },
+        }
+    }
+}
+
+/// `berth: ready in X s (firmware+loader A s, kernel B s, initrd D s, userspace C s)`,
+/// systemd-analyze's split; without stage 0 the initrd part is left out.
+pub fn ready_line(loader: Option<Duration>, before: BeforeUserspace, userspace: Duration) -> String {
+    let (a, b, d, c) = (loader.map(millis), millis(before.kernel), before.initrd.map(millis), millis(userspace));
+    let total = a.unwrap_or(0) + b + d.unwrap_or(0) + c;
     let firmware = match a {
         Some(a) => format!("firmware+loader {} s", secs(a)),
         None => "firmware+loader n/a".to_string(),
     };
-    format!("{READY_PREFIX}{} s ({firmware}, kernel {} s, userspace {} s)", secs(total), secs(b), secs(c))
+    let initrd = d.map(|d| format!(", initrd {} s", secs(d))).unwrap_or_default();
+    format!("{READY_PREFIX}{} s ({firmware}, kernel {} s{initrd}, userspace {} s)", secs(total), secs(b), secs(c))
 }
 
 /// What ends the ready line when units are not ready:
@@ -114,17 +137,22 @@ mod tests {
     fn ready_line_adds_up_the_parts() {
         let line = ready_line(
             Some(Duration::from_micros(5_432_100)),
-            Duration::from_millis(2_100),
+            BeforeUserspace::split(Duration::from_millis(2_100), None),
             Duration::from_micros(1_234_567),
         );
         assert_eq!(line, "berth: ready in 8.767 s (firmware+loader 5.432 s, kernel 2.100 s, userspace 1.235 s)");
         assert!(line.starts_with(READY_PREFIX));
+        let staged = BeforeUserspace::split(Duration::from_millis(2_100), Some(Duration::from_millis(1_800)));
+        assert_eq!(
+            ready_line(None, staged, Duration::from_millis(1_000)),
+            "berth: ready in 3.100 s (firmware+loader n/a, kernel 1.800 s, initrd 0.300 s, userspace 1.000 s)"
+        );
     }
 
     #[test]
     fn ready_line_without_loader_time_says_na() {
         assert_eq!(
-            ready_line(None, Duration::from_millis(900), Duration::from_millis(50)),
+            ready_line(None, BeforeUserspace::split(Duration::from_millis(900), None), Duration::from_millis(50)),
             "berth: ready in 0.950 s (firmware+loader n/a, kernel 0.900 s, userspace 0.050 s)"
         );
     }

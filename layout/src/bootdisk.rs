@@ -2,8 +2,8 @@
 //! and formats the data partition on it) and berth-updater (which writes
 //! the other root slot and the ESP on it).
 //!
-//! The kernel set the root up from `PARTUUID=` on its command line
-//! (dm-mod.create), so the disk whose GPT has a root partition with one of
+//! Stage 0 set the root up from `PARTUUID=` on the kernel command line
+//! (`dm-mod.create=`), so the disk whose GPT has a root partition with one of
 //! those unique GUIDs is the boot disk. Scanning the machine's disks is the
 //! caller's (each has its own way to open a device).
 

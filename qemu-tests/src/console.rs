@@ -5,7 +5,8 @@ use berth_layout::console::{EMERGENCY_PREFIX, NOT_READY, READY_PREFIX};
 use crate::error::{Error, Result};
 
 /// How long each phase of a boot took, in seconds, as PID1's ready line
-/// says: `berth: ready in X.XXX s (firmware+loader A s, kernel B s, userspace C s)`,
+/// says: `berth: ready in X.XXX s (firmware+loader A s, kernel B s, initrd D s, userspace C s)`
+/// (no initrd part on images from before stage 0),
 /// and the units it names as not ready (`; not ready: etcd (starting)`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BootTimes {
@@ -13,6 +14,8 @@ pub struct BootTimes {
     /// `None` when the firmware did not say (`n/a`: no EFI loader timestamps).
     pub firmware_loader: Option<f64>,
     pub kernel: f64,
+    /// Stage 0 in the initramfs: `None` on lines without the part.
+    pub initrd: Option<f64>,
     pub userspace: f64,
     /// The units the line names as not ready (their states left out), in
     /// its order; empty when it names none (and for lines of older images).
@@ -33,7 +36,7 @@ impl BootTimes {
         let (total, rest) = rest.split_once(" s (").ok_or_else(|| bad("expected `<total> s (`"))?;
         let total = seconds(total).ok_or_else(|| bad("total is not a number"))?;
         let inner = rest.strip_suffix(')').ok_or_else(|| bad("expected a closing parenthesis"))?;
-        let (mut fw, mut kernel, mut user) = (None, None, None);
+        let (mut fw, mut kernel, mut initrd, mut user) = (None, None, None, None);
         for part in inner.split(',') {
             let part = part.trim();
             let (name, value) = part.split_once(' ').ok_or_else(|| bad("expected `<name> <seconds> s`"))?;
@@ -48,6 +51,7 @@ impl BootTimes {
             match name {
                 "firmware+loader" => fw = Some(parsed),
                 "kernel" => kernel = Some(parsed),
+                "initrd" => initrd = Some(parsed.ok_or_else(|| bad("initrd time is n/a"))?),
                 "userspace" => user = Some(parsed),
                 _ => return Err(bad(&format!("unknown part {name:?}"))),
             }
@@ -56,9 +60,18 @@ impl BootTimes {
             total,
             firmware_loader: fw.ok_or_else(|| bad("no firmware+loader part"))?,
             kernel: kernel.ok_or_else(|| bad("no kernel part"))?.ok_or_else(|| bad("kernel time is n/a"))?,
+            initrd,
             userspace: user.ok_or_else(|| bad("no userspace part"))?.ok_or_else(|| bad("userspace time is n/a"))?,
             not_ready,
         })
+    }
+}
+
+impl BootTimes {
+    /// Seconds from the kernel's start to the ready line: kernel, initrd
+    /// and userspace (firmware and loader left out).
+    pub fn since_kernel(&self) -> f64 {
+        self.kernel + self.initrd.unwrap_or(0.0) + self.userspace
     }
 }
 
@@ -147,10 +160,17 @@ mod tests {
                 total: 21.346,
                 firmware_loader: Some(9.12),
                 kernel: 2.003,
+                initrd: None,
                 userspace: 10.223,
                 not_ready: vec![]
             }
         );
+        let r = BootTimes::parse(
+            "berth: ready in 3.600 s (firmware+loader n/a, kernel 1.200 s, initrd 0.100 s, userspace 2.300 s)",
+        )
+        .unwrap();
+        assert_eq!((r.kernel, r.initrd, r.userspace), (1.2, Some(0.1), 2.3));
+        assert!((r.since_kernel() - 3.6).abs() < 1e-9);
     }
 
     #[test]

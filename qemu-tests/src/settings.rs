@@ -69,8 +69,9 @@ pub const MIB: u64 = 1024 * 1024;
 /// What the examples (`guest`, `reboot`) take from the environment to look
 /// into a boot: `$BERTH_QEMU_ARGS` appends QEMU arguments (split at
 /// whitespace, e.g. `-monitor unix:/tmp/mon.sock,server=on,wait=off` to
-/// sample the vCPUs from); `$BERTH_APPEND` boots the image's kernel
-/// directly (QEMU's `-kernel`, no firmware) with the image's command line
+/// sample the vCPUs from); `$BERTH_APPEND` boots the image's kernel and
+/// stage 0's initramfs directly (QEMU's `-kernel` and `-initrd`, no
+/// firmware) with the image's command line
 /// (`image_dir()/cmdline.txt`) and these words after it (`initcall_debug`,
 /// `nokaslr`). Errors: reading `cmdline.txt`.
 pub fn with_debug_env(mut cfg: crate::VmConfig) -> crate::Result<crate::VmConfig> {
@@ -86,7 +87,7 @@ pub fn with_debug_env(mut cfg: crate::VmConfig) -> crate::Result<crate::VmConfig
             .map_err(|source| crate::Error::Io { what: format!("reading {}", path.display()), source })?;
         cfg = cfg.direct_kernel(crate::DirectKernel {
             kernel: dir.join("bzImage"),
-            initrd: None,
+            initrd: Some(dir.join("initrd.cpio")),
             append: format!("{} {extra}", cmdline.trim()),
         });
     }

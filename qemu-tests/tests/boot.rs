@@ -42,6 +42,8 @@ fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
     assert!(report.total > 0.0, "{report:?}");
     assert!(report.kernel > 0.0, "{report:?}");
     assert!(report.userspace > 0.0, "{report:?}");
+    // Stage 0 ran from the UKI's initramfs: the ready line gives its share.
+    assert!(report.initrd.is_some_and(|t| t > 0.0), "no initrd part on the ready line: {report:?}");
     if let Some(fw) = report.firmware_loader {
         assert!(fw > 0.0, "{report:?}");
     }
@@ -83,6 +85,20 @@ fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
         cmdline.contains(" verity ") && cmdline.contains("root=/dev/dm-0"),
         "the root is set up as dm-verity: {cmdline}"
     );
+
+    // Stage 0 loaded AHCI from the initramfs (QEMU's q35 has the
+    // controller and its CD-ROM drive is probed), then locked module
+    // loading for good; the initramfs's files are gone.
+    let modules = vm.read_file("/proc/modules").expect("reading /proc/modules");
+    for m in ["ahci", "libahci"] {
+        assert!(
+            modules.lines().any(|l| l.split_whitespace().next() == Some(m) && l.contains(" Live ")),
+            "module {m} not loaded:\n{modules}"
+        );
+    }
+    assert!(vm.list_dir("/sys/class/block").expect("listing block devices").iter().any(|d| d == "sr0"));
+    let disabled = vm.read_file("/proc/sys/kernel/modules_disabled").expect("reading modules_disabled");
+    assert_eq!(disabled.trim(), "1", "module loading is not locked after stage 0");
 
     // The mount tree is shared, as container hosts expect (Kubernetes'
     // bidirectional mounts, CSI drivers), and bpffs is mounted.

@@ -418,17 +418,25 @@ fn user_data_from_the_metadata_service() {
 }
 
 /// An invalid document: the machine comes up with its defaults, reachable,
-/// and the error (line and key) is in `berthctl status`.
+/// and the error (line and key) is in `berthctl status`. It comes on a
+/// NoCloud ISO in a CD-ROM drive, as cloud-localds, libvirt and Proxmox
+/// give it: a drive behind AHCI, whose driver stage 0 loads while the
+/// root is set up, so the seed is only found if PID1 waits for that
+/// driver's probing to finish.
 #[test]
 fn an_invalid_document_leaves_the_defaults_and_says_why() {
     let dir = scratch("invalid");
-    let bad = dir.join("user-data");
-    write(
-        &bad,
-        "#berth-config\nhostname = \"never-set\"\n\n[[write_files]]\npath = \"/etc/x\"\npermissions = \"0999\"\ncontent = \"x\"\n",
-    );
-    let mut vm = start(VmConfig::new().name("prov-invalid").disk_size(4 * GIB).user_data(&bad));
+    let bad = "#berth-config\nhostname = \"never-set\"\n\n[[write_files]]\npath = \"/etc/x\"\npermissions = \"0999\"\ncontent = \"x\"\n";
+    let seed = dir.join("seed.iso");
+    let files = SeedFiles {
+        user_data: Some(bad.as_bytes().to_vec()),
+        meta_data: Some(b"instance-id: cd-1\n".to_vec()),
+        network_config: None,
+    };
+    nocloud_seed(&seed, SeedFormat::Iso9660, &files).expect("the seed ISO");
+    let mut vm = start(VmConfig::new().name("prov-invalid").disk_size(4 * GIB).seed_cdrom(&seed));
     let lines = user_data_lines(&vm);
+    assert!(lines.contains("nocloud:/dev/sr0"), "the seed on the CD-ROM is found:\n{lines}");
     assert!(lines.contains("rejected"), "console:\n{lines}");
     let host = hostname(&mut vm);
     assert!(host.starts_with("berth-"), "the default hostname, not {host:?}");

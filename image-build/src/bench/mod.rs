@@ -56,8 +56,8 @@ pub fn bench(ctx: &Context, opts: &RunOptions, boots: usize) -> Result<(), Error
     if !ctx.qcow2().exists() {
         crate::build::build(ctx, &crate::build::BuildOptions::default())?;
     }
-    let (mut fw, mut kernel, mut user, mut total, mut rss, mut off) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut fw, mut kernel, mut initrd, mut user, mut total, mut rss, mut off) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..boots {
         let r = smoke_once(ctx, opts, &format!("bench{i}"))?;
         eprintln!("bench: boot {}/{boots}: ready in {:.3} s", i + 1, r.times.total);
@@ -65,6 +65,7 @@ pub fn bench(ctx: &Context, opts: &RunOptions, boots: usize) -> Result<(), Error
             fw.push(f);
         }
         kernel.push(r.times.kernel);
+        initrd.extend(r.times.initrd);
         user.push(r.times.userspace);
         total.push(r.times.total);
         if let Some(k) = r.pid1_rss_kib {
@@ -75,6 +76,9 @@ pub fn bench(ctx: &Context, opts: &RunOptions, boots: usize) -> Result<(), Error
     println!("boot ({boots} boots, {}, median and range)", if opts.kvm { "KVM" } else { "TCG" });
     row("firmware+loader", "s", &fw);
     row("kernel", "s", &kernel);
+    if !initrd.is_empty() {
+        row("initrd", "s", &initrd);
+    }
     row("userspace", "s", &user);
     row("ready", "s", &total);
     row("ACPI power-off", "s", &off);

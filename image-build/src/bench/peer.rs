@@ -13,7 +13,7 @@
 //!   each unit became active (`berthctl status UNIT`, `active since @T`);
 //!   the peer's oneshot ordered after both (Type=notify) prints the uptime;
 //! - kernel start -> every unit ready: the latest of Berth's ready line
-//!   (kernel + userspace) and the `active since` of [`EVERY_UNIT`] (the
+//!   (kernel + initrd + userspace) and the `active since` of [`EVERY_UNIT`] (the
 //!   ready line waits for neither etcd nor the updater); the peer's
 //!   `systemctl is-system-running --wait`. With `--nic` the network counts
 //!   too, an IPv4 default route on both: Berth's [`NETWORK_UNIT`], the
@@ -280,7 +280,7 @@ pub fn size_rows(berth: &Sizes, peer: &Sizes) -> Vec<Row> {
             v(peer.compressed),
         ),
         Row::new("kernel", "MiB", v(berth.kernel), v(peer.kernel)),
-        Row::new("initramfs", "MiB", v(berth.initrd.or(Some(0.0))), v(peer.initrd)),
+        Row::new("initramfs", "MiB", v(berth.initrd), v(peer.initrd)),
     ]
 }
 
@@ -384,7 +384,8 @@ fn berth_sizes(ctx: &Context) -> Sizes {
         tree: size_report_mib(&report, "root tree"),
         compressed: size_report_mib(&report, "EROFS"),
         kernel: std::fs::metadata(ctx.out.join("bzImage")).ok().map(|m| mib(m.len())),
-        initrd: None,
+        // Stage 0's initramfs, as each UKI carries it.
+        initrd: std::fs::metadata(ctx.out.join("initrd.cpio")).ok().map(|m| mib(m.len())),
     }
 }
 
@@ -475,7 +476,7 @@ pub fn berth_boot(vm: &mut Vm, cores: usize, nic: bool) -> Result<Sample, Error>
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    let (core_ready, all_ready) = ready_times(&since, times.kernel + times.userspace);
+    let (core_ready, all_ready) = ready_times(&since, times.since_kernel());
     let (pid1_rss_kib, mem_used_kib) = memory(vm);
     let load = before.load_until(&CpuSnapshot::take(vm.pid()), cores);
     let poweroff = power_off(vm)?;

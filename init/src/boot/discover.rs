@@ -1,7 +1,7 @@
 //! Which disk holds the running root, and where its data partition is.
 //!
-//! The kernel set the root up from `PARTUUID=` on its command line
-//! (dm-mod.create), so the disk whose GPT has a root partition with one of
+//! Stage 0 set the root up from `PARTUUID=` on the kernel command line
+//! (`dm-mod.create=`), so the disk whose GPT has a root partition with one of
 //! those unique GUIDs is the boot disk. Other disks are never touched.
 
 use std::path::{Path, PathBuf};

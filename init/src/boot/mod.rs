@@ -20,7 +20,7 @@ pub mod system;
 pub mod watchdog;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 

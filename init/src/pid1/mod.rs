@@ -396,7 +396,8 @@ impl Pid1 {
         let now = timing::monotonic_now();
         self.ready_us.store(u64::try_from(now.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
         let userspace = now.saturating_sub(self.start);
-        let mut line = timing::ready_line(timing::loader_time(), self.start, userspace);
+        let before = timing::BeforeUserspace::split(self.start, crate::initrd::started_from_env());
+        let mut line = timing::ready_line(timing::loader_time(), before, userspace);
         line.push_str(&timing::not_ready_suffix(not_ready));
         log::line(line);
         if let Err(e) = crate::memory::release_boot_memory() {
