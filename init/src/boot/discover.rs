@@ -2,7 +2,9 @@
 //!
 //! Stage 0 set the root up from `PARTUUID=` on the kernel command line
 //! (`dm-mod.create=`), so the disk whose GPT has a root partition with one of
-//! those unique GUIDs is the boot disk. Other disks are never touched.
+//! those unique GUIDs is the boot disk; when several have one (copies of one
+//! image), the one whose partition the verity device sits on. Other disks
+//! are never touched.
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +30,7 @@ pub enum DiscoverError {
     NoPartuuid,
     #[error("no disk has a root partition with PARTUUID {partuuid} (scanned: {scanned})")]
     RootDiskNotFound { partuuid: String, scanned: String },
-    #[error("the root partition PARTUUID {partuuid} is on several disks ({disks}); refusing to pick one")]
+    #[error("the root partition PARTUUID {partuuid} is on several disks ({disks}), none of them under the root's device-mapper device; refusing to pick one")]
     AmbiguousRoot { partuuid: String, disks: String },
     #[error("{disk}: partition {number} has no entry in /sys/class/block/{disk}")]
     NoPartitionDevice { disk: String, number: usize },
@@ -100,6 +102,26 @@ pub fn find_root_disk(sys: &mut dyn System) -> Result<RootDisk, DiscoverError> {
             Err(e) => scanned.push(format!("{name} ({e})")),
         }
     }
+    if found.len() > 1 {
+        // The device-mapper device the root is mounted from names the one
+        // partition under it: the disk holding that one is the boot disk.
+        let slaves = dm_slaves(sys);
+        let booted: Vec<usize> = (0..found.len())
+            .filter(|&i| {
+                found.get(i).is_some_and(|d| {
+                    d.gpt
+                        .partitions
+                        .iter()
+                        .filter(|p| wanted.contains(&p.unique_guid))
+                        .any(|p| partition_name(&*sys, &d.name, p.number()).is_ok_and(|n| slaves.contains(&n)))
+                })
+            })
+            .collect();
+        if let [only] = booted.as_slice() {
+            let only = *only;
+            return Ok(found.swap_remove(only));
+        }
+    }
     let wanted = wanted.iter().map(Guid::to_string).collect::<Vec<_>>().join(", ");
     if found.len() > 1 {
         // Two disks from the same image carry the same derived GUIDs;
@@ -113,6 +135,17 @@ pub fn find_root_disk(sys: &mut dyn System) -> Result<RootDisk, DiscoverError> {
         partuuid: wanted,
         scanned: if scanned.is_empty() { "no disks".into() } else { scanned.join(", ") },
     })
+}
+
+/// The block devices under the device-mapper devices
+/// (`/sys/class/block/dm-N/slaves/*`): the verity root's data partition.
+fn dm_slaves(sys: &dyn System) -> Vec<String> {
+    let names = sys.read_dir(Path::new(SYS_BLOCK)).unwrap_or_default();
+    names
+        .iter()
+        .filter(|n| n.starts_with("dm-"))
+        .flat_map(|n| sys.read_dir(&Path::new(SYS_BLOCK).join(n).join("slaves")).unwrap_or_default())
+        .collect()
 }
 
 /// The kernel's name for partition `number` of `disk` (`vda4`,

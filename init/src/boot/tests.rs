@@ -308,6 +308,18 @@ fn the_boot_disk_is_the_one_named_on_the_command_line() {
 }
 
 #[test]
+fn of_two_disks_with_the_boot_partuuid_the_one_under_the_verity_root_is_used() {
+    // The kernel built dm-0 on vdc2: vdc is the boot disk, vda is left alone.
+    let mut sys = FakeSystem::berth(10, 10);
+    sys.add_disk("vdc", &sys.disk("vda"));
+    sys.add_dir("/sys/class/block/dm-0/slaves/vdc2");
+    let before = sys.disk("vda");
+    let report = boot(&mut sys).unwrap();
+    assert_eq!(report.data.device, PathBuf::from("/dev/vdc4"));
+    assert_eq!(sys.disk("vda"), before);
+}
+
+#[test]
 fn two_disks_with_the_boot_partuuid_are_refused() {
     let mut sys = FakeSystem::berth(10, 10);
     sys.add_disk("vdc", &sys.disk("vda"));

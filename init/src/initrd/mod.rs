@@ -1,26 +1,24 @@
-//! Stage 0: berth-init run from the UKI's initramfs sets up the verified
-//! root and hands over to the berth-init on it.
+//! Stage 0: `berth-initrd`, run from the UKI's initramfs, sets up the
+//! verified root and hands over to berth-init on it.
 //!
-//! A kernel without an initramfs waits for every device probe before it
-//! mounts a root (dm-init's `dm-mod.create=` and `prepare_namespace` both
-//! call `wait_for_device_probe`): empty SATA ports' link debounce, a CD-ROM
-//! drive, USB hubs, none of which hold the root. Stage 0 instead waits for
-//! the devices the command line names and nothing else, then does what
+//! The kernel starts its first process only after every asynchronous
+//! device probe of its built-in drivers (`async_synchronize_full` in
+//! `kernel_init`); AHCI's is the long one (empty ports' link debounce, a
+//! CD-ROM drive), whatever disk the root is on. So AHCI is a module here,
+//! and stage 0 loads it in a child process while it does what the kernel's
 //! dm-init did: the same `dm-mod.create=`, `dm-mod.waitfor=`, `root=`,
 //! `rootfstype=`, `rootflags=`, `ro` and `init=` parameters
-//! ([`berth_layout::cmdline`]), the same device-mapper table (the kernel
-//! resolves its `PARTUUID=` devices itself), then `switch_root`: the
-//! initramfs's files are deleted, the root is moved onto `/` with `/dev`
-//! under it, and `/sbin/init` is executed as PID 1 again. Afterwards the
-//! system looks exactly as if the kernel had mounted the root: / is the
-//! read-only EROFS on dm-0, devtmpfs on /dev, nothing else mounted.
+//! ([`berth_layout::cmdline`]), waiting only for the devices they name,
+//! the same device-mapper table (the kernel resolves its `PARTUUID=`
+//! devices itself), then `switch_root`: the initramfs's files are deleted,
+//! the root is moved onto `/` with `/dev` under it, and `/sbin/init` is
+//! executed as PID 1 again. Afterwards the system looks as if the kernel
+//! had mounted the root: / is the read-only EROFS on dm-0, devtmpfs on
+//! /dev, nothing else mounted.
 //!
-//! Drivers built as modules (AHCI: its ports' link debounce would hold the
-//! kernel back 0.3 s before it starts init) come in the initramfs too:
-//! stage 0 loads them in a child process while it sets the root up, and
-//! that child sets `kernel.modules_disabled` once they are loaded, so no
-//! module is ever loaded after it, and PID1 knows the drivers' probing is
-//! done ([`wait_for_modules`]).
+//! The loader child sets `kernel.modules_disabled` once the modules are
+//! in, so no module is ever loaded after it, and PID1 reads the flag as
+//! "the drivers have probed" ([`wait_for_modules`]).
 //!
 //! It is PID1 too, so it never panics or exits: on an error it says what
 //! failed and reboots after [`REBOOT_AFTER`] (what `panic=10` did when the
@@ -33,18 +31,17 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_layout::bootdisk::NOT_DISKS;
 use berth_layout::cmdline::{has_flag, param, parse_dm_create, DmCreateError, DmDevice};
 use berth_layout::Guid;
 use nix::mount::MsFlags;
-
-use berth_layout::bootdisk::NOT_DISKS;
 
 use crate::boot::discover::{partition_name, read_table, SYS_BLOCK};
 use crate::boot::system::System;
 use crate::info;
 
-/// systemd's marker of an initrd (os-release(5)): its presence makes
-/// berth-init run as stage 0.
+/// systemd's marker of an initrd (os-release(5)), which the initramfs
+/// carries.
 pub const INITRD_RELEASE: &str = "/etc/initrd-release";
 /// What stage 0 passes to the real PID1: CLOCK_MONOTONIC in microseconds
 /// when stage 0 started, so the ready line can tell kernel and initrd apart.

@@ -57,7 +57,7 @@ pub enum SystemError {
     NoSlot,
     #[error("no disk has a root partition with PARTUUID {partuuid} (scanned: {scanned})")]
     BootDiskNotFound { partuuid: String, scanned: String },
-    #[error("the root partition PARTUUID {partuuid} is on several disks ({disks}); refusing to pick one")]
+    #[error("the root partition PARTUUID {partuuid} is on several disks ({disks}), none of them under the root's device-mapper device; refusing to pick one")]
     Ambiguous { partuuid: String, disks: String },
     #[error("{disk}: no {what} partition in its GPT")]
     NoPartition { disk: String, what: String },
@@ -127,6 +127,29 @@ pub fn find_boot_disk_in(sys_block: &Path, dev_dir: &Path, cmdline: &str) -> Res
             }
             Ok(_) => scanned.push(format!("{name} (no matching root partition)")),
             Err(e) => scanned.push(format!("{name} ({e})")),
+        }
+    }
+    if found.len() > 1 {
+        // Copies of one image: the boot disk is the one whose partition
+        // the root's device-mapper device sits on (as PID1 decides).
+        let slaves: Vec<String> = fs::read_dir(sys_block)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("dm-"))
+            .flat_map(|e| fs::read_dir(e.path().join("slaves")).into_iter().flatten().flatten())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let under_root = |d: &BootDisk| {
+            d.gpt.partitions.iter().filter(|p| wanted.contains(&p.unique_guid)).any(|p| {
+                partition_device_in(sys_block, dev_dir, &d.name, p.number())
+                    .is_ok_and(|dev| dev.file_name().is_some_and(|n| slaves.iter().any(|s| n == s.as_str())))
+            })
+        };
+        let booted: Vec<usize> = (0..found.len()).filter(|&i| found.get(i).is_some_and(under_root)).collect();
+        if let [only] = booted.as_slice() {
+            let only = *only;
+            return Ok(found.swap_remove(only));
         }
     }
     let partuuid = wanted.iter().map(Guid::to_string).collect::<Vec<_>>().join(", ");

@@ -76,6 +76,10 @@ fn finds_the_boot_disk_among_others_by_the_booted_partuuid() {
     disk(&root, "vdc", "0.1.0");
     let e = find_boot_disk_in(&root.join("sys"), &root.join("dev"), &cmdline("0.1.0", Slot::A)).unwrap_err();
     assert!(matches!(e, SystemError::Ambiguous { .. }), "two disks of one image: {e}");
+    // The root's verity device sits on vdc2: vdc is the boot disk.
+    fs::create_dir_all(root.join("sys/dm-0/slaves/vdc2")).unwrap();
+    let found = find_boot_disk_in(&root.join("sys"), &root.join("dev"), &cmdline("0.1.0", Slot::A)).unwrap();
+    assert_eq!(found.name, "vdc");
 }
 
 #[test]
