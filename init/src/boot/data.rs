@@ -1,6 +1,6 @@
 //! The data partition: grow it to the end of the disk, format it once,
-//! check it on every later boot, mount it on /var, and put the /etc overlay
-//! on it.
+//! check it on a later boot when it was not unmounted cleanly, mount it on
+//! /var, and put the /etc overlay on it.
 
 use std::path::{Path, PathBuf};
 
@@ -92,13 +92,16 @@ impl Fsck {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Prepared {
     /// First boot: formatted, `bytes` large.
-    Formatted {
-        bytes: u64,
-    },
-    Checked(Fsck),
+    Formatted { bytes: u64 },
+    /// Unmounted cleanly, no errors recorded: `e2fsck -p` would only have
+    /// said "clean", so it was not run (its start, from a cold page cache,
+    /// was on every boot's path to the services).
+    Clean,
+    /// `e2fsck -p` ran, for `reason` ([`ext4::Superblock::check_reason`]).
+    Checked { reason: String, fsck: Fsck },
 }
 
 /// The facts of this boot's data partition setup, for the console.
@@ -133,12 +136,13 @@ impl DataReport {
         if let Some((from, to)) = self.grew {
             out.push(format!("data: grew {dev} from {} to {} MiB", mib(from), mib(to)));
         }
-        let state = match self.prepared {
+        let state = match &self.prepared {
             Prepared::Formatted { bytes } => {
-                out.push(format!("data: formatted {dev} ({} MiB)", mib(bytes)));
-                "new"
+                out.push(format!("data: formatted {dev} ({} MiB)", mib(*bytes)));
+                "new".to_string()
             }
-            Prepared::Checked(f) => f.describe(),
+            Prepared::Clean => "clean".to_string(),
+            Prepared::Checked { reason, fsck } => format!("checked, as {reason}: {}", fsck.describe()),
         };
         out.push(format!("data: mounted {dev} on {DATA_MOUNT} ({state})"));
         match &self.resized {
@@ -293,7 +297,8 @@ fn format_data(sys: &mut dyn System, root: &RootDisk, data: &DataPartition, byte
     Ok(Prepared::Formatted { bytes })
 }
 
-/// Finds, grows, formats or checks, and mounts the data partition on /var.
+/// Finds, grows, formats or checks (when not unmounted cleanly), and mounts
+/// the data partition on /var.
 pub fn setup(sys: &mut dyn System) -> Result<DataReport, DataError> {
     let root = discover::find_root_disk(sys)?;
     let data = find_data(sys, &root)?;
@@ -313,11 +318,14 @@ pub fn setup(sys: &mut dyn System) -> Result<DataReport, DataError> {
         _ if data.unfinished_format => (format_data(sys, &root, &data, part_bytes)?, None),
         Content::Unknown => return Err(DataError::UnknownContent { device }),
         Content::Blank => (format_data(sys, &root, &data, part_bytes)?, None),
-        Content::Ext4(sb) => {
-            let status = tool(sys, &device, "e2fsck", &[E2FSCK, "-p", &dev])?;
-            let fsck = Fsck::from_status(status).ok_or(DataError::Fsck { device: device.clone(), status })?;
-            (Prepared::Checked(fsck), Some(sb))
-        }
+        Content::Ext4(sb) => match sb.check_reason() {
+            None => (Prepared::Clean, Some(sb)),
+            Some(reason) => {
+                let status = tool(sys, &device, "e2fsck", &[E2FSCK, "-p", &dev])?;
+                let fsck = Fsck::from_status(status).ok_or(DataError::Fsck { device: device.clone(), status })?;
+                (Prepared::Checked { reason, fsck }, Some(sb))
+            }
+        },
     };
     let spec = MountSpec {
         source: dev.clone(),

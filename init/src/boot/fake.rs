@@ -223,9 +223,24 @@ impl FakeSystem {
         self.parts.get(name).map(|p| (name.to_string(), p.clone()))
     }
 
-    /// A reboot: nothing mounted but the root, no calls recorded; disks,
-    /// files and the (persisted) /etc stay.
+    /// A clean reboot: each ext4 file system is unmounted (its journal no
+    /// longer needs replaying), then as [`FakeSystem::power_cut`].
     pub fn reboot(&mut self) {
+        let ext4: Vec<String> = self
+            .mounted
+            .iter()
+            .filter(|m| m.2 == "ext4")
+            .filter_map(|m| self.part_by_dev(Path::new(&m.0)).map(|(name, _)| name))
+            .collect();
+        for name in ext4 {
+            self.edit_superblock(&name, |sb| ext4::set_needs_recovery(sb, false));
+        }
+        self.power_cut();
+    }
+
+    /// The power goes: nothing mounted but the root, no calls recorded;
+    /// disks, files and the (persisted) /etc stay as they were.
+    pub fn power_cut(&mut self) {
         self.calls.clear();
         self.mounted.truncate(1);
         self.nofile = (1024, 4096);
@@ -270,6 +285,14 @@ impl FakeSystem {
     fn write_superblock(&mut self, name: &str, bytes: u64) {
         let sb = ext4::superblock_bytes(bytes / 4096, 4096);
         self.write_part(name, 1024, &sb);
+    }
+
+    /// Changes the superblock of partition `name` in place.
+    pub fn edit_superblock(&mut self, name: &str, edit: impl FnOnce(&mut [u8])) {
+        let p = self.parts[name].clone();
+        let mut d = self.disks[&p.disk].lock().unwrap();
+        let at = (p.start + 1024) as usize;
+        edit(&mut d[at..at + 1024]);
     }
 }
 
@@ -366,6 +389,10 @@ impl System for FakeSystem {
             return Err(*e);
         }
         self.mounted.push((m.source.clone(), m.target.to_string_lossy().into_owned(), m.fstype.clone()));
+        // The kernel marks a mounted ext4's journal as needing replay.
+        if let (Some((name, _)), "ext4") = (self.part_by_dev(Path::new(&m.source)), m.fstype.as_str()) {
+            self.edit_superblock(&name, |sb| ext4::set_needs_recovery(sb, true));
+        }
         Ok(())
     }
 
@@ -404,10 +431,16 @@ impl System for FakeSystem {
         if code == 0 {
             if let Some((name, _)) = self.part_by_dev(dev) {
                 match tool {
-                    "mke2fs" | "resize2fs" => {
+                    "mke2fs" => {
                         let size = self.part_size(&name);
                         self.write_superblock(&name, size);
                     }
+                    "resize2fs" => {
+                        let blocks = self.part_size(&name) / 4096;
+                        self.edit_superblock(&name, |sb| ext4::set_blocks(sb, blocks));
+                    }
+                    // It replays the journal.
+                    "e2fsck" => self.edit_superblock(&name, |sb| ext4::set_needs_recovery(sb, false)),
                     _ => {}
                 }
             }

@@ -125,20 +125,40 @@ fn first_boot_formats_then_mounts_and_sets_up_etc() {
 }
 
 #[test]
-fn second_boot_checks_and_does_not_format() {
+fn second_boot_after_a_clean_shutdown_mounts_without_a_check_or_format() {
     let mut sys = FakeSystem::berth(10, 10);
     let first = boot(&mut sys).unwrap();
     sys.reboot();
     let report = boot(&mut sys).unwrap();
-    assert_eq!(sys.calls_starting("run "), ["run /usr/sbin/e2fsck -p /dev/vda4"], "no mke2fs, no resize2fs");
-    assert!(sys.pos("run /usr/sbin/e2fsck") < sys.pos("mount ext4 /dev/vda4 on /var"));
+    assert!(sys.calls_starting("run ").is_empty(), "no e2fsck, mke2fs or resize2fs: {:#?}", sys.calls);
     assert!(sys.calls_starting("open-rw").is_empty(), "table untouched");
-    assert_eq!(report.data.prepared, Prepared::Checked(Fsck::Clean));
+    assert_eq!(report.data.prepared, Prepared::Clean);
     assert_eq!(report.data.grew, None);
     assert!(!report.machine_id_created);
     assert_eq!(report.machine_id, first.machine_id);
     assert!(sys.calls_starting("write").is_empty());
     assert!(report.lines().contains(&"data: mounted /dev/vda4 on /var (clean)".to_string()));
+}
+
+#[test]
+fn a_boot_after_a_power_cut_replays_the_journal_with_e2fsck_before_mounting() {
+    let mut sys = FakeSystem::berth(10, 10);
+    boot(&mut sys).unwrap();
+    sys.power_cut();
+    let report = boot(&mut sys).unwrap();
+    assert_eq!(sys.calls_starting("run "), ["run /usr/sbin/e2fsck -p /dev/vda4"], "no mke2fs, no resize2fs");
+    assert!(sys.pos("run /usr/sbin/e2fsck") < sys.pos("mount ext4 /dev/vda4 on /var"));
+    let reason = "its journal needs replaying (it was not unmounted)";
+    assert_eq!(report.data.prepared, Prepared::Checked { reason: reason.into(), fsck: Fsck::Clean });
+    let line = format!("data: mounted /dev/vda4 on /var (checked, as {reason}: clean)");
+    assert!(report.lines().contains(&line), "{:?}", report.lines());
+
+    // Errors the kernel recorded are checked for even after a clean shutdown.
+    sys.reboot();
+    sys.edit_superblock("vda4", |sb| sb[0x3A] |= 0x2);
+    let report = boot(&mut sys).unwrap();
+    assert_eq!(sys.calls_starting("run "), ["run /usr/sbin/e2fsck -p /dev/vda4"]);
+    assert!(matches!(&report.data.prepared, Prepared::Checked { reason, .. } if reason.contains("recorded errors")));
 }
 
 fn data_attributes(sys: &FakeSystem) -> u64 {
@@ -166,10 +186,10 @@ fn a_first_boot_format_cut_short_is_done_again_at_the_next_boot() {
     assert_eq!(data_attributes(&sys) & DATA_FORMATTING_ATTR, 0, "the record is cleared after mke2fs");
     assert!(sys.pos("run /usr/sbin/mke2fs") < sys.pos("mount ext4 /dev/vda4 on /var"));
 
-    // The next boot checks it like any other.
+    // The next boot mounts it like any other.
     sys.reboot();
     let again = boot(&mut sys).unwrap();
-    assert_eq!(again.data.prepared, Prepared::Checked(Fsck::Clean));
+    assert_eq!(again.data.prepared, Prepared::Clean);
     assert!(sys.calls_starting("run /usr/sbin/mke2fs").is_empty());
 }
 
@@ -204,7 +224,6 @@ fn enlarged_disk_grows_the_partition_then_the_filesystem() {
     let order = [
         sys.pos("open-rw /dev/vda"),
         sys.pos(&blkpg),
-        sys.pos("run /usr/sbin/e2fsck -p /dev/vda4"),
         sys.pos("mount ext4 /dev/vda4 on /var"),
         sys.pos("run /usr/sbin/resize2fs /dev/vda4"),
     ];
@@ -257,7 +276,7 @@ fn a_4kn_disk_is_read_grown_and_formatted_in_4096_byte_sectors() {
 
     sys.reboot();
     let again = boot(&mut sys).unwrap();
-    assert_eq!((again.data.grew, again.data.prepared), (None, Prepared::Checked(Fsck::Clean)));
+    assert_eq!((again.data.grew, again.data.prepared), (None, Prepared::Clean));
 }
 
 #[test]
@@ -274,18 +293,19 @@ fn a_kernel_that_keeps_the_old_size_is_an_error() {
 fn fsck_errors_it_cannot_fix_are_an_emergency_a_reboot_request_is_not() {
     let mut sys = FakeSystem::berth(10, 10);
     boot(&mut sys).unwrap();
-    sys.reboot();
+    sys.power_cut();
     sys.exit_codes.insert("e2fsck", 4);
     let err = boot(&mut sys).unwrap_err();
     assert_eq!(err.step, Step::DataPartition);
     assert_eq!(err.to_string(), "data partition: /dev/vda4: e2fsck found errors it could not fix (exit status 4)");
     assert!(!mount_targets(&sys).contains(&"/var".to_string()));
 
-    sys.reboot();
+    sys.power_cut();
     sys.exit_codes.insert("e2fsck", 2);
     let report = boot(&mut sys).unwrap();
-    assert_eq!(report.data.prepared, Prepared::Checked(Fsck::RebootRecommended));
-    assert!(report.lines().contains(&"data: mounted /dev/vda4 on /var (repaired, reboot recommended)".to_string()));
+    assert!(matches!(report.data.prepared, Prepared::Checked { fsck: Fsck::RebootRecommended, .. }));
+    let line = "data: mounted /dev/vda4 on /var (checked, as its journal needs replaying (it was not unmounted): repaired, reboot recommended)";
+    assert!(report.lines().contains(&line.to_string()), "{:?}", report.lines());
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! loop keeps reaping the tools they run; then user data (found and
 //! applied on a thread of its own, before the units are read, so that
 //! they see its result); then the services. A failure of the user data
-//! step never stops the boot: the machine comes up with its defaults.
+//! step never stops the boot: the machine comes up with its defaults. The
+//! admin shell starts with the services, or at once on an emergency, or
+//! when user data is slow.
 
 use std::future::pending;
 use std::io;
@@ -142,7 +144,7 @@ impl Pid1 {
                         info!("journal: {}: {e}", berth_layout::paths::LOG_DIR);
                     }
                 }
-                self.start_shell();
+                // The admin shell starts with the services (see `provisioned`).
                 self.start_provisioning(report.machine_id, matches!(report.data.prepared, Prepared::Formatted { .. }));
             }
             Ok(Err(failure)) => {
@@ -171,6 +173,7 @@ impl Pid1 {
                 info!("{why}");
                 self.provisioning.set_status(failed_status(&why));
                 self.start_services(first_boot);
+                self.start_shell();
             }
         }
     }
@@ -196,5 +199,9 @@ impl Pid1 {
             }
         }
         self.start_services(first_boot);
+        // After the services, not before them: the supervisor thread starts
+        // them while this one starts the shell, whose exec (busybox, from a
+        // cold page cache) would otherwise hold them up.
+        self.start_shell();
     }
 }

@@ -316,6 +316,8 @@ impl Pid1 {
                     );
                     *next = Instant::now() + early_boot::USER_DATA_REMINDER;
                 }
+                // The shell would otherwise wait for the services.
+                self.start_shell();
             }
             Event::EmergencyDue => {
                 if let Some((line, next)) = &mut self.emergency {
