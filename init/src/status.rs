@@ -126,6 +126,9 @@ pub struct TimelineEntry {
 /// The boot as a whole: PID1's start, its ready time and every unit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeline {
+    /// CLOCK_MONOTONIC µs at stage 0's start; 0 without one.
+    pub initrd_start_us: u64,
+    /// CLOCK_MONOTONIC µs at PID1's start.
     pub pid1_start_us: u64,
     /// 0 until the system is ready.
     pub ready_us: u64,

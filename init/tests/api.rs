@@ -138,7 +138,12 @@ impl Control for Fake {
     }
 
     async fn timeline(&self) -> Timeline {
-        self.0.lock().unwrap().timeline.clone().unwrap_or(Timeline { pid1_start_us: 0, ready_us: 0, units: vec![] })
+        self.0.lock().unwrap().timeline.clone().unwrap_or(Timeline {
+            initrd_start_us: 0,
+            pid1_start_us: 0,
+            ready_us: 0,
+            units: vec![],
+        })
     }
 
     async fn power(&self, action: Action) {
@@ -221,6 +226,7 @@ fn entry(name: &str, started: u64, ready: u64, waited_for: &[&str]) -> TimelineE
 
 fn boot_timeline() -> Timeline {
     Timeline {
+        initrd_start_us: 700_000,
         pid1_start_us: 900_000,
         ready_us: 4_100_000,
         units: vec![
@@ -505,7 +511,10 @@ fn analyze_prints_blame_and_the_critical_chain() {
     let o = s.ctl(&["analyze"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.starts_with("Startup finished in 900ms (kernel) + 3s 200ms (userspace) = 4s 100ms\n"), "{out}");
+    assert!(
+        out.starts_with("Startup finished in 700ms (kernel) + 200ms (initrd) + 3s 200ms (userspace) = 4s 100ms\n"),
+        "{out}"
+    );
     let blame = concat!(
         "\nBlame (exec to ready):\n",
         "1s 500ms containerd\n",

@@ -88,10 +88,36 @@ pub fn holds_root(gpt: &Gpt, wanted: &[Guid]) -> bool {
     gpt.by_type(ROOT_X86_64_TYPE).any(|p| wanted.contains(&p.unique_guid))
 }
 
+/// Of several disks that each hold the booted root PARTUUID (copies of one
+/// image), the one the system booted from: the index into `candidates` of
+/// the only disk with a root partition the root's device-mapper device sits
+/// on. `candidates` holds, per disk, the kernel names of its partitions
+/// with a `wanted` GUID (`vda2`, `nvme0n1p2`); `dm_slaves` the names listed
+/// in `/sys/class/block/dm-*/slaves`. `None` when no disk or more than one
+/// qualifies: the caller must not guess.
+pub fn booted_copy(candidates: &[Vec<String>], dm_slaves: &[String]) -> Option<usize> {
+    let mut under = candidates.iter().enumerate().filter(|(_, parts)| parts.iter().any(|p| dm_slaves.contains(p)));
+    match (under.next(), under.next()) {
+        (Some((i, _)), None) => Some(i),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::disk::partition_uuid;
+
+    #[test]
+    fn the_booted_copy_is_the_only_disk_under_the_verity_device() {
+        let v = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let copies = [v(&["vda2"]), v(&["sda2"])];
+        assert_eq!(booted_copy(&copies, &v(&["sda2"])), Some(1));
+        assert_eq!(booted_copy(&copies, &v(&["vda2"])), Some(0));
+        assert_eq!(booted_copy(&copies, &v(&[])), None, "no verity device yet: no guess");
+        assert_eq!(booted_copy(&copies, &v(&["vda2", "sda2"])), None, "both: no guess");
+        assert_eq!(booted_copy(&copies, &v(&["nvme0n1p2"])), None);
+    }
 
     #[test]
     fn finds_partuuids_in_dm_mod_create() {

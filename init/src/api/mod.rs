@@ -17,7 +17,7 @@
 //!   Logs(s unit, u n)           -> a(xss)              the last n records
 //!   Follow(s unit, u n)         -> a(xss)              the last n, then follow
 //!   FollowNext(u timeout_ms)    -> a(xss)              records after those
-//!   Timeline()                  -> (tta(stttas))
+//!   Timeline()                  -> (tta(stttas)t)
 //!   Reboot() PowerOff()
 //!   Provisioning()              -> (sssstasast)        user data: outcome source instance-id
 //!                                                      sha256 probe_ms errors warnings trial_until

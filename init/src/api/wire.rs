@@ -41,12 +41,14 @@ pub struct WireEntry {
     pub waited_for: Vec<String>,
 }
 
-/// [`Timeline`] on the wire: `(tta(stttas))`.
+/// [`Timeline`] on the wire: `(tta(stttas)t)`, stage 0's start last (the
+/// updater reads the first two fields by position).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct WireTimeline {
     pub pid1_start_us: u64,
     pub ready_us: u64,
     pub units: Vec<WireEntry>,
+    pub initrd_start_us: u64,
 }
 
 /// A log [`Record`] on the wire: `(xssb)`: wall-clock microseconds since
@@ -151,6 +153,7 @@ impl TryFrom<WireStatus> for UnitStatus {
 impl From<&Timeline> for WireTimeline {
     fn from(t: &Timeline) -> WireTimeline {
         WireTimeline {
+            initrd_start_us: t.initrd_start_us,
             pid1_start_us: t.pid1_start_us,
             ready_us: t.ready_us,
             units: t
@@ -171,6 +174,7 @@ impl From<&Timeline> for WireTimeline {
 impl From<WireTimeline> for Timeline {
     fn from(w: WireTimeline) -> Timeline {
         Timeline {
+            initrd_start_us: w.initrd_start_us,
             pid1_start_us: w.pid1_start_us,
             ready_us: w.ready_us,
             units: w
@@ -342,7 +346,7 @@ mod tests {
     #[test]
     fn signatures_are_plain_dbus_structs() {
         assert_eq!(WireStatus::SIGNATURE.to_string(), "(ssssutusit)");
-        assert_eq!(WireTimeline::SIGNATURE.to_string(), "(tta(stttas))");
+        assert_eq!(WireTimeline::SIGNATURE.to_string(), "(tta(stttas)t)");
         assert_eq!(WireRecord::SIGNATURE.to_string(), "(xssb)");
         assert_eq!(crate::api::ReloadOutcome::SIGNATURE.to_string(), "(asasasas)");
         assert_eq!(WireProvisioning::SIGNATURE.to_string(), "(sssstasast)");

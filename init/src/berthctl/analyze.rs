@@ -63,14 +63,23 @@ pub fn critical_chain(t: &Timeline) -> Vec<&TimelineEntry> {
 pub fn report(t: &Timeline) -> String {
     let mut out = String::new();
     if t.ready_us > 0 {
-        let userspace = t.ready_us.saturating_sub(t.pid1_start_us);
-        let _ = writeln!(
-            out,
-            "Startup finished in {} (kernel) + {} (userspace) = {}",
-            duration(t.pid1_start_us),
-            duration(userspace),
-            duration(t.ready_us)
-        );
+        // systemd-analyze's line: the kernel's share ends where stage 0
+        // (the initramfs's /init) began, when there was one.
+        let userspace = duration(t.ready_us.saturating_sub(t.pid1_start_us));
+        let total = duration(t.ready_us);
+        let _ = match t.initrd_start_us {
+            0 => writeln!(
+                out,
+                "Startup finished in {} (kernel) + {userspace} (userspace) = {total}",
+                duration(t.pid1_start_us)
+            ),
+            initrd => writeln!(
+                out,
+                "Startup finished in {} (kernel) + {} (initrd) + {userspace} (userspace) = {total}",
+                duration(initrd.min(t.pid1_start_us)),
+                duration(t.pid1_start_us.saturating_sub(initrd))
+            ),
+        };
     } else {
         let _ = writeln!(
             out,
@@ -119,6 +128,7 @@ mod tests {
 
     fn boot() -> Timeline {
         Timeline {
+            initrd_start_us: 0,
             pid1_start_us: 1_000_000,
             ready_us: 4_000_000,
             units: vec![
@@ -146,6 +156,12 @@ mod tests {
         assert_eq!(names, ["router", "etcd", "network"]);
         let out = report(&t);
         assert!(out.starts_with("Startup finished in 1s (kernel) + 3s (userspace) = 4s\n"), "{out}");
+        // With stage 0, the kernel's share ends where it began.
+        let staged = report(&Timeline { initrd_start_us: 900_000, ..t });
+        assert!(
+            staged.starts_with("Startup finished in 900ms (kernel) + 100ms (initrd) + 3s (userspace) = 4s\n"),
+            "{staged}"
+        );
         assert!(out.contains("router @4s +750ms\n└─etcd @3s 200ms +1s 250ms\n  └─network @1s 900ms +800ms\n"), "{out}");
         assert!(out.contains("never ready broken\n"), "{out}");
     }
@@ -153,12 +169,13 @@ mod tests {
     #[test]
     fn cycles_and_empty_timelines_end() {
         let t = Timeline {
+            initrd_start_us: 0,
             pid1_start_us: 5,
             ready_us: 0,
             units: vec![entry("a", 0, 1, 10, &["b"]), entry("b", 0, 1, 5, &["a"])],
         };
         assert_eq!(critical_chain(&t).len(), 2);
-        let empty = Timeline { pid1_start_us: 5, ready_us: 0, units: vec![] };
+        let empty = Timeline { initrd_start_us: 0, pid1_start_us: 5, ready_us: 0, units: vec![] };
         assert!(critical_chain(&empty).is_empty());
         assert!(report(&empty).contains("(no units)"));
     }

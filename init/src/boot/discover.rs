@@ -17,7 +17,7 @@ use super::system::{Disk, System};
 pub const SYS_BLOCK: &str = "/sys/class/block";
 pub const CMDLINE: &str = "/proc/cmdline";
 
-use berth_layout::bootdisk::NOT_DISKS;
+use berth_layout::bootdisk::{booted_copy, NOT_DISKS};
 pub use berth_layout::bootdisk::{holds_root, partuuids};
 
 /// Why the disk holding the booted root (or a partition device on it) was
@@ -62,6 +62,52 @@ fn text(sys: &dyn System, path: &Path) -> Option<String> {
     sys.read_file(path).ok().map(|b| String::from_utf8_lossy(&b).trim().to_string())
 }
 
+/// A whole disk's partition table, as [`scan_whole_disks`] read it.
+#[derive(Debug)]
+pub struct DiskTable {
+    pub gpt: Gpt,
+    /// Logical sector size and whole size, in bytes.
+    pub sector_size: u64,
+    pub size_bytes: u64,
+}
+
+/// A whole disk of /sys/class/block and what reading its GPT gave: the
+/// table, or why there is none (it could not be opened, no or a bad GPT).
+#[derive(Debug)]
+pub struct ScannedDisk {
+    /// Kernel name: `vda`, `nvme0n1`.
+    pub name: String,
+    pub device: PathBuf,
+    pub table: Result<DiskTable, String>,
+}
+
+/// Every whole disk in /sys/class/block, in its order, with its GPT read:
+/// partitions and [`NOT_DISKS`] (device-mapper, RAM, optical and floppy
+/// drives, which hold no GPT and may be slow to open) skipped. Errors: the
+/// directory cannot be read.
+pub fn scan_whole_disks(sys: &mut dyn System) -> Result<Vec<ScannedDisk>, DiscoverError> {
+    let names =
+        sys.read_dir(Path::new(SYS_BLOCK)).map_err(|source| DiscoverError::Read { path: SYS_BLOCK.into(), source })?;
+    let mut disks = Vec::new();
+    for name in names {
+        let sys_dir = Path::new(SYS_BLOCK).join(&name);
+        if NOT_DISKS.iter().any(|p| name.starts_with(p)) || sys.exists(&sys_dir.join("partition")) {
+            continue;
+        }
+        let device = Path::new("/dev").join(&name);
+        let table = match sys.open_disk(&device, false) {
+            Ok(mut disk) => read_table(&mut disk).map(|gpt| DiskTable {
+                gpt,
+                sector_size: disk.sector_size(),
+                size_bytes: disk.size_bytes(),
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        disks.push(ScannedDisk { name, device, table });
+    }
+    Ok(disks)
+}
+
 /// Scans the whole disks in /sys/class/block for the one holding the root.
 pub fn find_root_disk(sys: &mut dyn System) -> Result<RootDisk, DiscoverError> {
     let cmdline =
@@ -70,32 +116,19 @@ pub fn find_root_disk(sys: &mut dyn System) -> Result<RootDisk, DiscoverError> {
     if wanted.is_empty() {
         return Err(DiscoverError::NoPartuuid);
     }
-    let names =
-        sys.read_dir(Path::new(SYS_BLOCK)).map_err(|source| DiscoverError::Read { path: SYS_BLOCK.into(), source })?;
     let mut found = Vec::new();
     let mut scanned = Vec::new();
-    for name in names {
-        let sys_dir = Path::new(SYS_BLOCK).join(&name);
-        if NOT_DISKS.iter().any(|p| name.starts_with(p)) || sys.exists(&sys_dir.join("partition")) {
-            continue;
-        }
-        let device = Path::new("/dev").join(&name);
-        let mut disk = match sys.open_disk(&device, false) {
-            Ok(d) => d,
-            Err(e) => {
-                scanned.push(format!("{name} ({e})"));
-                continue;
-            }
-        };
-        match read_table(&mut disk) {
-            Ok(gpt) if holds_root(&gpt, &wanted) => {
+    for disk in scan_whole_disks(sys)? {
+        let name = disk.name;
+        match disk.table {
+            Ok(table) if holds_root(&table.gpt, &wanted) => {
                 scanned.push(name.clone());
                 found.push(RootDisk {
                     name,
-                    device,
-                    gpt,
-                    sector_size: disk.sector_size(),
-                    size_bytes: disk.size_bytes(),
+                    device: disk.device,
+                    gpt: table.gpt,
+                    sector_size: table.sector_size,
+                    size_bytes: table.size_bytes,
                 });
             }
             Ok(_) => scanned.push(format!("{name} (no matching root partition)")),
@@ -105,21 +138,15 @@ pub fn find_root_disk(sys: &mut dyn System) -> Result<RootDisk, DiscoverError> {
     if found.len() > 1 {
         // The device-mapper device the root is mounted from names the one
         // partition under it: the disk holding that one is the boot disk.
-        let slaves = dm_slaves(sys);
-        let booted: Vec<usize> = (0..found.len())
-            .filter(|&i| {
-                found.get(i).is_some_and(|d| {
-                    d.gpt
-                        .partitions
-                        .iter()
-                        .filter(|p| wanted.contains(&p.unique_guid))
-                        .any(|p| partition_name(&*sys, &d.name, p.number()).is_ok_and(|n| slaves.contains(&n)))
-                })
+        let candidates: Vec<Vec<String>> = found
+            .iter()
+            .map(|d| {
+                let roots = d.gpt.partitions.iter().filter(|p| wanted.contains(&p.unique_guid));
+                roots.filter_map(|p| partition_name(&*sys, &d.name, p.number()).ok()).collect()
             })
             .collect();
-        if let [only] = booted.as_slice() {
-            let only = *only;
-            return Ok(found.swap_remove(only));
+        if let Some(booted) = booted_copy(&candidates, &dm_slaves(sys)) {
+            return Ok(found.swap_remove(booted));
         }
     }
     let wanted = wanted.iter().map(Guid::to_string).collect::<Vec<_>>().join(", ");

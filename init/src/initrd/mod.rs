@@ -31,12 +31,11 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use berth_layout::bootdisk::NOT_DISKS;
 use berth_layout::cmdline::{has_flag, param, parse_dm_create, DmCreateError, DmDevice};
 use berth_layout::Guid;
 use nix::mount::MsFlags;
 
-use crate::boot::discover::{partition_name, read_table, SYS_BLOCK};
+use crate::boot::discover::{partition_name, scan_whole_disks, SYS_BLOCK};
 use crate::boot::system::System;
 use crate::info;
 
@@ -61,6 +60,9 @@ const LOAD_ORDER: &str = "/lib/modules/load.order";
 pub const MODULES_DISABLED: &str = "/proc/sys/kernel/modules_disabled";
 /// How often the devices named on the command line are looked for.
 const POLL: Duration = Duration::from_millis(10);
+/// While nothing changes in /sys/class/block, how often the disks' tables
+/// are read again anyway (a table a disk could not yet give).
+const RESCAN: Duration = Duration::from_secs(1);
 /// How often a wait that goes on says so on the console.
 const WAIT_NOTICE: Duration = Duration::from_secs(5);
 /// The pause before rebooting after a failure, as `panic=10` gave.
@@ -161,16 +163,10 @@ pub fn resolve(sys: &mut dyn System, spec: &str) -> Option<PathBuf> {
         let path = PathBuf::from(spec);
         return sys.exists(&path).then_some(path);
     };
-    let names = sys.read_dir(Path::new(SYS_BLOCK)).ok()?;
-    for name in names {
-        let dir = Path::new(SYS_BLOCK).join(&name);
-        if NOT_DISKS.iter().any(|p| name.starts_with(p)) || sys.exists(&dir.join("partition")) {
-            continue;
-        }
-        let Ok(mut disk) = sys.open_disk(&Path::new("/dev").join(&name), false) else { continue };
-        let Ok(gpt) = read_table(&mut disk) else { continue };
-        if let Some(p) = gpt.partitions.iter().find(|p| p.unique_guid == guid) {
-            let node = partition_name(&*sys, &name, p.number()).ok().map(|n| Path::new("/dev").join(n));
+    for disk in scan_whole_disks(sys).ok()? {
+        let Ok(table) = disk.table else { continue };
+        if let Some(p) = table.gpt.partitions.iter().find(|p| p.unique_guid == guid) {
+            let node = partition_name(&*sys, &disk.name, p.number()).ok().map(|n| Path::new("/dev").join(n));
             if let Some(node) = node.filter(|n| sys.exists(n)) {
                 return Some(node);
             }
@@ -183,10 +179,23 @@ pub fn resolve(sys: &mut dyn System, spec: &str) -> Option<PathBuf> {
 /// [`WAIT_NOTICE`] which ones it still waits for. Forever, like the
 /// kernel's `rootwait`: a USB disk may take seconds, and a machine without
 /// its root has nothing better to do.
+///
+/// The disks' GPTs are read again only when the block devices in sysfs
+/// changed (a disk or its partitions appeared), or after [`RESCAN`]: a USB
+/// root may take seconds, and reading every table each [`POLL`] would
+/// keep a CPU busy meanwhile.
 fn wait_for(sys: &mut dyn System, waitfor: &[String]) {
     let started = Instant::now();
     let mut notice = started + WAIT_NOTICE;
+    let mut scanned: Option<(Vec<String>, Instant)> = None;
     loop {
+        let listing = sys.read_dir(Path::new(SYS_BLOCK)).unwrap_or_default();
+        let unchanged = scanned.as_ref().is_some_and(|(l, at)| *l == listing && at.elapsed() < RESCAN);
+        if unchanged {
+            std::thread::sleep(POLL);
+            continue;
+        }
+        scanned = Some((listing, Instant::now()));
         let missing: Vec<&String> = waitfor.iter().filter(|w| resolve(sys, w).is_none()).collect();
         if missing.is_empty() {
             return;

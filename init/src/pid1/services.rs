@@ -16,13 +16,13 @@ use tokio::sync::{mpsc, watch};
 use super::provision::Provisioning;
 use crate::api::{self, ConfigReport, Control, ControlError, ReloadOutcome, ServerHandle};
 use crate::cgroup::{self, Cgroups};
-use crate::info;
 use crate::journal;
 use crate::power::Action;
 use crate::reaper::Reaper;
 use crate::status::{Timeline, UnitStatus};
 use crate::supervisor::{Config, Settle, Supervisor, SupervisorError, SupervisorHandle};
 use crate::unit::{self, Plan};
+use crate::{info, timing};
 
 /// Reads the unit directories and plans the start; every problem is
 /// logged with its file, line and key, and the rest still starts.
@@ -69,10 +69,14 @@ impl Services {
                 None
             }
         };
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let before = timing::BeforeUserspace::split(pid1_start, crate::initrd::started_from_env());
         let config = Config {
             cgroups,
             first_boot,
-            pid1_start_us: u64::try_from(pid1_start.as_micros()).unwrap_or(u64::MAX),
+            pid1_start_us: micros(pid1_start),
+            // The kernel's share ends where stage 0 began.
+            initrd_start_us: before.initrd.map_or(0, |_| micros(before.kernel)),
             ..Config::default()
         };
         let handle = Supervisor::spawn_thread(config, load_plan(), journal::global(), Reaper::global())?;
@@ -191,7 +195,12 @@ impl Control for ManagerControl {
     fn timeline(&self) -> impl Future<Output = Timeline> + Send {
         let (h, ready) = (self.handle.clone(), self.ready_us.clone());
         async move {
-            let mut t = h.timeline().await.unwrap_or(Timeline { pid1_start_us: 0, ready_us: 0, units: Vec::new() });
+            let mut t = h.timeline().await.unwrap_or(Timeline {
+                initrd_start_us: 0,
+                pid1_start_us: 0,
+                ready_us: 0,
+                units: Vec::new(),
+            });
             t.ready_us = ready.load(Ordering::Relaxed);
             t
         }

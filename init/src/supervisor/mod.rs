@@ -69,6 +69,9 @@ pub struct Config {
     pub group: PathBuf,
     /// CLOCK_MONOTONIC µs at PID1's start, for the timeline.
     pub pid1_start_us: u64,
+    /// CLOCK_MONOTONIC µs at stage 0's start (the initramfs's `/init`),
+    /// 0 when the kernel started PID1 itself.
+    pub initrd_start_us: u64,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
             pid1_start_us: 0,
+            initrd_start_us: 0,
         }
     }
 }

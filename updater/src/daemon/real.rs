@@ -58,8 +58,9 @@ pub struct RealPid1 {
     pub timeout: Duration,
 }
 
-/// `Timeline()`'s answer as the updater reads it: `(tta(stttas))`.
-type Timeline = (u64, u64, Vec<(String, u64, u64, u64, Vec<String>)>);
+/// `Timeline()`'s answer as the updater reads it: `(tta(stttas)t)` (PID1's
+/// start, its ready time or 0, the units, stage 0's start or 0).
+type Timeline = (u64, u64, Vec<(String, u64, u64, u64, Vec<String>)>, u64);
 /// `List()`'s answer: `a(ssssutusit)`; name and state are what is read.
 type UnitList = Vec<(String, String, String, String, u32, u64, u32, String, i32, u64)>;
 

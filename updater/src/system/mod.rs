@@ -140,16 +140,18 @@ pub fn find_boot_disk_in(sys_block: &Path, dev_dir: &Path, cmdline: &str) -> Res
             .flat_map(|e| fs::read_dir(e.path().join("slaves")).into_iter().flatten().flatten())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        let under_root = |d: &BootDisk| {
-            d.gpt.partitions.iter().filter(|p| wanted.contains(&p.unique_guid)).any(|p| {
-                partition_device_in(sys_block, dev_dir, &d.name, p.number())
-                    .is_ok_and(|dev| dev.file_name().is_some_and(|n| slaves.iter().any(|s| n == s.as_str())))
+        let candidates: Vec<Vec<String>> = found
+            .iter()
+            .map(|d| {
+                let roots = d.gpt.partitions.iter().filter(|p| wanted.contains(&p.unique_guid));
+                roots
+                    .filter_map(|p| partition_device_in(sys_block, dev_dir, &d.name, p.number()).ok())
+                    .filter_map(|dev| dev.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect()
             })
-        };
-        let booted: Vec<usize> = (0..found.len()).filter(|&i| found.get(i).is_some_and(under_root)).collect();
-        if let [only] = booted.as_slice() {
-            let only = *only;
-            return Ok(found.swap_remove(only));
+            .collect();
+        if let Some(booted) = bootdisk::booted_copy(&candidates, &slaves) {
+            return Ok(found.swap_remove(booted));
         }
     }
     let partuuid = wanted.iter().map(Guid::to_string).collect::<Vec<_>>().join(", ");

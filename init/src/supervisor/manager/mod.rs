@@ -526,6 +526,11 @@ impl Manager {
                 waited_for: e.needs.waits_for().into_iter().map(|n| n.to_string()).collect(),
             })
             .collect();
-        Timeline { pid1_start_us: self.config.pid1_start_us, ready_us: self.ready_us.unwrap_or(0), units }
+        Timeline {
+            initrd_start_us: self.config.initrd_start_us,
+            pid1_start_us: self.config.pid1_start_us,
+            ready_us: self.ready_us.unwrap_or(0),
+            units,
+        }
     }
 }
