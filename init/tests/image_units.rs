@@ -251,6 +251,7 @@ fn networking_is_dhcp_on_the_first_nic() {
 
     let o = get(&plan, "network-online");
     assert_eq!(o.service.kind, Kind::Oneshot);
+    assert_eq!(o.service.exec, ["/usr/bin/berth-wait-online"]);
     assert_eq!(names(&o.dependencies.requires), ["network"].into());
 }
 

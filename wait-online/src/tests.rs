@@ -1,0 +1,98 @@
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use netlink_packet_core::ErrorMessage;
+use netlink_packet_route::route::RouteAddress;
+
+use super::*;
+
+fn route(family: AddressFamily, prefix: u8, kind: RouteType, table: u32) -> RouteMessage {
+    let mut r = RouteMessage::default();
+    r.header.address_family = family;
+    r.header.destination_prefix_length = prefix;
+    r.header.kind = kind;
+    r.header.table = u8::try_from(table).unwrap_or(252);
+    r.attributes.push(RouteAttribute::Table(table));
+    if prefix > 0 {
+        r.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(Ipv4Addr::new(10, 0, 2, 0))));
+    }
+    r
+}
+
+/// One datagram of NEWROUTE messages, as the kernel sends a dump or an event.
+fn datagram(payloads: Vec<NetlinkPayload<RouteNetlinkMessage>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for payload in payloads {
+        let mut msg = NetlinkMessage::new(NetlinkHeader::default(), payload);
+        msg.finalize();
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        buf.resize(align(buf.len()), 0);
+        out.extend(buf);
+    }
+    out
+}
+
+fn new_route(r: RouteMessage) -> NetlinkPayload<RouteNetlinkMessage> {
+    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r))
+}
+
+#[test]
+fn only_an_ipv4_unicast_default_route_of_the_main_table_counts() {
+    let inet = AddressFamily::Inet;
+    assert!(is_default_route(&route(inet, 0, RouteType::Unicast, RT_TABLE_MAIN)));
+    assert!(!is_default_route(&route(inet, 24, RouteType::Unicast, RT_TABLE_MAIN)), "a subnet route");
+    assert!(!is_default_route(&route(AddressFamily::Inet6, 0, RouteType::Unicast, RT_TABLE_MAIN)), "IPv6");
+    assert!(!is_default_route(&route(inet, 0, RouteType::Unicast, 1000)), "another table");
+    assert!(!is_default_route(&route(inet, 0, RouteType::Unreachable, RT_TABLE_MAIN)), "unreachable");
+}
+
+#[test]
+fn a_datagram_is_read_message_by_message() {
+    let subnet = route(AddressFamily::Inet, 24, RouteType::Unicast, RT_TABLE_MAIN);
+    let default = route(AddressFamily::Inet, 0, RouteType::Unicast, RT_TABLE_MAIN);
+    assert!(!datagram_has_default_route(&datagram(vec![new_route(subnet.clone())])).unwrap());
+    assert!(datagram_has_default_route(&datagram(vec![new_route(subnet), new_route(default)])).unwrap());
+    assert!(!datagram_has_default_route(&[]).unwrap());
+    let mut refused = ErrorMessage::default();
+    refused.code = std::num::NonZeroI32::new(-1); // -EPERM
+    let err = datagram_has_default_route(&datagram(vec![NetlinkPayload::Error(refused)])).unwrap_err();
+    assert!(matches!(err, WaitError::Refused(_)), "{err}");
+}
+
+/// In a network namespace of its own: the wait goes on while there is no
+/// default route, and ends when one is added (an event, not a poll).
+#[test]
+fn returns_when_a_default_route_appears_in_a_fresh_network_namespace() {
+    if !nix::unistd::Uid::effective().is_root() {
+        panic!("this test needs root (a network namespace and a route added in it)");
+    }
+    let (ns_tx, ns_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let ns = std::fs::File::open("/proc/thread-self/ns/net").expect("this thread's netns");
+        ns_tx.send(ns).unwrap();
+        let _ = done_tx.send(wait_for_default_route().map_err(|e| e.to_string()));
+    });
+    let ns = ns_rx.recv_timeout(Duration::from_secs(5)).expect("the namespace");
+    assert!(done_rx.recv_timeout(Duration::from_millis(500)).is_err(), "it returned with no default route");
+    let adder = std::thread::spawn(move || {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["route", "add", "10.9.0.0/24", "dev", "lo"],
+            &["route", "add", "default", "dev", "lo"],
+        ] {
+            let ip = ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip"].into_iter().find(|p| std::path::Path::new(p).exists());
+            let status = Command::new(ip.expect("ip (Debian package iproute2)")).args(args).status().expect("ip");
+            assert!(status.success(), "ip {args:?}");
+        }
+    });
+    adder.join().unwrap();
+    let result = done_rx.recv_timeout(Duration::from_secs(5)).expect("no return after the default route was added");
+    assert_eq!(result, Ok(()));
+}
