@@ -511,7 +511,10 @@ mod tests {
         assert!(ready.contains("/proc/uptime"), "{ready}");
         // systemd expands $NAME in ExecStart=: the shell's variables are written $$NAME.
         let online = text("/etc/systemd/system/berth-peer-online.service");
-        assert!(online.contains(NETWORK_ONLINE_MARKER.trim_end()) && online.contains("/proc/net/route"), "{online}");
+        assert!(
+            online.contains(NETWORK_ONLINE_MARKER.trim_end()) && online.contains("systemd-networkd-wait-online --ipv4"),
+            "{online}"
+        );
         assert!(online.contains("ConditionPathExistsGlob=/sys/class/net/e*\n"), "only with a NIC: {online}");
         for unit in [&ready, &online, &text("/etc/systemd/system/berth-peer-finished.service")] {
             let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();

@@ -91,10 +91,12 @@ pub fn root_files(containerd_config: &str) -> Vec<RootFile> {
              ConditionPathExistsGlob=/sys/class/net/e*\n\
              \n\
              [Service]\n\
-             # What Berth's network-online unit waits for, polled as often (0.2 s);\n\
-             # /proc/net/route, since minbase has no ip. simple: nothing waits for it.\n\
+             # What Berth's network-online unit waits for, on events as it does\n\
+             # (systemd-networkd-wait-online, run here rather than enabled, so that\n\
+             # network-online.target and etcd's unit do not wait for a lease).\n\
+             # simple: nothing waits for it.\n\
              Type=simple\n\
-             ExecStart=/bin/sh -c 'until grep -q \"^[^[:space:]]*[[:space:]]00000000[[:space:]]\" /proc/net/route; do sleep 0.2; done; read up idle < /proc/uptime; echo \"{NETWORK_ONLINE_MARKER}$$up s (default route)\" > /dev/ttyS0'\n\
+             ExecStart=/bin/sh -c '/lib/systemd/systemd-networkd-wait-online --ipv4 --operational-state=routable --timeout=0 --quiet; read up idle < /proc/uptime; echo \"{NETWORK_ONLINE_MARKER}$$up s (routable)\" > /dev/ttyS0'\n\
              \n\
              [Install]\n\
              WantedBy=multi-user.target\n"
