@@ -211,9 +211,10 @@ enum Command {
         /// after a first boot of each (TCG, 2 vCPUs, 1 GiB).
         #[arg(long)]
         peer: bool,
-        /// With --peer: give both VMs a virtio NIC on QEMU's user network
-        /// (default: no NIC).
-        #[arg(long, requires = "peer")]
+        /// With --peer or --against: give the VMs a virtio NIC on QEMU's
+        /// user network (default: no NIC); "every unit ready" then waits
+        /// for the network too.
+        #[arg(long)]
         nic: bool,
         /// Only the cluster figures instead: three hosts with the router,
         /// container-to-container throughput against host-to-host on the
@@ -314,12 +315,13 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Bench { boots, kvm, erofs: true, .. } => bench::erofs::bench_erofs(&ctx, boots, kvm),
-        Command::Bench { boots, kvm, against, .. } if !against.is_empty() => {
-            bench::turns::bench_against(&ctx, &against, boots, kvm)
+        Command::Bench { boots, kvm, against, nic, .. } if !against.is_empty() => {
+            bench::turns::bench_against(&ctx, &against, boots, kvm, nic)
         }
         Command::Bench { boots, kvm, peer: true, nic, .. } => {
             bench::peer::bench_peer(&ctx, &bench::peer::PeerBenchOptions { boots, kvm, nic })
         }
+        Command::Bench { nic: true, .. } => Err("bench: --nic goes with --peer or --against".into()),
         Command::Bench { boots, kvm, no_updates, runs, cluster, .. } => {
             let opts = run::RunOptions {
                 smoke: true,
@@ -388,7 +390,13 @@ mod tests {
             parse(&["bench", "--peer", "--boots", "3", "--nic"]),
             Ok(Cli { command: Command::Bench { peer: true, boots: 3, nic: true, .. }, .. })
         ));
-        assert!(parse(&["bench", "--nic"]).is_err(), "--nic needs --peer");
+        assert!(
+            matches!(
+                parse(&["bench", "--against", "x.qcow2", "--nic"]),
+                Ok(Cli { command: Command::Bench { nic: true, .. }, .. })
+            ),
+            "--against takes --nic"
+        );
     }
 
     #[test]

@@ -235,6 +235,15 @@ fn container_host_services_are_up() {
     );
     eprintln!("`berthctl status`:\n{text}\n`berthctl analyze`:\n{analyze}");
     assert!(analyze.contains("Startup finished"), "`berthctl analyze` says the boot is not finished:\n{analyze}");
+    assert!(analyze.contains("(initrd)"), "`berthctl analyze` gives stage 0 no share:\n{analyze}");
+
+    // DNS from the lease (QEMU's user network answers at 10.0.2.3), written
+    // by dhcpcd's resolv.conf hook.
+    let resolv = vm.sh_ok("cat /etc/resolv.conf");
+    assert!(
+        resolv.contains("nameserver 10.0.2.3") && resolv.contains("dhcpcd"),
+        "/etc/resolv.conf has not the lease's name server:\n{resolv}"
+    );
 
     network_stops_while_dhcpcd_runs_a_hook(&mut vm);
 

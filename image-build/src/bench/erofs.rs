@@ -83,7 +83,7 @@ pub fn bench_erofs(ctx: &Context, boots: usize, kvm: bool) -> Result<(), Error> 
             slot_mib: super::peer::size_report_mib(&text, "root slot"),
         });
     }
-    let (measured, busy) = turns::boot_in_turns(disks, boots, kvm)?;
+    let (measured, busy) = turns::boot_in_turns(disks, boots, kvm, false)?;
     let accel = if kvm { "KVM" } else { "TCG" };
     turns::print_report(
         &format!(

@@ -33,11 +33,17 @@ pub struct Measured {
     pub boots: Vec<Sample>,
 }
 
-/// Boots every disk once, then `boots` more times each in turns. Returns
-/// the measurements (in the order given) and, when the rest of the host
-/// used more than [`super::peer::BUSY_CORES`] during any boot, why the
-/// figures are noisy.
-pub fn boot_in_turns(disks: Vec<Disk>, boots: usize, kvm: bool) -> Result<(Vec<Measured>, Option<String>), Error> {
+/// Boots every disk once, then `boots` more times each in turns, with a
+/// virtio NIC on QEMU's user network when `nic` (then "every unit ready"
+/// waits for `network-online` too). Returns the measurements (in the order
+/// given) and, when the rest of the host used more than
+/// [`super::peer::BUSY_CORES`] during any boot, why the figures are noisy.
+pub fn boot_in_turns(
+    disks: Vec<Disk>,
+    boots: usize,
+    kvm: bool,
+    nic: bool,
+) -> Result<(Vec<Measured>, Option<String>), Error> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut loads: Vec<(String, HostLoad)> = Vec::new();
     let mut vms = Vec::new();
@@ -49,10 +55,10 @@ pub fn boot_in_turns(disks: Vec<Disk>, boots: usize, kvm: bool) -> Result<(Vec<M
             .memory_mib(MEMORY_MIB)
             .kvm(kvm)
             .disk_size(4 * GIB)
-            .net(Vec::new())
+            .net(if nic { berth_qemu::UserNet::default().args() } else { Vec::new() })
             .disk(&disk.qcow2);
         let mut vm = Vm::start(config)?;
-        let first = berth_boot(&mut vm, cores, false)?;
+        let first = berth_boot(&mut vm, cores, nic)?;
         report(&disk.name, "first boot", &first);
         loads.push((format!("{}: first boot", disk.name), first.load));
         vms.push(vm);
@@ -61,7 +67,7 @@ pub fn boot_in_turns(disks: Vec<Disk>, boots: usize, kvm: bool) -> Result<(Vec<M
     for round in 1..=boots {
         for (vm, m) in vms.iter_mut().zip(measured.iter_mut()) {
             vm.restart()?;
-            let s = berth_boot(vm, cores, false)?;
+            let s = berth_boot(vm, cores, nic)?;
             report(&m.disk.name, &format!("boot {round}/{boots}"), &s);
             loads.push((format!("{}: boot {round}", m.disk.name), s.load));
             m.boots.push(s);
@@ -71,10 +77,10 @@ pub fn boot_in_turns(disks: Vec<Disk>, boots: usize, kvm: bool) -> Result<(Vec<M
 }
 
 /// `bench --against`: this build's disk (built first if missing) and each
-/// of `others` (qcow2 files of other builds) booted in turns; prints the
-/// table and whether the host was quiet. A disk's sizes come from the
-/// `size-report.txt` beside it, when there is one.
-pub fn bench_against(ctx: &Context, others: &[PathBuf], boots: usize, kvm: bool) -> Result<(), Error> {
+/// of `others` (qcow2 files of other builds) booted in turns, with a NIC
+/// when `nic`; prints the table and whether the host was quiet. A disk's
+/// sizes come from the `size-report.txt` beside it, when there is one.
+pub fn bench_against(ctx: &Context, others: &[PathBuf], boots: usize, kvm: bool, nic: bool) -> Result<(), Error> {
     crate::deps::ensure()?;
     if !ctx.qcow2().exists() {
         crate::build::build(ctx, &crate::build::BuildOptions::default())?;
@@ -86,11 +92,12 @@ pub fn bench_against(ctx: &Context, others: &[PathBuf], boots: usize, kvm: bool)
         }
         disks.push(disk(path.display().to_string(), path.clone()));
     }
-    let (measured, busy) = boot_in_turns(disks, boots, kvm)?;
+    let (measured, busy) = boot_in_turns(disks, boots, kvm, nic)?;
     let accel = if kvm { "KVM" } else { "TCG" };
+    let net = if nic { "a virtio NIC on user networking" } else { "no NIC" };
     print_report(
         &format!(
-            "Berth builds in turns ({accel}, {CPUS} vCPUs, {MEMORY_MIB} MiB, no NIC; kernel start -> ready on the \
+            "Berth builds in turns ({accel}, {CPUS} vCPUs, {MEMORY_MIB} MiB, {net}; kernel start -> ready on the \
              guest's clock; {boots} reboots each, median and range; the first boot apart)"
         ),
         &measured,
