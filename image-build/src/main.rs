@@ -209,12 +209,12 @@ enum Command {
         /// the same containerd, runc and etcd; built and cached on the
         /// first run), `--boots` steady-state reboots of each, alternating,
         /// after a first boot of each (TCG, 2 vCPUs, 1 GiB).
-        #[arg(long)]
+        #[arg(long, group = "nic_with")]
         peer: bool,
         /// With --peer or --against: give the VMs a virtio NIC on QEMU's
         /// user network (default: no NIC); "every unit ready" then waits
         /// for the network too.
-        #[arg(long)]
+        #[arg(long, requires = "nic_with")]
         nic: bool,
         /// Only the cluster figures instead: three hosts with the router,
         /// container-to-container throughput against host-to-host on the
@@ -231,7 +231,13 @@ enum Command {
         /// and each DISK (another build's berth.qcow2, e.g. copied aside
         /// before a change) booted `--boots` times in turns; a before and
         /// after of one change, in one sitting.
-        #[arg(long, value_name = "DISK", num_args = 1.., conflicts_with_all = ["peer", "cluster", "erofs"])]
+        #[arg(
+            long,
+            value_name = "DISK",
+            num_args = 1..,
+            conflicts_with_all = ["peer", "cluster", "erofs"],
+            group = "nic_with"
+        )]
         against: Vec<PathBuf>,
     },
     /// Build releases N and N+1, then cut the power of a VM installing N+1
@@ -321,7 +327,6 @@ fn main() -> ExitCode {
         Command::Bench { boots, kvm, peer: true, nic, .. } => {
             bench::peer::bench_peer(&ctx, &bench::peer::PeerBenchOptions { boots, kvm, nic })
         }
-        Command::Bench { nic: true, .. } => Err("bench: --nic goes with --peer or --against".into()),
         Command::Bench { boots, kvm, no_updates, runs, cluster, .. } => {
             let opts = run::RunOptions {
                 smoke: true,
@@ -397,6 +402,8 @@ mod tests {
             ),
             "--against takes --nic"
         );
+        assert!(parse(&["bench", "--nic"]).is_err(), "--nic needs --peer or --against");
+        assert!(parse(&["bench", "--erofs", "--nic"]).is_err(), "--erofs has no NIC");
     }
 
     #[test]

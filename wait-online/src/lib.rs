@@ -28,8 +28,10 @@ const RT_TABLE_MAIN: u32 = 254;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
-    #[error("rtnetlink socket: {0}")]
+    #[error("opening an rtnetlink socket: {0}")]
     Socket(std::io::Error),
+    #[error("joining rtnetlink's IPv4 route group (RTMGRP_IPV4_ROUTE): {0}")]
+    Bind(std::io::Error),
     #[error("asking the kernel for its routes: {0}")]
     Dump(std::io::Error),
     #[error("reading route messages: {0}")]
@@ -38,8 +40,10 @@ pub enum WaitError {
     Refused(String),
 }
 
-/// Whether `route` is an IPv4 default route of the main table, what `ip -4
-/// route show default` lists: destination 0.0.0.0/0, type unicast.
+/// Whether `route` is a unicast IPv4 default route of the main table:
+/// destination 0.0.0.0/0 (`ip -4 route show default` also lists default
+/// routes of other types, such as `unreachable default`, which give no way
+/// out and do not count).
 pub fn is_default_route(route: &RouteMessage) -> bool {
     let table = route.attributes.iter().find_map(|a| match a {
         RouteAttribute::Table(t) => Some(*t),
@@ -87,10 +91,22 @@ fn align(len: usize) -> usize {
 }
 
 /// Returns once the main table has an IPv4 default route; never before.
+/// When the socket's buffer overflows (a burst of route events, ENOBUFS),
+/// events are lost: it starts over with a new socket and a new dump.
 /// Errors: the socket cannot be opened, bound or read.
 pub fn wait_for_default_route() -> Result<(), WaitError> {
+    loop {
+        match subscribe_and_wait() {
+            Err(WaitError::Recv(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
+            done => return done,
+        }
+    }
+}
+
+/// One socket: the group joined, the routes dumped, then events.
+fn subscribe_and_wait() -> Result<(), WaitError> {
     let mut socket = Socket::new(NETLINK_ROUTE).map_err(WaitError::Socket)?;
-    socket.bind(&SocketAddr::new(0, RTMGRP_IPV4_ROUTE)).map_err(WaitError::Socket)?;
+    socket.bind(&SocketAddr::new(0, RTMGRP_IPV4_ROUTE)).map_err(WaitError::Bind)?;
     let mut request = RouteMessage::default();
     request.header.address_family = AddressFamily::Inet;
     let mut header = NetlinkHeader::default();

@@ -40,6 +40,28 @@ fn new_route(r: RouteMessage) -> NetlinkPayload<RouteNetlinkMessage> {
     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r))
 }
 
+/// A message the route parser cannot read (an unknown type with a length
+/// that is not a multiple of 4) is skipped, and the default route after it
+/// still counts.
+#[test]
+fn a_message_that_does_not_parse_is_skipped_by_its_aligned_length() {
+    let default = route(AddressFamily::Inet, 0, RouteType::Unicast, RT_TABLE_MAIN);
+    // nlmsghdr: length 21 (16 of header, 5 of payload), type 0x7fff.
+    let mut buf = Vec::new();
+    buf.extend(21u32.to_ne_bytes());
+    buf.extend(0x7fffu16.to_ne_bytes());
+    buf.extend([0u8; 10]);
+    buf.extend([1, 2, 3, 4, 5]);
+    buf.resize(align(buf.len()), 0);
+    assert_eq!(buf.len(), 24);
+    buf.extend(datagram(vec![new_route(default)]));
+    assert!(datagram_has_default_route(&buf).unwrap());
+    // A length past the end stops the walk instead of reading beyond it.
+    let mut cut = buf[..24].to_vec();
+    cut[..4].copy_from_slice(&400u32.to_ne_bytes());
+    assert!(!datagram_has_default_route(&cut).unwrap());
+}
+
 #[test]
 fn only_an_ipv4_unicast_default_route_of_the_main_table_counts() {
     let inet = AddressFamily::Inet;

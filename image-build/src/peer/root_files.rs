@@ -91,12 +91,14 @@ pub fn root_files(containerd_config: &str) -> Vec<RootFile> {
              ConditionPathExistsGlob=/sys/class/net/e*\n\
              \n\
              [Service]\n\
-             # What Berth's network-online unit waits for, on events as it does\n\
-             # (systemd-networkd-wait-online, run here rather than enabled, so that\n\
-             # network-online.target and etcd's unit do not wait for a lease).\n\
+             # The network up, on events as Berth's network-online unit waits\n\
+             # (that one for a default route; this for an IPv4 routable link,\n\
+             # which a lease gives with its route): systemd-networkd-wait-online,\n\
+             # run here rather than enabled, so that network-online.target and\n\
+             # etcd's unit do not wait for a lease. No marker if it fails.\n\
              # simple: nothing waits for it.\n\
              Type=simple\n\
-             ExecStart=/bin/sh -c '/lib/systemd/systemd-networkd-wait-online --ipv4 --operational-state=routable --timeout=0 --quiet; read up idle < /proc/uptime; echo \"{NETWORK_ONLINE_MARKER}$$up s (routable)\" > /dev/ttyS0'\n\
+             ExecStart=/bin/sh -c '/lib/systemd/systemd-networkd-wait-online --ipv4 --operational-state=routable --timeout=0 --quiet && read up idle < /proc/uptime && echo \"{NETWORK_ONLINE_MARKER}$$up s (routable)\" > /dev/ttyS0'\n\
              \n\
              [Install]\n\
              WantedBy=multi-user.target\n"

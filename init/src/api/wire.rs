@@ -41,8 +41,9 @@ pub struct WireEntry {
     pub waited_for: Vec<String>,
 }
 
-/// [`Timeline`] on the wire: `(tta(stttas)t)`, stage 0's start last (the
-/// updater reads the first two fields by position).
+/// [`Timeline`] on the wire: `(tta(stttas)t)`: PID1's start, the ready
+/// time (0 before), the units, stage 0's start (0 without one). The
+/// updater's reader (`updater/src/daemon/real.rs`) must match it exactly.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct WireTimeline {
     pub pid1_start_us: u64,

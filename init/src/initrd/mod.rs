@@ -183,13 +183,15 @@ pub fn resolve(sys: &mut dyn System, spec: &str) -> Option<PathBuf> {
 /// The disks' GPTs are read again only when the block devices in sysfs
 /// changed (a disk or its partitions appeared), or after [`RESCAN`]: a USB
 /// root may take seconds, and reading every table each [`POLL`] would
-/// keep a CPU busy meanwhile.
+/// keep a CPU busy meanwhile. /dev's listing counts too: the kernel adds
+/// a partition to sysfs just before devtmpfs makes its node.
 fn wait_for(sys: &mut dyn System, waitfor: &[String]) {
     let started = Instant::now();
     let mut notice = started + WAIT_NOTICE;
     let mut scanned: Option<(Vec<String>, Instant)> = None;
     loop {
-        let listing = sys.read_dir(Path::new(SYS_BLOCK)).unwrap_or_default();
+        let mut listing = sys.read_dir(Path::new(SYS_BLOCK)).unwrap_or_default();
+        listing.extend(sys.read_dir(Path::new("/dev")).unwrap_or_default());
         let unchanged = scanned.as_ref().is_some_and(|(l, at)| *l == listing && at.elapsed() < RESCAN);
         if unchanged {
             std::thread::sleep(POLL);

@@ -316,8 +316,11 @@ impl Pid1 {
                     );
                     *next = Instant::now() + early_boot::USER_DATA_REMINDER;
                 }
-                // The shell would otherwise wait for the services.
-                self.start_shell();
+                // The shell would otherwise wait for the services; once
+                // started, its restarts keep their own backoff.
+                if self.shell.last_start.is_none() {
+                    self.start_shell();
+                }
             }
             Event::EmergencyDue => {
                 if let Some((line, next)) = &mut self.emergency {

@@ -1,6 +1,7 @@
 //! Clean shutdown, shared by every way to ask for one (signals, the power
 //! button): stop every process, flush, unmount, and only then power off or
-//! reboot, so the data partition is clean for the next e2fsck.
+//! reboot, so the data partition is unmounted cleanly and the next boot
+//! mounts it without a check.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};

@@ -169,9 +169,11 @@ pub fn etcd_client_url(e: &Etcd) -> String {
 /// 1 to 10 heartbeats before it elects itself, 0.1 to 1 s with etcd's
 /// defaults (100 ms, 1000 ms), 50 to 500 ms with these. They stay within
 /// etcd's tuning guide for a LAN (heartbeat about the round trip, election
-/// timeout ten heartbeats), so a member added later with `etcdctl member
-/// add` works with them; a cluster written by user data with two or more
-/// members keeps etcd's defaults, which tolerate slow disks better.
+/// timeout ten heartbeats). A cluster written by user data with two or
+/// more members keeps etcd's defaults, which tolerate slow disks better;
+/// a single member grown into a cluster by `etcdctl member add` keeps
+/// these until its user data names the cluster (then its timings match
+/// the other members' again).
 pub const SINGLE_MEMBER_TIMING: [&str; 4] = ["--heartbeat-interval", "50", "--election-timeout", "500"];
 
 /// The image's etcd unit (`/usr/lib/berth/units/etcd.toml`) with the
