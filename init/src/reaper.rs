@@ -6,14 +6,18 @@
 //! get ECHILD. Code that starts a child registers a waiter here, and the
 //! reaper delivers that child's exit status to it.
 //!
-//! Spawning and reaping take the same lock: a child cannot be reaped between
-//! fork and the registration of its waiter, however fast it exits.
+//! Spawning and reaping exclude each other: a child cannot be reaped between
+//! fork and the registration of its waiter, however fast it exits. Spawns
+//! do not exclude each other: a spawn lasts until the child's exec is done
+//! (std waits for it, to report a failed exec as an error), which from a
+//! cold page cache can take a tenth of a second, and the service manager
+//! starts the units that become startable together at once.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::process::Command;
-use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
@@ -69,7 +73,76 @@ pub struct Reaped {
 }
 
 pub struct Reaper {
+    /// Keeps spawns and reaping passes apart.
+    gate: SpawnGate,
     waiters: Mutex<BTreeMap<i32, Waiter>>,
+}
+
+/// Lets any number of spawns run together, or one reaping pass alone.
+///
+/// A spawn waits only for a pass that is running, never for one that is
+/// waiting to run: a pending pass must not hold up the next unit's start
+/// behind the exec of the one before (what a writer-preferring `RwLock`
+/// would do). A pass waits for the spawns in progress: at most a few execs.
+struct SpawnGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+struct GateState {
+    spawns: usize,
+    reaping: bool,
+}
+
+impl SpawnGate {
+    const fn new() -> SpawnGate {
+        SpawnGate { state: Mutex::new(GateState { spawns: 0, reaping: false }), changed: Condvar::new() }
+    }
+
+    fn state(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, GateState>) -> MutexGuard<'a, GateState> {
+        self.changed.wait(guard).unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn spawn(&self) -> GatePass<'_> {
+        let mut state = self.state();
+        while state.reaping {
+            state = self.wait(state);
+        }
+        state.spawns += 1;
+        GatePass { gate: self, reaping: false }
+    }
+
+    fn reap(&self) -> GatePass<'_> {
+        let mut state = self.state();
+        while state.reaping || state.spawns > 0 {
+            state = self.wait(state);
+        }
+        state.reaping = true;
+        GatePass { gate: self, reaping: true }
+    }
+}
+
+/// A spawn or reaping pass in progress; dropping it ends it.
+struct GatePass<'a> {
+    gate: &'a SpawnGate,
+    reaping: bool,
+}
+
+impl Drop for GatePass<'_> {
+    fn drop(&mut self) {
+        let mut state = self.gate.state();
+        if self.reaping {
+            state.reaping = false;
+        } else {
+            state.spawns = state.spawns.saturating_sub(1);
+        }
+        drop(state);
+        self.gate.changed.notify_all();
+    }
 }
 
 static GLOBAL: Reaper = Reaper::new();
@@ -82,7 +155,7 @@ impl Default for Reaper {
 
 impl Reaper {
     pub const fn new() -> Reaper {
-        Reaper { waiters: Mutex::new(BTreeMap::new()) }
+        Reaper { gate: SpawnGate::new(), waiters: Mutex::new(BTreeMap::new()) }
     }
 
     /// The process's reaper: there can only be one `waitpid(-1)` per process.
@@ -98,13 +171,14 @@ impl Reaper {
     /// Starts `cmd` and calls `on_exit` (from whichever thread reaps) with
     /// its status. Returns the pid.
     pub fn spawn(&self, cmd: &mut Command, on_exit: impl FnOnce(ExitStatus) + Send + 'static) -> io::Result<i32> {
-        let mut waiters = self.lock();
         // std waits for the child itself only when exec fails, inside
-        // spawn(); holding the lock keeps the reaper from taking that child.
+        // spawn(); until the waiter is registered, the reaper must not run
+        // or it could take that child, or this one before it has a waiter.
+        let _spawning = self.gate.spawn();
         let child = cmd.spawn()?;
         let pid =
             i32::try_from(child.id()).map_err(|_| io::Error::other(format!("pid {} out of range", child.id())))?;
-        waiters.insert(pid, Box::new(on_exit));
+        self.lock().insert(pid, Box::new(on_exit));
         // Dropping a std Child neither waits nor kills.
         drop(child);
         Ok(pid)
@@ -133,6 +207,7 @@ impl Reaper {
     /// Reaps every child that has exited, until none is left, and delivers
     /// the statuses.
     pub fn reap(&self) -> Reaped {
+        let _reaping = self.gate.reap();
         let mut waiters = self.lock();
         let mut out = Reaped::default();
         loop {
@@ -232,6 +307,40 @@ pub(crate) mod tests {
         assert_eq!(status, ExitStatus::Exited(5));
         assert_eq!(status.code(), Some(5));
         assert!(!status.success());
+    }
+
+    #[test]
+    fn a_spawn_waiting_for_its_childs_exec_does_not_hold_up_another() {
+        use std::os::unix::process::CommandExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        // The child sleeps between fork and exec, so its spawn lasts 2 s.
+        let mut slow = Command::new("true");
+        // SAFETY: the closure only calls nanosleep, which is async-signal-safe.
+        unsafe {
+            slow.pre_exec(|| {
+                std::thread::sleep(Duration::from_secs(2));
+                Ok(())
+            })
+        };
+        let slow_done = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&slow_done);
+        let slow_thread = std::thread::spawn(move || {
+            let r = Reaper::global().spawn_async(&mut slow);
+            done.store(true, Ordering::SeqCst);
+            r
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let (_, mut quick) = Reaper::global().spawn_async(&mut Command::new("true")).unwrap();
+        assert!(!slow_done.load(Ordering::SeqCst), "the second spawn waited for the first one's exec");
+        let (_, mut slow_rx) = slow_thread.join().unwrap().unwrap();
+        let (mut a, mut b) = (None, None);
+        pump_until(|| {
+            a = a.or(quick.try_recv().ok());
+            b = b.or(slow_rx.try_recv().ok());
+            a.is_some() && b.is_some()
+        });
+        assert_eq!((a, b), (Some(ExitStatus::Exited(0)), Some(ExitStatus::Exited(0))));
     }
 
     #[test]
