@@ -309,8 +309,9 @@ const SPAWNS_AT_ONCE: usize = 8;
 /// the time each fork began (microseconds, as [`now_us`]) and its result.
 /// Helper threads that cannot be started leave their share to the others.
 fn spawn_together<'a>(cmds: impl Iterator<Item = &'a mut Command>, reaper: &'static Reaper) -> Vec<Spawned> {
-    let queue: Mutex<VecDeque<(usize, &mut Command)>> = Mutex::new(cmds.enumerate().collect());
-    let count = queue.lock().map_or(0, |q| q.len());
+    let jobs: VecDeque<(usize, &mut Command)> = cmds.enumerate().collect();
+    let count = jobs.len();
+    let queue = Mutex::new(jobs);
     let results: Mutex<Vec<Option<Spawned>>> = Mutex::new((0..count).map(|_| None).collect());
     let work = || loop {
         let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
