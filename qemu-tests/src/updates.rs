@@ -136,6 +136,44 @@ pub fn install(vm: &mut Vm, source: &str, force: bool) -> Result<(i32, String)> 
     Ok((out.status, out.output))
 }
 
+/// Why an install failed, for a test's panic message: the console's
+/// context first, then the last lines `berthctl update install` printed
+/// (its progress bar's redraws and colours folded away) and the updater's
+/// own log, so that an excerpt keeping only the end of a long failure
+/// still shows the reason.
+pub fn failed_install_report(vm: &mut Vm, output: &str) -> String {
+    let log = match vm.sh("berthctl logs updater -n 30 2>&1") {
+        Ok(out) => out.output,
+        Err(e) => format!("(reading it failed: {e})"),
+    };
+    format!(
+        "{}\n--- the last lines of `berthctl update install` ---\n{}\n--- the updater's log ---\n{log}",
+        vm.paths().context(),
+        last_printed_lines(output, 8)
+    )
+}
+
+/// The last `n` non-empty lines of terminal output, a carriage return
+/// ending a line as a newline does and ANSI escape sequences (CSI) removed.
+pub fn last_printed_lines(output: &str, n: usize) -> String {
+    let mut plain = String::with_capacity(output.len());
+    let mut chars = output.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            // CSI: parameters and intermediates up to a final byte in @..~.
+            for d in chars.by_ref() {
+                if ('@'..='~').contains(&d) && d != '[' {
+                    break;
+                }
+            }
+            continue;
+        }
+        plain.push(if c == '\r' { '\n' } else { c });
+    }
+    let lines: Vec<&str> = plain.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Starts an install that stops for good at `point` (see [`PAUSE_FILE`])
 /// and waits until the updater says it paused there; the caller then cuts
 /// the power.
@@ -215,6 +253,17 @@ pub fn running_version(vm: &mut Vm) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_printed_lines_fold_a_progress_bar() {
+        let out = "\u{1b}[2K\rverify [=>  ] 10%\r\u{1b}[2Kwrite-root [==> ] 50%\r\u{1b}[2K\n\
+                   berthctl: install of 1.2.0 into slot a stopped at write-root: broken pipe\n";
+        assert_eq!(
+            last_printed_lines(out, 2),
+            "write-root [==> ] 50%\nberthctl: install of 1.2.0 into slot a stopped at write-root: broken pipe"
+        );
+        assert_eq!(last_printed_lines("", 3), "");
+    }
 
     #[test]
     fn parses_status() {

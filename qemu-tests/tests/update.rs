@@ -85,7 +85,9 @@ fn sha256_of_slot_b(vm: &mut Vm) -> String {
 #[track_caller]
 fn install_ok(vm: &mut Vm, source: &str, version: &str, slot: &str) {
     let (st, out) = install(vm, source, false).expect("berthctl update install");
-    assert_eq!(st, 0, "installing {source}:\n{out}\n{}", vm.paths().context());
+    if st != 0 {
+        panic!("installing {source} exited with status {st}:\n{}", updates::failed_install_report(vm, &out));
+    }
     assert!(out.contains(&format!("installed {version} into slot {slot}")), "installing {source}:\n{out}");
 }
 
