@@ -93,15 +93,27 @@ struct Builder<'a> {
     root: &'a Path,
     report: RootReport,
     seen: BTreeSet<String>,
+    /// Source file -> the image path it was copied to first.
+    copied: BTreeMap<PathBuf, String>,
 }
 
 impl Builder<'_> {
     /// Copies the file at image path `dest` from `src` (dereferenced), keeping its mode.
+    /// A source already copied under another name becomes a symbolic link
+    /// to that copy (the dynamic loader is reached as the programs'
+    /// interpreter, /lib64/..., and as libc's dependency, /lib/x86_64-linux-gnu/...):
+    /// one file in the root, as in Debian.
     fn install(&mut self, src: &Path, dest: &str) -> Result<(), RootfsError> {
         let to = self.root.join(dest.trim_start_matches('/'));
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).map_err(io_at(parent))?;
         }
+        if let Some(first) = self.copied.get(src) {
+            let target = relative_link(dest, first);
+            symlink(&target, &to).map_err(io_at(&to))?;
+            return Ok(());
+        }
+        self.copied.insert(src.to_path_buf(), dest.to_string());
         std::fs::copy(src, &to).map_err(io_at(src))?;
         let mode = std::fs::metadata(src).map_err(io_at(src))?.permissions().mode() & 0o7777;
         let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
@@ -156,6 +168,19 @@ impl Builder<'_> {
     }
 }
 
+/// The target of a symbolic link at image path `link` that points to
+/// image path `to`, relative (`/usr/lib/x/a` -> `/usr/lib64/b`: `../../lib64/b`),
+/// so the link resolves the same in the build tree and on the machine.
+fn relative_link(link: &str, to: &str) -> String {
+    let from: Vec<&str> = link.split('/').filter(|c| !c.is_empty()).collect();
+    let to: Vec<&str> = to.split('/').filter(|c| !c.is_empty()).collect();
+    let dir = &from[..from.len().saturating_sub(1)];
+    let common = dir.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&str> = vec![".."; dir.len() - common];
+    parts.extend(&to[common..]);
+    parts.join("/")
+}
+
 fn usr_merged(path: &str) -> String {
     for d in ["/bin/", "/sbin/", "/lib/", "/lib64/"] {
         if let Some(rest) = path.strip_prefix(d) {
@@ -206,7 +231,8 @@ pub fn build(
     // /root points there for whatever assumes the usual path.
     let home = root.join("root");
     symlink("var/root", &home).map_err(io_at(&home))?;
-    let mut b = Builder { pkgroot, root, report: RootReport::default(), seen: BTreeSet::new() };
+    let mut b =
+        Builder { pkgroot, root, report: RootReport::default(), seen: BTreeSet::new(), copied: BTreeMap::new() };
     for f in &image.files {
         let src = resolve(pkgroot, f)?;
         if !src.is_file() {
@@ -314,6 +340,37 @@ mod tests {
         symlink("loop1", t.join("loop2")).unwrap();
         assert!(matches!(resolve(&t, "/loop1"), Err(RootfsError::LinkLoop { .. })));
         std::fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn a_file_reached_under_two_names_is_copied_once() {
+        let t = std::env::temp_dir().join(format!("berth-dedupe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        let (pkgroot, root) = (t.join("pkg"), t.join("root"));
+        std::fs::create_dir_all(pkgroot.join("usr/lib/x86_64-linux-gnu")).unwrap();
+        let ld = pkgroot.join("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
+        std::fs::write(&ld, b"the loader").unwrap();
+        let mut b = Builder {
+            pkgroot: &pkgroot,
+            root: &root,
+            report: RootReport::default(),
+            seen: BTreeSet::new(),
+            copied: BTreeMap::new(),
+        };
+        b.install(&ld, "/usr/lib64/ld-linux-x86-64.so.2").unwrap();
+        b.install(&ld, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2").unwrap();
+        let second = root.join("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
+        assert_eq!(std::fs::read_link(&second).unwrap(), Path::new("../../lib64/ld-linux-x86-64.so.2"));
+        assert_eq!(std::fs::read(&second).unwrap(), b"the loader");
+        assert_eq!(b.report.files.len(), 1, "{:?}", b.report.files);
+        std::fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn relative_links_between_image_paths() {
+        assert_eq!(relative_link("/usr/lib/x86_64-linux-gnu/a", "/usr/lib64/b"), "../../lib64/b");
+        assert_eq!(relative_link("/usr/lib64/a", "/usr/lib64/b"), "b");
+        assert_eq!(relative_link("/usr/bin/a", "/usr/lib/x/b"), "../lib/x/b");
     }
 
     #[test]
