@@ -7,7 +7,10 @@
 //! on the server is not spliced onto the bytes already read; the answer must
 //! be `206 Partial Content` with a `Content-Range` that starts at that
 //! offset. At most `retries` resumes are made in one download; the error
-//! then names the URL, the byte offset and the last failure. A server that
+//! then names the URL, the byte offset and the last failure. A request
+//! that fails, or that the server answers with a status meaning "not now"
+//! (408, 429, 500, 502, 503, 504, as curl's `--retry`), counts as a drop
+//! and is retried after a pause, the first request included. A server that
 //! gives neither validator is resumed without `If-Range`: the payloads'
 //! sha256 in the signed manifest still catches a spliced file.
 
@@ -70,7 +73,7 @@ pub fn open(source: &str, retries: u32) -> Result<(Box<dyn Read + Send>, Option<
     loop {
         match reader.connect() {
             Ok(()) => break,
-            Err(FetchError::Request { .. }) if reader.resumed < reader.retries => {
+            Err(e) if retryable(&e).is_some() && reader.resumed < reader.retries => {
                 reader.resumed += 1;
                 std::thread::sleep(backoff(reader.resumed));
             }
@@ -79,6 +82,22 @@ pub fn open(source: &str, retries: u32) -> Result<(Box<dyn Read + Send>, Option<
     }
     let len = reader.len;
     Ok((Box::new(reader), len))
+}
+
+/// Whether a retry may cure `e`, and then what went wrong: a failed
+/// request (DNS, connect, reset), or an HTTP status that says "not now"
+/// rather than "no", the ones curl's `--retry` retries: 408 Request
+/// Timeout, 429 Too Many Requests, 500, 502 Bad Gateway, 503 Service
+/// Unavailable, 504 Gateway Timeout (a CDN or proxy in front of the
+/// update server having a bad moment). `None`: retrying would not help.
+fn retryable(e: &FetchError) -> Option<String> {
+    match e {
+        FetchError::Request { reason, .. } => Some(reason.clone()),
+        FetchError::Status { status: status @ (408 | 429 | 500 | 502 | 503 | 504), .. } => {
+            Some(format!("the server answered {status}"))
+        }
+        _ => None,
+    }
 }
 
 /// The wait before the `n`th retry (1-based): 0.5 s, doubling, at most
@@ -171,8 +190,10 @@ impl HttpReader {
         match self.connect() {
             Ok(()) => Ok(()),
             // A failed resume request is one more drop.
-            Err(FetchError::Request { reason, .. }) => self.resume(reason),
-            Err(e) => Err(io::Error::other(e)),
+            Err(e) => match retryable(&e) {
+                Some(reason) => self.resume(reason),
+                None => Err(io::Error::other(e)),
+            },
         }
     }
 }

@@ -14,7 +14,9 @@ use super::*;
 struct Plan {
     cuts: Vec<Option<usize>>,
     etags: Vec<&'static str>,
-    status: u16,
+    /// The status of each connection's answer (the last repeats); a
+    /// status other than 200 comes without a body.
+    statuses: Vec<u16>,
 }
 
 /// The request lines the server saw: (range, if-range) per connection.
@@ -45,9 +47,9 @@ fn serve(data: Vec<u8>, plan: Plan) -> (String, Seen) {
             }
             log.lock().unwrap().push((range.clone(), if_range.clone()));
             let etag = format!("\"{}\"", plan.etags.get(i).or(plan.etags.last()).unwrap());
-            if plan.status != 200 {
-                let _ =
-                    write!(stream, "HTTP/1.1 {} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", plan.status);
+            let status = plan.statuses.get(i).or(plan.statuses.last()).copied().unwrap_or(200);
+            if status != 200 {
+                let _ = write!(stream, "HTTP/1.1 {status} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 continue;
             }
             let start = range
@@ -83,7 +85,7 @@ fn data() -> Vec<u8> {
 }
 
 fn plan(cuts: Vec<Option<usize>>) -> Plan {
-    Plan { cuts, etags: vec!["v1"], status: 200 }
+    Plan { cuts, etags: vec!["v1"], statuses: vec![200] }
 }
 
 #[test]
@@ -143,7 +145,7 @@ fn it_gives_up_after_the_retries_naming_the_url_and_the_offset() {
 
 #[test]
 fn a_file_changed_on_the_server_is_not_spliced() {
-    let (url, _) = serve(data(), Plan { cuts: vec![Some(1000), None], etags: vec!["v1", "v2"], status: 200 });
+    let (url, _) = serve(data(), Plan { cuts: vec![Some(1000), None], etags: vec!["v1", "v2"], statuses: vec![200] });
     let (mut r, _) = open(&url, 5).unwrap();
     let e = r.read_to_end(&mut Vec::new()).unwrap_err();
     let inner = e.get_ref().and_then(|i| i.downcast_ref::<FetchError>()).unwrap();
@@ -152,10 +154,28 @@ fn a_file_changed_on_the_server_is_not_spliced() {
 
 #[test]
 fn an_error_status_is_refused_at_open() {
-    let (url, _) = serve(data(), Plan { cuts: vec![], etags: vec!["v1"], status: 404 });
+    let (url, seen) = serve(data(), Plan { cuts: vec![], etags: vec!["v1"], statuses: vec![404] });
     let e = open(&url, 3).err().unwrap();
     assert!(matches!(e, FetchError::Status { status: 404, offset: 0, .. }), "{e}");
     assert!(e.to_string().contains(&url));
+    assert_eq!(seen.lock().unwrap().len(), 1, "a 404 is not retried");
+}
+
+#[test]
+fn a_server_that_says_not_now_is_retried_at_open_and_on_resume() {
+    // 503 at open, a drop at 70000, 502 on the first resume, then the rest.
+    let plan = Plan { cuts: vec![None, Some(70_000)], etags: vec!["v1"], statuses: vec![503, 200, 502, 200] };
+    let (url, seen) = serve(data(), plan);
+    let (mut r, _) = open(&url, 5).unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).unwrap();
+    assert_eq!(got, data());
+    let ranges: Vec<Option<String>> = seen.lock().unwrap().iter().map(|(r, _)| r.clone()).collect();
+    assert_eq!(ranges, [None, None, Some("bytes=70000-".into()), Some("bytes=70000-".into())]);
+    // Past the retries, the status is the error.
+    let (url, _) = serve(data(), Plan { cuts: vec![], etags: vec!["v1"], statuses: vec![503] });
+    let e = open(&url, 1).err().unwrap();
+    assert!(matches!(e, FetchError::Status { status: 503, .. }), "{e}");
 }
 
 #[test]
