@@ -282,6 +282,34 @@ fn independent_units_start_in_parallel_and_a_dependent_waits_for_ready() {
     });
 }
 
+/// Units started together in one pass whose programs ask for a
+/// parent-death signal (`prctl(PR_SET_PDEATHSIG)`: `setpriv --pdeathsig`,
+/// `bwrap --die-with-parent`, `tini -p`) all run to their end. Linux sends
+/// that signal when the *thread* that forked the process exits; forked on
+/// short-lived helper threads, as units once were, about half of them were
+/// killed at once.
+#[test]
+fn units_that_ask_for_a_parent_death_signal_are_not_sent_it() {
+    let env = Env::new("pdeathsig");
+    let names: Vec<String> = (0..8).map(|i| format!("pdeath-{i}")).collect();
+    for name in &names {
+        env.unit(
+            name,
+            "[service]\nexec = [\"/usr/bin/setpriv\", \"--pdeathsig\", \"KILL\", \"--\", \"/bin/sleep\", \"0.3\"]\nkind = \"oneshot\"\n",
+        );
+    }
+    run(async {
+        let h = env.start();
+        let settle = h.wait_settled().await.unwrap();
+        assert!(settle.failed.is_empty(), "{settle:?}");
+        for name in &names {
+            let s = h.status(name).await.unwrap();
+            assert_eq!((s.state, s.last_exit.clone()), (UnitState::Active, Some(Exit::Code(0))), "{s:#?}");
+        }
+        h.stop_all().await.unwrap();
+    });
+}
+
 #[test]
 fn tcp_readiness_waits_for_the_port() {
     let env = Env::new("tcp");

@@ -1,18 +1,15 @@
 //! Starting units: the dependency gate, conditions, and a run's exec
 //! handed to its runner task.
 
-use std::collections::VecDeque;
-use std::io;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::process::Stdio;
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{now_us, Manager};
 use crate::journal::Stream;
 use crate::notify::NotifySocket;
-use crate::reaper::{ExitStatus, Reaper};
 use crate::supervisor::accounts::{self, Credentials};
 use crate::supervisor::exec::{self, Launch};
 use crate::supervisor::members::{deadline_in, Members, Sessions};
@@ -34,15 +31,13 @@ struct RunSetup {
 
 impl Manager {
     /// Starts every waiting unit whose gate opens, until nothing changes
-    /// (a skipped unit, or one ready once started, can open another's gate
-    /// at once). The units whose gates open in one pass are exec'd together.
+    /// (a skipped unit can open another's gate at once).
     pub(super) fn reconcile(&mut self) {
         if self.shutting_down {
             return;
         }
         loop {
             let mut changed = false;
-            let mut opened = Vec::new();
             let waiting: Vec<UnitName> = self
                 .units
                 .iter()
@@ -54,7 +49,7 @@ impl Manager {
                 let gate_state = |d: &UnitName| self.units.get(d).map_or(State::Skipped, |e| e.life.gate_state());
                 match entry.needs.gate(gate_state) {
                     Gate::Start => {
-                        opened.push(name);
+                        self.begin(&name);
                         changed = true;
                     }
                     Gate::Never { dependency } => {
@@ -78,27 +73,25 @@ impl Manager {
                     }
                 }
             }
-            let starting: Vec<UnitName> = opened.into_iter().filter(|name| self.begin(name)).collect();
-            self.start_runs(&starting);
             if !changed {
                 break;
             }
         }
     }
 
-    /// The gate opened: conditions. Whether the first run is to start.
-    fn begin(&mut self, name: &UnitName) -> bool {
+    /// The gate opened: conditions, then the first start.
+    fn begin(&mut self, name: &UnitName) {
         let first_boot = self.config.first_boot;
         let now = now_us();
-        let Some(entry) = self.units.get_mut(name) else { return false };
+        let Some(entry) = self.units.get_mut(name) else { return };
         let waited = !entry.needs.waits_for().is_empty();
         entry.life.gate_opened(waited, now);
         if let Err(unmet) = entry.unit.conditions.check(first_boot, |p| p.exists()) {
             entry.life.skip(unmet.clone(), now);
             self.note(name, &format!("skipped: {unmet}"));
-            return false;
+            return;
         }
-        true
+        self.start_run(name);
     }
 
     /// Everything a run needs that can fail before exec.
@@ -158,38 +151,12 @@ impl Manager {
 
     /// Execs a run of the unit and hands it to a runner task.
     pub(super) fn start_run(&mut self, name: &UnitName) {
-        self.start_runs(std::slice::from_ref(name));
-    }
-
-    /// Execs a run of each unit, all at once, and hands each to its runner
-    /// task. Each spawn lasts until its child's exec is done (a program's
-    /// first pages, from a cold page cache: up to a tenth of a second under
-    /// emulation); one after the other, a unit would wait for the execs of
-    /// every unit before it in the pass.
-    fn start_runs(&mut self, names: &[UnitName]) {
-        // A chunk at a time: each run set up holds its log pipes and its
-        // cgroup's procs file open until it is spawned, and PID1 keeps the
-        // kernel's 1024 open files.
-        for chunk in names.chunks(SPAWNS_AT_ONCE) {
-            let mut launches: Vec<Launching> = chunk.iter().filter_map(|name| self.launching(name)).collect();
-            let spawned = spawn_together(launches.iter_mut().map(|l| &mut l.cmd), self.reaper);
-            for (launch, (exec_us, result)) in launches.into_iter().zip(spawned) {
-                self.launched(launch, exec_us, result);
-            }
-        }
-    }
-
-    /// A run's setup and its command, or the failure noted.
-    fn launching(&mut self, name: &UnitName) -> Option<Launching> {
         let setup = self.prepare(name);
-        let entry = self.units.get_mut(name)?;
+        let Some(entry) = self.units.get_mut(name) else { return };
         entry.life.start_attempt(now_us());
         let p = match setup {
             Ok(p) => p,
-            Err(e) => {
-                self.spawn_failed(name, e);
-                return None;
-            }
+            Err(e) => return self.spawn_failed(name, e),
         };
         let svc = &p.unit.service;
         let program = svc.exec.first().cloned().unwrap_or_default();
@@ -205,35 +172,18 @@ impl Manager {
             stdout: p.stdout,
             stderr: p.stderr,
         });
-        match cmd {
-            Ok(cmd) => Some(Launching {
-                name: name.clone(),
-                program,
-                cmd,
-                unit: p.unit,
-                credentials: p.credentials,
-                members: p.members,
-                cgroup: p.cgroup,
-                notify: p.notify,
-            }),
-            Err(e) => {
-                self.spawn_failed(name, format!("{program}: {e}"));
-                None
-            }
-        }
-    }
-
-    /// The spawn is over: a runner task for the run, or the failure noted.
-    fn launched(&mut self, l: Launching, exec_us: u64, spawned: io::Result<(i32, oneshot::Receiver<ExitStatus>)>) {
-        let name = &l.name;
+        // Taken before the fork: exec follows within a millisecond, and
+        // ready_after is never shorter than the service really took.
+        let exec_us = now_us();
+        let spawned = cmd.and_then(|mut cmd| self.reaper.spawn_async(&mut cmd));
         let (pid, rx) = match spawned {
             Ok(x) => x,
-            Err(e) => return self.spawn_failed(name, format!("{}: {e}", l.program)),
+            Err(e) => return self.spawn_failed(name, format!("{program}: {e}")),
         };
         let id = self.next_id();
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
         let Some(entry) = self.units.get_mut(name) else { return };
-        let members = match l.members {
+        let members = match p.members {
             Members::Sessions(_) => {
                 entry.sessions.push(pid);
                 Members::Sessions(entry.sessions.clone())
@@ -241,34 +191,34 @@ impl Manager {
             m => m,
         };
         entry.life.started(id, stop_tx, pid, exec_us, now_us());
-        let ready_at_exec = l.unit.service.ready == Ready::Started;
-        let health = l.unit.health.clone().map(|health| HealthRun {
+        let ready_at_exec = svc.ready == Ready::Started;
+        let health = p.unit.health.clone().map(|health| HealthRun {
             health,
-            unit: Arc::clone(&l.unit),
-            credentials: l.credentials.clone(),
-            cgroup: l.cgroup.clone(),
+            unit: Arc::clone(&p.unit),
+            credentials: p.credentials.clone(),
+            cgroup: p.cgroup.clone(),
             reaper: self.reaper,
             journal: self.journal,
         });
         let runner = Runner {
             name: name.clone(),
-            unit: Arc::clone(&l.unit),
+            unit: Arc::clone(&p.unit),
             id,
             pid,
             exit: MainExit::new(rx),
-            notify: l.notify,
+            notify: p.notify,
             members,
             ready: ready_at_exec,
-            start_deadline: deadline_in(l.unit.service.start_timeout),
+            start_deadline: deadline_in(svc.start_timeout),
             health,
             journal: self.journal,
             events: self.events_tx.clone(),
             stop_rx,
-            credentials: l.credentials,
+            credentials: p.credentials.clone(),
             reaper: self.reaper,
         };
         tokio::spawn(runner.run());
-        self.note(name, &format!("started {} (pid {pid})", l.program));
+        self.note(name, &format!("started {program} (pid {pid})"));
         if ready_at_exec {
             self.ready(name);
         }
@@ -283,137 +233,5 @@ impl Manager {
         for text in notes {
             self.note(name, &text);
         }
-    }
-}
-
-/// A run set up, its command not yet spawned.
-struct Launching {
-    name: UnitName,
-    program: String,
-    cmd: Command,
-    unit: Arc<Unit>,
-    credentials: Credentials,
-    members: Members,
-    cgroup: Option<crate::cgroup::Group>,
-    notify: Option<NotifySocket>,
-}
-
-type Spawned = (u64, io::Result<(i32, oneshot::Receiver<ExitStatus>)>);
-
-/// At most this many spawns at once: a pass can open the gates of
-/// hundreds of units, and a thread each would cost more than it saves.
-const SPAWNS_AT_ONCE: usize = 8;
-
-/// Spawns every command, up to [`SPAWNS_AT_ONCE`] at a time (this thread
-/// and helper threads, in the commands' order), and returns, in that order,
-/// the time each fork began (microseconds, as [`now_us`]) and its result.
-/// Helper threads that cannot be started leave their share to the others.
-fn spawn_together<'a>(cmds: impl Iterator<Item = &'a mut Command>, reaper: &'static Reaper) -> Vec<Spawned> {
-    let jobs: VecDeque<(usize, &mut Command)> = cmds.enumerate().collect();
-    let count = jobs.len();
-    let queue = Mutex::new(jobs);
-    let results: Mutex<Vec<Option<Spawned>>> = Mutex::new((0..count).map(|_| None).collect());
-    let work = || loop {
-        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
-        let Some((i, cmd)) = next else { break };
-        // Taken before the fork: exec follows within a millisecond, and
-        // ready_after is never shorter than the service really took.
-        let exec_us = now_us();
-        let spawned = reaper.spawn_async(cmd);
-        if let Some(slot) = results.lock().unwrap_or_else(PoisonError::into_inner).get_mut(i) {
-            *slot = Some((exec_us, spawned));
-        }
-    };
-    std::thread::scope(|s| {
-        for _ in 1..count.min(SPAWNS_AT_ONCE) {
-            // Without the helper, this thread does its share.
-            let _ = std::thread::Builder::new().name("spawn".into()).spawn_scoped(s, work);
-        }
-        work();
-    });
-    results
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| (now_us(), Err(io::Error::other("its spawn did not finish")))))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::process::CommandExt;
-    use std::time::Duration;
-
-    use super::*;
-    use crate::reaper::tests::pump_until;
-
-    /// A command whose child sleeps 1 s between fork and exec.
-    fn slow_exec() -> Command {
-        let mut cmd = Command::new("true");
-        // SAFETY: the closure only calls nanosleep, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                std::thread::sleep(Duration::from_secs(1));
-                Ok(())
-            })
-        };
-        cmd
-    }
-
-    #[test]
-    fn the_units_of_one_pass_are_execd_together_not_one_after_another() {
-        let mut cmds = [slow_exec(), slow_exec(), slow_exec()];
-        let started = std::time::Instant::now();
-        let spawned = spawn_together(cmds.iter_mut(), Reaper::global());
-        // Each spawn lasts until its child's exec, a second after its fork:
-        // one after the other, the three would take 3 s.
-        let took = started.elapsed();
-        assert!(took < Duration::from_millis(2500), "the spawns took {took:?}");
-        let mut exits: Vec<_> = spawned.into_iter().map(|(_, r)| r.unwrap().1).collect();
-        let mut statuses = vec![None; exits.len()];
-        pump_until(|| {
-            for (s, rx) in statuses.iter_mut().zip(exits.iter_mut()) {
-                *s = s.or(rx.try_recv().ok());
-            }
-            statuses.iter().all(Option::is_some)
-        });
-        assert!(statuses.iter().all(|s| *s == Some(ExitStatus::Exited(0))));
-    }
-
-    #[test]
-    fn a_failed_exec_among_several_is_that_commands_error_only() {
-        let mut cmds = [slow_exec(), Command::new("/nonexistent/berth-test"), slow_exec()];
-        let spawned = spawn_together(cmds.iter_mut(), Reaper::global());
-        let kinds: Vec<Option<io::ErrorKind>> =
-            spawned.iter().map(|(_, r)| r.as_ref().err().map(io::Error::kind)).collect();
-        assert_eq!(kinds, [None, Some(io::ErrorKind::NotFound), None]);
-        let mut exits: Vec<_> = spawned.into_iter().filter_map(|(_, r)| r.ok()).map(|(_, rx)| rx).collect();
-        let mut done = 0;
-        pump_until(|| {
-            done += exits.iter_mut().map(|rx| usize::from(rx.try_recv().is_ok())).sum::<usize>();
-            done == 2
-        });
-    }
-
-    #[test]
-    fn more_commands_than_spawn_threads_each_get_their_own_result_in_order() {
-        let mut cmds: Vec<Command> = (0..SPAWNS_AT_ONCE as i32 * 2 + 3)
-            .map(|i| {
-                let mut c = Command::new("sh");
-                c.args(["-c", &format!("exit {i}")]);
-                c
-            })
-            .collect();
-        let spawned = spawn_together(cmds.iter_mut(), Reaper::global());
-        let mut exits: Vec<_> = spawned.into_iter().map(|(_, r)| r.unwrap().1).collect();
-        let mut statuses = vec![None; exits.len()];
-        pump_until(|| {
-            for (s, rx) in statuses.iter_mut().zip(exits.iter_mut()) {
-                *s = s.or(rx.try_recv().ok());
-            }
-            statuses.iter().all(Option::is_some)
-        });
-        let expected: Vec<_> = (0..statuses.len() as i32).map(|i| Some(ExitStatus::Exited(i))).collect();
-        assert_eq!(statuses, expected);
     }
 }
