@@ -187,16 +187,13 @@ impl Runner for ReaperRunner {
 pub fn provision_at_boot(shutdown: ShutdownFlag, machine_id: String) -> (BootOutcome, Vec<String>) {
     let mut runner = ReaperRunner::new(Some(shutdown.clone()));
     // A NoCloud seed may be a CD-ROM behind a driver stage 0 loads as a
-    // module: its probing is done before the seed is looked for (and not
-    // waited for when fw_cfg has the user data).
-    let mut disks_probed = || {
-        if let Some(waited) = crate::initrd::wait_for_modules(Duration::from_secs(10)) {
-            if waited > Duration::from_millis(20) {
-                crate::info!("user data: waited {} ms for the storage drivers' probing", waited.as_millis());
-            }
+    // module: its probing is done before the seed is looked for.
+    if let Some(waited) = crate::initrd::wait_for_modules(Duration::from_secs(10)) {
+        if waited > Duration::from_millis(20) {
+            crate::info!("user data: waited {} ms for the storage drivers' probing", waited.as_millis());
         }
-    };
-    let probed = sources::probe(&mut runner, &mut disks_probed);
+    }
+    let probed = sources::probe(&mut runner);
     let tried = probed.tried.clone();
     let mut host = FsHost { root: "/".into(), runner, set_kernel_hostname: true };
     let outcome = machine::at_boot(&mut host, probed, &BootFacts { machine_id, now: SystemTime::now() });

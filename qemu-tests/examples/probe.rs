@@ -40,9 +40,9 @@ impl Runner for Plain {
 
 fn main() {
     // Twice: the first pays for cold caches (the binary's pages, sysfs).
-    let first = berth_provision::sources::probe(&mut Plain, &mut || {});
+    let first = berth_provision::sources::probe(&mut Plain);
     println!("first_probe_time_ms {}", first.probe_time.as_millis());
-    let p = berth_provision::sources::probe(&mut Plain, &mut || {});
+    let p = berth_provision::sources::probe(&mut Plain);
     println!("probe_time_ms {}", p.probe_time.as_millis());
     for t in &p.tried {
         println!("tried {t}");

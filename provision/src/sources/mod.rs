@@ -62,25 +62,15 @@ pub const MAX_DOCUMENT: u64 = 16 << 20;
 /// boot thread once /var and /etc are mounted; `runner` starts dhcpcd for
 /// the metadata service (only on an EC2-like machine). A machine without
 /// any source returns at once: no sleep, no network.
-///
-/// `disks_probed` is called once, right before the block devices are
-/// listed for a NoCloud seed, and returns when every storage driver has
-/// probed its devices (a seed on a CD-ROM behind a driver still probing
-/// would be missed); user data found in fw_cfg first does not wait for it.
-pub fn probe(runner: &mut dyn Runner, disks_probed: &mut dyn FnMut()) -> Probed {
-    probe_with(&mut RealSystem, runner, &imds::Options::default(), disks_probed)
+pub fn probe(runner: &mut dyn Runner) -> Probed {
+    probe_with(&mut RealSystem, runner, &imds::Options::default())
 }
 
 /// [`probe`] over any [`System`] (tests fake sysfs, devices and HTTP).
-pub fn probe_with(
-    sys: &mut dyn System,
-    runner: &mut dyn Runner,
-    imds_options: &imds::Options,
-    disks_probed: &mut dyn FnMut(),
-) -> Probed {
+pub fn probe_with(sys: &mut dyn System, runner: &mut dyn Runner, imds_options: &imds::Options) -> Probed {
     let start = Instant::now();
     let mut tried = Vec::new();
-    let found = probe_sources(sys, runner, imds_options, disks_probed, &mut tried);
+    let found = probe_sources(sys, runner, imds_options, &mut tried);
     Probed { found, probe_time: start.elapsed(), tried }
 }
 
@@ -93,7 +83,6 @@ fn probe_sources(
     sys: &mut dyn System,
     runner: &mut dyn Runner,
     imds_options: &imds::Options,
-    disks_probed: &mut dyn FnMut(),
     tried: &mut Vec<String>,
 ) -> Option<Found> {
     match fw_cfg::read(sys) {
@@ -105,7 +94,6 @@ fn probe_sources(
         Err(e) => tried.push(format!("fw_cfg: error: {e}")),
     }
 
-    disks_probed();
     match nocloud::find_seed(sys) {
         (Some(volume), _) => {
             let what = format!("{} ({}, {})", volume.device.display(), volume.label, volume.fstype.name());

@@ -192,16 +192,10 @@ fn iso(label: &str) -> Vec<u8> {
     pvd
 }
 
-fn run(sys: Fake) -> (Probed, Fake, FakeRunner) {
-    run_counting_waits(sys).0
-}
-
-/// [`run`], and how often the probe waited for the disks' probing.
-fn run_counting_waits(mut sys: Fake) -> ((Probed, Fake, FakeRunner), u32) {
+fn run(mut sys: Fake) -> (Probed, Fake, FakeRunner) {
     let mut runner = FakeRunner::default();
-    let mut waits = 0;
-    let probed = probe_with(&mut sys, &mut runner, &imds::Options::default(), &mut || waits += 1);
-    ((probed, sys, runner), waits)
+    let probed = probe_with(&mut sys, &mut runner, &imds::Options::default());
+    (probed, sys, runner)
 }
 
 fn ok(status: u16, body: &str) -> io::Result<Response> {
@@ -255,16 +249,6 @@ fn fw_cfg_user_and_meta_data() {
     assert_eq!(f.user_data.as_deref(), Some(&b"#cloud-config\n"[..]));
     assert_eq!(f.meta_data.as_deref(), Some(&b"instance-id: a\n"[..]));
     assert_eq!(p.tried, ["fw_cfg: opt/org.berth/user-data (user-data 14 bytes, meta-data 15 bytes)"]);
-}
-
-#[test]
-fn user_data_in_fw_cfg_does_not_wait_for_the_disks_probing() {
-    let ((p, _, _), waits) = run_counting_waits(Fake::qemu().fw_cfg(Some(b"#cloud-config\n"), None));
-    assert_eq!(p.found.map(|f| f.kind), Some(Kind::FwCfg));
-    assert_eq!(waits, 0);
-    let ((p, _, _), waits) = run_counting_waits(Fake::qemu());
-    assert_eq!(p.found, None);
-    assert_eq!(waits, 1, "the NoCloud seed is looked for once the disks have probed");
 }
 
 #[test]
