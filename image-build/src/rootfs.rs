@@ -114,6 +114,11 @@ impl Builder<'_> {
             return Ok(());
         }
         self.copied.insert(src.to_path_buf(), dest.to_string());
+        // A link made above for a second name must be replaced, not written
+        // through (that would overwrite the first name's file).
+        if to.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            std::fs::remove_file(&to).map_err(io_at(&to))?;
+        }
         std::fs::copy(src, &to).map_err(io_at(src))?;
         let mode = std::fs::metadata(src).map_err(io_at(src))?.permissions().mode() & 0o7777;
         let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
@@ -363,6 +368,12 @@ mod tests {
         assert_eq!(std::fs::read_link(&second).unwrap(), Path::new("../../lib64/ld-linux-x86-64.so.2"));
         assert_eq!(std::fs::read(&second).unwrap(), b"the loader");
         assert_eq!(b.report.files.len(), 1, "{:?}", b.report.files);
+        // Another file later put at the second name replaces the link, not the first copy.
+        let other = pkgroot.join("other");
+        std::fs::write(&other, b"another file").unwrap();
+        b.install(&other, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2").unwrap();
+        assert_eq!(std::fs::read(root.join("usr/lib64/ld-linux-x86-64.so.2")).unwrap(), b"the loader");
+        assert_eq!(std::fs::read(&second).unwrap(), b"another file");
         std::fs::remove_dir_all(&t).unwrap();
     }
 

@@ -186,8 +186,11 @@ impl Runner for ReaperRunner {
 /// Returns the outcome and its console lines.
 pub fn provision_at_boot(shutdown: ShutdownFlag, machine_id: String) -> (BootOutcome, Vec<String>) {
     let mut runner = ReaperRunner::new(Some(shutdown.clone()));
-    // A NoCloud seed may be a CD-ROM behind a driver stage 0 loads as a
-    // module: its probing is done before the seed is looked for.
+    // Stage 0's module loader is done before any source is probed, fw_cfg
+    // included: a NoCloud seed may be a CD-ROM behind a driver it loads,
+    // user data may name those disks (bootcmd, mounts, fs_setup), and its
+    // end sets kernel.modules_disabled, which must hold before any unit
+    // starts. (Waiting only before the seed lookup broke the last two.)
     if let Some(waited) = crate::initrd::wait_for_modules(Duration::from_secs(10)) {
         if waited > Duration::from_millis(20) {
             crate::info!("user data: waited {} ms for the storage drivers' probing", waited.as_millis());
