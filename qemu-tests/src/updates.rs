@@ -154,22 +154,9 @@ pub fn failed_install_report(vm: &mut Vm, output: &str) -> String {
 }
 
 /// The last `n` non-empty lines of terminal output, a carriage return
-/// ending a line as a newline does and ANSI escape sequences (CSI) removed.
+/// ending a line as a newline does and ANSI escape sequences removed.
 pub fn last_printed_lines(output: &str, n: usize) -> String {
-    let mut plain = String::with_capacity(output.len());
-    let mut chars = output.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            // CSI: parameters and intermediates up to a final byte in @..~.
-            for d in chars.by_ref() {
-                if ('@'..='~').contains(&d) && d != '[' {
-                    break;
-                }
-            }
-            continue;
-        }
-        plain.push(if c == '\r' { '\n' } else { c });
-    }
+    let plain = crate::vm_paths::strip_ansi(&output.replace('\r', "\n"));
     let lines: Vec<&str> = plain.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -64,7 +64,7 @@ impl VmPaths {
 
 /// Removes terminal escape sequences (the firmware paints its screen with
 /// them), so error messages stay readable.
-fn strip_ansi(s: &str) -> String {
+pub(crate) fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
