@@ -115,11 +115,13 @@ impl UnitStatus {
 pub struct TimelineEntry {
     pub name: String,
     /// CLOCK_MONOTONIC microseconds: when its dependencies were all ready
-    /// (0 if it had none), when it was exec'd, when it became ready (0: never).
+    /// (0 if it had none; an idle unit: when its hold began), when it was
+    /// exec'd, when it became ready (0: never).
     pub waited_from_us: u64,
     pub started_us: u64,
     pub ready_us: u64,
-    /// The units it waited for (requires + after), to draw the critical chain.
+    /// The units it waited for (requires + after, and what held an idle
+    /// unit back), to draw the critical chain.
     pub waited_for: Vec<String>,
 }
 

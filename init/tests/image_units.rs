@@ -92,6 +92,15 @@ fn the_image_units_load_and_plan_without_errors() {
 /// Time sync holds nothing up (issue 11): not the ready line, not
 /// containerd or etcd; chronyd itself waits for network-online only, so
 /// that its first burst of requests finds a route.
+/// The services the machine is not for start after containerd, not beside
+/// it (docs/units.md, "Idle units"); containerd, etcd and the network do not.
+#[test]
+fn sshd_the_updater_and_time_sync_are_idle() {
+    let plan = image_plan();
+    let idle: BTreeSet<&str> = plan.units.values().filter(|u| u.dependencies.idle).map(|u| u.name.as_str()).collect();
+    assert_eq!(idle, ["ntp", "sshd", "updater"].into());
+}
+
 #[test]
 fn time_sync_holds_nothing_up() {
     let plan = image_plan();

@@ -282,6 +282,73 @@ fn independent_units_start_in_parallel_and_a_dependent_waits_for_ready() {
     });
 }
 
+/// An `idle` unit (systemd's `Type=idle`) starts only once the units the
+/// machine's readiness waits for have settled, not beside them, and does
+/// not wait for a unit nothing needs (the image's etcd) or for a unit that
+/// waits for it.
+#[test]
+fn an_idle_unit_starts_once_what_readiness_waits_for_has_settled() {
+    let env = Env::new("idle");
+    let sleep = sh("exec sleep 30");
+    env.unit(
+        "idle-runtime",
+        &format!(
+            "[service]\nexec = {}\nready = \"notify\"\n[dependencies]\nrequired_for_ready = true\n",
+            notify_after(0.4)
+        ),
+    );
+    env.unit("idle-kv", &format!("[service]\nexec = {}\nready = \"notify\"\n", notify_after(2.0)));
+    env.unit(
+        "idle-sshd",
+        &format!("[service]\nexec = {sleep}\n[dependencies]\nidle = true\nrequired_for_ready = true\n"),
+    );
+    // Needed for readiness, but after the idle unit: never waited for.
+    env.unit(
+        "idle-after",
+        &format!("[service]\nexec = {sleep}\n[dependencies]\nafter = [\"idle-sshd\"]\nrequired_for_ready = true\n"),
+    );
+    run(async {
+        let h = env.start();
+        let held = wait_for(&h, "idle-sshd", Duration::from_secs(5), |s| s.reason.starts_with("waiting")).await;
+        assert_eq!(held.state, UnitState::Waiting, "{held:#?}");
+        assert_eq!(held.reason, "waiting for the boot's units: idle-runtime (idle, at most 5s)");
+        wait_state(&h, "idle-sshd", UnitState::Active).await;
+        wait_state(&h, "idle-after", UnitState::Active).await;
+        let t = h.timeline().await.unwrap();
+        let entry = |n: &str| t.units.iter().find(|u| u.name == n).unwrap().clone();
+        let (runtime, kv, sshd) = (entry("idle-runtime"), entry("idle-kv"), entry("idle-sshd"));
+        assert!(sshd.started_us >= runtime.ready_us, "{runtime:#?} {sshd:#?}");
+        assert_eq!(sshd.waited_for, vec!["idle-runtime".to_string()], "the timeline names what held it");
+        assert!(kv.ready_us == 0 || sshd.started_us < kv.ready_us, "not held for idle-kv: {kv:#?} {sshd:#?}");
+        h.stop_all().await.unwrap();
+    });
+}
+
+/// An idle unit waits at most its limit: a required runtime that never
+/// becomes ready (a hung start) holds it back no longer than that.
+#[test]
+fn an_idle_unit_waits_no_longer_than_its_limit() {
+    let env = Env::new("idle-limit");
+    let sleep = sh("exec sleep 30");
+    env.unit(
+        "hung",
+        &format!("[service]\nexec = {sleep}\nready = \"notify\"\n[dependencies]\nrequired_for_ready = true\n"),
+    );
+    env.unit("idle-late", &format!("[service]\nexec = {sleep}\n[dependencies]\nidle = true\n"));
+    run(async {
+        let config = Config { idle_limit: Duration::from_millis(600), ..env.config() };
+        let h = Supervisor::spawn(config, env.plan(), Some(journal()), reaper());
+        let s = wait_state(&h, "idle-late", UnitState::Active).await;
+        assert_eq!(h.status("hung").await.unwrap().state, UnitState::Starting);
+        let t = h.timeline().await.unwrap();
+        let entry = |n: &str| t.units.iter().find(|u| u.name == n).unwrap().clone();
+        let (hung, idle) = (entry("hung"), entry("idle-late"));
+        let held_us = idle.started_us.saturating_sub(hung.started_us);
+        assert!(held_us >= 550_000, "started {held_us} us after the hung unit, before its 600 ms limit: {s:#?}");
+        h.stop_all().await.unwrap();
+    });
+}
+
 /// Units started together in one pass whose programs ask for a
 /// parent-death signal (`prctl(PR_SET_PDEATHSIG)`: `setpriv --pdeathsig`,
 /// `bwrap --die-with-parent`, `tini -p`) all run to their end. Linux sends

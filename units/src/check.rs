@@ -42,7 +42,7 @@ const SERVICE: &[&str] = &[
     "kill_mode",
     "exec_stop",
 ];
-const DEPENDENCIES: &[&str] = &["requires", "wants", "after", "required_for_ready"];
+const DEPENDENCIES: &[&str] = &["requires", "wants", "after", "required_for_ready", "idle"];
 const RESTART: &[&str] = &["policy", "backoff_initial", "backoff_max", "start_limit", "start_limit_interval"];
 /// The cgroup limits, then every [`Rlimit`] key in its order.
 const LIMITS: &[&str] = &[
@@ -368,6 +368,7 @@ impl<'t> Check<'_> {
             }
         }
         deps.required_for_ready = self.r.optional::<bool>(d, "required_for_ready").unwrap_or(false);
+        deps.idle = self.r.optional::<bool>(d, "idle").unwrap_or(false);
         deps
     }
 

@@ -130,6 +130,12 @@ pub struct Dependencies {
     /// PID1's ready line waits until it has settled, as it does for every
     /// unit another one requires.
     pub required_for_ready: bool,
+    /// `idle` (systemd's `Type=idle`, with its 5 s limit): once its own
+    /// dependencies allow, the unit's first start also waits until every
+    /// other unit the machine's readiness waits for has settled, or for at
+    /// most 5 s. For services that need not race the container runtime
+    /// for the boot's CPU (an SSH server, the updater, time sync).
+    pub idle: bool,
 }
 
 impl Dependencies {

@@ -72,7 +72,13 @@ pub struct Config {
     /// CLOCK_MONOTONIC µs at stage 0's start (the initramfs's `/init`),
     /// 0 when the kernel started PID1 itself.
     pub initrd_start_us: u64,
+    /// How long an `idle` unit's first start waits at most for the units
+    /// the machine's readiness waits for ([`IDLE_LIMIT`]).
+    pub idle_limit: Duration,
 }
+
+/// systemd's limit on a `Type=idle` unit's wait: 5 s.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(5);
 
 impl Default for Config {
     fn default() -> Config {
@@ -84,6 +90,7 @@ impl Default for Config {
             group: PathBuf::from("/etc/group"),
             pid1_start_us: 0,
             initrd_start_us: 0,
+            idle_limit: IDLE_LIMIT,
         }
     }
 }

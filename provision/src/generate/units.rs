@@ -104,7 +104,8 @@ description = \"time sync (chronyd)\"\n\n\
 exec = {}\n\n\
 [dependencies]\n\
 wants = [\"network-online\"]\n\
-after = [\"network-online\"]\n\n\
+after = [\"network-online\"]\n\
+idle = true\n\n\
 [limits]\n\
 cpu_weight = 1\n\n\
 [restart]\n\
@@ -139,7 +140,8 @@ kill_mode = \"main\"\n\n\
 [dependencies]\n\
 requires = [\"ssh-keygen\"]\n\
 after = [\"root-home\", \"network\"]\n\
-required_for_ready = true\n\n\
+required_for_ready = true\n\
+idle = true\n\n\
 [restart]\n\
 policy = \"always\"\n",
         if password_auth { ", password logins allowed (ssh_pwauth)" } else { ", keys only" },
@@ -164,17 +166,21 @@ pub fn etcd_client_url(e: &Etcd) -> String {
     client.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
 }
 
-/// etcd's raft timing for a cluster of one member (milliseconds): at start
-/// etcd fast-forwards all but one tick of the election timeout, then waits
-/// 1 to 10 heartbeats before it elects itself, 0.1 to 1 s with etcd's
-/// defaults (100 ms, 1000 ms), 50 to 500 ms with these. They stay within
-/// etcd's tuning guide for a LAN (heartbeat about the round trip, election
-/// timeout ten heartbeats). A cluster written by user data with two or
-/// more members keeps etcd's defaults, which tolerate slow disks better;
-/// a single member grown into a cluster by `etcdctl member add` keeps
-/// these until its user data names the cluster (then its timings match
-/// the other members' again).
-pub const SINGLE_MEMBER_TIMING: [&str; 4] = ["--heartbeat-interval", "50", "--election-timeout", "500"];
+/// etcd's raft timing for a cluster of one member (milliseconds). A member
+/// that restarts waits a whole randomised election timeout for its own
+/// election (between one and two timeouts): etcd 3.4 fast-forwards the
+/// election ticks only when it already knows its members at start, and a
+/// restarted member learns them from its WAL just after it has decided
+/// (`adjustTicks` in etcdserver/server.go). That is 1 to 2 s with etcd's
+/// defaults (100 ms, 1000 ms), 250 to 500 ms with these, on every reboot's
+/// path to a ready etcd. 250 ms is the least etcd accepts with a 50 ms
+/// heartbeat (five heartbeats) and stays within its tuning guide for a LAN
+/// (election timeout at least ten round trips). A cluster written by user
+/// data with two or more members keeps etcd's defaults, which tolerate
+/// slow disks better; a single member grown into a cluster by `etcdctl
+/// member add` keeps these until its user data names the cluster (then its
+/// timings match the other members' again).
+pub const SINGLE_MEMBER_TIMING: [&str; 4] = ["--heartbeat-interval", "50", "--election-timeout", "250"];
 
 /// The image's etcd unit (`/usr/lib/berth/units/etcd.toml`) with the
 /// member and cluster settings; what the document leaves out keeps the

@@ -336,7 +336,7 @@ fn every_boot_keys_become_units_and_settings() {
         etcd.contains(r#""--initial-cluster", "n1=http://192.0.2.10:2380", "--initial-cluster-state", "new""#),
         "{etcd}"
     );
-    assert!(etcd.contains(r#""--heartbeat-interval", "50", "--election-timeout", "500""#), "a cluster of one: {etcd}");
+    assert!(etcd.contains(r#""--heartbeat-interval", "50", "--election-timeout", "250""#), "a cluster of one: {etcd}");
     assert_eq!(p.units, vec!["containerd", "etcd", "network", "ntp", "router", "sshd", "updater", "user-runcmd"]);
     assert_eq!(p.changes.last(), Some(&Change::Bootcmd(Command::Shell("echo hi".into()))));
     for (path, content, ..) in p.changes.iter().filter_map(|c| match c {

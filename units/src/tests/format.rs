@@ -97,6 +97,7 @@ fn unit_the_full_example_sets_every_key() {
     let exec_stop = s.exec_stop.as_deref().unwrap();
     assert_eq!(exec_stop, ["/usr/bin/sh", "-c", "echo stopping >> /var/lib/etcd/stops"]);
     assert!(!u.dependencies.required_for_ready);
+    assert!(!u.dependencies.idle);
     let deps = |r: Relation| u.dependencies.get(r).iter().map(|d| d.name.clone()).collect::<Vec<_>>();
     assert_eq!(deps(Relation::Requires), names(&["network"]));
     assert_eq!(deps(Relation::Wants), names(&["time-sync"]));
@@ -156,10 +157,12 @@ fn unit_stop_command_readiness_and_health_action_are_checked() {
     assert!(e.to_string().contains("key service.exec_stop: must name a program"), "{e}");
     let e = parse_err(&format!("{MINIMAL}[dependencies]\nrequired_for_ready = \"yes\"\n"));
     assert!(e.to_string().contains(":4: key dependencies.required_for_ready: invalid type"), "{e}");
+    let e = parse_err(&format!("{MINIMAL}[dependencies]\nidle = 1\n"));
+    assert!(e.to_string().contains(":4: key dependencies.idle: invalid type"), "{e}");
     let e = parse_err(&format!("{MINIMAL}[health]\ncheck = {{ tcp = \"127.0.0.1:1\" }}\non_failure = \"ignore\"\n"));
     assert!(e.to_string().contains(":5: key health.on_failure: unknown variant `ignore`"), "{e}");
     let u = parse_ok("x", MINIMAL);
-    assert_eq!((u.service.exec_stop, u.dependencies.required_for_ready), (None, false));
+    assert_eq!((u.service.exec_stop, u.dependencies.required_for_ready, u.dependencies.idle), (None, false, false));
 }
 
 #[test]

@@ -47,6 +47,10 @@ pub(crate) enum Event {
         unit: UnitName,
         timer: u64,
     },
+    /// An idle unit's wait reached its limit: the next reconcile starts it.
+    IdleLimit {
+        unit: UnitName,
+    },
     /// A group without a running main process was emptied (shutdown, or
     /// a unit removed by a reload).
     Cleared {
@@ -86,6 +90,20 @@ impl Drop for RestartTimer {
 
 type Life = Lifecycle<mpsc::UnboundedSender<StopRequest>, RestartTimer>;
 
+/// An idle unit held back: whether its limit is up, and the task that
+/// sends [`Event::IdleLimit`] then, aborted when the hold ends (this is
+/// dropped).
+struct IdleHold {
+    expired: bool,
+    limit: AbortHandle,
+}
+
+impl Drop for IdleHold {
+    fn drop(&mut self) {
+        self.limit.abort();
+    }
+}
+
 /// A unit's progress through shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Down {
@@ -106,6 +124,10 @@ struct UnitEntry {
     /// Without cgroups: the sessions of its runs that may have processes.
     sessions: Sessions,
     down: Down,
+    /// Set while an `idle` unit's first start is held back.
+    idle_hold: Option<IdleHold>,
+    /// The units that hold kept it waiting for (the timeline's `waited_for`).
+    idle_waited: BTreeSet<UnitName>,
 }
 
 impl UnitEntry {
@@ -125,6 +147,8 @@ impl UnitEntry {
             waiters: Vec::new(),
             sessions: Sessions::default(),
             down: Down::Up,
+            idle_hold: None,
+            idle_waited: BTreeSet::new(),
         }
     }
 
@@ -169,6 +193,9 @@ pub(crate) struct Manager {
     next_id: u64,
     /// When every unit first settled.
     ready_us: Option<u64>,
+    /// The machine has been ready (every unit it needs settled) once:
+    /// idle units are held only before.
+    booted: bool,
 }
 
 impl Manager {
@@ -195,6 +222,7 @@ impl Manager {
             shutdown_waiters: Vec::new(),
             next_id: 0,
             ready_us: None,
+            booted: false,
         };
         let Plan { units, mut needs, excluded, .. } = plan;
         for (name, unit) in units {
@@ -388,6 +416,12 @@ impl Manager {
                     self.start_run(&unit);
                 }
             }
+            // The reconcile after every event starts the unit.
+            Event::IdleLimit { unit } => {
+                if let Some(hold) = self.units.get_mut(&unit).and_then(|e| e.idle_hold.as_mut()) {
+                    hold.expired = true;
+                }
+            }
             Event::Cleared { unit, result } => {
                 if let Err(e) = &result {
                     self.note(&unit, &format!("cannot empty its group: {e}"));
@@ -485,6 +519,7 @@ impl Manager {
             self.ready_us = Some(now_us());
         }
         let ready = self.units.iter().all(|(n, e)| e.life.settled() || !self.needed_for_ready(n));
+        self.booted |= ready;
         let not_ready = self
             .units
             .iter()
@@ -501,6 +536,64 @@ impl Manager {
                 true
             }
         });
+    }
+
+    /// What an `idle` unit's first start still waits for: every other unit
+    /// the machine's readiness waits for that has not settled, leaving out
+    /// idle units and units that wait for this one (directly or through
+    /// others). Empty when the unit is not idle, has started before, the
+    /// machine has been ready once, or the unit has waited `idle_limit`.
+    fn idle_waits_for(&self, name: &UnitName) -> Vec<&UnitName> {
+        let Some(entry) = self.units.get(name) else { return Vec::new() };
+        let expired = entry.idle_hold.as_ref().is_some_and(|h| h.expired);
+        if !entry.unit.dependencies.idle || entry.life.first_start().started_us.is_some() || self.booted || expired {
+            return Vec::new();
+        }
+        self.units
+            .iter()
+            .filter(|(n, e)| *n != name && !e.unit.dependencies.idle && !e.life.settled())
+            .filter(|(n, _)| self.needed_for_ready(n) && !self.waits_on(n, name))
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// Whether `unit` waits for `other` before it starts, directly or
+    /// through the units it waits for.
+    fn waits_on(&self, unit: &UnitName, other: &UnitName) -> bool {
+        let mut seen = BTreeSet::new();
+        let mut next = vec![unit];
+        while let Some(n) = next.pop() {
+            let Some(e) = self.units.get(n) else { continue };
+            for d in e.needs.waits_for() {
+                if d == other {
+                    return true;
+                }
+                if seen.insert(d) {
+                    next.push(d);
+                }
+            }
+        }
+        false
+    }
+
+    /// Holds an idle unit back for `waits_for` (its reason says so) and,
+    /// the first time, sets off its limit and marks when its wait began.
+    fn hold_idle(&mut self, name: &UnitName, waits_for: Vec<UnitName>) {
+        let limit = self.config.idle_limit;
+        let tx = self.events_tx.clone();
+        let Some(entry) = self.units.get_mut(name) else { return };
+        if entry.idle_hold.is_none() {
+            let unit = name.clone();
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                let _ = tx.send(Event::IdleLimit { unit });
+            });
+            entry.idle_hold = Some(IdleHold { expired: false, limit: task.abort_handle() });
+            entry.life.gate_opened(true, now_us());
+        }
+        let list = waits_for.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        entry.life.waiting_for(format!("waiting for the boot's units: {list} (idle, at most {})", human(limit)));
+        entry.idle_waited.extend(waits_for);
     }
 
     /// Whether the machine's readiness waits for the unit: its file says
@@ -523,7 +616,15 @@ impl Manager {
                 waited_from_us: first.waited_from_us.unwrap_or(0),
                 started_us: first.started_us.unwrap_or(0),
                 ready_us: first.ready_us.unwrap_or(0),
-                waited_for: e.needs.waits_for().into_iter().map(|n| n.to_string()).collect(),
+                waited_for: e
+                    .needs
+                    .waits_for()
+                    .into_iter()
+                    .chain(&e.idle_waited)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .map(|n| n.to_string())
+                    .collect(),
             })
             .collect();
         Timeline {

@@ -9,7 +9,9 @@ use crate::supervisor::ReloadReport;
 use crate::unit::{Needs, Plan, Relation, Unit, UnitName};
 
 /// Two definitions that differ only in where their dependencies were
-/// written (lines moved) are the same unit: no restart on reload.
+/// written (lines moved), or in `required_for_ready` and `idle` (which say
+/// when others wait for the unit or it for them, not how it runs), are
+/// the same unit: no restart on reload.
 fn same_definition(a: &Unit, b: &Unit) -> bool {
     let deps =
         |u: &Unit| -> Vec<(Relation, UnitName)> { u.dependencies.all().map(|(r, d)| (r, d.name.clone())).collect() };
@@ -70,10 +72,10 @@ impl Manager {
             let changed = !same_definition(&entry.unit, &unit);
             if changed {
                 report.changed.push(name.to_string());
-                // The running process keeps the definition it was started
-                // with; the next start takes this one.
-                entry.unit = Arc::new(unit);
             }
+            // The running process keeps the definition it was started with;
+            // the next start, and the flags of an unchanged one, take this.
+            entry.unit = Arc::new(unit);
             // Removed by an earlier reload and still stopping: it is back.
             if entry.life.is_retiring() {
                 report.added.push(name.to_string());

@@ -49,8 +49,13 @@ impl Manager {
                 let gate_state = |d: &UnitName| self.units.get(d).map_or(State::Skipped, |e| e.life.gate_state());
                 match entry.needs.gate(gate_state) {
                     Gate::Start => {
-                        self.begin(&name);
-                        changed = true;
+                        let idle: Vec<UnitName> = self.idle_waits_for(&name).into_iter().cloned().collect();
+                        if idle.is_empty() {
+                            self.begin(&name);
+                            changed = true;
+                        } else {
+                            self.hold_idle(&name, idle);
+                        }
                     }
                     Gate::Never { dependency } => {
                         if let Some(e) = self.units.get_mut(&name) {
@@ -84,6 +89,7 @@ impl Manager {
         let first_boot = self.config.first_boot;
         let now = now_us();
         let Some(entry) = self.units.get_mut(name) else { return };
+        entry.idle_hold = None;
         let waited = !entry.needs.waits_for().is_empty();
         entry.life.gate_opened(waited, now);
         if let Err(unmet) = entry.unit.conditions.check(first_boot, |p| p.exists()) {
