@@ -282,6 +282,28 @@ fn independent_units_start_in_parallel_and_a_dependent_waits_for_ready() {
     });
 }
 
+/// Of the units whose dependencies are met together, those that others
+/// wait for are exec'd first: each spawn lasts until its exec is done, so
+/// the chain behind `order-needed` (here `order-dependent`) does not wait
+/// for the exec of a unit nothing waits for, though its name sorts first.
+#[test]
+fn units_that_others_wait_for_are_spawned_first() {
+    let env = Env::new("order");
+    let sleep = sh("exec sleep 30");
+    env.unit("order-alone", &format!("[service]\nexec = {sleep}\n"));
+    env.unit("order-needed", &format!("[service]\nexec = {sleep}\n"));
+    env.unit("order-dependent", &format!("[service]\nexec = {sleep}\n[dependencies]\nafter = [\"order-needed\"]\n"));
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        let t = h.timeline().await.unwrap();
+        let entry = |n: &str| t.units.iter().find(|u| u.name == n).unwrap().clone();
+        let (alone, needed) = (entry("order-alone"), entry("order-needed"));
+        assert!(needed.started_us < alone.started_us, "{needed:#?} {alone:#?}");
+        h.stop_all().await.unwrap();
+    });
+}
+
 /// An `idle` unit (systemd's `Type=idle`) starts only once the units the
 /// machine's readiness waits for have settled, not beside them, and does
 /// not wait for a unit nothing needs (the image's etcd) or for a unit that

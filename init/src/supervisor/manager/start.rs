@@ -38,12 +38,18 @@ impl Manager {
         }
         loop {
             let mut changed = false;
-            let waiting: Vec<UnitName> = self
+            // Units that others wait for first: each spawn lasts until its
+            // exec is done, so a unit nothing waits for (etcd) spawned first
+            // holds up the chain behind one that others do (network, then
+            // containerd). Ties by name, as the plan's order.
+            let mut waiting: Vec<(usize, UnitName)> = self
                 .units
                 .iter()
                 .filter(|(_, e)| e.life.state() == crate::status::UnitState::Waiting)
-                .map(|(n, _)| n.clone())
+                .map(|(n, e)| (e.needs.dependents.len(), n.clone()))
                 .collect();
+            waiting.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            let waiting: Vec<UnitName> = waiting.into_iter().map(|(_, n)| n).collect();
             for name in waiting {
                 let Some(entry) = self.units.get(&name) else { continue };
                 let gate_state = |d: &UnitName| self.units.get(d).map_or(State::Skipped, |e| e.life.gate_state());
