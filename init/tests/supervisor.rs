@@ -299,7 +299,10 @@ fn units_that_others_wait_for_are_spawned_first() {
         let t = h.timeline().await.unwrap();
         let entry = |n: &str| t.units.iter().find(|u| u.name == n).unwrap().clone();
         let (alone, needed) = (entry("order-alone"), entry("order-needed"));
-        assert!(needed.started_us < alone.started_us, "{needed:#?} {alone:#?}");
+        assert!(needed.started_us > 0 && needed.started_us < alone.started_us, "{needed:#?} {alone:#?}");
+        for s in h.list().await.unwrap() {
+            assert_eq!(s.state, UnitState::Active, "{s:#?}");
+        }
         h.stop_all().await.unwrap();
     });
 }

@@ -50,6 +50,9 @@ impl Manager {
                 .collect();
             waiting.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
             let waiting: Vec<UnitName> = waiting.into_iter().map(|(_, n)| n).collect();
+            // Idle units are held only once a pass changes nothing: a unit
+            // skipped later in a pass may be what one was held for.
+            let mut holds: Vec<(UnitName, Vec<UnitName>)> = Vec::new();
             for name in waiting {
                 let Some(entry) = self.units.get(&name) else { continue };
                 let gate_state = |d: &UnitName| self.units.get(d).map_or(State::Skipped, |e| e.life.gate_state());
@@ -60,7 +63,7 @@ impl Manager {
                             self.begin(&name);
                             changed = true;
                         } else {
-                            self.hold_idle(&name, idle);
+                            holds.push((name.clone(), idle));
                         }
                     }
                     Gate::Never { dependency } => {
@@ -85,6 +88,9 @@ impl Manager {
                 }
             }
             if !changed {
+                for (name, waits_for) in holds {
+                    self.hold_idle(&name, waits_for);
+                }
                 break;
             }
         }
