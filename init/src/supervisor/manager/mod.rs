@@ -1,9 +1,11 @@
 //! The manager task: the shell around the units' [lifecycles](super::lifecycle).
 //! It owns every unit's [`UnitEntry`], answers the handles' requests,
 //! turns what the runners report into transitions, and does what the
-//! transitions call for: runs ([`start`]), restart timers, clearing
-//! groups, reloads ([`reload`]) and the shutdown order ([`stop_all`]).
+//! transitions call for: runs ([`start`]), idle units' holds ([`idle`]),
+//! restart timers, clearing groups, reloads ([`reload`]) and the shutdown
+//! order ([`stop_all`]).
 
+mod idle;
 mod reload;
 mod start;
 mod stop_all;
@@ -24,6 +26,7 @@ use crate::reaper::Reaper;
 use crate::status::{Timeline, TimelineEntry, UnitState, UnitStatus};
 use crate::timing;
 use crate::unit::{KillMode, Needs, Plan, Unit, UnitName};
+use idle::IdleHold;
 
 pub(crate) enum Request {
     List(Reply<Vec<UnitStatus>>),
@@ -89,20 +92,6 @@ impl Drop for RestartTimer {
 }
 
 type Life = Lifecycle<mpsc::UnboundedSender<StopRequest>, RestartTimer>;
-
-/// An idle unit held back: whether its limit is up, and the task that
-/// sends [`Event::IdleLimit`] then, aborted when the hold ends (this is
-/// dropped).
-struct IdleHold {
-    expired: bool,
-    limit: AbortHandle,
-}
-
-impl Drop for IdleHold {
-    fn drop(&mut self) {
-        self.limit.abort();
-    }
-}
 
 /// A unit's progress through shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,7 +408,7 @@ impl Manager {
             // The reconcile after every event starts the unit.
             Event::IdleLimit { unit } => {
                 if let Some(hold) = self.units.get_mut(&unit).and_then(|e| e.idle_hold.as_mut()) {
-                    hold.expired = true;
+                    hold.expire();
                 }
             }
             Event::Cleared { unit, result } => {
@@ -536,64 +525,6 @@ impl Manager {
                 true
             }
         });
-    }
-
-    /// What an `idle` unit's first start still waits for: every other unit
-    /// the machine's readiness waits for that has not settled, leaving out
-    /// idle units and units that wait for this one (directly or through
-    /// others). Empty when the unit is not idle, has started before, the
-    /// machine has been ready once, or the unit has waited `idle_limit`.
-    fn idle_waits_for(&self, name: &UnitName) -> Vec<&UnitName> {
-        let Some(entry) = self.units.get(name) else { return Vec::new() };
-        let expired = entry.idle_hold.as_ref().is_some_and(|h| h.expired);
-        if !entry.unit.dependencies.idle || entry.life.first_start().started_us.is_some() || self.booted || expired {
-            return Vec::new();
-        }
-        self.units
-            .iter()
-            .filter(|(n, e)| *n != name && !e.unit.dependencies.idle && !e.life.settled())
-            .filter(|(n, _)| self.needed_for_ready(n) && !self.waits_on(n, name))
-            .map(|(n, _)| n)
-            .collect()
-    }
-
-    /// Whether `unit` waits for `other` before it starts, directly or
-    /// through the units it waits for.
-    fn waits_on(&self, unit: &UnitName, other: &UnitName) -> bool {
-        let mut seen = BTreeSet::new();
-        let mut next = vec![unit];
-        while let Some(n) = next.pop() {
-            let Some(e) = self.units.get(n) else { continue };
-            for d in e.needs.waits_for() {
-                if d == other {
-                    return true;
-                }
-                if seen.insert(d) {
-                    next.push(d);
-                }
-            }
-        }
-        false
-    }
-
-    /// Holds an idle unit back for `waits_for` (its reason says so) and,
-    /// the first time, sets off its limit and marks when its wait began.
-    fn hold_idle(&mut self, name: &UnitName, waits_for: Vec<UnitName>) {
-        let limit = self.config.idle_limit;
-        let tx = self.events_tx.clone();
-        let Some(entry) = self.units.get_mut(name) else { return };
-        if entry.idle_hold.is_none() {
-            let unit = name.clone();
-            let task = tokio::spawn(async move {
-                tokio::time::sleep(limit).await;
-                let _ = tx.send(Event::IdleLimit { unit });
-            });
-            entry.idle_hold = Some(IdleHold { expired: false, limit: task.abort_handle() });
-            entry.life.gate_opened(true, now_us());
-        }
-        let list = waits_for.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
-        entry.life.waiting_for(format!("waiting for the boot's units: {list} (idle, at most {})", human(limit)));
-        entry.idle_waited.extend(waits_for);
     }
 
     /// Whether the machine's readiness waits for the unit: its file says

@@ -1,0 +1,92 @@
+//! Idle units (systemd's `Type=idle`): an idle unit's first start at boot
+//! waits, once its own dependencies allow it, until the units the
+//! machine's readiness waits for have settled, for at most
+//! [`Config::idle_limit`](crate::supervisor::Config::idle_limit).
+
+use std::collections::BTreeSet;
+
+use tokio::task::AbortHandle;
+
+use super::{human, now_us, Event, Manager};
+use crate::unit::UnitName;
+
+/// An idle unit held back: whether its limit is up, and the task that
+/// sends [`Event::IdleLimit`] then, aborted when the hold ends (this is
+/// dropped).
+pub(super) struct IdleHold {
+    expired: bool,
+    limit: AbortHandle,
+}
+
+impl Drop for IdleHold {
+    fn drop(&mut self) {
+        self.limit.abort();
+    }
+}
+
+impl IdleHold {
+    /// Its limit is up: the next reconcile starts the unit.
+    pub(super) fn expire(&mut self) {
+        self.expired = true;
+    }
+}
+
+impl Manager {
+    /// What an `idle` unit's first start still waits for: every other unit
+    /// the machine's readiness waits for that has not settled, leaving out
+    /// idle units and units that wait for this one (directly or through
+    /// others). Empty when the unit is not idle, has started before, the
+    /// machine has been ready once, or the unit has waited `idle_limit`.
+    pub(super) fn idle_waits_for(&self, name: &UnitName) -> Vec<&UnitName> {
+        let Some(entry) = self.units.get(name) else { return Vec::new() };
+        let expired = entry.idle_hold.as_ref().is_some_and(|h| h.expired);
+        if !entry.unit.dependencies.idle || entry.life.first_start().started_us.is_some() || self.booted || expired {
+            return Vec::new();
+        }
+        self.units
+            .iter()
+            .filter(|(n, e)| *n != name && !e.unit.dependencies.idle && !e.life.settled())
+            .filter(|(n, _)| self.needed_for_ready(n) && !self.waits_on(n, name))
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// Whether `unit` waits for `other` before it starts, directly or
+    /// through the units it waits for.
+    fn waits_on(&self, unit: &UnitName, other: &UnitName) -> bool {
+        let mut seen = BTreeSet::new();
+        let mut next = vec![unit];
+        while let Some(n) = next.pop() {
+            let Some(e) = self.units.get(n) else { continue };
+            for d in e.needs.waits_for() {
+                if d == other {
+                    return true;
+                }
+                if seen.insert(d) {
+                    next.push(d);
+                }
+            }
+        }
+        false
+    }
+
+    /// Holds an idle unit back for `waits_for` (its reason says so) and,
+    /// the first time, sets off its limit and marks when its wait began.
+    pub(super) fn hold_idle(&mut self, name: &UnitName, waits_for: Vec<UnitName>) {
+        let limit = self.config.idle_limit;
+        let tx = self.events_tx.clone();
+        let Some(entry) = self.units.get_mut(name) else { return };
+        if entry.idle_hold.is_none() {
+            let unit = name.clone();
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                let _ = tx.send(Event::IdleLimit { unit });
+            });
+            entry.idle_hold = Some(IdleHold { expired: false, limit: task.abort_handle() });
+            entry.life.gate_opened(true, now_us());
+        }
+        let list = waits_for.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        entry.life.waiting_for(format!("waiting for the boot's units: {list} (idle, at most {})", human(limit)));
+        entry.idle_waited.extend(waits_for);
+    }
+}
