@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use berth_init::cgroup::{self, Cgroups};
 use berth_init::journal::{self, Journal};
 use berth_init::reaper::Reaper;
-use berth_init::status::{Exit, UnitState, UnitStatus};
+use berth_init::status::{Exit, Timeline, TimelineEntry, UnitState, UnitStatus};
 use berth_init::supervisor::{self, Config, Supervisor, SupervisorHandle};
 use berth_init::unit;
 
@@ -183,6 +183,11 @@ async fn wait_for(
     }
 }
 
+/// The unit's entry in the boot timeline; fails the test when it has none.
+fn timeline_entry(t: &Timeline, name: &str) -> TimelineEntry {
+    t.units.iter().find(|u| u.name == name).unwrap_or_else(|| panic!("{name} is not in the timeline: {t:#?}")).clone()
+}
+
 async fn wait_state(h: &SupervisorHandle, name: &str, state: UnitState) -> UnitStatus {
     wait_for(h, name, Duration::from_secs(10), |s| s.state == state).await
 }
@@ -257,7 +262,7 @@ fn independent_units_start_in_parallel_and_a_dependent_waits_for_ready() {
         assert_eq!(a.reason, "up", "STATUS= shows while active");
 
         let t = h.timeline().await.unwrap();
-        let entry = |n: &str| t.units.iter().find(|u| u.name == n).unwrap().clone();
+        let entry = |n: &str| timeline_entry(&t, n);
         let (a, b, c) = (entry("par-a"), entry("par-b"), entry("par-c"));
         // Both were exec'd before either was ready.
         assert!(a.started_us > 0 && b.started_us > 0);
@@ -297,7 +302,7 @@ fn units_that_others_wait_for_are_spawned_first() {
         let h = env.start();
         h.wait_settled().await.unwrap();
         let t = h.timeline().await.unwrap();
-        let entry = |n: &str| t.units.iter().find(|u| u.name == n).unwrap().clone();
+        let entry = |n: &str| timeline_entry(&t, n);
         let (alone, needed) = (entry("order-alone"), entry("order-needed"));
         assert!(needed.started_us > 0 && needed.started_us < alone.started_us, "{needed:#?} {alone:#?}");
         for s in h.list().await.unwrap() {
@@ -340,7 +345,7 @@ fn an_idle_unit_starts_once_what_readiness_waits_for_has_settled() {
         wait_state(&h, "idle-sshd", UnitState::Active).await;
         wait_state(&h, "idle-after", UnitState::Active).await;
         let t = h.timeline().await.unwrap();
-        let entry = |n: &str| t.units.iter().find(|u| u.name == n).unwrap().clone();
+        let entry = |n: &str| timeline_entry(&t, n);
         let (runtime, kv, sshd) = (entry("idle-runtime"), entry("idle-kv"), entry("idle-sshd"));
         assert!(sshd.started_us >= runtime.ready_us, "{runtime:#?} {sshd:#?}");
         assert_eq!(sshd.waited_for, vec!["idle-runtime".to_string()], "the timeline names what held it");
@@ -366,7 +371,7 @@ fn an_idle_unit_waits_no_longer_than_its_limit() {
         let s = wait_state(&h, "idle-late", UnitState::Active).await;
         assert_eq!(h.status("hung").await.unwrap().state, UnitState::Starting);
         let t = h.timeline().await.unwrap();
-        let entry = |n: &str| t.units.iter().find(|u| u.name == n).unwrap().clone();
+        let entry = |n: &str| timeline_entry(&t, n);
         let (hung, idle) = (entry("hung"), entry("idle-late"));
         let held_us = idle.started_us.saturating_sub(hung.started_us);
         assert!(held_us >= 550_000, "started {held_us} us after the hung unit, before its 600 ms limit: {s:#?}");
@@ -426,7 +431,7 @@ fn tcp_readiness_waits_for_the_port() {
         assert_eq!(srv.state, UnitState::Active);
         assert!(srv.ready_after_us >= 400_000, "{srv:#?}");
         let t = h.timeline().await.unwrap();
-        let entry = |n: &str| t.units.iter().find(|u| u.name == n).unwrap().clone();
+        let entry = |n: &str| timeline_entry(&t, n);
         assert!(entry("tcp-client").started_us >= entry("tcp-srv").ready_us);
         h.stop_all().await.unwrap();
     });

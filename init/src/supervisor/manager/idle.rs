@@ -5,9 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use tokio::task::AbortHandle;
-
-use super::{human, now_us, Event, Manager};
+use super::{human, now_us, DelayedEvent, Event, Manager};
 use crate::unit::UnitName;
 
 /// An idle unit held back: whether its limit is up, and the task that
@@ -15,13 +13,7 @@ use crate::unit::UnitName;
 /// dropped).
 pub(super) struct IdleHold {
     expired: bool,
-    limit: AbortHandle,
-}
-
-impl Drop for IdleHold {
-    fn drop(&mut self) {
-        self.limit.abort();
-    }
+    _limit: DelayedEvent,
 }
 
 impl IdleHold {
@@ -77,12 +69,8 @@ impl Manager {
         let tx = self.events_tx.clone();
         let Some(entry) = self.units.get_mut(name) else { return };
         if entry.idle_hold.is_none() {
-            let unit = name.clone();
-            let task = tokio::spawn(async move {
-                tokio::time::sleep(limit).await;
-                let _ = tx.send(Event::IdleLimit { unit });
-            });
-            entry.idle_hold = Some(IdleHold { expired: false, limit: task.abort_handle() });
+            let event = Event::IdleLimit { unit: name.clone() };
+            entry.idle_hold = Some(IdleHold { expired: false, _limit: DelayedEvent::send_after(tx, limit, event) });
             entry.life.gate_opened(true, now_us());
         }
         let list = waits_for.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");

@@ -78,17 +78,32 @@ impl StopSink for mpsc::UnboundedSender<StopRequest> {
     }
 }
 
+/// A task that sends the manager an [`Event`] after a delay, aborted when
+/// this is dropped: a restart's or an idle unit's limit that no longer
+/// applies never fires.
+pub(crate) struct DelayedEvent(AbortHandle);
+
+impl DelayedEvent {
+    fn send_after(tx: mpsc::UnboundedSender<Event>, delay: Duration, event: Event) -> DelayedEvent {
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(event);
+        });
+        DelayedEvent(task.abort_handle())
+    }
+}
+
+impl Drop for DelayedEvent {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A pending restart: the id its [`Event::RestartDue`] carries, and its
 /// task, aborted when the unit leaves Restarting (this is dropped).
 pub(crate) struct RestartTimer {
     id: u64,
-    task: AbortHandle,
-}
-
-impl Drop for RestartTimer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: DelayedEvent,
 }
 
 type Life = Lifecycle<mpsc::UnboundedSender<StopRequest>, RestartTimer>;
@@ -262,12 +277,9 @@ impl Manager {
         let id = self.next_id();
         let tx = self.events_tx.clone();
         let unit = name.clone();
-        move |delay| {
-            let task = tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = tx.send(Event::RestartDue { unit, timer: id });
-            });
-            RestartTimer { id, task: task.abort_handle() }
+        move |delay| RestartTimer {
+            id,
+            _task: DelayedEvent::send_after(tx, delay, Event::RestartDue { unit, timer: id }),
         }
     }
 
