@@ -80,6 +80,9 @@ fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
     assert_eq!(dm_name.trim(), "root");
     let slaves = vm.list_dir("/sys/block/dm-0/slaves").expect("listing dm-0's slaves");
     assert_eq!(slaves, ["vda2"], "dm-0 sits on root-a");
+    // Stage 0 reads the root in whole compressed clusters (4 MiB windows).
+    let read_ahead = vm.read_file("/sys/block/dm-0/queue/read_ahead_kb").expect("dm-0's read-ahead");
+    assert_eq!(read_ahead.trim(), "4096", "the root's read-ahead in KiB");
     let cmdline = vm.read_file("/proc/cmdline").expect("/proc/cmdline");
     assert!(
         cmdline.contains(" verity ") && cmdline.contains("root=/dev/dm-0"),

@@ -10,7 +10,8 @@
 //! `rootfstype=`, `rootflags=`, `ro` and `init=` parameters
 //! ([`berth_layout::cmdline`]), waiting only for the devices they name,
 //! the same device-mapper table (the kernel resolves its `PARTUUID=`
-//! devices itself), then `switch_root`: the initramfs's files are deleted,
+//! devices itself), sets the root device's read-ahead
+//! ([`ROOT_READ_AHEAD_KB`]), then `switch_root`: the initramfs's files are deleted,
 //! the root is moved onto `/` with `/dev` under it, and `/sbin/init` is
 //! executed as PID 1 again. Afterwards the system looks as if the kernel
 //! had mounted the root: / is the read-only EROFS on dm-0, devtmpfs on
@@ -254,6 +255,7 @@ fn set_up_and_switch(start: Duration) -> Result<std::convert::Infallible, Initrd
     wait_for(&mut real, std::slice::from_ref(&plan.root));
     let ro = if plan.read_only { MsFlags::MS_RDONLY } else { none };
     mount(&plan.root, SYSROOT, &plan.fstype, ro, plan.flags.as_deref())?;
+    set_root_read_ahead(&plan.root);
     // In the kernel's log (level info: not echoed on the console, which
     // the ready line's initrd share already tells), among its boot lines.
     let line = format!(
@@ -265,6 +267,41 @@ fn set_up_and_switch(start: Duration) -> Result<std::convert::Infallible, Initrd
     );
     kmsg_line(&mut std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok(), 6, &line);
     switch_root(&plan.init, start)
+}
+
+/// The root device's read-ahead, in KiB (the kernel's default is 128).
+///
+/// EROFS decompresses a whole physical cluster (up to 256 KiB of lz4hc,
+/// 1 MiB of LZMA in Berth's root) and decompresses it in place, in the
+/// page cache pages it fills, only when the read covers the cluster; a
+/// read that ends or starts inside one keeps its compressed copy in EROFS's
+/// cache as well. With 128 KiB windows nearly every cluster the boot reads
+/// was such a one: 34 MiB of compressed copies beside the 86 MiB of files
+/// at a reboot's ready line. With 4 MiB, 17 MiB less page cache, and the
+/// daemons' programs (read nearly whole at their start either way) come in
+/// fewer, larger reads. Measured in README, "Steps of point 2".
+pub const ROOT_READ_AHEAD_KB: u32 = 4096;
+
+/// Where the kernel takes the read-ahead of the block device `rdev`
+/// (a `st_rdev`): `/sys/dev/block/MAJOR:MINOR/queue/read_ahead_kb`.
+pub fn read_ahead_path(rdev: u64) -> PathBuf {
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    PathBuf::from(format!("/sys/dev/block/{major}:{minor}/queue/read_ahead_kb"))
+}
+
+/// Sets the root device's read-ahead to [`ROOT_READ_AHEAD_KB`]. A failure
+/// is logged and the boot goes on with the kernel's default: it only costs
+/// speed.
+fn set_root_read_ahead(root: &str) {
+    let result = nix::sys::stat::stat(root)
+        .map_err(std::io::Error::from)
+        .map(|st| read_ahead_path(st.st_rdev))
+        .and_then(|path| std::fs::write(&path, ROOT_READ_AHEAD_KB.to_string()).map(|()| path));
+    let mut kmsg = std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok();
+    match result {
+        Ok(path) => kmsg_line(&mut kmsg, 6, &format!("{}: {ROOT_READ_AHEAD_KB} KiB", path.display())),
+        Err(e) => kmsg_line(&mut kmsg, 4, &format!("setting {root}'s read-ahead: {e}")),
+    }
 }
 
 /// Writes one line to the kernel's log (what a forked child can do

@@ -51,3 +51,11 @@ fn a_partuuid_resolves_to_its_partition_once_the_disk_is_there() {
     assert_eq!(resolve(&mut sys, "/dev/vdb"), Some(PathBuf::from("/dev/vdb")));
     assert_eq!(resolve(&mut sys, "/dev/dm-0"), None, "a node devtmpfs has not made yet");
 }
+
+#[test]
+fn the_read_ahead_is_set_on_the_root_devices_own_queue() {
+    let dm0 = nix::sys::stat::makedev(253, 0);
+    assert_eq!(read_ahead_path(dm0), std::path::PathBuf::from("/sys/dev/block/253:0/queue/read_ahead_kb"));
+    let vda2 = nix::sys::stat::makedev(254, 2);
+    assert_eq!(read_ahead_path(vda2), std::path::PathBuf::from("/sys/dev/block/254:2/queue/read_ahead_kb"));
+}
