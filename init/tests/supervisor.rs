@@ -312,6 +312,33 @@ fn units_that_others_wait_for_are_spawned_first() {
     });
 }
 
+/// Of the units one pass can start, those the machine's readiness waits
+/// for are spawned first (a spawn lasts until its exec is done): the
+/// runtime follows the network it is ordered after, ahead of a helper that
+/// only a unit outside the ready set waits for.
+#[test]
+fn units_the_ready_line_waits_for_are_spawned_first() {
+    let env = Env::new("prio");
+    let sleep = sh("exec sleep 30");
+    env.unit("prio-net", &format!("[service]\nexec = {sleep}\n[dependencies]\nrequired_for_ready = true\n"));
+    env.unit(
+        "prio-runtime",
+        &format!("[service]\nexec = {sleep}\n[dependencies]\nafter = [\"prio-net\"]\nrequired_for_ready = true\n"),
+    );
+    env.unit("prio-helper", &format!("[service]\nexec = {sleep}\n"));
+    env.unit("prio-user", &format!("[service]\nexec = {sleep}\n[dependencies]\nafter = [\"prio-helper\"]\n"));
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        let t = h.timeline().await.unwrap();
+        let entry = |n: &str| timeline_entry(&t, n);
+        let (net, runtime, helper) = (entry("prio-net"), entry("prio-runtime"), entry("prio-helper"));
+        assert!(net.started_us > 0 && net.started_us < runtime.started_us, "{net:#?} {runtime:#?}");
+        assert!(runtime.started_us < helper.started_us, "{runtime:#?} {helper:#?}");
+        h.stop_all().await.unwrap();
+    });
+}
+
 /// An `idle` unit (systemd's `Type=idle`) starts only once the units the
 /// machine's readiness waits for have settled, not beside them, and does
 /// not wait for a unit nothing needs (the image's etcd) or for a unit that

@@ -38,18 +38,23 @@ impl Manager {
         }
         loop {
             let mut changed = false;
-            // Units that others wait for first: each spawn lasts until its
-            // exec is done, so a unit nothing waits for (etcd) spawned first
-            // holds up the chain behind one that others do (network, then
-            // containerd). Ties by name, as the plan's order.
-            let mut waiting: Vec<(usize, UnitName)> = self
+            // Each spawn lasts until its exec is done, so the order of a
+            // pass is the order of the boot's chains: the units the
+            // machine's readiness waits for first (network, then
+            // containerd, ahead of root-home's mkdir), then among those and
+            // among the rest, units that others wait for (a unit nothing
+            // waits for, etcd, would hold up network and containerd behind
+            // its exec). The gate is read as the pass reaches each unit, so
+            // containerd starts in the pass that started network. Ties by
+            // name, as the plan's order.
+            let mut waiting: Vec<(bool, usize, UnitName)> = self
                 .units
                 .iter()
                 .filter(|(_, e)| e.life.state() == crate::status::UnitState::Waiting)
-                .map(|(n, e)| (e.needs.dependents.len(), n.clone()))
+                .map(|(n, e)| (self.needed_for_ready(n), e.needs.dependents.len(), n.clone()))
                 .collect();
-            waiting.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            let waiting: Vec<UnitName> = waiting.into_iter().map(|(_, n)| n).collect();
+            waiting.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)).then_with(|| a.2.cmp(&b.2)));
+            let waiting: Vec<UnitName> = waiting.into_iter().map(|(_, _, n)| n).collect();
             // Idle units are held only once a pass changes nothing: a unit
             // skipped later in a pass may be what one was held for.
             let mut holds: Vec<(UnitName, Vec<UnitName>)> = Vec::new();
