@@ -37,7 +37,8 @@ pub fn one_malloc_arena() -> bool {
 ///   the executable) and the read-only pages it has are dropped
 ///   (`MADV_PAGEOUT`): they come back, one at a time, as they run again.
 ///   Without this nearly the whole binary stays resident (3.2 of 3.6 MiB
-///   of text): every page fault read 128 KiB around itself and the kernel's
+///   of text): every page fault read the root's read-ahead window around
+///   itself (128 KiB when measured, 4 MiB since) and the kernel's
 ///   fault-around then mapped 64 KiB of what was cached, so the boot's code,
 ///   spread thinly over the binary, touched nearly every part of it. The
 ///   boot itself keeps the read-around: its code runs once, on the

@@ -282,11 +282,14 @@ fn set_up_and_switch(start: Duration) -> Result<std::convert::Infallible, Initrd
 /// fewer, larger reads. Measured in README, "Steps of point 2".
 pub const ROOT_READ_AHEAD_KB: u32 = 4096;
 
-/// Where the kernel takes the read-ahead of the block device `rdev`
-/// (a `st_rdev`): `/sys/dev/block/MAJOR:MINOR/queue/read_ahead_kb`.
-pub fn read_ahead_path(rdev: u64) -> PathBuf {
+/// Where the kernel takes the read-ahead of the block device `rdev` (a
+/// `st_rdev`): `/sys/dev/block/MAJOR:MINOR/queue/read_ahead_kb`, or for a
+/// partition (which has no queue of its own and reads with its disk's)
+/// `/sys/dev/block/MAJOR:MINOR/../queue/read_ahead_kb`, its disk's.
+pub fn read_ahead_path(rdev: u64, partition: bool) -> PathBuf {
     let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
-    PathBuf::from(format!("/sys/dev/block/{major}:{minor}/queue/read_ahead_kb"))
+    let up = if partition { "/.." } else { "" };
+    PathBuf::from(format!("/sys/dev/block/{major}:{minor}{up}/queue/read_ahead_kb"))
 }
 
 /// Sets the root device's read-ahead to [`ROOT_READ_AHEAD_KB`]. A failure
@@ -295,7 +298,11 @@ pub fn read_ahead_path(rdev: u64) -> PathBuf {
 fn set_root_read_ahead(root: &str) {
     let result = nix::sys::stat::stat(root)
         .map_err(std::io::Error::from)
-        .map(|st| read_ahead_path(st.st_rdev))
+        .map(|st| {
+            let (major, minor) = (nix::sys::stat::major(st.st_rdev), nix::sys::stat::minor(st.st_rdev));
+            let partition = Path::new(&format!("/sys/dev/block/{major}:{minor}/partition")).exists();
+            read_ahead_path(st.st_rdev, partition)
+        })
         .and_then(|path| std::fs::write(&path, ROOT_READ_AHEAD_KB.to_string()).map(|()| path));
     let mut kmsg = std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok();
     match result {

@@ -53,9 +53,10 @@ fn a_partuuid_resolves_to_its_partition_once_the_disk_is_there() {
 }
 
 #[test]
-fn the_read_ahead_is_set_on_the_root_devices_own_queue() {
+fn the_read_ahead_is_set_on_the_queue_the_root_reads_through() {
+    // dm-0 has a queue of its own; a partition reads through its disk's.
     let dm0 = nix::sys::stat::makedev(253, 0);
-    assert_eq!(read_ahead_path(dm0), std::path::PathBuf::from("/sys/dev/block/253:0/queue/read_ahead_kb"));
+    assert_eq!(read_ahead_path(dm0, false), std::path::PathBuf::from("/sys/dev/block/253:0/queue/read_ahead_kb"));
     let vda2 = nix::sys::stat::makedev(254, 2);
-    assert_eq!(read_ahead_path(vda2), std::path::PathBuf::from("/sys/dev/block/254:2/queue/read_ahead_kb"));
+    assert_eq!(read_ahead_path(vda2, true), std::path::PathBuf::from("/sys/dev/block/254:2/../queue/read_ahead_kb"));
 }

@@ -42,9 +42,9 @@ impl Manager {
             // pass is the order of the boot's chains: the units the
             // machine's readiness waits for first (network, then
             // containerd, ahead of root-home's mkdir), then among those and
-            // among the rest, units that others wait for (a unit nothing
-            // waits for, etcd, would hold up network and containerd behind
-            // its exec). The gate is read as the pass reaches each unit, so
+            // among the rest, units that others wait for (etcd, which only
+            // the router waits for, would hold up network and containerd
+            // behind its exec). The gate is read as the pass reaches each unit, so
             // containerd starts in the pass that started network. Ties by
             // name, as the plan's order.
             let mut waiting: Vec<(bool, usize, UnitName)> = self
