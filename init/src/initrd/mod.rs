@@ -255,7 +255,8 @@ fn set_up_and_switch(start: Duration) -> Result<std::convert::Infallible, Initrd
     wait_for(&mut real, std::slice::from_ref(&plan.root));
     let ro = if plan.read_only { MsFlags::MS_RDONLY } else { none };
     mount(&plan.root, SYSROOT, &plan.fstype, ro, plan.flags.as_deref())?;
-    set_root_read_ahead(&plan.root);
+    let mut kmsg = std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok();
+    set_root_read_ahead(&plan.root, &mut kmsg);
     // In the kernel's log (level info: not echoed on the console, which
     // the ready line's initrd share already tells), among its boot lines.
     let line = format!(
@@ -265,7 +266,7 @@ fn set_up_and_switch(start: Duration) -> Result<std::convert::Infallible, Initrd
         crate::timing::monotonic_now().saturating_sub(start).as_millis(),
         plan.init
     );
-    kmsg_line(&mut std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok(), 6, &line);
+    kmsg_line(&mut kmsg, 6, &line);
     switch_root(&plan.init, start)
 }
 
@@ -282,32 +283,33 @@ fn set_up_and_switch(start: Duration) -> Result<std::convert::Infallible, Initrd
 /// fewer, larger reads. Measured in README, "Steps of point 2".
 pub const ROOT_READ_AHEAD_KB: u32 = 4096;
 
+/// The sysfs directory of the block device `rdev` (a `st_rdev`):
+/// `/sys/dev/block/MAJOR:MINOR`.
+fn block_dir(rdev: u64) -> PathBuf {
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    PathBuf::from(format!("/sys/dev/block/{major}:{minor}"))
+}
+
 /// Where the kernel takes the read-ahead of the block device `rdev` (a
 /// `st_rdev`): `/sys/dev/block/MAJOR:MINOR/queue/read_ahead_kb`, or for a
 /// partition (which has no queue of its own and reads with its disk's)
 /// `/sys/dev/block/MAJOR:MINOR/../queue/read_ahead_kb`, its disk's.
 pub fn read_ahead_path(rdev: u64, partition: bool) -> PathBuf {
-    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
-    let up = if partition { "/.." } else { "" };
-    PathBuf::from(format!("/sys/dev/block/{major}:{minor}{up}/queue/read_ahead_kb"))
+    let queue = if partition { "../queue/read_ahead_kb" } else { "queue/read_ahead_kb" };
+    block_dir(rdev).join(queue)
 }
 
-/// Sets the root device's read-ahead to [`ROOT_READ_AHEAD_KB`]. A failure
-/// is logged and the boot goes on with the kernel's default: it only costs
-/// speed.
-fn set_root_read_ahead(root: &str) {
+/// Sets the root device's read-ahead to [`ROOT_READ_AHEAD_KB`] and says so
+/// in the kernel's log. A failure is logged and the boot goes on with the
+/// kernel's default: it only costs speed.
+fn set_root_read_ahead(root: &str, kmsg: &mut Option<std::fs::File>) {
     let result = nix::sys::stat::stat(root)
         .map_err(std::io::Error::from)
-        .map(|st| {
-            let (major, minor) = (nix::sys::stat::major(st.st_rdev), nix::sys::stat::minor(st.st_rdev));
-            let partition = Path::new(&format!("/sys/dev/block/{major}:{minor}/partition")).exists();
-            read_ahead_path(st.st_rdev, partition)
-        })
+        .map(|st| read_ahead_path(st.st_rdev, block_dir(st.st_rdev).join("partition").exists()))
         .and_then(|path| std::fs::write(&path, ROOT_READ_AHEAD_KB.to_string()).map(|()| path));
-    let mut kmsg = std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok();
     match result {
-        Ok(path) => kmsg_line(&mut kmsg, 6, &format!("{}: {ROOT_READ_AHEAD_KB} KiB", path.display())),
-        Err(e) => kmsg_line(&mut kmsg, 4, &format!("setting {root}'s read-ahead: {e}")),
+        Ok(path) => kmsg_line(kmsg, 6, &format!("{}: {ROOT_READ_AHEAD_KB} KiB", path.display())),
+        Err(e) => kmsg_line(kmsg, 4, &format!("setting {root}'s read-ahead: {e}")),
     }
 }
 

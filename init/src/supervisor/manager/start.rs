@@ -1,6 +1,7 @@
 //! Starting units: the dependency gate, conditions, and a run's exec
 //! handed to its runner task.
 
+use std::cmp::Reverse;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -44,16 +45,16 @@ impl Manager {
             // containerd, ahead of root-home's mkdir), then among those and
             // among the rest, units that others wait for (etcd, which only
             // the router waits for, would hold up network and containerd
-            // behind its exec). The gate is read as the pass reaches each unit, so
-            // containerd starts in the pass that started network. Ties by
-            // name, as the plan's order.
-            let mut waiting: Vec<(bool, usize, UnitName)> = self
+            // behind its exec). The gate is read as the pass reaches each
+            // unit, so containerd starts in the pass that started network.
+            // Ties by name, as the plan's order.
+            let mut waiting: Vec<(Reverse<bool>, Reverse<usize>, UnitName)> = self
                 .units
                 .iter()
                 .filter(|(_, e)| e.life.state() == crate::status::UnitState::Waiting)
-                .map(|(n, e)| (self.needed_for_ready(n), e.needs.dependents.len(), n.clone()))
+                .map(|(n, e)| (Reverse(self.needed_for_ready(n)), Reverse(e.needs.dependents.len()), n.clone()))
                 .collect();
-            waiting.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)).then_with(|| a.2.cmp(&b.2)));
+            waiting.sort();
             let waiting: Vec<UnitName> = waiting.into_iter().map(|(_, _, n)| n).collect();
             // Idle units are held only once a pass changes nothing: a unit
             // skipped later in a pass may be what one was held for.
