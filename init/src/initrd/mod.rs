@@ -102,7 +102,8 @@ pub struct RootPlan {
     /// `dm-mod.waitfor=` (comma-separated) and, when not a mapped device,
     /// `root=`: devices that must exist first.
     pub waitfor: Vec<String>,
-    /// `root=`: the device mounted as `/`.
+    /// `root=`: the device mounted as `/`, as given (`/dev/<name>` or
+    /// `PARTUUID=<uuid>`, which stage 0 resolves to its node to mount it).
     pub root: String,
     /// `rootfstype=` (default `erofs`, Berth's root).
     pub fstype: String,
@@ -177,7 +178,9 @@ pub fn resolve(sys: &mut dyn System, spec: &str) -> Option<PathBuf> {
 }
 
 /// Waits until every device in `waitfor` exists, saying every
-/// [`WAIT_NOTICE`] which ones it still waits for. Forever, like the
+/// [`WAIT_NOTICE`] which ones it still waits for, and returns their device
+/// nodes in `waitfor`'s order ([`resolve`]'s: what mount(2) and stat(2)
+/// take, where a `PARTUUID=` spec is only the kernel's own syntax). Forever, like the
 /// kernel's `rootwait`: a USB disk may take seconds, and a machine without
 /// its root has nothing better to do.
 ///
@@ -186,7 +189,7 @@ pub fn resolve(sys: &mut dyn System, spec: &str) -> Option<PathBuf> {
 /// root may take seconds, and reading every table each [`POLL`] would
 /// keep a CPU busy meanwhile. /dev's listing counts too: the kernel adds
 /// a partition to sysfs just before devtmpfs makes its node.
-fn wait_for(sys: &mut dyn System, waitfor: &[String]) {
+fn wait_for(sys: &mut dyn System, waitfor: &[String]) -> Vec<PathBuf> {
     let started = Instant::now();
     let mut notice = started + WAIT_NOTICE;
     let mut scanned: Option<(Vec<String>, Instant)> = None;
@@ -199,10 +202,11 @@ fn wait_for(sys: &mut dyn System, waitfor: &[String]) {
             continue;
         }
         scanned = Some((listing, Instant::now()));
-        let missing: Vec<&String> = waitfor.iter().filter(|w| resolve(sys, w).is_none()).collect();
-        if missing.is_empty() {
-            return;
+        let found: Vec<Option<PathBuf>> = waitfor.iter().map(|w| resolve(sys, w)).collect();
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
         }
+        let missing: Vec<&String> = waitfor.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(w, _)| w).collect();
         if Instant::now() >= notice {
             let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
             info!("initrd: waiting {} s for {}", started.elapsed().as_secs(), names.join(", "));
@@ -252,16 +256,17 @@ fn set_up_and_switch(start: Duration) -> Result<std::convert::Infallible, Initrd
         }
     }
     // devtmpfs makes the mapped device's node as the kernel adds its disk.
-    wait_for(&mut real, std::slice::from_ref(&plan.root));
+    let nodes = wait_for(&mut real, std::slice::from_ref(&plan.root));
+    let root = nodes.first().map_or_else(|| plan.root.clone(), |n| n.display().to_string());
     let ro = if plan.read_only { MsFlags::MS_RDONLY } else { none };
-    mount(&plan.root, SYSROOT, &plan.fstype, ro, plan.flags.as_deref())?;
+    mount(&root, SYSROOT, &plan.fstype, ro, plan.flags.as_deref())?;
     let mut kmsg = std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok();
-    set_root_read_ahead(&plan.root, &mut kmsg);
+    set_root_read_ahead(&root, &mut kmsg);
     // In the kernel's log (level info: not echoed on the console, which
     // the ready line's initrd share already tells), among its boot lines.
     let line = format!(
         "root {} ({}) mounted in {} ms; switching to {}",
-        plan.root,
+        root,
         plan.fstype,
         crate::timing::monotonic_now().saturating_sub(start).as_millis(),
         plan.init

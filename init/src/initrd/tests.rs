@@ -53,6 +53,16 @@ fn a_partuuid_resolves_to_its_partition_once_the_disk_is_there() {
 }
 
 #[test]
+fn stage_0_mounts_the_node_a_partuuid_root_resolves_to() {
+    // mount(2) takes a device node: `root=PARTUUID=...` is the kernel's
+    // syntax, which stage 0 resolves itself (it once passed the spec on).
+    let root = partition_uuid("0.1.0", "root-a");
+    let mut sys = FakeSystem::berth(512, 1024);
+    let specs = [format!("PARTUUID={root}"), "/dev/vdb".to_string()];
+    assert_eq!(wait_for(&mut sys, &specs), [PathBuf::from("/dev/vda2"), PathBuf::from("/dev/vdb")]);
+}
+
+#[test]
 fn the_read_ahead_is_set_on_the_queue_the_root_reads_through() {
     // dm-0 has a queue of its own; a partition reads through its disk's.
     let dm0 = nix::sys::stat::makedev(253, 0);
