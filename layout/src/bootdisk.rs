@@ -26,12 +26,14 @@ pub const MIN_DISK_BYTES: u64 = 1024 * 1024;
 /// which aborts rather than fails.
 pub const MAX_ENTRY_ARRAY: u64 = 1024 * 1024;
 
-/// The GUIDs named `PARTUUID=` on a kernel command line, in order, once each.
+/// The GUIDs named `PARTUUID=` on a kernel command line, in order, once
+/// each: the words of `dm-mod.create=`'s tables and the values of
+/// parameters (`root=PARTUUID=<uuid>`, `dm-mod.waitfor=PARTUUID=<uuid>`).
 pub fn partuuids(cmdline: &str) -> Vec<Guid> {
     let mut out: Vec<Guid> = Vec::new();
     for g in cmdline
         .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
-        .filter_map(|w| w.strip_prefix("PARTUUID="))
+        .filter_map(|w| w.split_once("PARTUUID=").map(|(_, g)| g))
         .filter_map(|g| g.get(..36)?.parse().ok())
     {
         if !out.contains(&g) {
@@ -127,6 +129,15 @@ mod tests {
         );
         assert_eq!(partuuids(&cmdline), vec![g]);
         assert!(partuuids("root=/dev/vda2 PARTUUID=nonsense").is_empty());
+    }
+
+    #[test]
+    fn finds_partuuids_given_as_parameter_values() {
+        // A verity-less boot names the root by PARTUUID: PID1 and the
+        // updater find its disk from it as from a dm-mod.create table.
+        let (a, b) = (partition_uuid("0.1.0", "root-a"), partition_uuid("0.1.0", "root-b"));
+        assert_eq!(partuuids(&format!("root=PARTUUID={a} ro")), vec![a]);
+        assert_eq!(partuuids(&format!("dm-mod.waitfor=PARTUUID={b},PARTUUID={a}")), vec![b, a]);
     }
 
     #[test]
