@@ -3,8 +3,9 @@
 //! the other root slot and the ESP on it).
 //!
 //! Stage 0 set the root up from `PARTUUID=` on the kernel command line
-//! (`dm-mod.create=`), so the disk whose GPT has a root partition with one of
-//! those unique GUIDs is the boot disk. Scanning the machine's disks is the
+//! (`dm-mod.create=`'s table, or `root=PARTUUID=` for a root without
+//! dm-verity), so the disk whose GPT has a root partition with one of those
+//! unique GUIDs is the boot disk. Scanning the machine's disks is the
 //! caller's (each has its own way to open a device).
 
 use std::io::{Read, Seek, SeekFrom};
@@ -26,15 +27,21 @@ pub const MIN_DISK_BYTES: u64 = 1024 * 1024;
 /// which aborts rather than fails.
 pub const MAX_ENTRY_ARRAY: u64 = 1024 * 1024;
 
-/// The GUIDs named `PARTUUID=` on a kernel command line, in order, once
-/// each: the words of `dm-mod.create=`'s tables and the values of
+/// The GUIDs named `PARTUUID=<uuid>` on a kernel command line, in order,
+/// once each: the words of `dm-mod.create=`'s tables and the values of
 /// parameters (`root=PARTUUID=<uuid>`, `dm-mod.waitfor=PARTUUID=<uuid>`).
+/// A word counts only when the rest of it is the GUID: the kernel's
+/// `PARTUUID=<uuid>/PARTNROFF=<n>` names another partition than `<uuid>`'s,
+/// which stage 0 refuses too.
 pub fn partuuids(cmdline: &str) -> Vec<Guid> {
     let mut out: Vec<Guid> = Vec::new();
     for g in cmdline
         .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
-        .filter_map(|w| w.split_once("PARTUUID=").map(|(_, g)| g))
-        .filter_map(|g| g.get(..36)?.parse().ok())
+        .filter_map(|w| {
+            let value = w.split_once('=').map_or(w, |(_, v)| v);
+            w.strip_prefix("PARTUUID=").or_else(|| value.strip_prefix("PARTUUID="))
+        })
+        .filter_map(|g| g.parse().ok())
     {
         if !out.contains(&g) {
             out.push(g);
@@ -138,6 +145,9 @@ mod tests {
         let (a, b) = (partition_uuid("0.1.0", "root-a"), partition_uuid("0.1.0", "root-b"));
         assert_eq!(partuuids(&format!("root=PARTUUID={a} ro")), vec![a]);
         assert_eq!(partuuids(&format!("dm-mod.waitfor=PARTUUID={b},PARTUUID={a}")), vec![b, a]);
+        // Not a reference to the partition of that GUID.
+        assert!(partuuids(&format!("root=PARTUUID={a}/PARTNROFF=1")).is_empty());
+        assert!(partuuids(&format!("berth.note=XPARTUUID={a}")).is_empty());
     }
 
     #[test]

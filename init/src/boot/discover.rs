@@ -166,6 +166,8 @@ pub fn find_root_disk(sys: &mut dyn System) -> Result<RootDisk, DiscoverError> {
 
 /// The block devices under the device-mapper devices
 /// (`/sys/class/block/dm-N/slaves/*`): the verity root's data partition.
+/// A root mounted without dm-verity (`root=PARTUUID=`) has none, so two
+/// disks holding copies of one image are then ambiguous and refused.
 fn dm_slaves(sys: &dyn System) -> Vec<String> {
     let names = sys.read_dir(Path::new(SYS_BLOCK)).unwrap_or_default();
     names

@@ -216,6 +216,12 @@ fn wait_for(sys: &mut dyn System, waitfor: &[String]) -> Vec<PathBuf> {
     }
 }
 
+/// Waits for the root device and returns what stage 0 mounts: its device
+/// node (a `root=PARTUUID=` resolved to its partition, see [`resolve`]).
+fn wait_for_root(sys: &mut dyn System, plan: &RootPlan) -> PathBuf {
+    wait_for(sys, std::slice::from_ref(&plan.root)).pop().unwrap_or_else(|| PathBuf::from(&plan.root))
+}
+
 fn mount(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), InitrdError> {
     nix::mount::mount(Some(source), target, Some(fstype), flags, data)
         .map_err(sys(format!("mounting {source} ({fstype}) on {target}")))
@@ -256,8 +262,7 @@ fn set_up_and_switch(start: Duration) -> Result<std::convert::Infallible, Initrd
         }
     }
     // devtmpfs makes the mapped device's node as the kernel adds its disk.
-    let nodes = wait_for(&mut real, std::slice::from_ref(&plan.root));
-    let root = nodes.first().map_or_else(|| plan.root.clone(), |n| n.display().to_string());
+    let root = wait_for_root(&mut real, &plan).display().to_string();
     let ro = if plan.read_only { MsFlags::MS_RDONLY } else { none };
     mount(&root, SYSROOT, &plan.fstype, ro, plan.flags.as_deref())?;
     let mut kmsg = std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok();

@@ -58,8 +58,10 @@ fn stage_0_mounts_the_node_a_partuuid_root_resolves_to() {
     // syntax, which stage 0 resolves itself (it once passed the spec on).
     let root = partition_uuid("0.1.0", "root-a");
     let mut sys = FakeSystem::berth(512, 1024);
-    let specs = [format!("PARTUUID={root}"), "/dev/vdb".to_string()];
-    assert_eq!(wait_for(&mut sys, &specs), [PathBuf::from("/dev/vda2"), PathBuf::from("/dev/vdb")]);
+    let p = plan(&format!("root=PARTUUID={root} rootfstype=ext4 rw")).unwrap();
+    assert_eq!(wait_for_root(&mut sys, &p), PathBuf::from("/dev/vda2"));
+    let p = plan("root=/dev/vdb").unwrap();
+    assert_eq!(wait_for_root(&mut sys, &p), PathBuf::from("/dev/vdb"));
 }
 
 #[test]
