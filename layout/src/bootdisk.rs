@@ -27,6 +27,13 @@ pub const MIN_DISK_BYTES: u64 = 1024 * 1024;
 /// which aborts rather than fails.
 pub const MAX_ENTRY_ARRAY: u64 = 1024 * 1024;
 
+/// The partition a `PARTUUID=<uuid>` device spec names (the kernel's
+/// syntax for `root=` and dm tables), or `None` when `spec` is not one: any
+/// other text, a malformed GUID, or a suffix such as `/PARTNROFF=<n>`.
+pub fn parse_partuuid(spec: &str) -> Option<Guid> {
+    spec.strip_prefix("PARTUUID=")?.parse().ok()
+}
+
 /// The GUIDs named `PARTUUID=<uuid>` on a kernel command line, in order,
 /// once each: the words of `dm-mod.create=`'s tables and the values of
 /// parameters (`root=PARTUUID=<uuid>`, `dm-mod.waitfor=PARTUUID=<uuid>`).
@@ -37,11 +44,7 @@ pub fn partuuids(cmdline: &str) -> Vec<Guid> {
     let mut out: Vec<Guid> = Vec::new();
     for g in cmdline
         .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
-        .filter_map(|w| {
-            let value = w.split_once('=').map_or(w, |(_, v)| v);
-            w.strip_prefix("PARTUUID=").or_else(|| value.strip_prefix("PARTUUID="))
-        })
-        .filter_map(|g| g.parse().ok())
+        .filter_map(|w| parse_partuuid(w).or_else(|| parse_partuuid(w.split_once('=')?.1)))
     {
         if !out.contains(&g) {
             out.push(g);

@@ -32,8 +32,8 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_layout::bootdisk::parse_partuuid;
 use berth_layout::cmdline::{has_flag, param, parse_dm_create, DmCreateError, DmDevice};
-use berth_layout::Guid;
 use nix::mount::MsFlags;
 
 use crate::boot::discover::{partition_name, scan_whole_disks, SYS_BLOCK};
@@ -148,7 +148,7 @@ pub fn plan(cmdline: &str) -> Result<RootPlan, InitrdError> {
 }
 
 fn check_device(param: &'static str, value: &str) -> Result<(), InitrdError> {
-    let ok = value.starts_with("/dev/") || value.strip_prefix("PARTUUID=").is_some_and(|g| g.parse::<Guid>().is_ok());
+    let ok = value.starts_with("/dev/") || parse_partuuid(value).is_some();
     if ok {
         Ok(())
     } else {
@@ -161,7 +161,7 @@ fn check_device(param: &'static str, value: &str) -> Result<(), InitrdError> {
 /// disk's GPT (its kernel name from sysfs, as [`partition_name`] reads
 /// it). `None` while it is not there yet.
 pub fn resolve(sys: &mut dyn System, spec: &str) -> Option<PathBuf> {
-    let Some(guid) = spec.strip_prefix("PARTUUID=").and_then(|g| g.parse::<Guid>().ok()) else {
+    let Some(guid) = parse_partuuid(spec) else {
         let path = PathBuf::from(spec);
         return sys.exists(&path).then_some(path);
     };
@@ -206,9 +206,9 @@ fn wait_for(sys: &mut dyn System, waitfor: &[String]) -> Vec<PathBuf> {
         if found.iter().all(Option::is_some) {
             return found.into_iter().flatten().collect();
         }
-        let missing: Vec<&String> = waitfor.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(w, _)| w).collect();
         if Instant::now() >= notice {
-            let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            let names: Vec<&str> =
+                waitfor.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(w, _)| w.as_str()).collect();
             info!("initrd: waiting {} s for {}", started.elapsed().as_secs(), names.join(", "));
             notice += WAIT_NOTICE;
         }

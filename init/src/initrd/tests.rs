@@ -1,6 +1,7 @@
 use super::*;
 use crate::boot::fake::FakeSystem;
 use berth_layout::disk::partition_uuid;
+use berth_layout::Guid;
 
 #[test]
 fn a_slots_command_line_plans_its_verity_root() {
