@@ -257,6 +257,10 @@ fn networking_is_dhcp_on_the_first_nic() {
     assert_eq!(n.service.exec.last().map(String::as_str), Some("eth0"));
     assert_eq!(n.service.kind, Kind::LongRunning);
     assert_eq!(n.restart.policy, RestartPolicy::Always);
+    // Without eth0 dhcpcd exits at once: skipped, not restarted to its
+    // start limit beside containerd's start (secure_boot.rs boots without a NIC).
+    let eth0: Vec<_> = n.conditions.path_exists.iter().map(|c| (c.path.to_str(), c.negate)).collect();
+    assert_eq!(eth0, [(Some("/sys/class/net/eth0"), false)]);
 
     let o = get(&plan, "network-online");
     assert_eq!(o.service.kind, Kind::Oneshot);

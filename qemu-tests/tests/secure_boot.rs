@@ -1,7 +1,8 @@
 //! The chain of trust under OVMF with Secure Boot enforced (Debian's
 //! snakeoil keys enrolled, [`VmConfig::secure_boot`]): systemd-boot and the
 //! slot's UKI signed with the snakeoil key boot to ready and the firmware
-//! says Secure Boot is on; a UKI with one byte of its command line changed
+//! says Secure Boot is on (and, as that VM has no NIC, the `network` unit
+//! is skipped rather than restarted); a UKI with one byte of its command line changed
 //! is refused and nothing boots; an unsigned image does not boot.
 //!
 //! The disks are copies of the suite's image whose ESP gets the build's
@@ -106,6 +107,15 @@ fn an_image_signed_with_the_enrolled_key_boots_with_secure_boot_enforced() {
     let mut vm = start("sb-signed", &disk);
     vm.wait_ready(boot_timeout()).expect("the snakeoil-signed image boots to ready under Secure Boot");
     assert_eq!(vm.secure_boot_enforced(), Some(true), "the SecureBoot variable says enforced");
+    // This boot has no NIC: `network` is skipped by its condition, dhcpcd
+    // never run (it exits at once without eth0, and the unit was restarted
+    // until its start limit, then marked failed, beside containerd's start).
+    let network = vm.sh_ok("berthctl status network; berthctl logs network -n 20");
+    assert!(
+        network.contains("State: skipped") && network.contains("/sys/class/net/eth0"),
+        "network is not skipped for want of eth0:\n{network}"
+    );
+    assert!(!network.contains("started /usr/sbin/dhcpcd"), "dhcpcd ran without a NIC:\n{network}");
     let _ = vm.quit();
 }
 
