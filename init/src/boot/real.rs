@@ -143,13 +143,69 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// The most [`System::read_file`] reads: more is an error, not PID1's memory.
+const MAX_READ_FILE: u64 = 16 << 20;
+
+/// `path`'s contents, for [`System::read_file`]. Boot reads files in /etc
+/// (machine-id, hostname), /proc, /sys and efivarfs: all regular files. So
+/// nothing put in their place may hang PID1 or exhaust its memory: only a
+/// regular file is read, at most [`MAX_READ_FILE`] bytes; `/dev/null` (a
+/// symlink to it) reads as empty; anything else (a FIFO, a socket, another
+/// device, a directory) is an error, found before it is opened (opening a
+/// FIFO blocks, opening some devices does something) and again on the open
+/// descriptor.
+fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+
+    let check_regular = |meta: &std::fs::Metadata| {
+        let t = meta.file_type();
+        let what = if t.is_file() {
+            return Ok(());
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_dir() {
+            "a directory"
+        } else {
+            "an unknown kind of file"
+        };
+        Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a regular file ({what})", path.display())))
+    };
+    let meta = std::fs::metadata(path)?;
+    if meta.file_type().is_char_device() && meta.rdev() == libc::makedev(1, 3) {
+        return Ok(Vec::new());
+    }
+    check_regular(&meta)?;
+    // O_NONBLOCK: should the file have been replaced by a FIFO since the
+    // check, opening it does not wait for a writer. O_NOCTTY: nor does a
+    // terminal become PID1's. Neither means anything for a regular file.
+    let f =
+        OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC).open(path)?;
+    check_regular(&f.metadata()?)?;
+    // /proc and /sys files say size 0: the limit is on what is read.
+    let mut bytes = Vec::new();
+    f.take(MAX_READ_FILE + 1).read_to_end(&mut bytes)?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_READ_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: more than {MAX_READ_FILE} bytes", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
 impl System for RealSystem {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        std::fs::read(path)
+        read_regular(path)
     }
 
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
@@ -183,7 +239,17 @@ impl System for RealSystem {
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable only once the directory holding it is: without
+        // this a power cut can bring back the old file, or none (a first
+        // boot's /etc/machine-id lost, and a new identity on the next boot).
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+            io::Error::new(e.kind(), format!("fsync of {} after writing {}: {e}", dir.display(), path.display()))
+        })
     }
 
     fn mount(&mut self, m: &MountSpec) -> nix::Result<()> {
@@ -350,5 +416,77 @@ impl WatchdogDevice for RealWatchdog {
         self.file.write_all(b"V")?;
         drop(self);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(test: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("berth-real-{}-{test}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// `read_file` on another thread, which must answer within 2 s.
+    fn read_in_time(path: &Path) -> io::Result<Vec<u8>> {
+        let path = path.to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let sys = RealSystem::new(ShutdownFlag::default());
+            let _ = tx.send(sys.read_file(&path));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(2)).expect("read_file hung")
+    }
+
+    #[test]
+    fn real_write_file_replaces_the_file_and_leaves_no_temporary() {
+        let s = Scratch::new("write");
+        let path = s.0.join("machine-id");
+        let mut sys = RealSystem::new(ShutdownFlag::default());
+        sys.write_file(&path, b"old\n", 0o444).unwrap();
+        sys.write_file(&path, b"new\n", 0o444).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o444);
+        assert_eq!(std::fs::read_dir(&s.0).unwrap().count(), 1, "a temporary file is left");
+    }
+
+    #[test]
+    fn real_read_file_reads_regular_files_and_dev_null() {
+        let s = Scratch::new("read");
+        let path = s.0.join("hostname");
+        std::fs::write(&path, b"node-1\n").unwrap();
+        assert_eq!(read_in_time(&path).unwrap(), b"node-1\n");
+        let null = s.0.join("null");
+        std::os::unix::fs::symlink("/dev/null", &null).unwrap();
+        assert_eq!(read_in_time(&null).unwrap(), b"");
+        let missing = read_in_time(&s.0.join("missing")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn real_read_file_refuses_a_fifo_and_dev_zero_without_hanging() {
+        let s = Scratch::new("fifo");
+        let fifo = s.0.join("machine-id");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = read_in_time(&fifo).unwrap_err();
+        assert!(e.to_string().contains("machine-id: not a regular file (a FIFO)"), "{e}");
+        let zero = s.0.join("hostname");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = read_in_time(&zero).unwrap_err();
+        assert!(e.to_string().contains("hostname: not a regular file (a character device)"), "{e}");
     }
 }

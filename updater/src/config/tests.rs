@@ -259,3 +259,56 @@ fn bad_reboot_lock_settings_name_file_line_and_key() {
     let e = f.etc_error("[reboot_lock]\nmaximum = 2\n");
     assert_eq!(e, format!("{etc}:2: key reboot_lock.maximum: unknown key"));
 }
+
+/// `load` on another thread, which must answer within 2 s: PID1 reads
+/// these files at boot, and nothing put in their place may hang it.
+fn load_in_time(image: PathBuf, etc: PathBuf) -> Result<Config, ConfigError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(load(&image, &etc));
+    });
+    rx.recv_timeout(Duration::from_secs(2)).expect("reading the updater config hung")
+}
+
+#[test]
+fn a_fifo_is_an_error_not_a_hang_and_the_image_file_is_the_fallback() {
+    let f = Files::new("fifo");
+    f.write(Some(IMAGE), None);
+    rustix::fs::mkfifoat(rustix::fs::CWD, f.etc(), rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+    let e = load_in_time(f.image(), f.etc()).unwrap_err();
+    assert_eq!(e.file, f.etc());
+    assert!(e.to_string().contains("not a regular file (a FIFO)"), "{e}");
+    let (config, errors) = load_or_fallback(&f.image(), &f.etc());
+    assert_eq!(errors, vec![e]);
+    assert_eq!(config.fetch.retries, 5);
+}
+
+#[test]
+fn a_symlink_to_dev_zero_is_an_error() {
+    let f = Files::new("zero");
+    std::os::unix::fs::symlink("/dev/zero", f.etc()).unwrap();
+    let e = load_in_time(f.image(), f.etc()).unwrap_err();
+    assert_eq!(e.file, f.etc());
+    assert!(e.to_string().contains("not a regular file (a character device)"), "{e}");
+}
+
+#[test]
+fn a_symlink_to_dev_null_reads_as_empty() {
+    let f = Files::new("null");
+    f.write(Some(IMAGE), None);
+    std::os::unix::fs::symlink("/dev/null", f.etc()).unwrap();
+    let config = load_in_time(f.image(), f.etc()).unwrap();
+    assert_eq!(config.fetch.retries, 5);
+}
+
+#[test]
+fn an_oversize_file_is_refused() {
+    let f = Files::new("huge");
+    let limit = usize::try_from(read::MAX_CONFIG_FILE).unwrap();
+    // Exactly the limit is read...
+    f.write(None, Some(&format!("{}\n", "#".repeat(limit - 1))));
+    assert!(f.load().is_ok());
+    // ... one byte more is not.
+    let e = f.etc_error(&"#".repeat(limit + 1));
+    assert!(e.contains("more than the 1048576 a config file may have"), "{e}");
+}
