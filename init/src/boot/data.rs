@@ -207,8 +207,9 @@ fn grow(sys: &mut dyn System, root: &RootDisk, data: &DataPartition) -> Result<O
     }
     let write_err = |source| DataError::WriteTable { disk: root.device.clone(), source };
     let mut disk = sys.open_disk(&root.device, true).map_err(write_err)?;
+    // Backup table, sync, primary table, sync: a power cut at any point
+    // leaves the old or the new table readable (see Gpt::write).
     gpt.write(&mut disk).map_err(|source| DataError::Grow { disk: root.device.clone(), source })?;
-    disk.sync_all().map_err(write_err)?;
     drop(disk);
     if !grew {
         // Only the backup table moved to the new end of the disk.
@@ -262,8 +263,8 @@ fn record_format(
     } else {
         part.attributes &= !DATA_FORMATTING_ATTR;
     }
-    gpt.write(&mut disk).map_err(|e| fail(e.to_string()))?;
-    disk.sync_all().map_err(|e| fail(e.to_string()))
+    // Syncs after the backup and after the primary table (Gpt::write).
+    gpt.write(&mut disk).map_err(|e| fail(e.to_string()))
 }
 
 fn tool(sys: &mut dyn System, device: &Path, tool: &'static str, argv: &[&str]) -> Result<ExitStatus, DataError> {

@@ -38,6 +38,14 @@ pub trait Disk: Read + Write + Seek {
     fn sync_all(&mut self) -> io::Result<()>;
 }
 
+/// [`Gpt::write`](berth_layout::gpt::Gpt::write) syncs a disk between the
+/// backup and the primary table, and after both.
+impl berth_layout::gpt::SyncWrite for dyn Disk {
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_all()
+    }
+}
+
 pub trait System {
     fn exists(&self, path: &Path) -> bool;
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;

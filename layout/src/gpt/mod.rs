@@ -356,9 +356,26 @@ impl Gpt {
         m
     }
 
-    /// Writes the protective MBR, the primary table and the backup table,
-    /// after [`Gpt::validate`].
-    pub fn write<W: Write + Seek>(&self, w: &mut W) -> Result<(), GptError> {
+    /// Writes the table to `w` in two steps, each made durable before the
+    /// next begins (after [`Gpt::validate`]):
+    ///
+    /// 1. the backup entry array and then the backup header (at the end of
+    ///    the disk), then [`SyncWrite::sync`];
+    /// 2. the protective MBR, the primary header and the primary entry
+    ///    array (sectors 0 to 33), then [`SyncWrite::sync`] again.
+    ///
+    /// Why: writes to a block device only reach its page cache, which the
+    /// kernel writes back in any order (by ascending offset, in practice:
+    /// primary first), and the drive may reorder them again. A power cut
+    /// in the middle of step 2 can leave a primary header that does not
+    /// match its entries; the first sync guarantees that the new backup is
+    /// on the disk by then, so [`Gpt::read`] falls back to it. A cut during
+    /// step 1 leaves the old primary untouched, and it still reads. When
+    /// the table moves to the end of an enlarged disk, the old backup is no
+    /// longer where [`Gpt::read`] looks for one, so without the first sync
+    /// such a cut would leave no valid table at all and the disk would not
+    /// boot. When this returns `Ok`, the whole table is durable.
+    pub fn write<W: SyncWrite + ?Sized>(&self, w: &mut W) -> Result<(), GptError> {
         self.validate()?;
         let ss = self.sector_size;
         let lbas = self.backup_lbas()?;
@@ -367,17 +384,65 @@ impl Gpt {
         let offset = |lba: u64| {
             lba.checked_mul(ss).ok_or_else(|| GptError::Geometry(Box::new(TableError::Overflow("byte offset"))))
         };
-        // Backup first: a crash between the two writes leaves a valid primary.
+        // Step 1: the backup, durable before the primary is touched.
         w.seek(SeekFrom::Start(offset(lbas.entries)?))?;
         w.write_all(&entries)?;
         w.seek(SeekFrom::Start(offset(lbas.header)?))?;
         w.write_all(&self.encode_header(false, crc, &lbas))?;
+        w.flush()?;
+        w.sync()?;
+        // Step 2: the primary, in any order the disk likes.
         w.seek(SeekFrom::Start(0))?;
         w.write_all(&self.protective_mbr())?;
         w.write_all(&self.encode_header(true, crc, &lbas))?;
         w.write_all(&entries)?;
         w.flush()?;
+        w.sync()?;
         Ok(())
+    }
+}
+
+/// A disk (or image) a table is written to: [`Write`] and [`Seek`], and a
+/// barrier that [`Gpt::write`] places between the backup and the primary
+/// table and after both.
+pub trait SyncWrite: Write + Seek {
+    /// Returns once everything written so far is on stable storage
+    /// (`fsync(2)`/`fdatasync(2)`, which on a block device also flushes
+    /// the drive's write cache). Writes made before it never reach the
+    /// disk after writes made after it.
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+impl SyncWrite for std::fs::File {
+    fn sync(&mut self) -> io::Result<()> {
+        // Data, and the size if it changed: all a table needs.
+        self.sync_data()
+    }
+}
+
+/// An image in memory has nothing to make durable.
+impl SyncWrite for io::Cursor<Vec<u8>> {
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An image in memory has nothing to make durable.
+impl SyncWrite for io::Cursor<&mut Vec<u8>> {
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<T: SyncWrite + ?Sized> SyncWrite for &mut T {
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
+    }
+}
+
+impl<T: SyncWrite + ?Sized> SyncWrite for Box<T> {
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
     }
 }
 

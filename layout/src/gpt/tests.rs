@@ -475,3 +475,165 @@ fn sgdisk_accepts_the_table() {
     assert!(text.contains("'two'") && text.contains("First sector: 4096"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A disk with a volatile write cache: writes land in `pending` (a list of
+/// sectors, in the order written) until [`SyncWrite::sync`] makes them
+/// durable. Each sync records the durable image before it and the sectors
+/// it makes durable, so a test can replay a power cut at that point with
+/// any subset of those sectors having reached the platter.
+struct CachedDisk {
+    ss: usize,
+    durable: Vec<u8>,
+    /// The image as the writer sees it (durable plus cache).
+    current: Vec<u8>,
+    pos: u64,
+    /// Sector numbers written since the last sync.
+    pending: Vec<usize>,
+    /// At each sync: the durable image before it and the sectors pending.
+    syncs: Vec<(Vec<u8>, Vec<usize>)>,
+}
+
+impl CachedDisk {
+    fn new(image: Vec<u8>, ss: usize) -> CachedDisk {
+        CachedDisk { ss, durable: image.clone(), current: image, pos: 0, pending: Vec::new(), syncs: Vec::new() }
+    }
+}
+
+impl Write for CachedDisk {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let start = self.pos as usize;
+        let end = start + buf.len();
+        if end > self.current.len() {
+            return Err(io::Error::other("write past the end of the disk"));
+        }
+        self.current[start..end].copy_from_slice(buf);
+        for sector in start / self.ss..end.div_ceil(self.ss) {
+            if !self.pending.contains(&sector) {
+                self.pending.push(sector);
+            }
+        }
+        self.pos = end as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        // What File::flush does: nothing reaches the disk.
+        Ok(())
+    }
+}
+
+impl Seek for CachedDisk {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.pos = match pos {
+            SeekFrom::Start(p) => p,
+            _ => unimplemented!("Gpt::write seeks from the start"),
+        };
+        Ok(self.pos)
+    }
+}
+
+impl SyncWrite for CachedDisk {
+    fn sync(&mut self) -> io::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        self.syncs.push((self.durable.clone(), pending.clone()));
+        for s in pending {
+            let r = s * self.ss..(s + 1) * self.ss;
+            self.durable[r.clone()].copy_from_slice(&self.current[r]);
+        }
+        Ok(())
+    }
+}
+
+/// The sets of cached sectors that a power cut may have let through: none,
+/// all, each alone, all but each, and every combination of the written
+/// regions (MBR, each header, each entry array, and the first sector of an
+/// array alone, a torn array).
+fn cut_subsets(pending: &[usize], ss: usize, disk_sectors: usize) -> Vec<Vec<usize>> {
+    let array = (NUM_ENTRIES * ENTRY_SIZE).div_ceil(ss);
+    let last = disk_sectors - 1;
+    let regions: Vec<Vec<usize>> = [
+        vec![0],
+        vec![1],
+        (2..2 + array).collect(),
+        vec![2],
+        vec![last],
+        (last - array..last).collect(),
+        vec![last - array],
+    ]
+    .into_iter()
+    .map(|r| r.into_iter().filter(|s| pending.contains(s)).collect::<Vec<_>>())
+    .filter(|r| !r.is_empty())
+    .collect();
+    let mut out = vec![Vec::new(), pending.to_vec()];
+    for s in pending {
+        out.push(vec![*s]);
+        out.push(pending.iter().copied().filter(|t| t != s).collect());
+    }
+    for mask in 0u32..1 << regions.len() {
+        let mut set: Vec<usize> =
+            regions.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).flat_map(|(_, r)| r.clone()).collect();
+        set.sort_unstable();
+        set.dedup();
+        out.push(set);
+    }
+    out
+}
+
+/// Growing the table to an enlarged disk, with a power cut at each sync
+/// point letting any subset of the cached sectors through, always leaves
+/// the old or the new table readable. Without the sync between the backup
+/// and the primary, a cut that lets only the new primary header through
+/// (or it and the MBR) leaves a header whose entries do not match, and no
+/// backup where the reader looks for it (the old one is no longer at the
+/// last sector): no table, no boot.
+#[test]
+fn a_power_cut_while_growing_leaves_the_old_or_the_new_table() {
+    for ss in [512usize, 4096] {
+        let mib = (crate::disk::MIB as usize) / ss;
+        let (old_sectors, new_sectors) = (16 * mib, 32 * mib + 7);
+        let mut old = Gpt::new(Guid::derive("disk"), ss as u64, old_sectors as u64);
+        old.add("one", T, Guid::derive("one"), mib as u64, 4 * mib as u64 - 1).unwrap();
+        old.add("data", T, Guid::derive("data"), 4 * mib as u64, 8 * mib as u64 - 1).unwrap();
+        let mut image = Cursor::new(vec![0u8; old_sectors * ss]);
+        old.write(&mut image).unwrap();
+        // The disk is enlarged: the old backup is no longer in the last sector.
+        let mut image = image.into_inner();
+        image.resize(new_sectors * ss, 0);
+        let disk_bytes = image.len() as u64;
+        assert_eq!(Gpt::read(&mut Cursor::new(&image), ss as u64, disk_bytes).unwrap(), old);
+
+        let mut new = old.clone();
+        new.resize_disk(new_sectors as u64).unwrap();
+        assert!(new.grow_to_end(1).unwrap());
+        let mut disk = CachedDisk::new(image, ss);
+        new.write(&mut disk).unwrap();
+        assert!(disk.pending.is_empty(), "written after the last sync: {:?}", disk.pending);
+        assert_eq!(Gpt::read(&mut Cursor::new(&disk.durable), ss as u64, disk_bytes).unwrap(), new);
+
+        for (point, (before, pending)) in disk.syncs.iter().enumerate() {
+            for subset in cut_subsets(pending, ss, new_sectors) {
+                let mut after_cut = before.clone();
+                for s in &subset {
+                    let r = s * ss..(s + 1) * ss;
+                    after_cut[r.clone()].copy_from_slice(&disk.current[r]);
+                }
+                let found = Gpt::read(&mut Cursor::new(&after_cut), ss as u64, disk_bytes);
+                match found {
+                    Ok(g) if g == old || g == new => {}
+                    other => panic!(
+                        "{ss}-byte sectors, cut before sync {} with sectors {subset:?} of {pending:?} written: {other:?}",
+                        point + 1
+                    ),
+                }
+            }
+        }
+        assert_eq!(disk.syncs.len(), 2, "a sync after the backup and one after the primary");
+        // The first sync point holds exactly the backup, the second exactly the primary.
+        let array = (NUM_ENTRIES * ENTRY_SIZE).div_ceil(ss);
+        let mut first = disk.syncs[0].1.clone();
+        first.sort_unstable();
+        assert_eq!(first, (new_sectors - 1 - array..new_sectors).collect::<Vec<_>>());
+        let mut second = disk.syncs[1].1.clone();
+        second.sort_unstable();
+        assert_eq!(second, (0..2 + array).collect::<Vec<_>>());
+    }
+}

@@ -413,10 +413,10 @@ impl Target for RealTarget {
         }
         if part.unique_guid != guid {
             part.unique_guid = guid;
-            // Backup table first, then the primary (Gpt::write): a cut in
-            // between leaves one valid table, which firmware and kernel use.
+            // Backup table, sync, then the primary, sync (Gpt::write): a
+            // cut at any point leaves one valid table, which firmware and
+            // kernel use.
             gpt.write(&mut f).map_err(|e| bad(e.to_string()))?;
-            f.sync_all().map_err(|e| TargetError::io("syncing", &device, None, e))?;
         }
         self.root(slot)?.partuuid = guid;
         Ok(())
