@@ -32,6 +32,11 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup/berth";
 /// The controllers Berth enables for its units, when the kernel has them.
 pub const CONTROLLERS: [&str; 5] = ["cpu", "cpuset", "io", "memory", "pids"];
 
+/// Every file [`Limits::cgroup_settings`] can write, with the value the
+/// kernel gives a new group: what [`Group::apply`] writes back when a unit
+/// no longer sets that limit.
+pub const LIMIT_DEFAULTS: [(&str, &str); 3] = [("memory.max", "max"), ("cpu.weight", "100"), ("pids.max", "max")];
+
 /// Whether `path` is on a cgroup v2 filesystem.
 pub fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
@@ -117,8 +122,10 @@ fn enable_controllers(dir: &Path) -> Vec<String> {
 
 fn write_file(path: &Path, value: &str) -> io::Result<()> {
     // cgroupfs takes each write(2) as one command: one write of the whole
-    // value, no buffering, no truncation needed.
-    let mut f = OpenOptions::new().write(true).open(path)?;
+    // value, no buffering. It ignores O_TRUNC (as `echo max > memory.max`
+    // shows); a regular file standing in for it (tests) then holds exactly
+    // the last value.
+    let mut f = OpenOptions::new().write(true).truncate(true).open(path)?;
     f.write_all(value.as_bytes())
 }
 
@@ -170,10 +177,27 @@ impl Group {
         }
     }
 
-    /// Writes the unit's limits. The error names the file and, when the
-    /// file does not exist, the controller that is missing.
+    /// Writes the unit's limits, and the kernel's default into each
+    /// [`LIMIT_DEFAULTS`] file the unit leaves unset: the group may be
+    /// reused from an earlier run (see [`Group::create`]) whose unit file
+    /// still set that limit, and a limit removed from the unit file must
+    /// not outlive it. A default file that does not exist (its controller
+    /// is not enabled) is skipped. The error names the file and, when a
+    /// limit's file does not exist, the controller that is missing.
     pub fn apply(&self, limits: &Limits) -> Result<(), String> {
-        for (file, value) in limits.cgroup_settings() {
+        let settings = limits.cgroup_settings();
+        for (file, default) in LIMIT_DEFAULTS {
+            if settings.iter().any(|(set, _)| *set == file) {
+                continue;
+            }
+            let path = self.path.join(file);
+            match write_file(&path, default) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("cannot reset {} to {default:?}: {e}", path.display())),
+            }
+        }
+        for (file, value) in settings {
             let path = self.path.join(file);
             if let Err(e) = write_file(&path, &value) {
                 let controller = file.split('.').next().unwrap_or(file);
@@ -346,6 +370,68 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("the pids controller is not available"), "{err}");
         assert!(g.apply(&Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn limits_removed_from_the_unit_are_reset_to_the_kernel_defaults() {
+        use crate::unit::Limit;
+        let dir = std::env::temp_dir().join(format!("berth-cgroup-reset-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A group reused from an earlier run: the controllers' files exist.
+        for (file, default) in LIMIT_DEFAULTS {
+            std::fs::write(dir.join(file), default).unwrap();
+        }
+        let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
+        let g = Group::at(&dir);
+        let set = Limits {
+            memory_max: Some(Limit::Value(512 << 20)),
+            cpu_weight: Some(500),
+            pids_max: Some(Limit::Value(64)),
+            ..Limits::default()
+        };
+        g.apply(&set).unwrap();
+        assert_eq!(read("memory.max"), (512u64 << 20).to_string());
+        assert_eq!(read("cpu.weight"), "500");
+        assert_eq!(read("pids.max"), "64");
+        // Only memory_max removed: the others stay.
+        g.apply(&Limits { memory_max: None, ..set.clone() }).unwrap();
+        assert_eq!(read("memory.max"), "max");
+        assert_eq!(read("cpu.weight"), "500");
+        assert_eq!(read("pids.max"), "64");
+        // All removed.
+        g.apply(&Limits::default()).unwrap();
+        let now: Vec<String> = LIMIT_DEFAULTS.iter().map(|(file, _)| read(file)).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(now, ["max", "100", "max"]);
+    }
+
+    #[test]
+    fn every_file_a_unit_can_set_has_a_default() {
+        use crate::unit::Limit;
+        let all = Limits {
+            memory_max: Some(Limit::Max),
+            cpu_weight: Some(1),
+            pids_max: Some(Limit::Max),
+            ..Limits::default()
+        };
+        let files: Vec<&str> = all.cgroup_settings().into_iter().map(|(file, _)| file).collect();
+        let defaults: Vec<&str> = LIMIT_DEFAULTS.iter().map(|(file, _)| *file).collect();
+        assert_eq!(files, defaults, "a cgroup file a unit can set needs its default in LIMIT_DEFAULTS");
+    }
+
+    #[test]
+    fn resetting_skips_files_of_controllers_not_enabled() {
+        let dir = std::env::temp_dir().join(format!("berth-cgroup-partial-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("memory.max"), "1024").unwrap();
+        let g = Group::at(&dir);
+        let result = g.apply(&Limits::default());
+        let memory = std::fs::read_to_string(dir.join("memory.max")).unwrap();
+        let created = dir.join("pids.max").exists() || dir.join("cpu.weight").exists();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(result, Ok(()));
+        assert_eq!(memory, "max");
+        assert!(!created, "a missing controller file is not created");
     }
 
     #[test]
