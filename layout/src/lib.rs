@@ -15,6 +15,7 @@ pub mod gpt;
 pub mod guid;
 pub mod os_release;
 pub mod paths;
+pub mod regular_file;
 
 pub use guid::Guid;
 

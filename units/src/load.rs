@@ -114,75 +114,16 @@ pub fn load(dirs: &[&Path]) -> Loaded {
     loaded
 }
 
-/// The text of the unit file `path`, empty for a mask.
-///
-/// PID1 calls this at every boot, so no file put in a unit directory may
-/// hang it or exhaust its memory: only a regular file is read, and at most
-/// [`MAX_UNIT_FILE`] bytes of it; `/dev/null` (what a symlink mask points
-/// to) reads as empty; anything else (a FIFO, a socket, another device, a
-/// directory) is an error, found before it is opened (opening a FIFO blocks,
-/// opening some devices does something) and again on the open descriptor.
+/// The text of the unit file `path`, empty for a mask. PID1 calls this at
+/// every boot, so it goes through [`berth_layout::regular_file::read`]: a
+/// FIFO or a device put in a unit directory is an error, not a hang.
 fn read(path: &Path) -> Result<String, ErrorKind> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-
-    let io = |e: std::io::Error| ErrorKind::Io(e.to_string());
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if is_dev_null(&meta) {
-        return Ok(String::new());
-    }
-    check_regular(&meta)?;
-    // O_NONBLOCK: should the file have been replaced by a FIFO since the
-    // check, opening it does not wait for a writer. O_NOCTTY: nor does a
-    // terminal become PID1's. Neither means anything for a regular file.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    check_regular(&meta)?;
-    if meta.len() > MAX_UNIT_FILE {
-        return Err(ErrorKind::TooLarge { size: meta.len(), limit: MAX_UNIT_FILE });
-    }
-    // The size can change while the file is read: never more than one byte
-    // over the limit, which is enough to tell it is too large.
-    let mut bytes = Vec::new();
-    file.take(MAX_UNIT_FILE + 1).read_to_end(&mut bytes).map_err(io)?;
-    let read = bytes.len() as u64;
-    if read > MAX_UNIT_FILE {
-        return Err(ErrorKind::TooLarge { size: read.max(meta.len()), limit: MAX_UNIT_FILE });
-    }
+    use berth_layout::regular_file::{self, ReadError};
+    let bytes = regular_file::read(path, MAX_UNIT_FILE).map_err(|e| match e {
+        ReadError::TooLarge { size, limit } => ErrorKind::TooLarge { size, limit },
+        other => ErrorKind::Io(other.to_string()),
+    })?;
     String::from_utf8(bytes).map_err(|e| ErrorKind::Io(format!("not UTF-8 text ({e})")))
-}
-
-/// The character device 1:3, `/dev/null`: a symlink to it masks a unit.
-fn is_dev_null(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    meta.file_type().is_char_device() && meta.rdev() == libc::makedev(1, 3)
-}
-
-/// `Ok` for a regular file; otherwise an error saying what it is.
-fn check_regular(meta: &std::fs::Metadata) -> Result<(), ErrorKind> {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_file() {
-        return Ok(());
-    }
-    let what = if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_dir() {
-        "a directory"
-    } else {
-        "an unknown kind of file"
-    };
-    Err(ErrorKind::Io(format!("not a regular file ({what})")))
 }
 
 fn file_error(path: &Path, kind: ErrorKind) -> UnitError {

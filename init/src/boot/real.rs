@@ -147,56 +147,18 @@ fn tmp_path(path: &Path) -> PathBuf {
 const MAX_READ_FILE: u64 = 16 << 20;
 
 /// `path`'s contents, for [`System::read_file`]. Boot reads files in /etc
-/// (machine-id, hostname), /proc, /sys and efivarfs: all regular files. So
-/// nothing put in their place may hang PID1 or exhaust its memory: only a
-/// regular file is read, at most [`MAX_READ_FILE`] bytes; `/dev/null` (a
-/// symlink to it) reads as empty; anything else (a FIFO, a socket, another
-/// device, a directory) is an error, found before it is opened (opening a
-/// FIFO blocks, opening some devices does something) and again on the open
-/// descriptor.
+/// (machine-id, hostname), /proc, /sys and efivarfs, all regular files, so
+/// through [`berth_layout::regular_file::read`]: a FIFO or a device in
+/// their place is an error naming the path, not a hang.
 fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
-    use std::os::unix::fs::MetadataExt;
-
-    let check_regular = |meta: &std::fs::Metadata| {
-        let t = meta.file_type();
-        let what = if t.is_file() {
-            return Ok(());
-        } else if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_socket() {
-            "a socket"
-        } else if t.is_char_device() {
-            "a character device"
-        } else if t.is_block_device() {
-            "a block device"
-        } else if t.is_dir() {
-            "a directory"
-        } else {
-            "an unknown kind of file"
-        };
-        Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a regular file ({what})", path.display())))
-    };
-    let meta = std::fs::metadata(path)?;
-    if meta.file_type().is_char_device() && meta.rdev() == libc::makedev(1, 3) {
-        return Ok(Vec::new());
-    }
-    check_regular(&meta)?;
-    // O_NONBLOCK: should the file have been replaced by a FIFO since the
-    // check, opening it does not wait for a writer. O_NOCTTY: nor does a
-    // terminal become PID1's. Neither means anything for a regular file.
-    let f =
-        OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC).open(path)?;
-    check_regular(&f.metadata()?)?;
-    // /proc and /sys files say size 0: the limit is on what is read.
-    let mut bytes = Vec::new();
-    f.take(MAX_READ_FILE + 1).read_to_end(&mut bytes)?;
-    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_READ_FILE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: more than {MAX_READ_FILE} bytes", path.display()),
-        ));
-    }
-    Ok(bytes)
+    use berth_layout::regular_file::{self, ReadError};
+    regular_file::read(path, MAX_READ_FILE).map_err(|e| match e {
+        ReadError::Io(e) => e,
+        refused => {
+            let kind = io::Error::from(refused);
+            io::Error::new(kind.kind(), format!("{}: {kind}", path.display()))
+        }
+    })
 }
 
 impl System for RealSystem {

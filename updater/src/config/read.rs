@@ -125,70 +125,11 @@ impl Layer {
 /// A config file larger than this is refused rather than read into PID1.
 pub(super) const MAX_CONFIG_FILE: u64 = 1 << 20;
 
-/// The text of the config file `file`.
-///
-/// PID1 reads it at boot, so nothing put in its place may hang PID1 or
-/// exhaust its memory: only a regular file is read, and at most
-/// [`MAX_CONFIG_FILE`] bytes of it; `/dev/null` (a symlink to it) reads as
-/// empty; anything else (a FIFO, a socket, another device, a directory) is
-/// an error, found before it is opened (opening a FIFO blocks, opening some
-/// devices does something) and again on the open descriptor.
+/// The text of the config file `file`. PID1 reads it at boot, so it goes
+/// through [`berth_layout::regular_file::read`]: a FIFO or a device in its
+/// place is an error, not a hang.
 fn read_text(file: &Path) -> io::Result<String> {
-    use rustix::fs::{Mode, OFlags};
-    use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-
-    let is_dev_null = |meta: &std::fs::Metadata| {
-        meta.file_type().is_char_device() && rustix::fs::major(meta.rdev()) == 1 && rustix::fs::minor(meta.rdev()) == 3
-    };
-    let check_regular = |meta: &std::fs::Metadata| {
-        let t = meta.file_type();
-        let what = if t.is_file() {
-            return Ok(());
-        } else if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_socket() {
-            "a socket"
-        } else if t.is_char_device() {
-            "a character device"
-        } else if t.is_block_device() {
-            "a block device"
-        } else if t.is_dir() {
-            "a directory"
-        } else {
-            "an unknown kind of file"
-        };
-        Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not a regular file ({what})")))
-    };
-
-    let meta = std::fs::metadata(file)?;
-    if is_dev_null(&meta) {
-        return Ok(String::new());
-    }
-    check_regular(&meta)?;
-    // O_NONBLOCK: should the file have been replaced by a FIFO since the
-    // check, opening it does not wait for a writer. O_NOCTTY: nor does a
-    // terminal become PID1's. Neither means anything for a regular file.
-    let fd =
-        rustix::fs::open(file, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
-    let f = std::fs::File::from(fd);
-    let meta = f.metadata()?;
-    check_regular(&meta)?;
-    let too_large = |size: u64| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("file is {size} bytes, more than the {MAX_CONFIG_FILE} a config file may have"),
-        )
-    };
-    if meta.len() > MAX_CONFIG_FILE {
-        return Err(too_large(meta.len()));
-    }
-    let mut bytes = Vec::new();
-    f.take(MAX_CONFIG_FILE + 1).read_to_end(&mut bytes)?;
-    let read = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    if read > MAX_CONFIG_FILE {
-        return Err(too_large(read.max(meta.len())));
-    }
+    let bytes = berth_layout::regular_file::read(file, MAX_CONFIG_FILE)?;
     String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not UTF-8 text ({e})")))
 }
 

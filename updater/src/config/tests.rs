@@ -310,5 +310,5 @@ fn an_oversize_file_is_refused() {
     assert!(f.load().is_ok());
     // ... one byte more is not.
     let e = f.etc_error(&"#".repeat(limit + 1));
-    assert!(e.contains("more than the 1048576 a config file may have"), "{e}");
+    assert!(e.contains("more than the 1048576 allowed"), "{e}");
 }
