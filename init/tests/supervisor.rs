@@ -903,6 +903,44 @@ fn reload_starts_new_units_stops_removed_ones_and_restarts_changed_ones() {
 }
 
 #[test]
+fn reload_keeps_a_running_unit_whose_file_no_longer_loads_and_what_requires_it() {
+    let env = Env::new("reload-invalid");
+    let sleeper = format!("[service]\nexec = {}\n", sh("exec sleep 30"));
+    env.unit("rl-keep", &sleeper);
+    env.unit("rl-dep", &format!("{sleeper}[dependencies]\nrequires = [\"rl-keep\"]\n"));
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        let keep = h.status("rl-keep").await.unwrap();
+        let dep = h.status("rl-dep").await.unwrap();
+        assert_eq!((keep.state, dep.state), (UnitState::Active, UnitState::Active));
+        // A typo: an unknown key.
+        env.unit("rl-keep", "[service]\nexce = [\"/bin/true\"]\n");
+        let plan = unit::plan(unit::load(&[&env.dir.join("units")]));
+        let errors: Vec<String> = plan.errors.iter().map(ToString::to_string).collect();
+        assert!(
+            errors.iter().any(|e| e.contains("rl-keep.toml:2") && e.contains("exce")),
+            "the error names the file, line and key: {errors:?}"
+        );
+        let report = h.reload(plan).await.unwrap();
+        assert!(report.removed.is_empty(), "{report:?}");
+        assert!(report.added.is_empty() && report.changed.is_empty(), "{report:?}");
+        // Nothing is stopped: give a wrongly sent stop the time to land.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = h.status("rl-keep").await.unwrap();
+        assert_eq!((now.state, now.pid, now.restarts), (UnitState::Active, keep.pid, 0), "{now:#?}");
+        let now = h.status("rl-dep").await.unwrap();
+        assert_eq!((now.state, now.pid, now.restarts), (UnitState::Active, dep.pid, 0), "{now:#?}");
+        // Fixed, it is an ordinary unit again: unchanged, left alone.
+        env.unit("rl-keep", &sleeper);
+        let report = h.reload(env.plan()).await.unwrap();
+        assert_eq!(report, Default::default());
+        assert_eq!(h.status("rl-keep").await.unwrap().pid, keep.pid);
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
 fn notify_socket_is_per_unit_and_removed_after() {
     let env = Env::new("sock");
     env.unit("sock-unit", &format!("[service]\nexec = {}\nready = \"notify\"\n", notify_after(0.0)));

@@ -49,6 +49,11 @@ pub struct Plan {
     pub excluded: BTreeMap<UnitName, Excluded>,
     /// Masked units and the file that masks each.
     pub masked: BTreeMap<UnitName, PathBuf>,
+    /// Units whose file could not be read or parsed (the loader's
+    /// [`Loaded::invalid`]; the errors are in `errors`): in neither `units`
+    /// nor `excluded`, as there is no definition to start. A reload keeps
+    /// such a unit as it runs rather than taking it for removed.
+    pub invalid: BTreeSet<UnitName>,
     /// Every problem: the loader's, then missing dependencies and cycles.
     pub errors: Vec<UnitError>,
 }
@@ -283,7 +288,7 @@ pub fn plan(loaded: Loaded) -> Plan {
     }
 
     drop(edges);
-    let mut plan = Plan { masked, errors, ..Plan::default() };
+    let mut plan = Plan { masked, invalid, errors, ..Plan::default() };
     for (name, unit) in units {
         match reasons.remove(&name) {
             Some(reason) => {

@@ -188,6 +188,9 @@ fn unit_graph_requires_on_masked_or_invalid_units() {
     assert_eq!(plan.excluded[&name("b")].reason, Exclusion::RequiresInvalid { dependency: name("broken") });
     assert_eq!(layers_of(&plan), vec![vec!["c"]]);
     assert_eq!(plan.masked.len(), 1);
+    // The invalid unit is carried over, so a reload can tell it from a
+    // removed one.
+    assert_eq!(plan.invalid, BTreeSet::from([name("broken")]));
 }
 
 #[test]
@@ -207,5 +210,7 @@ fn unit_graph_from_directories_end_to_end() {
     assert_eq!(layers_of(&plan), vec![vec!["network"], vec!["etcd"]]);
     assert_eq!(plan.excluded[&name("app")].reason, Exclusion::RequiresMasked { dependency: name("sshd") });
     assert_eq!(plan.errors.len(), 1);
+    assert_eq!(plan.invalid, BTreeSet::from([name("bad")]), "neither started nor excluded, but named");
+    assert!(!plan.units.contains_key(&name("bad")) && !plan.excluded.contains_key(&name("bad")));
     assert!(plan.errors[0].to_string().ends_with("bad.toml:3: key service.stop_signal: invalid signal \"NOPE\" (expected a name like \"SIGTERM\" or \"SIGINT\")"), "{}", plan.errors[0]);
 }

@@ -1,12 +1,17 @@
 //! A new plan taken while running: new units start, removed ones stop
 //! (whole group) and are dropped or kept as left out, changed ones restart.
+//!
+//! A unit whose file no longer loads (a typo: the plan's `invalid`) is not
+//! removed: it keeps the definition it has and its run, as do the units
+//! left out only because they require it. The plan's errors say what is
+//! wrong with the file; the unit's log says it was kept.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::{now_us, Manager, UnitEntry};
 use crate::supervisor::ReloadReport;
-use crate::unit::{Needs, Plan, Relation, Unit, UnitName};
+use crate::unit::{Excluded, Exclusion, Needs, Plan, Relation, Unit, UnitName};
 
 /// Two definitions that differ only in where their dependencies were
 /// written (lines moved), or in `required_for_ready` and `idle` (which say
@@ -26,12 +31,20 @@ fn same_definition(a: &Unit, b: &Unit) -> bool {
 
 impl Manager {
     pub(super) fn reload(&mut self, plan: Plan) -> ReloadReport {
-        let Plan { units, mut needs, excluded, .. } = plan;
-        let mut excluded: BTreeMap<UnitName, (Unit, String)> =
-            excluded.into_iter().map(|(n, x)| (n, (x.unit, format!("not started: {}", x.reason)))).collect();
+        let Plan { units, mut needs, excluded, invalid, .. } = plan;
+        let held = self.held(&units, &excluded, &invalid);
+        let mut excluded: BTreeMap<UnitName, (Unit, String)> = excluded
+            .into_iter()
+            .filter(|(n, _)| !held.contains_key(n))
+            .map(|(n, x)| (n, (x.unit, format!("not started: {}", x.reason))))
+            .collect();
         let mut report = ReloadReport::default();
         let now = now_us();
-        let gone: Vec<UnitName> = self.units.keys().filter(|n| !units.contains_key(*n)).cloned().collect();
+        for (name, why) in &held {
+            self.note(name, &format!("kept as it is, with the definition it has: {why}"));
+        }
+        let gone: Vec<UnitName> =
+            self.units.keys().filter(|n| !units.contains_key(*n) && !held.contains_key(*n)).cloned().collect();
         for name in gone {
             let left_out = excluded.get(&name).map(|(_, r)| r.clone());
             let Some(entry) = self.units.get_mut(&name) else { continue };
@@ -88,7 +101,71 @@ impl Manager {
         for (name, (unit, reason)) in excluded {
             self.units.entry(name).or_insert_with(|| UnitEntry::left_out(unit, reason));
         }
+        // A held unit keeps its edges; the units it waits for, taken from
+        // the new plan, learn again that it stops before them.
+        for name in held.keys() {
+            let waits: Vec<UnitName> =
+                self.units.get(name).map(|e| e.needs.waits_for().into_iter().cloned().collect()).unwrap_or_default();
+            for w in waits {
+                if let Some(e) = self.units.get_mut(&w) {
+                    e.needs.dependents.insert(name.clone());
+                }
+            }
+        }
         report
+    }
+
+    /// The units a reload leaves exactly as they are, each with why: a
+    /// unit (not left out, not being removed) whose file no longer loads
+    /// (in `invalid`), and one the plan leaves out only because it requires
+    /// such a unit, directly or through others held too. Their running
+    /// definitions are all there is to go by: the broken file says nothing.
+    fn held(
+        &self,
+        units: &BTreeMap<UnitName, Unit>,
+        excluded: &BTreeMap<UnitName, Excluded>,
+        invalid: &BTreeSet<UnitName>,
+    ) -> BTreeMap<UnitName, String> {
+        let current = |n: &UnitName| {
+            self.units.get(n).is_some_and(|e| e.life.left_out_reason().is_none() && !e.life.is_retiring())
+        };
+        let mut held: BTreeMap<UnitName, String> = invalid
+            .iter()
+            .filter(|n| current(n))
+            .map(|n| (n.clone(), "its unit file does not load (see the errors)".to_string()))
+            .collect();
+        // Requires chains are short: repeat until nothing more is held.
+        loop {
+            let more: Vec<(UnitName, String)> = excluded
+                .iter()
+                .filter(|(n, _)| !held.contains_key(*n) && current(n))
+                .filter(|(_, x)| {
+                    let root = match &x.reason {
+                        Exclusion::RequiresInvalid { dependency } => dependency,
+                        Exclusion::RequiresExcluded { root, .. } => match root.as_ref() {
+                            Exclusion::RequiresInvalid { dependency } => dependency,
+                            _ => return false,
+                        },
+                        _ => return false,
+                    };
+                    // Only for that: everything else it requires starts.
+                    held.contains_key(root)
+                        && x.unit
+                            .dependencies
+                            .all()
+                            .filter(|(r, _)| *r == Relation::Requires)
+                            .all(|(_, d)| units.contains_key(&d.name) || held.contains_key(&d.name))
+                })
+                .map(|(n, x)| (n.clone(), x.reason.to_string()))
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            for (n, reason) in more {
+                held.insert(n, reason);
+            }
+        }
+        held
     }
 
     /// A unit gone from the plan and not running: it is kept as left out
