@@ -540,9 +540,41 @@ fn skipped_units_do_not_block_their_dependents() {
         assert_eq!(dep.state, UnitState::Active);
         // Shutdown as PID1's synchronous path does it: this thread blocks
         // (and reaps) while the manager's thread stops the units.
-        assert!(h.stop_all_blocking(reaper(), Duration::from_secs(10)).unwrap());
+        assert!(h.stop_all_blocking(reaper(), Duration::from_secs(10), Duration::MAX, &mut || {}).unwrap());
         assert!(!alive(dep.pid));
         assert_eq!(h.status("skip-dep").await.unwrap().state, UnitState::Inactive);
+    });
+}
+
+/// PID1's shutdown feeds its hardware watchdog from the loop that waits for
+/// the units to stop: a unit that ignores SIGTERM keeps it waiting its
+/// whole stop_timeout (minutes, for containerd), longer than the
+/// watchdog's shutdown timeout, and it must be fed all along.
+#[test]
+fn stop_all_blocking_ticks_every_period_while_it_waits() {
+    let env = Env::new("fed");
+    env.unit("stubborn", &format!("[service]\nexec = {}\nstop_timeout = \"3s\"\n", sh("trap '' TERM; sleep 30")));
+    run(async {
+        let h = Supervisor::spawn_thread(env.config(), env.plan(), Some(journal()), reaper()).unwrap();
+        let running = wait_state(&h, "stubborn", UnitState::Active).await;
+        // The trap is set once the shell runs its sleep.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut calls = Vec::<Instant>::new();
+        let period = Duration::from_secs(1);
+        let begin = Instant::now();
+        let done =
+            h.stop_all_blocking(reaper(), Duration::from_secs(10), period, &mut || calls.push(Instant::now())).unwrap();
+        let end = Instant::now();
+        assert!(done);
+        assert!(end - begin >= Duration::from_secs(3), "SIGTERM was ignored: it waited stop_timeout");
+        assert!(!alive(running.pid));
+        assert!(calls.len() >= 2, "fed {} times in {:?}", calls.len(), end - begin);
+        // Never a period (and the loop's 20 ms poll, and a loaded machine's
+        // slack) without a call, from the start to the end of the wait.
+        let times: Vec<Instant> = std::iter::once(begin).chain(calls).chain(std::iter::once(end)).collect();
+        for w in times.windows(2) {
+            assert!(w[1] - w[0] <= period + Duration::from_millis(500), "a gap of {:?}", w[1] - w[0]);
+        }
     });
 }
 

@@ -4,8 +4,9 @@
 //! stops the feeding and the machine resets (spending one try of a counted
 //! boot: systemd-boot then falls back by itself).
 //!
-//! At shutdown the timeout becomes [`SHUTDOWN_TIMEOUT`] and is fed at each
-//! step until just before reboot(2); a reboot leaves it armed (a firmware or
+//! At shutdown the timeout becomes [`SHUTDOWN_TIMEOUT`]; it is fed every
+//! second by the loop that waits for the units to stop, then at each step
+//! until just before reboot(2); a reboot leaves it armed (a firmware or
 //! loader that hangs still resets), a poweroff disarms it (magic close).
 //!
 //! The device is behind [`WatchdogDevice`] (opened through
@@ -33,10 +34,11 @@ pub const DEVICES: [&str; 2] = ["/dev/watchdog0", "/dev/watchdog"];
 pub const RUNTIME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// From the start of a shutdown until the firmware boots again: 10 min,
-/// systemd's default `RebootWatchdogSec`. Stopping the units alone may take
-/// minutes (each has its stop timeout) while PID1's loop is blocked in
-/// shutdown; and a reboot leaves it armed, so a hung shutdown, firmware or
-/// loader still resets.
+/// systemd's default `RebootWatchdogSec`. PID1's loop is blocked in
+/// shutdown then: the loop waiting for the units to stop feeds it every
+/// second (that wait may outlast this timeout: each unit has its own
+/// stop_timeout), each later step feeds it once; a reboot leaves it
+/// armed, so a hung shutdown, firmware or loader still resets.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The armed watchdog PID1 holds.
@@ -122,7 +124,8 @@ impl Watchdog {
     }
 
     /// Shutdown begins: the timeout becomes [`SHUTDOWN_TIMEOUT`] (PID1's
-    /// loop, which fed it, is now busy stopping units), then fed.
+    /// loop, which fed it, is now busy stopping units; the wait for them
+    /// feeds it from now on), then fed.
     pub fn shutdown_begins(&mut self) {
         let wanted = secs(SHUTDOWN_TIMEOUT);
         match self.dev.set_timeout(wanted) {

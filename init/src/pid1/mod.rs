@@ -51,6 +51,9 @@ const REAP_BACKSTOP: Duration = Duration::from_secs(30);
 /// has its own stop timeout, and longer ones are waited for: see
 /// `SupervisorHandle::stop_all_blocking`); what is left is then killed.
 const STOP_ALL_LIMIT: Duration = Duration::from_secs(90);
+/// While the units stop, the loop waiting for them feeds the hardware
+/// watchdog this often: far within any timeout it may have.
+const STOP_FEED_PERIOD: Duration = Duration::from_secs(1);
 /// A power request from the control API waits this long, so that its reply
 /// leaves before shutdown takes over this thread.
 const POWER_REPLY_GRACE: Duration = Duration::from_millis(200);
@@ -460,15 +463,23 @@ impl Pid1 {
     }
 
     fn shutdown(&mut self, action: Action, reason: &str) -> ! {
-        // This loop stops feeding it now: the shutdown timeout covers the
-        // units' stop and the rest, fed at each step.
+        // This loop stops feeding it now: it gets the shutdown timeout, is
+        // fed every STOP_FEED_PERIOD by the loop that waits for the units
+        // to stop (which may take longer than that timeout: each unit has
+        // its own stop_timeout), then at each step of the rest.
         if let Some(w) = &mut self.watchdog {
             w.shutdown_begins();
         }
         if let Some(services) = &mut self.services {
             info!("stopping units ({reason})");
             let began = Instant::now();
-            services.stop_all(self.reaper, STOP_ALL_LIMIT);
+            let watchdog = &mut self.watchdog;
+            let mut feed = || {
+                if let Some(w) = watchdog.as_mut() {
+                    w.feed();
+                }
+            };
+            services.stop_all(self.reaper, STOP_ALL_LIMIT, STOP_FEED_PERIOD, &mut feed);
             log::line(timing::units_stopped_line(began.elapsed()));
         }
         let sessions: Vec<i32> = self.shell.pid.into_iter().collect();

@@ -103,10 +103,11 @@ impl Services {
     /// Shutdown, first part: stop every unit (dependents first, each within
     /// its own timeout), keeping children reaped meanwhile, then let go of
     /// the log files so /var can be unmounted. Bounded by `limit`.
-    pub fn stop_all(&mut self, reaper: &Reaper, limit: Duration) {
+    pub fn stop_all(&mut self, reaper: &Reaper, limit: Duration, period: Duration, tick: &mut dyn FnMut()) {
         // The supervisor runs on its own thread; this one keeps reaping for
-        // it, since the (now blocked) event loop no longer does.
-        match self.handle.stop_all_blocking(reaper, limit) {
+        // it, since the (now blocked) event loop no longer does, and calls
+        // `tick` once per `period` meanwhile.
+        match self.handle.stop_all_blocking(reaper, limit, period, tick) {
             Ok(true) => {}
             Ok(false) => info!("stopping units: still running after {} s; killing what is left", limit.as_secs()),
             Err(e) => info!("stopping units: {e}"),

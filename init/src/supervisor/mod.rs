@@ -40,7 +40,7 @@ mod runner;
 mod state_directory;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -257,14 +257,26 @@ impl SupervisorHandle {
     /// manager must run on another thread ([`Supervisor::spawn_thread`]):
     /// one on the caller's runtime could not make progress while this
     /// blocks. `Ok(false)`: not done within that time.
-    pub fn stop_all_blocking(&self, reaper: &Reaper, limit: Duration) -> Result<bool, SupervisorError> {
+    ///
+    /// While it waits, the waiting loop itself calls `tick` once per
+    /// `period` (the first a `period` in): PID1 feeds its hardware watchdog
+    /// there, since the wait may outlast the watchdog's shutdown timeout (a
+    /// stop_timeout of minutes), yet a hang of this thread still stops the
+    /// feeding.
+    pub fn stop_all_blocking(
+        &self,
+        reaper: &Reaper,
+        limit: Duration,
+        period: Duration,
+        tick: &mut dyn FnMut(),
+    ) -> Result<bool, SupervisorError> {
         let (tx, mut rx) = oneshot::channel();
         self.tx.send(Request::StopBound(tx)).map_err(|_| SupervisorError::Gone)?;
-        let bound = blocking_answer(reaper, &mut rx, STOP_BOUND_WAIT)?.unwrap_or(Duration::ZERO);
+        let bound = blocking_answer(reaper, &mut rx, STOP_BOUND_WAIT, period, tick)?.unwrap_or(Duration::ZERO);
         let limit = limit.max(bound.saturating_add(STOP_BOUND_SLACK));
         let (tx, mut rx) = oneshot::channel();
         self.tx.send(Request::StopAll(tx)).map_err(|_| SupervisorError::Gone)?;
-        Ok(blocking_answer(reaper, &mut rx, limit)?.is_some())
+        Ok(blocking_answer(reaper, &mut rx, limit, period, tick)?.is_some())
     }
 
     /// The longest shutdown the units may take, each within its own
@@ -294,14 +306,18 @@ const STOP_BOUND_WAIT: Duration = Duration::from_secs(2);
 const STOP_BOUND_SLACK: Duration = Duration::from_secs(5);
 
 /// Waits for an answer on `rx` for at most `limit`, reaping with `reaper`
-/// meanwhile (see [`SupervisorHandle::stop_all_blocking`]); `Ok(None)`:
-/// none within `limit`.
+/// meanwhile (see [`SupervisorHandle::stop_all_blocking`]) and calling
+/// `tick` once per `period` of the wait (the first a `period` in);
+/// `Ok(None)`: none within `limit`.
 fn blocking_answer<T>(
     reaper: &Reaper,
     rx: &mut oneshot::Receiver<Result<T, SupervisorError>>,
     limit: Duration,
+    period: Duration,
+    tick: &mut dyn FnMut(),
 ) -> Result<Option<T>, SupervisorError> {
-    let start = std::time::Instant::now();
+    let start = Instant::now();
+    let mut next = start.checked_add(period);
     loop {
         reaper.reap();
         match rx.try_recv() {
@@ -309,8 +325,13 @@ fn blocking_answer<T>(
             Err(oneshot::error::TryRecvError::Closed) => return Err(SupervisorError::Gone),
             Err(oneshot::error::TryRecvError::Empty) => {}
         }
-        if start.elapsed() >= limit {
+        let now = Instant::now();
+        if now.duration_since(start) >= limit {
             return Ok(None);
+        }
+        if next.is_some_and(|t| now >= t) {
+            tick();
+            next = now.checked_add(period);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -352,6 +373,23 @@ pub(crate) fn human(d: Duration) -> humantime::FormattedDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wait_ticks_once_per_period_until_the_limit() {
+        let (_tx, mut rx) = oneshot::channel::<Result<(), SupervisorError>>();
+        let mut calls = Vec::new();
+        let begin = Instant::now();
+        let period = Duration::from_millis(100);
+        let answer = blocking_answer(Reaper::global(), &mut rx, Duration::from_millis(550), period, &mut || {
+            calls.push(Instant::now());
+        });
+        assert_eq!(answer, Ok(None));
+        assert!((4..=5).contains(&calls.len()), "{} calls", calls.len());
+        assert!(calls[0] - begin >= period, "the first a period in");
+        for w in calls.windows(2) {
+            assert!(w[1] - w[0] >= period && w[1] - w[0] < period * 3, "{:?}", w[1] - w[0]);
+        }
+    }
 
     #[test]
     fn durations_read_like_unit_files() {
