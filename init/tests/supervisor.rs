@@ -822,45 +822,56 @@ fn kill_mode_main_restart_keeps_the_grandchild_and_stop_all_kills_it() {
     });
 }
 
+/// A unit `name` (with `deps`, lines of `[dependencies]`) that, on
+/// SIGTERM, writes to `log` when it begins and ends stopping, taking
+/// 300 ms in between: an overlap would show. Its child is started before
+/// the trap is set, so that it cannot catch SIGTERM itself between fork
+/// and exec. It touches `<name>.up` once the trap is set (see [`wait_up`]).
+fn stop_logging_unit(env: &Env, log: &str, name: &str, deps: &str) {
+    let up = env.path(&format!("{name}.up"));
+    let script = format!(
+        "sleep 30 & trap 'echo {name}-begin >> {log}; sleep 0.3; echo {name}-end >> {log}; exit 0' TERM; touch {up}; wait"
+    );
+    env.unit(name, &format!("[service]\nexec = {}\nstop_timeout = \"3s\"\n[dependencies]\n{deps}\n", sh(&script)));
+}
+
+/// Waits (at most 5 s) until a [`stop_logging_unit`] has set its trap.
+async fn wait_up(env: &Env, name: &str) {
+    let up = env.dir.join(format!("{name}.up"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !up.exists() {
+        assert!(Instant::now() < deadline, "{name} did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Where each of `want` is in the lines of `log`.
+fn log_positions(log: &str) -> impl Fn(&str) -> usize {
+    let text = std::fs::read_to_string(log).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    move |l: &str| lines.iter().position(|x| x == l).unwrap_or_else(|| panic!("no {l} in {lines:?}"))
+}
+
 #[test]
 fn stop_all_stops_dependents_first() {
     let env = Env::with_cgroups("order");
     let log = env.path("order.log");
-    // On SIGTERM each writes when it begins and ends stopping, taking
-    // 300 ms in between: an overlap would show. Its child is started
-    // before the trap is set, so that it cannot catch SIGTERM itself
-    // between fork and exec.
-    let unit = |name: &str, deps: &str| {
-        let up = env.path(&format!("{name}.up"));
-        let script = format!(
-            "sleep 30 & trap 'echo {name}-begin >> {log}; sleep 0.3; echo {name}-end >> {log}; exit 0' TERM; touch {up}; wait"
-        );
-        env.unit(name, &format!("[service]\nexec = {}\nstop_timeout = \"3s\"\n[dependencies]\n{deps}\n", sh(&script)));
-    };
-    unit("ord-base", "");
-    unit("ord-mid", "requires = [\"ord-base\"]");
-    unit("ord-top", "after = [\"ord-mid\"]");
-    unit("ord-solo", "");
+    stop_logging_unit(&env, &log, "ord-base", "");
+    stop_logging_unit(&env, &log, "ord-mid", "requires = [\"ord-base\"]");
+    stop_logging_unit(&env, &log, "ord-top", "after = [\"ord-mid\"]");
+    stop_logging_unit(&env, &log, "ord-solo", "");
     run(async {
         let h = env.start();
         h.wait_settled().await.unwrap();
-        // Each has set its trap and started its child.
         for name in ["ord-base", "ord-mid", "ord-top", "ord-solo"] {
-            let up = env.dir.join(format!("{name}.up"));
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !up.exists() {
-                assert!(Instant::now() < deadline, "{name} did not start");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            wait_up(&env, name).await;
         }
         h.stop_all().await.unwrap();
-        let text = std::fs::read_to_string(&log).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        let at = |l: &str| lines.iter().position(|x| *x == l).unwrap_or_else(|| panic!("no {l} in {lines:?}"));
-        assert!(at("ord-top-end") < at("ord-mid-begin"), "{lines:?}");
-        assert!(at("ord-mid-end") < at("ord-base-begin"), "{lines:?}");
+        let at = log_positions(&log);
+        assert!(at("ord-top-end") < at("ord-mid-begin"), "{}", std::fs::read_to_string(&log).unwrap());
+        assert!(at("ord-mid-end") < at("ord-base-begin"), "{}", std::fs::read_to_string(&log).unwrap());
         // Unrelated units stop in parallel with the first layer.
-        assert!(at("ord-solo-begin") < at("ord-mid-begin"), "{lines:?}");
+        assert!(at("ord-solo-begin") < at("ord-mid-begin"), "{}", std::fs::read_to_string(&log).unwrap());
         for s in h.list().await.unwrap() {
             assert_eq!(s.state, UnitState::Inactive, "{s:#?}");
             assert_eq!(s.last_exit, Some(Exit::Code(0)), "each stopped on its own within its timeout: {s:#?}");
@@ -968,6 +979,102 @@ fn reload_keeps_a_running_unit_whose_file_no_longer_loads_and_what_requires_it()
         let report = h.reload(env.plan()).await.unwrap();
         assert_eq!(report, Default::default());
         assert_eq!(h.status("rl-keep").await.unwrap().pid, keep.pid);
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn reload_stops_a_unit_whose_file_no_longer_loads_once_what_it_requires_is_removed() {
+    let env = Env::new("reload-invalid-gone");
+    let sleeper = format!("[service]\nexec = {}\n", sh("exec sleep 30"));
+    env.unit("rg-base", &sleeper);
+    env.unit("rg-keep", &format!("{sleeper}[dependencies]\nrequires = [\"rg-base\"]\n"));
+    env.unit("rg-dep", &format!("{sleeper}[dependencies]\nrequires = [\"rg-keep\"]\n"));
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        let pids: Vec<u32> = {
+            let mut v = Vec::new();
+            for n in ["rg-base", "rg-keep", "rg-dep"] {
+                let s = h.status(n).await.unwrap();
+                assert_eq!(s.state, UnitState::Active, "{s:#?}");
+                v.push(s.pid);
+            }
+            v
+        };
+        // A typo in rg-keep, and what its running definition requires is
+        // gone: it cannot run as it is, whatever its file meant.
+        env.unit("rg-keep", "[service]\nexce = [\"/bin/true\"]\n");
+        env.remove_unit("rg-base");
+        let plan = unit::plan(unit::load(&[&env.dir.join("units")]));
+        let mut report = h.reload(plan).await.unwrap();
+        report.removed.sort();
+        assert_eq!(report.removed, ["rg-base", "rg-dep", "rg-keep"], "{report:?}");
+        for pid in pids {
+            wait_gone(pid, Duration::from_secs(5)).await;
+        }
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn a_unit_added_after_one_whose_file_no_longer_loads_stops_before_it() {
+    let env = Env::with_cgroups("reload-invalid-after");
+    let log = env.path("order.log");
+    stop_logging_unit(&env, &log, "ra-keep", "");
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        wait_up(&env, "ra-keep").await;
+        // ra-keep's file breaks while a unit ordered after it is added: the
+        // plan has no edge to a unit it could not load, the supervisor
+        // keeps it from the running definition.
+        env.unit("ra-keep", "[service]\nexce = [\"/bin/true\"]\n");
+        stop_logging_unit(&env, &log, "ra-late", "after = [\"ra-keep\"]");
+        let plan = unit::plan(unit::load(&[&env.dir.join("units")]));
+        let report = h.reload(plan).await.unwrap();
+        assert_eq!(report.added, ["ra-late"], "{report:?}");
+        wait_up(&env, "ra-late").await;
+        h.stop_all().await.unwrap();
+        let at = log_positions(&log);
+        assert!(at("ra-late-end") < at("ra-keep-begin"), "{}", std::fs::read_to_string(&log).unwrap());
+    });
+}
+
+#[test]
+fn reload_does_not_keep_a_failed_unit_whose_file_no_longer_loads() {
+    let env = Env::new("reload-invalid-failed");
+    env.unit("rf-failed", &format!("[service]\nexec = {}\n[restart]\npolicy = \"never\"\n", sh("exit 3")));
+    run(async {
+        let h = env.start();
+        wait_state(&h, "rf-failed", UnitState::Failed).await;
+        // Nothing runs to keep: the broken file is all there is, and the
+        // unit is gone until it is fixed (its error names the file).
+        env.unit("rf-failed", "[service]\nexce = [\"/bin/true\"]\n");
+        let plan = unit::plan(unit::load(&[&env.dir.join("units")]));
+        h.reload(plan).await.unwrap();
+        assert!(h.status("rf-failed").await.is_err(), "{:#?}", h.status("rf-failed").await);
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn a_fifo_in_place_of_etc_passwd_fails_the_unit_naming_it() {
+    let env = Env::new("passwd-fifo");
+    let fifo = env.dir.join("passwd");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    env.unit(
+        "pw-user",
+        &format!("[service]\nexec = {}\nuser = \"nobody\"\n[restart]\npolicy = \"never\"\n", sh("exec sleep 30")),
+    );
+    run(async {
+        // Opening a FIFO for reading blocks until a writer comes: PID1
+        // must refuse it, not hang its supervisor.
+        let config = Config { passwd: fifo.clone(), ..env.config() };
+        let h = Supervisor::spawn(config, env.plan(), Some(journal()), reaper());
+        let s = wait_state(&h, "pw-user", UnitState::Failed).await;
+        assert!(s.reason.contains(&fifo.display().to_string()) && s.reason.contains("FIFO"), "{s:#?}");
         h.stop_all().await.unwrap();
     });
 }

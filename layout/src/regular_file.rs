@@ -26,6 +26,29 @@ pub enum ReadError {
     TooLarge { size: u64, limit: u64 },
 }
 
+/// What [`ReadError::NotRegular`] says of a directory.
+const DIRECTORY: &str = "a directory";
+
+impl ReadError {
+    /// There was a directory at the path: for a caller that reads "no
+    /// file here" into that, as into `NotFound`.
+    pub fn is_directory(&self) -> bool {
+        matches!(self, ReadError::NotRegular(what) if *what == DIRECTORY)
+    }
+
+    /// Refused or failed, with `path` named in the text where the error
+    /// itself does not name it (all but `Io`, whose kind callers match).
+    pub fn into_io(self, path: &Path) -> io::Error {
+        match self {
+            ReadError::Io(e) => e,
+            refused => {
+                let e = io::Error::from(refused);
+                io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+            }
+        }
+    }
+}
+
 impl From<ReadError> for io::Error {
     /// `Io` as it was; `NotRegular` as `InvalidInput`, `TooLarge` as
     /// `InvalidData`, with [`ReadError`]'s text.
@@ -92,7 +115,7 @@ fn check_regular(meta: &std::fs::Metadata) -> Result<(), ReadError> {
     } else if t.is_block_device() {
         "a block device"
     } else if t.is_dir() {
-        "a directory"
+        DIRECTORY
     } else {
         "an unknown kind of file"
     };

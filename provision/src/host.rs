@@ -154,14 +154,22 @@ fn parent_of(real: &Path) -> &Path {
     }
 }
 
+/// The most [`FsHost`]'s `read` takes, in bytes: the largest file user
+/// data may write (`MAX_INFLATED`, 64 MiB), so that a file it replaces can
+/// be backed up; more is an error naming the path.
+pub const READ_LIMIT: u64 = crate::interpret::MAX_INFLATED;
+
 impl<R: Runner> Host for FsHost<R> {
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        match fs::read(self.under_root(path)) {
+        // PID1 applies user data: a FIFO or a device where a file is read
+        // (a backup of what a file replaces, /etc/hostname) must not hang
+        // it, nor a huge file fill its memory.
+        match berth_layout::regular_file::read(&self.under_root(path), READ_LIMIT) {
             Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(berth_layout::regular_file::ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             // A directory is not a file's content.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ISDIR.raw_os_error()) => Ok(None),
-            Err(e) => Err(e),
+            Err(e) if e.is_directory() => Ok(None),
+            Err(e) => Err(e.into_io(path)),
         }
     }
 
@@ -333,6 +341,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let host = FsHost { root: dir.path().to_path_buf(), runner: ProcessRunner, set_kernel_hostname: false };
         (dir, host)
+    }
+
+    #[test]
+    fn read_refuses_a_fifo_naming_the_path_instead_of_hanging() {
+        let (dir, h) = host();
+        fs::create_dir_all(dir.path().join("etc")).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, dir.path().join("etc/hostname"), rustix::fs::Mode::from_raw_mode(0o644))
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(h.read(Path::new("/etc/hostname")).map_err(|e| e.to_string()));
+        });
+        let err = rx.recv_timeout(Duration::from_secs(2)).expect("read hung on a FIFO").unwrap_err();
+        assert!(err.contains("/etc/hostname") && err.contains("FIFO"), "{err}");
     }
 
     #[test]

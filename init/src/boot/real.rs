@@ -151,14 +151,7 @@ const MAX_READ_FILE: u64 = 16 << 20;
 /// through [`berth_layout::regular_file::read`]: a FIFO or a device in
 /// their place is an error naming the path, not a hang.
 fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
-    use berth_layout::regular_file::{self, ReadError};
-    regular_file::read(path, MAX_READ_FILE).map_err(|e| match e {
-        ReadError::Io(e) => e,
-        refused => {
-            let kind = io::Error::from(refused);
-            io::Error::new(kind.kind(), format!("{}: {kind}", path.display()))
-        }
-    })
+    berth_layout::regular_file::read(path, MAX_READ_FILE).map_err(|e| e.into_io(path))
 }
 
 impl System for RealSystem {

@@ -2,7 +2,28 @@
 //! PID1 has no NSS (no glibc modules, no name service daemon), and the
 //! files are all there is on Berth.
 
+use std::path::Path;
+
 use crate::unit::Account;
+
+/// The most [`read_database`] reads of `/etc/passwd` or `/etc/group`, in
+/// bytes: a machine's accounts are kilobytes; more is an error, not PID1's
+/// memory.
+pub const DATABASE_LIMIT: u64 = 4 << 20;
+
+/// The text of `/etc/passwd` or `/etc/group` at `path`; empty when there is
+/// none (then only numeric ids resolve). Read as a regular file of at most
+/// [`DATABASE_LIMIT`] bytes, so a FIFO or a device put there is an error
+/// naming the path, not a hung PID1. Errors: the file is not a regular
+/// file, too large, or unreadable.
+pub fn read_database(path: &Path) -> Result<String, String> {
+    use berth_layout::regular_file::{read, ReadError};
+    match read(path, DATABASE_LIMIT) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
 
 /// Who a service runs as.
 #[derive(Clone, Debug, PartialEq, Eq)]

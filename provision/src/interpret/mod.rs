@@ -26,6 +26,7 @@ use crate::diag::{Diagnostic, Place};
 use crate::model::{Config, MetaData, Network};
 use crate::tree::{Format, Node, Value};
 
+pub(crate) use files::MAX_INFLATED;
 use read::Ctx;
 
 /// The largest user data accepted once decompressed (cloud-init's EC2

@@ -102,7 +102,9 @@ impl Manager {
             self.units.entry(name).or_insert_with(|| UnitEntry::left_out(unit, reason));
         }
         // A held unit keeps its edges; the units it waits for, taken from
-        // the new plan, learn again that it stops before them.
+        // the new plan, learn again that it stops before them, and it
+        // learns which units now wait for it: the plan has no edge to a
+        // unit it could not load.
         for name in held.keys() {
             let waits: Vec<UnitName> =
                 self.units.get(name).map(|e| e.needs.waits_for().into_iter().cloned().collect()).unwrap_or_default();
@@ -111,61 +113,101 @@ impl Manager {
                     e.needs.dependents.insert(name.clone());
                 }
             }
+            let dependents: BTreeSet<UnitName> = self
+                .units
+                .iter()
+                .filter(|(n, e)| {
+                    *n != name
+                        && e.life.left_out_reason().is_none()
+                        && (e.needs.waits_for().contains(name)
+                            || e.unit
+                                .dependencies
+                                .all()
+                                .any(|(r, d)| matches!(r, Relation::Requires | Relation::After) && d.name == *name))
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            if let Some(e) = self.units.get_mut(name) {
+                e.needs.dependents = dependents;
+            }
         }
         report
     }
 
     /// The units a reload leaves exactly as they are, each with why: a
-    /// unit (not left out, not being removed) whose file no longer loads
-    /// (in `invalid`), and one the plan leaves out only because it requires
-    /// such a unit, directly or through others held too. Their running
-    /// definitions are all there is to go by: the broken file says nothing.
+    /// running unit (or one waiting to restart; not left out, not being
+    /// removed) whose file no longer loads (in `invalid`), and one the plan
+    /// leaves out only because it requires such a unit, directly or through
+    /// others held too. Their running definitions are all there is to go
+    /// by: the broken file says nothing. So a unit is held only while every
+    /// unit its running definition requires stays (in the plan or held): a
+    /// requirement removed in the same reload stops it, as it would a unit
+    /// whose file loads.
     fn held(
         &self,
         units: &BTreeMap<UnitName, Unit>,
         excluded: &BTreeMap<UnitName, Excluded>,
         invalid: &BTreeSet<UnitName>,
     ) -> BTreeMap<UnitName, String> {
-        let current = |n: &UnitName| {
-            self.units.get(n).is_some_and(|e| e.life.left_out_reason().is_none() && !e.life.is_retiring())
+        let running = |n: &UnitName| {
+            self.units.get(n).is_some_and(|e| {
+                e.life.left_out_reason().is_none()
+                    && !e.life.is_retiring()
+                    && (e.life.is_live() || e.life.restart_timer().is_some())
+            })
         };
-        let mut held: BTreeMap<UnitName, String> = invalid
+        // What each candidate needs held for it to be held: the unit whose
+        // file does not load that it was left out for (none for such a
+        // unit itself), and the units it requires, by its new definition
+        // and by its running one.
+        struct Candidate<'a> {
+            why: String,
+            root: Option<&'a UnitName>,
+            requires: BTreeSet<&'a UnitName>,
+        }
+        let running_requires = |n: &UnitName| -> BTreeSet<&UnitName> {
+            self.units.get(n).map(|e| e.needs.requires.iter().collect()).unwrap_or_default()
+        };
+        let mut candidates: BTreeMap<&UnitName, Candidate<'_>> = invalid
             .iter()
-            .filter(|n| current(n))
-            .map(|n| (n.clone(), "its unit file does not load (see the errors)".to_string()))
+            .filter(|n| running(n))
+            .map(|n| {
+                let why = "its unit file does not load (see the errors)".to_string();
+                (n, Candidate { why, root: None, requires: running_requires(n) })
+            })
             .collect();
-        // Requires chains are short: repeat until nothing more is held.
+        for (n, x) in excluded.iter().filter(|(n, _)| running(n)) {
+            let root = match &x.reason {
+                Exclusion::RequiresInvalid { dependency } => dependency,
+                Exclusion::RequiresExcluded { root, .. } => match root.as_ref() {
+                    Exclusion::RequiresInvalid { dependency } => dependency,
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let mut requires = running_requires(n);
+            requires.extend(x.unit.dependencies.all().filter(|(r, _)| *r == Relation::Requires).map(|(_, d)| &d.name));
+            candidates.insert(n, Candidate { why: x.reason.to_string(), root: Some(root), requires });
+        }
+        // Drop every candidate whose root or requirement is not there, until
+        // nothing changes (requires chains are short and acyclic).
         loop {
-            let more: Vec<(UnitName, String)> = excluded
+            let gone: Vec<&UnitName> = candidates
                 .iter()
-                .filter(|(n, _)| !held.contains_key(*n) && current(n))
-                .filter(|(_, x)| {
-                    let root = match &x.reason {
-                        Exclusion::RequiresInvalid { dependency } => dependency,
-                        Exclusion::RequiresExcluded { root, .. } => match root.as_ref() {
-                            Exclusion::RequiresInvalid { dependency } => dependency,
-                            _ => return false,
-                        },
-                        _ => return false,
-                    };
-                    // Only for that: everything else it requires starts.
-                    held.contains_key(root)
-                        && x.unit
-                            .dependencies
-                            .all()
-                            .filter(|(r, _)| *r == Relation::Requires)
-                            .all(|(_, d)| units.contains_key(&d.name) || held.contains_key(&d.name))
+                .filter(|(_, c)| {
+                    c.root.is_some_and(|r| !candidates.contains_key(r))
+                        || c.requires.iter().any(|d| !units.contains_key(*d) && !candidates.contains_key(*d))
                 })
-                .map(|(n, x)| (n.clone(), x.reason.to_string()))
+                .map(|(n, _)| *n)
                 .collect();
-            if more.is_empty() {
+            if gone.is_empty() {
                 break;
             }
-            for (n, reason) in more {
-                held.insert(n, reason);
+            for n in gone {
+                candidates.remove(n);
             }
         }
-        held
+        candidates.into_iter().map(|(n, c)| (n.clone(), c.why)).collect()
     }
 
     /// A unit gone from the plan and not running: it is kept as left out

@@ -126,8 +126,8 @@ impl Manager {
         let credentials = if svc.user.is_none() && svc.group.is_none() {
             Credentials::ROOT
         } else {
-            let passwd = std::fs::read_to_string(&self.config.passwd).unwrap_or_default();
-            let group = std::fs::read_to_string(&self.config.group).unwrap_or_default();
+            let passwd = accounts::read_database(&self.config.passwd)?;
+            let group = accounts::read_database(&self.config.group)?;
             accounts::resolve(svc.user.as_ref(), svc.group.as_ref(), &passwd, &group)?
         };
         state_directory::prepare(
