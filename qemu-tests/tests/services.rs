@@ -139,6 +139,38 @@ fn network_stops_while_dhcpcd_runs_a_hook(vm: &mut Vm) {
     assert!(route.contains("via"), "no IPv4 default route after the network's restart:\n{route}");
 }
 
+/// A fault found in use: the network unit ran dhcpcd on eth0 only if eth0
+/// existed when the unit's turn came, so a NIC that registered later (a
+/// USB adapter, Hyper-V's asynchronous netvsc) or came back after its
+/// driver was rebound got no lease. Here the NIC's driver is unbound (eth0
+/// goes away) and bound again 4 s later: the unit waits for eth0, not
+/// failed, and the lease and default route come back.
+fn network_follows_its_nic_away_and_back(vm: &mut Vm) {
+    let away = vm.sh_ok(
+        "d=$(basename $(readlink /sys/class/net/eth0/device)); echo $d > /sys/bus/virtio/drivers/virtio_net/unbind; \
+         sleep 4; echo \"links: $(ls /sys/class/net | tr '\\n' ' ')\"; berthctl status network; \
+         echo $d > /sys/bus/virtio/drivers/virtio_net/bind",
+    );
+    let links = away.lines().find(|l| l.starts_with("links:")).unwrap_or_default();
+    assert!(!links.contains("eth0"), "eth0 did not go away with its driver:\n{away}");
+    assert!(away.contains("State: active"), "the network unit did not wait for eth0 while it was away:\n{away}");
+    let route = vm.sh_ok(
+        "i=0; until ip -4 route show default | grep -q via; do i=$((i+1)); [ $i -gt 150 ] && break; sleep 0.2; done; \
+         ip -4 route show default; berthctl status network; berthctl logs network -n 80",
+    );
+    assert!(route.contains("default via") && route.contains("eth0"), "no default route once eth0 was back:\n{route}");
+    assert!(route.contains("State: active"), "the network unit is not active once eth0 was back:\n{route}");
+    // dhcpcd exits when its interface goes ("removing interface"); the
+    // restarted unit waited for eth0 instead of restarting dhcpcd to its
+    // start limit.
+    let waited = route.find("waiting for network interface eth0");
+    let appeared = route.find("eth0 appeared");
+    assert!(
+        waited.is_some() && appeared.is_some() && waited < appeared,
+        "the unit did not wait for eth0 to come back:\n{route}"
+    );
+}
+
 /// `etcdctl endpoint health` until it says healthy, or panics after `timeout`.
 fn wait_etcd_healthy(vm: &mut Vm, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -246,6 +278,7 @@ fn container_host_services_are_up() {
     );
 
     network_stops_while_dhcpcd_runs_a_hook(&mut vm);
+    network_follows_its_nic_away_and_back(&mut vm);
 
     vm.powerdown().expect("power button");
     vm.wait_exit(shutdown_timeout()).expect("QEMU exits after the power button");

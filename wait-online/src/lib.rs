@@ -13,8 +13,15 @@
 //! waits (a shell loop of `ip route | grep` every 0.2 s took 0.14 s of CPU
 //! per round under TCG, beside containerd and etcd starting). How long to
 //! wait is the unit's `start_timeout`.
+//!
+//! [`wait_for_link`] waits the same way for a network interface to appear
+//! (`berth-wait-online --link eth0 -- dhcpcd ...`, the `network` unit): a
+//! NIC that registers after PID1 reaches the unit (a USB adapter, Hyper-V's
+//! netvsc, which probes asynchronously), or comes back after its driver was
+//! rebound, still gets its DHCP client.
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
@@ -23,6 +30,9 @@ use netlink_sys::{Socket, SocketAddr};
 /// `RTMGRP_IPV4_ROUTE` (linux/rtnetlink.h): the legacy group bit of
 /// `RTNLGRP_IPV4_ROUTE`, as `bind` takes it.
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+/// `RTMGRP_LINK` (linux/rtnetlink.h): the legacy group bit of
+/// `RTNLGRP_LINK`, link (interface) events.
+const RTMGRP_LINK: u32 = 0x1;
 /// `RT_TABLE_MAIN` (linux/rtnetlink.h).
 const RT_TABLE_MAIN: u32 = 254;
 
@@ -30,11 +40,11 @@ const RT_TABLE_MAIN: u32 = 254;
 pub enum WaitError {
     #[error("opening an rtnetlink socket: {0}")]
     Socket(std::io::Error),
-    #[error("joining rtnetlink's IPv4 route group (RTMGRP_IPV4_ROUTE): {0}")]
+    #[error("joining an rtnetlink group (RTMGRP_IPV4_ROUTE or RTMGRP_LINK): {0}")]
     Bind(std::io::Error),
-    #[error("asking the kernel for its routes: {0}")]
+    #[error("asking the kernel for its routes or links: {0}")]
     Dump(std::io::Error),
-    #[error("reading route messages: {0}")]
+    #[error("reading rtnetlink messages: {0}")]
     Recv(std::io::Error),
     #[error("the kernel refused the route dump: {0}")]
     Refused(String),
@@ -56,10 +66,28 @@ pub fn is_default_route(route: &RouteMessage) -> bool {
         && table.unwrap_or(u32::from(route.header.table)) == RT_TABLE_MAIN
 }
 
+/// Whether `link` is the interface named `name` (its `IFLA_IFNAME`).
+pub fn is_link_named(link: &LinkMessage, name: &str) -> bool {
+    link.attributes.iter().any(|a| matches!(a, LinkAttribute::IfName(n) if n == name))
+}
+
 /// What one datagram of rtnetlink messages (`buf`) says: whether a default
 /// route is among its new routes. Messages that do not parse are skipped
 /// (other families, newer attributes); a refused request is an error.
-pub fn datagram_has_default_route(mut buf: &[u8]) -> Result<bool, WaitError> {
+pub fn datagram_has_default_route(buf: &[u8]) -> Result<bool, WaitError> {
+    datagram_has(buf, |m| matches!(m, RouteNetlinkMessage::NewRoute(r) if is_default_route(r)))
+}
+
+/// What one datagram of rtnetlink messages (`buf`) says: whether a link
+/// named `name` is among its new links (a dump's, or an event's: a new
+/// interface, or one renamed to `name`). As [`datagram_has_default_route`]
+/// for what does not parse.
+pub fn datagram_has_link(buf: &[u8], name: &str) -> Result<bool, WaitError> {
+    datagram_has(buf, |m| matches!(m, RouteNetlinkMessage::NewLink(l) if is_link_named(l, name)))
+}
+
+/// Whether any message of the datagram `buf` is one `wanted` takes.
+fn datagram_has(mut buf: &[u8], wanted: impl Fn(&RouteNetlinkMessage) -> bool) -> Result<bool, WaitError> {
     let mut found = false;
     while !buf.is_empty() {
         let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(buf) else {
@@ -72,7 +100,7 @@ pub fn datagram_has_default_route(mut buf: &[u8]) -> Result<bool, WaitError> {
             continue;
         };
         match &msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) if is_default_route(r) => found = true,
+            NetlinkPayload::InnerMessage(m) if wanted(m) => found = true,
             NetlinkPayload::Error(e) if e.code.is_some() => return Err(WaitError::Refused(e.to_string())),
             _ => {}
         }
@@ -95,18 +123,36 @@ fn align(len: usize) -> usize {
 /// events are lost: it starts over with a new socket and a new dump.
 /// Errors: the socket cannot be opened, bound or read.
 pub fn wait_for_default_route() -> Result<(), WaitError> {
+    wait_for(RTMGRP_IPV4_ROUTE, ask_for_routes, datagram_has_default_route)
+}
+
+/// Returns once a network interface named `name` exists (at once if it
+/// does, by `/sys/class/net/<name>`, looked at once the socket listens);
+/// never before. Starts over on ENOBUFS as [`wait_for_default_route`].
+/// Errors: as that.
+pub fn wait_for_link(name: &str) -> Result<(), WaitError> {
+    let present = |_: &Socket| Ok(std::path::Path::new("/sys/class/net").join(name).exists());
+    wait_for(RTMGRP_LINK, present, |buf| datagram_has_link(buf, name))
+}
+
+/// Sockets until one sees what `found` looks for (or `present` says it is
+/// there already), each [`subscribe_and_wait`].
+fn wait_for(
+    group: u32,
+    present: impl Fn(&Socket) -> Result<bool, WaitError>,
+    found: impl Fn(&[u8]) -> Result<bool, WaitError>,
+) -> Result<(), WaitError> {
     loop {
-        match subscribe_and_wait() {
+        match subscribe_and_wait(group, &present, &found) {
             Err(WaitError::Recv(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
             done => return done,
         }
     }
 }
 
-/// One socket: the group joined, the routes dumped, then events.
-fn subscribe_and_wait() -> Result<(), WaitError> {
-    let mut socket = Socket::new(NETLINK_ROUTE).map_err(WaitError::Socket)?;
-    socket.bind(&SocketAddr::new(0, RTMGRP_IPV4_ROUTE)).map_err(WaitError::Bind)?;
+/// Asks the kernel for a dump of its IPv4 routes on `socket` (the answer
+/// comes as datagrams like events); never says "present" by itself.
+fn ask_for_routes(socket: &Socket) -> Result<bool, WaitError> {
     let mut request = RouteMessage::default();
     request.header.address_family = AddressFamily::Inet;
     let mut header = NetlinkHeader::default();
@@ -116,9 +162,25 @@ fn subscribe_and_wait() -> Result<(), WaitError> {
     let mut out = vec![0; msg.buffer_len()];
     msg.serialize(&mut out);
     socket.send_to(&out, &SocketAddr::new(0, 0), 0).map_err(WaitError::Dump)?;
+    Ok(false)
+}
+
+/// One socket: `group` joined first, then `present` asked (so that nothing
+/// that happens in between is missed), then events until a datagram
+/// `found` takes.
+fn subscribe_and_wait(
+    group: u32,
+    present: &impl Fn(&Socket) -> Result<bool, WaitError>,
+    found: &impl Fn(&[u8]) -> Result<bool, WaitError>,
+) -> Result<(), WaitError> {
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(WaitError::Socket)?;
+    socket.bind(&SocketAddr::new(0, group)).map_err(WaitError::Bind)?;
+    if present(&socket)? {
+        return Ok(());
+    }
     loop {
         let (buf, _) = socket.recv_from_full().map_err(WaitError::Recv)?;
-        if datagram_has_default_route(&buf)? {
+        if found(&buf)? {
             return Ok(());
         }
     }

@@ -5,6 +5,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use netlink_packet_core::ErrorMessage;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::route::RouteAddress;
 
 use super::*;
@@ -85,12 +86,15 @@ fn a_datagram_is_read_message_by_message() {
     assert!(matches!(err, WaitError::Refused(_)), "{err}");
 }
 
-/// In a network namespace of its own: the wait goes on while there is no
-/// default route, and ends when one is added (an event, not a poll).
-#[test]
-fn returns_when_a_default_route_appears_in_a_fresh_network_namespace() {
+/// Runs `wait` on a thread in a network namespace of its own: it must not
+/// return within 500 ms, then must return `Ok` within 5 s of `ip` running
+/// each of `changes` in that namespace (an event, not a poll).
+fn returns_once_changed(
+    wait: impl FnOnce() -> Result<(), WaitError> + Send + 'static,
+    changes: &'static [&'static [&'static str]],
+) {
     if !nix::unistd::Uid::effective().is_root() {
-        panic!("this test needs root (a network namespace and a route added in it)");
+        panic!("this test needs root (a network namespace, changed with ip)");
     }
     let (ns_tx, ns_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
@@ -98,23 +102,59 @@ fn returns_when_a_default_route_appears_in_a_fresh_network_namespace() {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         let ns = std::fs::File::open("/proc/thread-self/ns/net").expect("this thread's netns");
         ns_tx.send(ns).unwrap();
-        let _ = done_tx.send(wait_for_default_route().map_err(|e| e.to_string()));
+        let _ = done_tx.send(wait().map_err(|e| e.to_string()));
     });
     let ns = ns_rx.recv_timeout(Duration::from_secs(5)).expect("the namespace");
-    assert!(done_rx.recv_timeout(Duration::from_millis(500)).is_err(), "it returned with no default route");
-    let adder = std::thread::spawn(move || {
+    assert!(done_rx.recv_timeout(Duration::from_millis(500)).is_err(), "it returned before the change");
+    let changer = std::thread::spawn(move || {
         nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        for args in [
-            &["link", "set", "lo", "up"][..],
-            &["route", "add", "10.9.0.0/24", "dev", "lo"],
-            &["route", "add", "default", "dev", "lo"],
-        ] {
+        for args in changes {
             let ip = ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip"].into_iter().find(|p| std::path::Path::new(p).exists());
-            let status = Command::new(ip.expect("ip (Debian package iproute2)")).args(args).status().expect("ip");
+            let status = Command::new(ip.expect("ip (Debian package iproute2)")).args(*args).status().expect("ip");
             assert!(status.success(), "ip {args:?}");
         }
     });
-    adder.join().unwrap();
-    let result = done_rx.recv_timeout(Duration::from_secs(5)).expect("no return after the default route was added");
+    changer.join().unwrap();
+    let result = done_rx.recv_timeout(Duration::from_secs(5)).expect("no return after the change");
     assert_eq!(result, Ok(()));
+}
+
+/// The wait goes on while there is no default route, and ends when one is
+/// added.
+#[test]
+fn returns_when_a_default_route_appears_in_a_fresh_network_namespace() {
+    returns_once_changed(
+        wait_for_default_route,
+        &[
+            &["link", "set", "lo", "up"],
+            &["route", "add", "10.9.0.0/24", "dev", "lo"],
+            &["route", "add", "default", "dev", "lo"],
+        ],
+    );
+}
+
+fn link(name: &str) -> LinkMessage {
+    let mut l = LinkMessage::default();
+    l.attributes.push(LinkAttribute::IfName(name.to_string()));
+    l
+}
+
+#[test]
+fn a_new_link_counts_by_its_name_and_a_removed_one_does_not() {
+    let new = |l| NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l));
+    let del = |l| NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l));
+    assert!(datagram_has_link(&datagram(vec![new(link("lo")), new(link("eth0"))]), "eth0").unwrap());
+    assert!(!datagram_has_link(&datagram(vec![new(link("eth01")), new(link("eth1"))]), "eth0").unwrap());
+    assert!(!datagram_has_link(&datagram(vec![del(link("eth0"))]), "eth0").unwrap());
+    // A route is not a link.
+    let default = route(AddressFamily::Inet, 0, RouteType::Unicast, RT_TABLE_MAIN);
+    assert!(!datagram_has_link(&datagram(vec![new_route(default)]), "eth0").unwrap());
+}
+
+/// The wait goes on while there is no interface of that name, and ends
+/// when one gets it (here `lo` renamed, as the host may have no dummy or
+/// veth driver to make a new one; the kernel reports both as a new link).
+#[test]
+fn returns_when_the_link_appears_in_a_fresh_network_namespace() {
+    returns_once_changed(|| wait_for_link("bwo-late"), &[&["link", "set", "lo", "name", "bwo-late"]]);
 }
