@@ -1042,6 +1042,62 @@ fn a_unit_added_after_one_whose_file_no_longer_loads_stops_before_it() {
 }
 
 #[test]
+fn reload_keeps_a_done_oneshot_whose_file_no_longer_loads_and_the_running_unit_requiring_it() {
+    // As ssh-keygen (a oneshot, done or skipped) and sshd (requires it).
+    let env = Env::new("reload-invalid-done");
+    env.unit("rd-keygen", &format!("[service]\nexec = {}\nkind = \"oneshot\"\n", sh("exit 0")));
+    env.unit(
+        "rd-daemon",
+        &format!("[service]\nexec = {}\n[dependencies]\nrequires = [\"rd-keygen\"]\n", sh("exec sleep 30")),
+    );
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        let daemon = wait_state(&h, "rd-daemon", UnitState::Active).await;
+        env.unit("rd-keygen", "[service]\nexce = [\"/bin/true\"]\n");
+        let plan = unit::plan(unit::load(&[&env.dir.join("units")]));
+        let report = h.reload(plan).await.unwrap();
+        assert!(report.removed.is_empty(), "{report:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = h.status("rd-daemon").await.unwrap();
+        assert_eq!((now.state, now.pid), (UnitState::Active, daemon.pid), "{now:#?}");
+        assert!(h.status("rd-keygen").await.is_ok());
+        h.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn a_held_unit_keeps_stopping_after_what_its_running_definition_waits_for() {
+    let env = Env::with_cgroups("reload-invalid-cycle");
+    let log = env.path("order.log");
+    stop_logging_unit(&env, &log, "rc-base", "");
+    stop_logging_unit(&env, &log, "rc-keep", "after = [\"rc-base\"]");
+    run(async {
+        let h = env.start();
+        h.wait_settled().await.unwrap();
+        wait_up(&env, "rc-base").await;
+        wait_up(&env, "rc-keep").await;
+        // rc-keep's file breaks and rc-base's new file orders it after
+        // rc-keep: the running order stands (rc-keep stops first), and
+        // the two do not wait for each other at shutdown.
+        env.unit("rc-keep", "[service]\nexce = [\"/bin/true\"]\n");
+        stop_logging_unit(&env, &log, "rc-base", "after = [\"rc-keep\"]");
+        std::fs::remove_file(env.dir.join("rc-base.up")).unwrap();
+        let plan = unit::plan(unit::load(&[&env.dir.join("units")]));
+        let report = h.reload(plan).await.unwrap();
+        assert_eq!((report.changed, report.removed), (vec!["rc-base".to_string()], vec![]));
+        // rc-base restarts with its new definition; only the shutdown counts.
+        wait_up(&env, "rc-base").await;
+        std::fs::write(&log, "").unwrap();
+        let t0 = Instant::now();
+        h.stop_all().await.unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5), "shutdown took {:?}", t0.elapsed());
+        let at = log_positions(&log);
+        assert!(at("rc-keep-end") < at("rc-base-begin"), "{}", std::fs::read_to_string(&log).unwrap());
+    });
+}
+
+#[test]
 fn reload_does_not_keep_a_failed_unit_whose_file_no_longer_loads() {
     let env = Env::new("reload-invalid-failed");
     env.unit("rf-failed", &format!("[service]\nexec = {}\n[restart]\npolicy = \"never\"\n", sh("exit 3")));

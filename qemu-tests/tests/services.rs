@@ -156,7 +156,7 @@ fn network_follows_its_nic_away_and_back(vm: &mut Vm) {
     assert!(away.contains("State: active"), "the network unit did not wait for eth0 while it was away:\n{away}");
     let route = vm.sh_ok(
         "i=0; until ip -4 route show default | grep -q via; do i=$((i+1)); [ $i -gt 150 ] && break; sleep 0.2; done; \
-         ip -4 route show default; berthctl status network; berthctl logs network -n 80",
+         ip -4 route show default; berthctl status network; berthctl logs network -n 200",
     );
     assert!(route.contains("default via") && route.contains("eth0"), "no default route once eth0 was back:\n{route}");
     assert!(route.contains("State: active"), "the network unit is not active once eth0 was back:\n{route}");

@@ -131,7 +131,9 @@ pub fn wait_for_default_route() -> Result<(), WaitError> {
 /// never before. Starts over on ENOBUFS as [`wait_for_default_route`].
 /// Errors: as that.
 pub fn wait_for_link(name: &str) -> Result<(), WaitError> {
-    let present = |_: &Socket| Ok(std::path::Path::new("/sys/class/net").join(name).exists());
+    // An interface is a directory there (a symlink to its device's);
+    // `bonding_masters` is a file.
+    let present = |_: &Socket| Ok(std::path::Path::new("/sys/class/net").join(name).is_dir());
     wait_for(RTMGRP_LINK, present, |buf| datagram_has_link(buf, name))
 }
 

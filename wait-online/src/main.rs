@@ -28,7 +28,14 @@ fn parse(args: Vec<OsString>) -> Result<Wanted, String> {
         return Err(format!("unknown argument {first:?}; {usage}"));
     }
     let name = args.next().and_then(|n| n.into_string().ok()).ok_or(usage)?;
-    if name.is_empty() || name.contains('/') {
+    // As the kernel's dev_valid_name: at most IFNAMSIZ - 1 bytes, not "."
+    // or "..", no '/', ':' or white space (and so no path under sysfs).
+    let valid = !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if !valid {
         return Err(format!("{name:?} is not an interface name; {usage}"));
     }
     if args.next().is_some_and(|a| a != "--") {
@@ -70,7 +77,8 @@ fn main() -> ExitCode {
     let Wanted::Link { then, .. } = wanted else { return ExitCode::SUCCESS };
     let err = std::process::Command::new(&then[0]).args(&then[1..]).exec();
     eprintln!("berth-wait-online: running {}: {err}", then[0].to_string_lossy());
-    ExitCode::FAILURE
+    // As a shell says it: 127 not found, 126 found but not runnable.
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
 }
 
 #[cfg(test)]
@@ -97,7 +105,10 @@ mod tests {
         ] {
             assert!(parse(args(bad)).is_err(), "{bad:?}");
         }
-        let err = parse(args(&["--link", "../x", "--", "true"])).unwrap_err();
-        assert!(err.contains("not an interface name"), "{err}");
+        for name in ["../x", ".", "..", "a-name-of-16-byt", "eth0:1", "eth 0", ""] {
+            let err = parse(args(&["--link", name, "--", "true"])).unwrap_err();
+            assert!(err.contains("not an interface name"), "{name:?}: {err}");
+        }
+        assert!(parse(args(&["--link", "a-name-of-15-by", "--", "true"])).is_ok());
     }
 }

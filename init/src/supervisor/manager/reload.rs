@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::{now_us, Manager, UnitEntry};
+use crate::status::UnitState;
 use crate::supervisor::ReloadReport;
 use crate::unit::{Excluded, Exclusion, Needs, Plan, Relation, Unit, UnitName};
 
@@ -113,11 +114,17 @@ impl Manager {
                     e.needs.dependents.insert(name.clone());
                 }
             }
+            // What the held unit itself waits for stays its dependency, not
+            // its dependent, whatever that unit's new file says: the two
+            // would otherwise wait for each other at shutdown.
+            let own: BTreeSet<UnitName> =
+                self.units.get(name).map(|e| e.needs.waits_for().into_iter().cloned().collect()).unwrap_or_default();
             let dependents: BTreeSet<UnitName> = self
                 .units
                 .iter()
                 .filter(|(n, e)| {
                     *n != name
+                        && !own.contains(*n)
                         && e.life.left_out_reason().is_none()
                         && (e.needs.waits_for().contains(name)
                             || e.unit
@@ -135,8 +142,8 @@ impl Manager {
     }
 
     /// The units a reload leaves exactly as they are, each with why: a
-    /// running unit (or one waiting to restart; not left out, not being
-    /// removed) whose file no longer loads (in `invalid`), and one the plan
+    /// unit (not failed, not left out, not being removed) whose file no
+    /// longer loads (in `invalid`), and one the plan
     /// leaves out only because it requires such a unit, directly or through
     /// others held too. Their running definitions are all there is to go
     /// by: the broken file says nothing. So a unit is held only while every
@@ -149,11 +156,13 @@ impl Manager {
         excluded: &BTreeMap<UnitName, Excluded>,
         invalid: &BTreeSet<UnitName>,
     ) -> BTreeMap<UnitName, String> {
+        // Not only running units: a oneshot that is done or a unit skipped
+        // by its condition (ssh-keygen after the first boot) is what running
+        // units (sshd) require, and they would be stopped with it. A failed
+        // one has nothing to keep.
         let running = |n: &UnitName| {
             self.units.get(n).is_some_and(|e| {
-                e.life.left_out_reason().is_none()
-                    && !e.life.is_retiring()
-                    && (e.life.is_live() || e.life.restart_timer().is_some())
+                e.life.left_out_reason().is_none() && !e.life.is_retiring() && e.life.state() != UnitState::Failed
             })
         };
         // What each candidate needs held for it to be held: the unit whose
