@@ -6,14 +6,19 @@
 //! get ECHILD. Code that starts a child registers a waiter here, and the
 //! reaper delivers that child's exit status to it.
 //!
-//! Spawning and reaping take the same lock: a child cannot be reaped between
-//! fork and the registration of its waiter, however fast it exits.
+//! Spawning and reaping exclude each other: a child cannot be reaped between
+//! fork and the registration of its waiter, however fast it exits. Spawns
+//! do not exclude each other: a spawn lasts until the child's exec is done
+//! (std waits for it, to report a failed exec as an error), which from a
+//! cold page cache can take a tenth of a second, and the service manager
+//! starts the units that become startable together at once. A pass asked
+//! for while spawns run is left to the last of them (see [`SpawnGate`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::process::Command;
-use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
@@ -69,7 +74,102 @@ pub struct Reaped {
 }
 
 pub struct Reaper {
+    /// Keeps spawns and reaping passes apart.
+    gate: SpawnGate,
     waiters: Mutex<BTreeMap<i32, Waiter>>,
+}
+
+/// Lets any number of spawns run together, or one reaping pass alone,
+/// and never makes a reaping pass wait.
+///
+/// A spawn waits only for a pass that is running (a few `waitpid`s). A
+/// pass asked for while spawns are in progress is not waited for: it is
+/// noted, and the last spawn to finish runs it; one asked for while a pass
+/// runs makes that pass go round once more. So PID1's event loop never
+/// blocks behind a pass of spawns, and a pending pass never holds up the
+/// next unit's spawn behind the execs before it (what a writer-preferring
+/// `RwLock` does).
+struct SpawnGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+struct GateState {
+    spawns: usize,
+    reaping: bool,
+    /// A pass was asked for that could not run at once.
+    wanted: bool,
+}
+
+impl SpawnGate {
+    const fn new() -> SpawnGate {
+        SpawnGate { state: Mutex::new(GateState { spawns: 0, reaping: false, wanted: false }), changed: Condvar::new() }
+    }
+
+    fn state(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn enter_spawn(&self) {
+        let mut state = self.state();
+        while state.reaping {
+            state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        state.spawns += 1;
+    }
+
+    /// True when this was the last spawn and a pass was asked for
+    /// meanwhile: the caller now holds the pass and must run it.
+    fn leave_spawn(&self) -> bool {
+        let mut state = self.state();
+        state.spawns = state.spawns.saturating_sub(1);
+        if state.spawns == 0 && state.wanted {
+            state.wanted = false;
+            state.reaping = true;
+            return true;
+        }
+        false
+    }
+
+    /// True when the caller holds the pass; false when it was left to the
+    /// spawns in progress or to the pass running.
+    fn enter_reap(&self) -> bool {
+        let mut state = self.state();
+        if state.reaping || state.spawns > 0 {
+            state.wanted = true;
+            return false;
+        }
+        state.reaping = true;
+        true
+    }
+
+    /// True when another pass was asked for meanwhile: the caller still
+    /// holds the pass and must go round again.
+    fn leave_reap(&self) -> bool {
+        let mut state = self.state();
+        if state.wanted {
+            state.wanted = false;
+            return true;
+        }
+        state.reaping = false;
+        drop(state);
+        self.changed.notify_all();
+        false
+    }
+}
+
+/// A spawn in progress; dropping it ends it, and runs the reaping pass
+/// that was left to it.
+struct SpawnPass<'a> {
+    reaper: &'a Reaper,
+}
+
+impl Drop for SpawnPass<'_> {
+    fn drop(&mut self) {
+        if self.reaper.gate.leave_spawn() {
+            self.reaper.reap_held();
+        }
+    }
 }
 
 static GLOBAL: Reaper = Reaper::new();
@@ -82,7 +182,7 @@ impl Default for Reaper {
 
 impl Reaper {
     pub const fn new() -> Reaper {
-        Reaper { waiters: Mutex::new(BTreeMap::new()) }
+        Reaper { gate: SpawnGate::new(), waiters: Mutex::new(BTreeMap::new()) }
     }
 
     /// The process's reaper: there can only be one `waitpid(-1)` per process.
@@ -98,13 +198,15 @@ impl Reaper {
     /// Starts `cmd` and calls `on_exit` (from whichever thread reaps) with
     /// its status. Returns the pid.
     pub fn spawn(&self, cmd: &mut Command, on_exit: impl FnOnce(ExitStatus) + Send + 'static) -> io::Result<i32> {
-        let mut waiters = self.lock();
         // std waits for the child itself only when exec fails, inside
-        // spawn(); holding the lock keeps the reaper from taking that child.
+        // spawn(); until the waiter is registered, the reaper must not run
+        // or it could take that child, or this one before it has a waiter.
+        self.gate.enter_spawn();
+        let _spawning = SpawnPass { reaper: self };
         let child = cmd.spawn()?;
         let pid =
             i32::try_from(child.id()).map_err(|_| io::Error::other(format!("pid {} out of range", child.id())))?;
-        waiters.insert(pid, Box::new(on_exit));
+        self.lock().insert(pid, Box::new(on_exit));
         // Dropping a std Child neither waits nor kills.
         drop(child);
         Ok(pid)
@@ -131,8 +233,31 @@ impl Reaper {
     }
 
     /// Reaps every child that has exited, until none is left, and delivers
-    /// the statuses.
+    /// the statuses. While spawns are in progress it returns at once (with
+    /// `children_left`) and the last of them reaps when it is done.
     pub fn reap(&self) -> Reaped {
+        if !self.gate.enter_reap() {
+            return Reaped { children_left: true, ..Reaped::default() };
+        }
+        self.reap_held()
+    }
+
+    /// The reaping pass, the gate's pass held: round again as long as
+    /// another was asked for meanwhile, then let go of it.
+    fn reap_held(&self) -> Reaped {
+        let mut out = Reaped::default();
+        loop {
+            let pass = self.reap_once();
+            out.delivered += pass.delivered;
+            out.unclaimed += pass.unclaimed;
+            out.children_left = pass.children_left;
+            if !self.gate.leave_reap() {
+                return out;
+            }
+        }
+    }
+
+    fn reap_once(&self) -> Reaped {
         let mut waiters = self.lock();
         let mut out = Reaped::default();
         loop {
@@ -232,6 +357,69 @@ pub(crate) mod tests {
         assert_eq!(status, ExitStatus::Exited(5));
         assert_eq!(status.code(), Some(5));
         assert!(!status.success());
+    }
+
+    /// Spawns, on a thread, a child that sleeps `secs` between fork and
+    /// exec, and returns once the child is past its fork: the spawn then
+    /// lasts `secs` more. The thread's result is the spawn's.
+    fn spawn_slow_exec(secs: u64) -> std::thread::JoinHandle<io::Result<(i32, oneshot::Receiver<ExitStatus>)>> {
+        use std::io::{Read, Write};
+        use std::os::unix::process::CommandExt;
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let write = std::fs::File::from(write);
+        let mut cmd = Command::new("true");
+        // SAFETY: the closure only calls write and nanosleep, which are
+        // async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                (&write).write_all(b"f")?;
+                std::thread::sleep(Duration::from_secs(secs));
+                Ok(())
+            })
+        };
+        let thread = std::thread::spawn(move || Reaper::global().spawn_async(&mut cmd));
+        let mut forked = [0u8; 1];
+        std::fs::File::from(read).read_exact(&mut forked).unwrap();
+        thread
+    }
+
+    #[test]
+    fn a_spawn_waiting_for_its_childs_exec_does_not_hold_up_another() {
+        let slow = spawn_slow_exec(2);
+        let (_, mut quick) = Reaper::global().spawn_async(&mut Command::new("true")).unwrap();
+        assert!(!slow.is_finished(), "the second spawn waited for the first one's exec");
+        let (_, mut slow_rx) = slow.join().unwrap().unwrap();
+        let (mut a, mut b) = (None, None);
+        pump_until(|| {
+            a = a.or(quick.try_recv().ok());
+            b = b.or(slow_rx.try_recv().ok());
+            a.is_some() && b.is_some()
+        });
+        assert_eq!((a, b), (Some(ExitStatus::Exited(0)), Some(ExitStatus::Exited(0))));
+    }
+
+    #[test]
+    fn a_reaping_pass_during_a_spawn_returns_at_once_and_the_spawn_reaps_after() {
+        let slow = spawn_slow_exec(2);
+        // A child that exits while the slow spawn is still in progress.
+        let (_, mut quick) = Reaper::global().spawn_async(&mut Command::new("true")).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let asked = Instant::now();
+        let reaped = Reaper::global().reap();
+        assert!(asked.elapsed() < Duration::from_secs(1), "the pass waited {:?} for the spawn", asked.elapsed());
+        assert!(reaped.children_left);
+        assert!(!slow.is_finished());
+        // This test reaps no more: the slow spawn does once it is done (or
+        // another test's pass, running beside this one).
+        let (_, mut slow_rx) = slow.join().unwrap().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut status = None;
+        while status.is_none() && Instant::now() < deadline {
+            status = quick.try_recv().ok();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(status, Some(ExitStatus::Exited(0)));
+        pump_until(|| slow_rx.try_recv().is_ok());
     }
 
     #[test]

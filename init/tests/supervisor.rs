@@ -287,15 +287,17 @@ fn independent_units_start_in_parallel_and_a_dependent_waits_for_ready() {
     });
 }
 
-/// Of the units whose dependencies are met together, those that others
-/// wait for are exec'd first: each spawn lasts until its exec is done, so
-/// the chain behind `order-needed` (here `order-dependent`) does not wait
-/// for the exec of a unit nothing waits for, though its name sorts first.
+/// PID1 execs the units of one pass together, four at a time (the
+/// supervisor thread and three spawn threads), so with more than four the
+/// order of a pass decides which wait for the others' execs: units that
+/// others wait for go in the first four, though their names sort last.
 #[test]
 fn units_that_others_wait_for_are_spawned_first() {
     let env = Env::new("order");
     let sleep = sh("exec sleep 30");
-    env.unit("order-alone", &format!("[service]\nexec = {sleep}\n"));
+    for n in 1..=4 {
+        env.unit(&format!("order-alone-{n}"), &format!("[service]\nexec = {sleep}\n"));
+    }
     env.unit("order-needed", &format!("[service]\nexec = {sleep}\n"));
     env.unit("order-dependent", &format!("[service]\nexec = {sleep}\n[dependencies]\nafter = [\"order-needed\"]\n"));
     run(async {
@@ -303,8 +305,8 @@ fn units_that_others_wait_for_are_spawned_first() {
         h.wait_settled().await.unwrap();
         let t = h.timeline().await.unwrap();
         let entry = |n: &str| timeline_entry(&t, n);
-        let (alone, needed) = (entry("order-alone"), entry("order-needed"));
-        assert!(needed.started_us > 0 && needed.started_us < alone.started_us, "{needed:#?} {alone:#?}");
+        let (last, needed) = (entry("order-alone-4"), entry("order-needed"));
+        assert!(needed.started_us > 0 && needed.started_us < last.started_us, "{needed:#?} {last:#?}");
         for s in h.list().await.unwrap() {
             assert_eq!(s.state, UnitState::Active, "{s:#?}");
         }
@@ -313,28 +315,26 @@ fn units_that_others_wait_for_are_spawned_first() {
 }
 
 /// Of the units one pass can start, those the machine's readiness waits
-/// for are spawned first (a spawn lasts until its exec is done): the
-/// runtime follows the network it is ordered after, ahead of a helper that
-/// only a unit outside the ready set waits for.
+/// for go in its first four execs, ahead of units that others wait for.
 #[test]
 fn units_the_ready_line_waits_for_are_spawned_first() {
     let env = Env::new("prio");
     let sleep = sh("exec sleep 30");
-    env.unit("prio-net", &format!("[service]\nexec = {sleep}\n[dependencies]\nrequired_for_ready = true\n"));
-    env.unit(
-        "prio-runtime",
-        &format!("[service]\nexec = {sleep}\n[dependencies]\nafter = [\"prio-net\"]\nrequired_for_ready = true\n"),
-    );
-    env.unit("prio-helper", &format!("[service]\nexec = {sleep}\n"));
-    env.unit("prio-user", &format!("[service]\nexec = {sleep}\n[dependencies]\nafter = [\"prio-helper\"]\n"));
+    env.unit("prio-ready", &format!("[service]\nexec = {sleep}\n[dependencies]\nrequired_for_ready = true\n"));
+    for n in 1..=4 {
+        env.unit(&format!("prio-helper-{n}"), &format!("[service]\nexec = {sleep}\n"));
+        env.unit(
+            &format!("prio-user-{n}"),
+            &format!("[service]\nexec = {sleep}\n[dependencies]\nafter = [\"prio-helper-{n}\"]\n"),
+        );
+    }
     run(async {
         let h = env.start();
         h.wait_settled().await.unwrap();
         let t = h.timeline().await.unwrap();
         let entry = |n: &str| timeline_entry(&t, n);
-        let (net, runtime, helper) = (entry("prio-net"), entry("prio-runtime"), entry("prio-helper"));
-        assert!(net.started_us > 0 && net.started_us < runtime.started_us, "{net:#?} {runtime:#?}");
-        assert!(runtime.started_us < helper.started_us, "{runtime:#?} {helper:#?}");
+        let (ready, last) = (entry("prio-ready"), entry("prio-helper-4"));
+        assert!(ready.started_us > 0 && ready.started_us < last.started_us, "{ready:#?} {last:#?}");
         h.stop_all().await.unwrap();
     });
 }
