@@ -338,8 +338,8 @@ const SPAWN_THREADS: usize = 3;
 const SPAWN_THREAD_STACK: usize = 256 * 1024;
 
 /// A spawn handed to a helper thread: the command's index, the command,
-/// and where its result goes.
-type SpawnJob = (usize, Command, std::sync::mpsc::Sender<(usize, Spawned)>);
+/// the reaper that is to wait for the child, and where the result goes.
+type SpawnJob = (usize, Command, &'static Reaper, std::sync::mpsc::Sender<(usize, Spawned)>);
 
 /// The helper threads' queue; `None` when none of them could be started.
 ///
@@ -350,7 +350,7 @@ type SpawnJob = (usize, Command, std::sync::mpsc::Sender<(usize, Spawned)>);
 /// that ended after their spawns killed such units at once (found in
 /// review on 2026-12-03; `init/tests/supervisor.rs` starts 8 of them in
 /// one pass).
-fn spawn_threads(reaper: &'static Reaper) -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>> {
+fn spawn_threads() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>> {
     static QUEUE: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>>> =
         std::sync::OnceLock::new();
     QUEUE
@@ -363,7 +363,7 @@ fn spawn_threads(reaper: &'static Reaper) -> Option<&'static std::sync::Mutex<st
                 let thread = std::thread::Builder::new()
                     .name(format!("spawn-{i}"))
                     .stack_size(SPAWN_THREAD_STACK)
-                    .spawn(move || spawn_thread(&rx, reaper));
+                    .spawn(move || spawn_thread(&rx));
                 if thread.is_ok() {
                     started += 1;
                 }
@@ -376,10 +376,10 @@ fn spawn_threads(reaper: &'static Reaper) -> Option<&'static std::sync::Mutex<st
 /// A helper thread's loop. It never returns while PID1 holds the queue's
 /// sender (a static), and a spawn that panics is reported as an error, not
 /// the end of the thread.
-fn spawn_thread(jobs: &Mutex<std::sync::mpsc::Receiver<SpawnJob>>, reaper: &'static Reaper) {
+fn spawn_thread(jobs: &Mutex<std::sync::mpsc::Receiver<SpawnJob>>) {
     loop {
         let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok((i, mut cmd, results)) = job else { return };
+        let Ok((i, mut cmd, reaper, results)) = job else { return };
         let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spawn_one(&mut cmd, reaper)))
             .unwrap_or_else(|_| (now_us(), Err(io::Error::other("its spawn panicked"))));
         // The supervisor gone (only in tests) leaves the result to no one.
@@ -405,15 +405,15 @@ fn spawn_together(cmds: Vec<Command>, reaper: &'static Reaper) -> Vec<Spawned> {
     let mut own: Vec<(usize, Command)> = Vec::new();
     let (tx, rx) = std::sync::mpsc::channel();
     let mut handed = 0;
-    let queue = if count > 1 { spawn_threads(reaper) } else { None };
+    let queue = if count > 1 { spawn_threads() } else { None };
     for (i, cmd) in cmds.into_iter().enumerate() {
         // Every SPAWNS_AT_ONCE-th command is this thread's, the rest the
         // helpers': all of them busy at once, in the commands' order.
         let to_helpers = queue.filter(|_| i % SPAWNS_AT_ONCE != 0);
         match to_helpers {
-            Some(q) => match q.lock().unwrap_or_else(PoisonError::into_inner).send((i, cmd, tx.clone())) {
+            Some(q) => match q.lock().unwrap_or_else(PoisonError::into_inner).send((i, cmd, reaper, tx.clone())) {
                 Ok(()) => handed += 1,
-                Err(std::sync::mpsc::SendError((i, cmd, _))) => own.push((i, cmd)),
+                Err(std::sync::mpsc::SendError((i, cmd, _, _))) => own.push((i, cmd)),
             },
             None => own.push((i, cmd)),
         }
