@@ -5,7 +5,8 @@ use std::cmp::Reverse;
 use std::io;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{channel, Receiver, SendError, Sender};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -339,7 +340,7 @@ const SPAWN_THREAD_STACK: usize = 256 * 1024;
 
 /// A spawn handed to a helper thread: the command's index, the command,
 /// the reaper that is to wait for the child, and where the result goes.
-type SpawnJob = (usize, Command, &'static Reaper, std::sync::mpsc::Sender<(usize, Spawned)>);
+type SpawnJob = (usize, Command, &'static Reaper, Sender<(usize, Spawned)>);
 
 /// The helper threads' queue; `None` when none of them could be started.
 ///
@@ -350,24 +351,22 @@ type SpawnJob = (usize, Command, &'static Reaper, std::sync::mpsc::Sender<(usize
 /// that ended after their spawns killed such units at once (found in
 /// review on 2026-12-03; `init/tests/supervisor.rs` starts 8 of them in
 /// one pass).
-fn spawn_threads() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>> {
-    static QUEUE: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>>> =
-        std::sync::OnceLock::new();
+fn spawn_threads() -> Option<&'static Mutex<Sender<SpawnJob>>> {
+    static QUEUE: OnceLock<Option<Mutex<Sender<SpawnJob>>>> = OnceLock::new();
     QUEUE
         .get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+            let (tx, rx) = channel::<SpawnJob>();
             let rx = Arc::new(Mutex::new(rx));
-            let mut started = 0;
-            for i in 0..SPAWN_THREADS {
-                let rx = Arc::clone(&rx);
-                let thread = std::thread::Builder::new()
-                    .name(format!("spawn-{i}"))
-                    .stack_size(SPAWN_THREAD_STACK)
-                    .spawn(move || spawn_thread(&rx));
-                if thread.is_ok() {
-                    started += 1;
-                }
-            }
+            let started = (0..SPAWN_THREADS)
+                .filter(|i| {
+                    let rx = Arc::clone(&rx);
+                    std::thread::Builder::new()
+                        .name(format!("spawn-{i}"))
+                        .stack_size(SPAWN_THREAD_STACK)
+                        .spawn(move || spawn_thread(&rx))
+                        .is_ok()
+                })
+                .count();
             (started > 0).then(|| Mutex::new(tx))
         })
         .as_ref()
@@ -376,7 +375,7 @@ fn spawn_threads() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<S
 /// A helper thread's loop. It never returns while PID1 holds the queue's
 /// sender (a static), and a spawn that panics is reported as an error, not
 /// the end of the thread.
-fn spawn_thread(jobs: &Mutex<std::sync::mpsc::Receiver<SpawnJob>>) {
+fn spawn_thread(jobs: &Mutex<Receiver<SpawnJob>>) {
     loop {
         let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok((i, mut cmd, reaper, results)) = job else { return };
@@ -403,7 +402,7 @@ fn spawn_together(cmds: Vec<Command>, reaper: &'static Reaper) -> Vec<Spawned> {
     let count = cmds.len();
     let mut results: Vec<Option<Spawned>> = (0..count).map(|_| None).collect();
     let mut own: Vec<(usize, Command)> = Vec::new();
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = channel();
     let mut handed = 0;
     let queue = if count > 1 { spawn_threads() } else { None };
     for (i, cmd) in cmds.into_iter().enumerate() {
@@ -413,7 +412,7 @@ fn spawn_together(cmds: Vec<Command>, reaper: &'static Reaper) -> Vec<Spawned> {
         match to_helpers {
             Some(q) => match q.lock().unwrap_or_else(PoisonError::into_inner).send((i, cmd, reaper, tx.clone())) {
                 Ok(()) => handed += 1,
-                Err(std::sync::mpsc::SendError((i, cmd, _, _))) => own.push((i, cmd)),
+                Err(SendError((i, cmd, _, _))) => own.push((i, cmd)),
             },
             None => own.push((i, cmd)),
         }
