@@ -505,6 +505,16 @@ mod tests {
         ] {
             assert!(etcd.contains(want), "{want} missing from {etcd}");
         }
+        // Berth's own timeouts for a cluster of one, read from its unit.
+        let unit: toml::Value = toml::from_str(include_str!("../rootfs/usr/lib/berth/units/etcd.toml")).unwrap();
+        let exec: Vec<&str> = unit["service"]["exec"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        for (flag, var) in
+            [("--heartbeat-interval", "ETCD_HEARTBEAT_INTERVAL"), ("--election-timeout", "ETCD_ELECTION_TIMEOUT")]
+        {
+            let at = exec.iter().position(|a| *a == flag).unwrap_or_else(|| panic!("{flag} in Berth's etcd unit"));
+            let want = format!("{var}={}\n", exec[at + 1]);
+            assert!(etcd.contains(&want), "{want} missing from {etcd}");
+        }
         let ready = text("/etc/systemd/system/berth-peer-ready.service");
         assert!(ready.contains("After=containerd.service etcd.service\n"), "{ready}");
         assert!(ready.contains(CORE_READY_MARKER.trim_end()), "{ready}");

@@ -11,24 +11,32 @@
 use crate::disk::Slot;
 use crate::guid::Guid;
 
-/// What veritysetup produced for one root image.
+/// The dm-verity geometry of one root image, as `image-build/src/verity.rs` builds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verity {
     /// Number of 4 KiB data blocks (the EROFS image, padded).
     pub data_blocks: u64,
-    /// Block of the first hash block: one past the data and veritysetup's superblock.
+    /// Block of the first hash block: one past the data and the verity superblock.
     pub hash_start_block: u64,
+    /// The digest of the tree's top block, lowercase hex (64 digits).
     pub root_hash: String,
+    /// Put before every block's bytes when hashing, lowercase hex.
     pub salt: String,
 }
 
+/// Data and hash block size, bytes.
 pub const VERITY_BLOCK: u64 = 4096;
+
+/// The hash of the root's dm-verity tree, as the kernel's crypto API names
+/// it (crypto/blake2b_generic.c: unkeyed BLAKE2b, RFC 7693, with a 32-byte
+/// digest). Why not SHA-256: docs/verity.md.
+pub const VERITY_HASH: &str = "blake2b-256";
 
 /// The full command line for booting `slot` from the partition `partuuid`.
 pub fn kernel_cmdline(slot: Slot, partuuid: Guid, v: &Verity) -> String {
     let sectors = v.data_blocks * (VERITY_BLOCK / 512);
     let dm = format!(
-        "root,,,ro,0 {sectors} verity 1 PARTUUID={partuuid} PARTUUID={partuuid} {VERITY_BLOCK} {VERITY_BLOCK} {} {} sha256 {} {} 1 restart_on_corruption",
+        "root,,,ro,0 {sectors} verity 1 PARTUUID={partuuid} PARTUUID={partuuid} {VERITY_BLOCK} {VERITY_BLOCK} {} {} {VERITY_HASH} {} {} 1 restart_on_corruption",
         v.data_blocks, v.hash_start_block, v.root_hash, v.salt
     );
     format!(
@@ -212,7 +220,10 @@ mod tests {
         let v = Verity { data_blocks: 100, hash_start_block: 101, root_hash: "ab".into(), salt: "cd".into() };
         let p = Guid::derive("p");
         let c = kernel_cmdline(Slot::B, p, &v);
-        assert!(c.contains(&format!("0 800 verity 1 PARTUUID={p} PARTUUID={p} 4096 4096 100 101 sha256 ab cd")), "{c}");
+        assert!(
+            c.contains(&format!("0 800 verity 1 PARTUUID={p} PARTUUID={p} 4096 4096 100 101 blake2b-256 ab cd")),
+            "{c}"
+        );
         assert!(c.contains("root=/dev/dm-0"));
         assert_eq!(slot_of(&c), Some(Slot::B));
         assert_eq!(slot_of("quiet"), None);
@@ -243,7 +254,7 @@ mod tests {
         let t = &d.targets[0];
         assert_eq!((t.start, t.length, t.target_type.as_str()), (0, 800, "verity"));
         assert!(
-            t.args.starts_with(&format!("1 PARTUUID={p} PARTUUID={p} 4096 4096 100 101 sha256 ab cd")),
+            t.args.starts_with(&format!("1 PARTUUID={p} PARTUUID={p} 4096 4096 100 101 blake2b-256 ab cd")),
             "{}",
             t.args
         );

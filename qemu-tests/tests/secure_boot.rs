@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use berth_layout::cmdline::VERITY_HASH;
 use berth_layout::console::READY_PREFIX;
 use berth_layout::disk::{ESP_LABEL, SECTOR};
 use berth_qemu::{
@@ -129,7 +130,9 @@ fn a_uki_with_one_byte_of_its_command_line_changed_is_refused() {
     // One hex digit of the verity root hash in .cmdline, after signing:
     // the image now promises another root than the one it was signed with.
     let mut bytes = std::fs::read(&uki).unwrap();
-    let at = bytes.windows(7).position(|w| w == b"sha256 ").expect("the command line in the UKI") + 7;
+    let hash = format!("{VERITY_HASH} ");
+    let at =
+        bytes.windows(hash.len()).position(|w| w == hash.as_bytes()).expect("the command line in the UKI") + hash.len();
     bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
     std::fs::write(&uki, &bytes).unwrap();
     let disk = disk_with(scratch.path(), "cmdline.raw", &boot, &uki);

@@ -42,6 +42,9 @@ pub fn root_files(containerd_config: &str) -> Vec<RootFile> {
              ETCD_LISTEN_PEER_URLS=http://127.0.0.1:2380\n\
              ETCD_INITIAL_ADVERTISE_PEER_URLS=http://127.0.0.1:2380\n\
              ETCD_INITIAL_CLUSTER=berth=http://127.0.0.1:2380\n\
+             # A cluster of one: Berth's heartbeat and election timeout (ms).\n\
+             ETCD_HEARTBEAT_INTERVAL=50\n\
+             ETCD_ELECTION_TIMEOUT=250\n\
              ETCD_AUTO_COMPACTION_MODE=periodic\n\
              ETCD_AUTO_COMPACTION_RETENTION=1h\n\
              ETCD_LOGGER=zap\n\

@@ -85,13 +85,14 @@ pub struct Payload {
 
 /// The dm-verity geometry of a root image, as `image-build/src/verity.rs`
 /// computes it and `berth_layout::cmdline::Verity` puts it on the kernel
-/// command line (4 KiB data and hash blocks, sha256).
+/// command line (4 KiB data and hash blocks, the hash `berth_layout::cmdline::VERITY_HASH`,
+/// whose digests, the root hash among them, are 32 bytes).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerityGeometry {
     /// Number of 4 KiB data blocks (the EROFS image, padded).
     pub data_blocks: u64,
-    /// Hash offset, in 4 KiB blocks: the first hash block, one past the data and veritysetup's superblock.
+    /// Hash offset, in 4 KiB blocks: the first hash block, one past the data and the verity superblock.
     pub hash_start_block: u64,
     /// The root hash, lowercase hex.
     pub root_hash: String,
