@@ -9,7 +9,9 @@
 //! compared boot by boot. `BERTH_QEMU_ARGS` and `BERTH_APPEND` work as in
 //! the `guest` example (a QEMU monitor socket to sample the vCPUs from; a
 //! direct kernel boot with `nokaslr`, so those samples map onto the
-//! kernel build's System.map).
+//! kernel build's System.map). `BERTH_SHOW_CONSOLE=1` prints the serial
+//! console's last 80 lines once the reboot is ready (PID1's early-boot
+//! lines; their times are in /var/log/berth/berth.log).
 
 use std::time::Duration;
 
@@ -27,6 +29,9 @@ fn main() -> Result<(), berth_qemu::Error> {
     vm.restart()?;
     let times = vm.wait_ready(boot_timeout())?;
     println!("reboot: {times:?}");
+    if std::env::var_os("BERTH_SHOW_CONSOLE").is_some() {
+        println!("{}", berth_qemu::tail(&vm.console_text(), 80));
+    }
     for cmd in std::env::args().skip(1) {
         let out = vm.sh(&cmd)?;
         println!("$ {cmd}\n{}# exit {}", out.output, out.status);
