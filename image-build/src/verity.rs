@@ -40,7 +40,7 @@ fn salt_bytes(version: &str) -> Vec<u8> {
 /// the BLAKE2b-256 hash tree of those blocks. Returns the parameters the
 /// kernel command line needs and the new file size in bytes.
 ///
-/// Errors: reading or writing `image`.
+/// Errors: reading or writing `image`; an empty `image` (InvalidInput).
 pub fn append_hash_tree(image: &Path, version: &str) -> Result<(Verity, u64), IoError> {
     crate::progress::spin("verity: hash tree", || {
         append::<TreeHash>(image, VERITY_HASH, &salt_bytes(version), &Guid::derive(&format!("{version}/verity")))
@@ -50,6 +50,10 @@ pub fn append_hash_tree(image: &Path, version: &str) -> Result<(Verity, u64), Io
 /// The tree of `image` with the hash `D` (named `algorithm` in the superblock).
 fn append<D: Digest>(image: &Path, algorithm: &str, salt: &[u8], uuid: &Guid) -> Result<(Verity, u64), IoError> {
     let len = std::fs::metadata(image).map_err(io_at(image))?.len();
+    if len == 0 {
+        let empty = std::io::Error::new(std::io::ErrorKind::InvalidInput, "the image is empty: nothing to protect");
+        return Err(io_doing("build the verity hash tree of", image)(empty));
+    }
     let data_blocks = len.div_ceil(VERITY_BLOCK);
     let data_size = data_blocks * VERITY_BLOCK;
     let file = std::fs::OpenOptions::new().read(true).write(true).open(image).map_err(io_at(image))?;
@@ -250,6 +254,17 @@ mod tests {
             assert_eq!(first_diff, None, "{len} bytes: the first byte that differs from veritysetup's");
             assert!(verify_sha256(&ours, &v), "{len} bytes: the kernel's parameters verify");
         }
+    }
+
+    #[test]
+    fn an_empty_image_is_refused_not_hashed() {
+        let dir = Scratch::new("empty");
+        let img = dir.0.join("root.img");
+        std::fs::write(&img, b"").unwrap();
+        let err = append_hash_tree(&img, "test").unwrap_err();
+        assert_eq!(err.source.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("root.img"), "{err}");
+        assert_eq!(std::fs::metadata(&img).unwrap().len(), 0, "nothing written");
     }
 
     #[test]
