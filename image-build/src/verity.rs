@@ -77,7 +77,7 @@ fn append<D: Digest>(image: &Path, algorithm: &str, salt: &[u8], uuid: &Guid) ->
         digests.extend_from_slice(&hash_block::<D>(salt, &block));
     }
     for level in 0..levels.count() {
-        let packed = levels.pack(&digests, <D as Digest>::output_size());
+        let packed = levels.pack(&digests);
         let at = (hash_start_block + levels.first_block(level)) * VERITY_BLOCK;
         file.write_all_at(&packed, at).map_err(io_doing("write the verity hash tree into", image))?;
         digests = packed.chunks(VERITY_BLOCK as usize).flat_map(|b| hash_block::<D>(salt, b)).collect();
@@ -96,6 +96,8 @@ fn hash_block<D: Digest>(salt: &[u8], block: &[u8]) -> Vec<u8> {
 struct Levels {
     /// Hash blocks of level 0 (the lowest) upwards.
     blocks: Vec<u64>,
+    /// Bytes of one digest.
+    digest_size: usize,
     /// log2 of the digests one hash block holds.
     per_block_bits: u32,
 }
@@ -113,7 +115,7 @@ impl Levels {
             let span = 1u64.checked_shl(covered_bits).unwrap_or(u64::MAX);
             blocks.push(data_blocks.div_ceil(span));
         }
-        Levels { blocks, per_block_bits }
+        Levels { blocks, digest_size, per_block_bits }
     }
 
     fn count(&self) -> usize {
@@ -132,13 +134,13 @@ impl Levels {
 
     /// `digests` laid out in hash blocks: one slot of 2^k bytes per digest,
     /// the rest of the last block zero.
-    fn pack(&self, digests: &[u8], digest_size: usize) -> Vec<u8> {
+    fn pack(&self, digests: &[u8]) -> Vec<u8> {
         let slot = VERITY_BLOCK as usize >> self.per_block_bits;
-        let count = digests.len() / digest_size;
+        let count = digests.len() / self.digest_size;
         let per_block = 1usize << self.per_block_bits;
         let mut out = vec![0u8; count.div_ceil(per_block) * VERITY_BLOCK as usize];
-        for (i, d) in digests.chunks(digest_size).enumerate() {
-            out[i * slot..i * slot + digest_size].copy_from_slice(d);
+        for (i, d) in digests.chunks(self.digest_size).enumerate() {
+            out[i * slot..i * slot + self.digest_size].copy_from_slice(d);
         }
         out
     }
@@ -166,26 +168,11 @@ fn superblock(algorithm: &str, uuid: &Guid, data_blocks: u64, salt: &[u8]) -> [u
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::process::Command;
 
+    use berth_qemu::WorkDir;
+
     use super::*;
-
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!("berth-verity-{name}-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i % 251) as u8 ^ (i / 4096) as u8).collect()
@@ -222,12 +209,12 @@ mod tests {
     /// hash block (one level), one past it, and three levels.
     #[test]
     fn with_sha256_the_tree_is_veritysetups_byte_for_byte() {
-        let dir = Scratch::new("oracle");
+        let dir = WorkDir::create("verity-oracle").unwrap();
         let salt = salt_bytes("test");
         let uuid = Guid::derive("test/verity");
         for len in [100, 128 * 4096, 128 * 4096 + 1, 129 * 128 * 4096 + 7] {
-            let ours = dir.0.join(format!("ours-{len}.img"));
-            let theirs = dir.0.join(format!("theirs-{len}.img"));
+            let ours = dir.join(&format!("ours-{len}.img"));
+            let theirs = dir.join(&format!("theirs-{len}.img"));
             let data = pattern(len);
             std::fs::write(&ours, &data).unwrap();
             let (v, total) = append::<Sha256>(&ours, "sha256", &salt, &uuid).unwrap();
@@ -258,8 +245,8 @@ mod tests {
 
     #[test]
     fn an_empty_image_is_refused_not_hashed() {
-        let dir = Scratch::new("empty");
-        let img = dir.0.join("root.img");
+        let dir = WorkDir::create("verity-empty").unwrap();
+        let img = dir.join("root.img");
         std::fs::write(&img, b"").unwrap();
         let err = append_hash_tree(&img, "test").unwrap_err();
         assert_eq!(err.source.kind(), std::io::ErrorKind::InvalidInput, "{err}");
@@ -269,8 +256,8 @@ mod tests {
 
     #[test]
     fn a_flipped_byte_no_longer_verifies() {
-        let dir = Scratch::new("flip");
-        let img = dir.0.join("root.img");
+        let dir = WorkDir::create("verity-flip").unwrap();
+        let img = dir.join("root.img");
         std::fs::write(&img, pattern(3 * 4096 + 100)).unwrap();
         let (v, _) = append::<Sha256>(&img, "sha256", &salt_bytes("test"), &Guid::derive("x")).unwrap();
         assert!(verify_sha256(&img, &v));
@@ -287,8 +274,8 @@ mod tests {
     /// kernel's blake2b-256 computes it.
     #[test]
     fn the_roots_tree_is_blake2b_256() {
-        let dir = Scratch::new("blake2b");
-        let img = dir.0.join("root.img");
+        let dir = WorkDir::create("verity-blake2b").unwrap();
+        let img = dir.join("root.img");
         std::fs::write(&img, vec![0x5a; 4096 * 2]).unwrap();
         let (v, total) = append_hash_tree(&img, "test").unwrap();
         assert_eq!((v.data_blocks, v.hash_start_block, total), (2, 3, 4 * 4096));
@@ -296,7 +283,7 @@ mod tests {
         assert_eq!(v.root_hash, EXPECTED_BLAKE2B_ROOT);
         let bytes = std::fs::read(&img).unwrap();
         assert_eq!(&bytes[2 * 4096 + 32..2 * 4096 + 32 + VERITY_HASH.len()], VERITY_HASH.as_bytes());
-        let again = dir.0.join("again.img");
+        let again = dir.join("again.img");
         std::fs::write(&again, vec![0x5a; 4096 * 2]).unwrap();
         assert_eq!(append_hash_tree(&again, "test").unwrap().0, v, "reproducible");
     }
