@@ -12,6 +12,9 @@
 //! kernel build's System.map). `BERTH_SHOW_CONSOLE=1` prints the serial
 //! console's last 80 lines once the reboot is ready (PID1's early-boot
 //! lines; their times are in /var/log/berth/berth.log).
+//! `BERTH_FIRST_BOOT` is a command run in the admin shell of the first
+//! boot before it powers off (a unit written to /etc/berth/units that the
+//! measured reboot then runs: a sampler of /proc/stat, say).
 
 use std::time::Duration;
 
@@ -24,6 +27,10 @@ fn main() -> Result<(), berth_qemu::Error> {
     vm.wait_ready(boot_timeout())?;
     // What the first boot started in the background (ssh host keys) finishes.
     std::thread::sleep(Duration::from_secs(5));
+    if let Ok(cmd) = std::env::var("BERTH_FIRST_BOOT") {
+        let out = vm.sh(&cmd)?;
+        println!("first boot $ {cmd}\n{}# exit {}", out.output, out.status);
+    }
     vm.powerdown()?;
     vm.wait_exit(shutdown_timeout())?;
     vm.restart()?;
