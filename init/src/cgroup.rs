@@ -150,6 +150,15 @@ fn remove_tree(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Whether [`Group::create`] made the group or found it from an earlier run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Made {
+    /// Made now: its limit files hold the kernel's defaults.
+    New,
+    /// Left over from an earlier run of the unit: its limits may be that run's.
+    Existing,
+}
+
 /// One unit's cgroup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
@@ -168,25 +177,28 @@ impl Group {
     }
 
     /// Creates the directory; an existing one (left over from a previous
-    /// run of the unit, maybe still holding processes) is kept.
-    pub fn create(&self) -> io::Result<()> {
+    /// run of the unit, maybe still holding processes) is kept. Says
+    /// which, for [`Group::apply`].
+    pub fn create(&self) -> io::Result<Made> {
         match std::fs::create_dir(&self.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Ok(()) => Ok(Made::New),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Made::Existing),
             Err(e) => Err(io::Error::new(e.kind(), format!("creating {}: {e}", self.path.display()))),
         }
     }
 
-    /// Writes the unit's limits, and the kernel's default into each
-    /// [`LIMIT_DEFAULTS`] file the unit leaves unset: the group may be
-    /// reused from an earlier run (see [`Group::create`]) whose unit file
-    /// still set that limit, and a limit removed from the unit file must
-    /// not outlive it. A default file that does not exist (its controller
-    /// is not enabled) is skipped. The error names the file and, when a
-    /// limit's file does not exist, the controller that is missing.
-    pub fn apply(&self, limits: &Limits) -> Result<(), String> {
+    /// Writes the unit's limits and, in a group reused from an earlier
+    /// run ([`Made::Existing`]), the kernel's default into each
+    /// [`LIMIT_DEFAULTS`] file the unit leaves unset: that run's unit
+    /// file may have set a limit since removed, which must not outlive it.
+    /// A new group holds the defaults already. A default file that does
+    /// not exist (its controller is not enabled) is skipped. The error
+    /// names the file and, when a limit's file does not exist, the
+    /// controller that is missing.
+    pub fn apply(&self, limits: &Limits, made: Made) -> Result<(), String> {
         let settings = limits.cgroup_settings();
-        for (file, default) in LIMIT_DEFAULTS {
+        let resets = if made == Made::Existing { LIMIT_DEFAULTS.as_slice() } else { &[] };
+        for &(file, default) in resets {
             if settings.iter().any(|(set, _)| *set == file) {
                 continue;
             }
@@ -366,10 +378,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let g = Group::at(&dir);
         let limits = Limits { pids_max: Some(crate::unit::Limit::Value(10)), ..Limits::default() };
-        let err = g.apply(&limits).unwrap_err();
+        let err = g.apply(&limits, Made::Existing).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("the pids controller is not available"), "{err}");
-        assert!(g.apply(&Limits::default()).is_ok());
+        assert!(g.apply(&Limits::default(), Made::Existing).is_ok());
     }
 
     #[test]
@@ -389,17 +401,17 @@ mod tests {
             pids_max: Some(Limit::Value(64)),
             ..Limits::default()
         };
-        g.apply(&set).unwrap();
+        g.apply(&set, Made::Existing).unwrap();
         assert_eq!(read("memory.max"), (512u64 << 20).to_string());
         assert_eq!(read("cpu.weight"), "500");
         assert_eq!(read("pids.max"), "64");
         // Only memory_max removed: the others stay.
-        g.apply(&Limits { memory_max: None, ..set.clone() }).unwrap();
+        g.apply(&Limits { memory_max: None, ..set.clone() }, Made::Existing).unwrap();
         assert_eq!(read("memory.max"), "max");
         assert_eq!(read("cpu.weight"), "500");
         assert_eq!(read("pids.max"), "64");
         // All removed.
-        g.apply(&Limits::default()).unwrap();
+        g.apply(&Limits::default(), Made::Existing).unwrap();
         let now: Vec<String> = LIMIT_DEFAULTS.iter().map(|(file, _)| read(file)).collect();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(now, ["max", "100", "max"]);
@@ -420,12 +432,32 @@ mod tests {
     }
 
     #[test]
+    fn a_new_group_gets_the_units_limits_and_no_resets() {
+        use crate::unit::Limit;
+        let dir = std::env::temp_dir().join(format!("berth-cgroup-new-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let g = Group::at(&dir);
+        assert_eq!(g.create().unwrap(), Made::New);
+        assert_eq!(g.create().unwrap(), Made::Existing, "made by the first call");
+        // Marks in the files the kernel gives a new group, to see whether
+        // apply writes them.
+        for (file, _) in LIMIT_DEFAULTS {
+            std::fs::write(dir.join(file), "kernel's").unwrap();
+        }
+        g.apply(&Limits { pids_max: Some(Limit::Value(64)), ..Limits::default() }, Made::New).unwrap();
+        let now: Vec<String> =
+            LIMIT_DEFAULTS.iter().map(|(file, _)| std::fs::read_to_string(dir.join(file)).unwrap()).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(now, ["kernel's", "kernel's", "64"]);
+    }
+
+    #[test]
     fn resetting_skips_files_of_controllers_not_enabled() {
         let dir = std::env::temp_dir().join(format!("berth-cgroup-partial-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("memory.max"), "1024").unwrap();
         let g = Group::at(&dir);
-        let result = g.apply(&Limits::default());
+        let result = g.apply(&Limits::default(), Made::Existing);
         let memory = std::fs::read_to_string(dir.join("memory.max")).unwrap();
         let created = dir.join("pids.max").exists() || dir.join("cpu.weight").exists();
         std::fs::remove_dir_all(&dir).unwrap();

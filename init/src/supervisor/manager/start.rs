@@ -147,8 +147,8 @@ impl Manager {
         let (members, procs, cgroup) = match &self.config.cgroups {
             Some(cg) => {
                 let g = cg.group(name.as_str());
-                g.create().map_err(|e| e.to_string())?;
-                g.apply(&unit.limits)?;
+                let made = g.create().map_err(|e| e.to_string())?;
+                g.apply(&unit.limits, made)?;
                 let procs = g.procs_file().map_err(|e| e.to_string())?;
                 (Members::Cgroup(g.clone()), Some(procs), Some(g))
             }
