@@ -216,6 +216,10 @@ pub fn build(ctx: &Context, opts: &BuildOptions) -> Result<SizeReport, Error> {
         tree.files
             .insert(format!("{keys_dir}/{name}"), file_len(&root.join(keys_dir.trim_start_matches('/')).join(&name)));
     }
+    let readahead = crate::readahead::write(&root)?;
+    let list = berth_layout::paths::BOOT_READAHEAD;
+    tree.files.insert(list.to_string(), file_len(&root.join(list.trim_start_matches('/'))));
+    eprintln!("build: boot read-ahead: {} files ({list})", readahead.len());
     if let Some(v) = opts.variant {
         variant::apply(v, &root)?;
         eprintln!("build: test variant {v:?} applied: this image is broken on purpose");

@@ -28,6 +28,7 @@ mod packages;
 mod peer;
 mod progress;
 mod publish;
+mod readahead;
 mod rig;
 mod rootfs;
 mod run;

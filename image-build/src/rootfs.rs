@@ -20,6 +20,8 @@ pub enum RootfsError {
     MissingLibrary { binary: String, library: String, searched: String },
     #[error("{path}: not a readable ELF file: {message}")]
     BadElf { path: String, message: String },
+    #[error("a unit of the image: {message}")]
+    BadUnit { message: String },
     #[error("{path}: symbolic links loop")]
     LinkLoop { path: String },
     #[error(transparent)]
@@ -86,7 +88,7 @@ pub fn resolve(root: &Path, path: &str) -> Result<PathBuf, RootfsError> {
 }
 
 /// The library search path of the pinned Debian userland.
-const LIB_DIRS: [&str; 3] = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"];
+pub const LIB_DIRS: [&str; 3] = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"];
 
 struct Builder<'a> {
     pkgroot: &'a Path,

@@ -83,6 +83,15 @@ fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
     // Stage 0 reads the root in whole compressed clusters (4 MiB windows).
     let read_ahead = vm.read_file("/sys/block/dm-0/queue/read_ahead_kb").expect("dm-0's read-ahead");
     assert_eq!(read_ahead.trim(), "4096", "the root's read-ahead in KiB");
+    // PID1 read the programs of the daemons the boot waits for (the image's
+    // read-ahead list) into the page cache during early boot.
+    let list = vm.read_file("/usr/lib/berth/boot-readahead.list").expect("the boot's read-ahead list");
+    let listed: Vec<&str> = list.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    assert_eq!(listed.first().copied(), Some("/usr/bin/containerd"), "the largest daemon first:\n{list}");
+    assert!(listed.contains(&"/usr/bin/etcd"), "etcd's program is read ahead:\n{list}");
+    let log = vm.sh_ok("grep 'readahead:' /var/log/berth/berth.log");
+    let all = format!("readahead: {n} of {n} files", n = listed.len());
+    assert!(log.contains(&all), "the boot's read-ahead did not read every listed file:\n{log}");
     let cmdline = vm.read_file("/proc/cmdline").expect("/proc/cmdline");
     assert!(
         cmdline.contains(" verity ") && cmdline.contains("root=/dev/dm-0"),

@@ -15,6 +15,7 @@ pub mod discover;
 pub mod ext4;
 pub mod identity;
 pub mod mounts;
+pub mod readahead;
 pub mod real;
 pub mod system;
 pub mod watchdog;

@@ -77,6 +77,7 @@ fn spawn_phase<T: Send + 'static>(
 impl Pid1 {
     pub(super) fn advance_boot(&mut self) {
         if let Boot::NotStarted = self.boot {
+            boot::readahead::spawn(std::path::Path::new(berth_layout::paths::BOOT_READAHEAD));
             self.boot = match spawn_phase("boot-mounts", &self.shutdown_flag, |sys| boot::phase_one(sys)) {
                 Ok(rx) => Boot::Mounting(rx),
                 Err(e) => {
