@@ -20,10 +20,22 @@ use std::time::{Duration, Instant};
 use berth_qemu::ssh::{free_port, ssh, KeyPair};
 use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
 
-/// The main process of an active unit, from `berthctl status UNIT`.
+/// The main process of a unit once it is active, from `berthctl status
+/// UNIT` (exit 0 when active). The ready line waits for neither etcd nor
+/// the idle units' readiness, so right after it etcd can still be
+/// starting on a slow first boot (`berthctl status` exits 3 then): this
+/// waits for it, up to a minute, as a user would.
 #[track_caller]
 fn unit_pid(vm: &mut Vm, unit: &str) -> u32 {
-    let out = vm.sh_ok(&format!("berthctl status {unit}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let (st, out) = vm.sh_status(&format!("berthctl status {unit}"));
+        if st == 0 {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "{unit} is not active a minute after the ready line (exit {st}):\n{out}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
     out.lines()
         .find_map(|l| l.trim().strip_prefix("PID:"))
         .and_then(|p| p.trim().parse().ok())
