@@ -1,7 +1,7 @@
 //! The boot's read-ahead list (`berth_layout::paths::BOOT_READAHEAD`):
-//! the files the image's units read when the boot starts them, which PID1
-//! reads into the page cache at idle priority while early boot waits on
-//! the hardware (init/src/boot/readahead.rs).
+//! the programs of the daemons the boot waits for, which PID1 reads into
+//! the page cache at idle priority while early boot waits on the hardware
+//! (init/src/boot/readahead.rs).
 //!
 //! Made from the image's own units (`usr/lib/berth/units`): the program
 //! of each unit whose readiness is its own notification (`ready =
@@ -24,9 +24,10 @@ use crate::error::io_at;
 use crate::rootfs::{resolve, RootfsError, LIB_DIRS};
 
 /// The list's header: what reads it and what a line is.
-const HEADER: &str = "# The files the boot's units read, in the order PID1 reads them into the\n\
-# page cache at idle priority during early boot (one absolute path a line;\n\
-# written by berth-image from the image's units, image-build/src/readahead.rs).\n";
+const HEADER: &str = "# The programs of the daemons the boot waits for (units with ready = \"notify\")\n\
+# and the libraries they map, in the order PID1 reads them into the page cache\n\
+# at idle priority during early boot (one absolute path a line; written by\n\
+# berth-image from the image's units, image-build/src/readahead.rs).\n";
 
 /// Writes the list for the tree at `root` to its place in the tree and
 /// returns the image paths it holds, in order.

@@ -21,10 +21,11 @@ pub const ADMIN_CONSOLE: &str = "/dev/hvc0";
 pub const SHELL: &str = "/usr/bin/sh";
 /// Units that come with the image (read-only root).
 pub const IMAGE_UNIT_DIR: &str = "/usr/lib/berth/units";
-/// The files the boot's units read, one absolute path a line (`#` starts
-/// a comment line), in the order PID1 reads them into the page cache at
-/// idle priority during early boot; written by the image build from the
-/// image's units (image-build/src/readahead.rs).
+/// The programs of the daemons the boot waits for (the image's units with
+/// `ready = "notify"`) and the libraries they map, one absolute path a
+/// line (`#` starts a comment line), in the order PID1 reads them into the
+/// page cache at idle priority during early boot; written by the image
+/// build from the image's units (image-build/src/readahead.rs).
 pub const BOOT_READAHEAD: &str = "/usr/lib/berth/boot-readahead.list";
 /// Unit additions and overrides: the administrator's and user data's.
 pub const ETC_UNIT_DIR: &str = "/etc/berth/units";
