@@ -43,7 +43,7 @@ pub fn parse_list(text: &str) -> Vec<PathBuf> {
 /// own, at `SCHED_IDLE`. A missing list (an image without one) does
 /// nothing; a list that cannot be read, a file that cannot be, a policy
 /// the kernel refuses and a thread that cannot start are logged, and the
-/// boot goes on without (this only ever makes the boot faster). When it
+/// boot goes on without it (it reads nothing the boot would not). When it
 /// is done it logs how many files and bytes it read, and how long it took.
 pub fn spawn(list: &Path) {
     let text = match std::fs::read_to_string(list) {
