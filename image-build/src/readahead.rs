@@ -21,7 +21,7 @@ use std::path::Path;
 use berth_units::format::Ready;
 
 use crate::error::io_at;
-use crate::rootfs::{resolve, RootfsError, LIB_DIRS};
+use crate::rootfs::{elf_needs, resolve, RootfsError};
 
 /// The list's header: what reads it and what a line is.
 const HEADER: &str = "# The programs of the daemons the boot waits for (units with ready = \"notify\")\n\
@@ -94,25 +94,7 @@ fn closure(root: &Path, program: &str, unit: &str) -> Result<Vec<String>, Rootfs
         if !bytes.starts_with(b"\x7fELF") {
             continue;
         }
-        let elf = goblin::elf::Elf::parse(&bytes)
-            .map_err(|e| RootfsError::BadElf { path: image.clone(), message: e.to_string() })?;
-        if let Some(interp) = elf.interpreter {
-            todo.push(interp.to_string());
-        }
-        for lib in &elf.libraries {
-            let found =
-                LIB_DIRS.iter().map(|d| format!("{d}/{lib}")).find(|p| resolve(root, p).is_ok_and(|h| h.is_file()));
-            match found {
-                Some(p) => todo.push(p),
-                None => {
-                    return Err(RootfsError::MissingLibrary {
-                        binary: image.clone(),
-                        library: lib.to_string(),
-                        searched: LIB_DIRS.join(", "),
-                    })
-                }
-            }
-        }
+        todo.extend(elf_needs(root, &image, &bytes)?.into_iter().map(|(dep, _)| dep));
     }
     Ok(out)
 }

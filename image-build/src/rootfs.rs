@@ -87,8 +87,48 @@ pub fn resolve(root: &Path, path: &str) -> Result<PathBuf, RootfsError> {
     Ok(root.join(at.join("/")))
 }
 
+/// What the dynamic loader maps for the ELF file `bytes` (image path
+/// `path`), found in the tree at `root`: its interpreter (by its /usr
+/// path: the root merges /usr), then each DT_NEEDED library from the
+/// first of [`LIB_DIRS`] that has it; as (image path, path in the tree).
+///
+/// Errors: `bytes` not ELF goblin can read, an interpreter or library
+/// the tree does not have, links that loop.
+pub fn elf_needs(root: &Path, path: &str, bytes: &[u8]) -> Result<Vec<(String, PathBuf)>, RootfsError> {
+    let elf = goblin::elf::Elf::parse(bytes)
+        .map_err(|e| RootfsError::BadElf { path: path.to_string(), message: e.to_string() })?;
+    let mut needs = Vec::new();
+    if let Some(interp) = elf.interpreter {
+        let found = resolve(root, interp)?;
+        if !found.is_file() {
+            return Err(RootfsError::MissingLibrary {
+                binary: path.to_string(),
+                library: interp.to_string(),
+                searched: interp.to_string(),
+            });
+        }
+        needs.push((usr_merged(interp), found));
+    }
+    for lib in &elf.libraries {
+        let mut hit = None;
+        for dir in LIB_DIRS {
+            let candidate = resolve(root, &format!("{dir}/{lib}"))?;
+            if candidate.is_file() {
+                hit = Some((format!("{dir}/{lib}"), candidate));
+                break;
+            }
+        }
+        needs.push(hit.ok_or_else(|| RootfsError::MissingLibrary {
+            binary: path.to_string(),
+            library: lib.to_string(),
+            searched: LIB_DIRS.join(", "),
+        })?);
+    }
+    Ok(needs)
+}
+
 /// The library search path of the pinned Debian userland.
-pub const LIB_DIRS: [&str; 3] = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"];
+const LIB_DIRS: [&str; 3] = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"];
 
 struct Builder<'a> {
     pkgroot: &'a Path,
@@ -140,36 +180,8 @@ impl Builder<'_> {
         if !bytes.starts_with(b"\x7fELF") {
             return Ok(());
         }
-        let elf = goblin::elf::Elf::parse(&bytes)
-            .map_err(|e| RootfsError::BadElf { path: dest.to_string(), message: e.to_string() })?;
-        if let Some(interp) = elf.interpreter {
-            let found = resolve(self.pkgroot, interp)?;
-            if !found.is_file() {
-                return Err(RootfsError::MissingLibrary {
-                    binary: dest.to_string(),
-                    library: interp.to_string(),
-                    searched: interp.to_string(),
-                });
-            }
-            // The root merges /usr too: /lib64/x is /usr/lib64/x.
-            self.install_with_closure(&found, &usr_merged(interp))?;
-        }
-        let libs: Vec<String> = elf.libraries.iter().map(|s| s.to_string()).collect();
-        for lib in libs {
-            let mut hit = None;
-            for dir in LIB_DIRS {
-                let candidate = resolve(self.pkgroot, &format!("{dir}/{lib}"))?;
-                if candidate.is_file() {
-                    hit = Some((candidate, format!("{dir}/{lib}")));
-                    break;
-                }
-            }
-            let (src, dest_lib) = hit.ok_or_else(|| RootfsError::MissingLibrary {
-                binary: dest.to_string(),
-                library: lib.clone(),
-                searched: LIB_DIRS.join(", "),
-            })?;
-            self.install_with_closure(&src, &dest_lib)?;
+        for (dest_dep, src_dep) in elf_needs(self.pkgroot, dest, &bytes)? {
+            self.install_with_closure(&src_dep, &dest_dep)?;
         }
         Ok(())
     }
