@@ -103,11 +103,12 @@ fn closure(root: &Path, program: &str, unit: &str) -> Result<Vec<String>, Rootfs
 mod tests {
     use super::*;
 
-    fn tree(name: &str) -> std::path::PathBuf {
-        let t = std::env::temp_dir().join(format!("berth-readahead-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&t);
-        std::fs::create_dir_all(t.join("usr/lib/berth/units")).unwrap();
-        std::fs::create_dir_all(t.join("usr/bin")).unwrap();
+    /// A root tree with the units' and programs' directories, removed
+    /// when the returned guard drops.
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("usr/lib/berth/units")).unwrap();
+        std::fs::create_dir_all(t.path().join("usr/bin")).unwrap();
         t
     }
 
@@ -121,23 +122,24 @@ mod tests {
 
     #[test]
     fn the_notify_daemons_programs_are_listed_largest_first_and_nothing_else() {
-        let t = tree("order");
-        program(&t, "big", 3000);
-        program(&t, "small", 10);
-        program(&t, "tool", 5);
-        program(&t, "maybe", 1);
+        let dir = tree();
+        let t = dir.path();
+        program(t, "big", 3000);
+        program(t, "small", 10);
+        program(t, "tool", 5);
+        program(t, "maybe", 1);
         std::os::unix::fs::symlink("small", t.join("usr/bin/alias")).unwrap();
-        unit(&t, "a", "[service]\nexec = [\"/usr/bin/alias\", \"-x\"]\nready = \"notify\"\n");
-        unit(&t, "b", "[service]\nexec = [\"/usr/bin/big\"]\nready = \"notify\"\n");
-        unit(&t, "c", "[service]\nexec = [\"/usr/bin/tool\"]\n");
+        unit(t, "a", "[service]\nexec = [\"/usr/bin/alias\", \"-x\"]\nready = \"notify\"\n");
+        unit(t, "b", "[service]\nexec = [\"/usr/bin/big\"]\nready = \"notify\"\n");
+        unit(t, "c", "[service]\nexec = [\"/usr/bin/tool\"]\n");
         unit(
-            &t,
+            t,
             "d",
             "[service]\nexec = [\"/usr/bin/maybe\"]\nready = \"notify\"\n[conditions]\npath_exists = \"/etc/x\"\n",
         );
-        unit(&t, "e", "[service]\nexec = [\"/usr/bin/small\"]\nready = \"notify\"\n");
-        assert_eq!(list(&t).unwrap(), ["/usr/bin/big", "/usr/bin/small"]);
-        write(&t).unwrap();
+        unit(t, "e", "[service]\nexec = [\"/usr/bin/small\"]\nready = \"notify\"\n");
+        assert_eq!(list(t).unwrap(), ["/usr/bin/big", "/usr/bin/small"]);
+        write(t).unwrap();
         let text = std::fs::read_to_string(t.join("usr/lib/berth/boot-readahead.list")).unwrap();
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(lines, ["/usr/bin/big", "/usr/bin/small"]);
@@ -145,17 +147,19 @@ mod tests {
 
     #[test]
     fn a_missing_program_names_the_unit_file() {
-        let t = tree("missing");
-        unit(&t, "a", "[service]\nexec = [\"/usr/bin/nothing\"]\nready = \"notify\"\n");
-        let e = list(&t).unwrap_err().to_string();
+        let dir = tree();
+        let t = dir.path();
+        unit(t, "a", "[service]\nexec = [\"/usr/bin/nothing\"]\nready = \"notify\"\n");
+        let e = list(t).unwrap_err().to_string();
         assert!(e.contains("/usr/bin/nothing") && e.contains("a.toml"), "{e}");
     }
 
     #[test]
     fn a_bad_unit_file_is_an_error() {
-        let t = tree("bad");
-        unit(&t, "a", "[service]\nexecc = [\"/usr/bin/x\"]\n");
-        let e = list(&t).unwrap_err().to_string();
+        let dir = tree();
+        let t = dir.path();
+        unit(t, "a", "[service]\nexecc = [\"/usr/bin/x\"]\n");
+        let e = list(t).unwrap_err().to_string();
         assert!(e.contains("a.toml"), "{e}");
     }
 }
