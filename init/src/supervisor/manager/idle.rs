@@ -1,6 +1,7 @@
 //! Idle units (systemd's `Type=idle`): an idle unit's first start at boot
-//! waits, once its own dependencies allow it, until the units the
-//! machine's readiness waits for have settled, for at most
+//! waits, once its own dependencies allow it, until the boot's other
+//! daemons (the units the machine's readiness waits for, and every
+//! long-running unit) have settled, for at most
 //! [`Config::idle_limit`](crate::supervisor::Config::idle_limit).
 
 use std::collections::BTreeSet;
@@ -25,9 +26,12 @@ impl IdleHold {
 
 impl Manager {
     /// What an `idle` unit's first start still waits for: every other unit
-    /// the machine's readiness waits for that has not settled, leaving out
-    /// idle units and units that wait for this one (directly or through
-    /// others). Empty when the unit is not idle, has started before, the
+    /// that has not settled and that the machine's readiness waits for or
+    /// that is long-running (a daemon nothing needs, as etcd: systemd's
+    /// `Type=idle` waits for all of the boot's jobs), leaving out idle
+    /// units, oneshots nothing needs for readiness (they may wait for the
+    /// world outside: a lease, a route) and units that wait for this one
+    /// (directly or through others). Empty when the unit is not idle, has started before, the
     /// machine has been ready once, or the unit has waited `idle_limit`.
     pub(super) fn idle_waits_for(&self, name: &UnitName) -> Vec<&UnitName> {
         let Some(entry) = self.units.get(name) else { return Vec::new() };
@@ -38,7 +42,10 @@ impl Manager {
         self.units
             .iter()
             .filter(|(n, e)| *n != name && !e.unit.dependencies.idle && !e.life.settled())
-            .filter(|(n, _)| self.needed_for_ready(n) && !self.waits_on(n, name))
+            .filter(|(n, e)| {
+                (self.needed_for_ready(n) || e.unit.service.kind == berth_units::Kind::LongRunning)
+                    && !self.waits_on(n, name)
+            })
             .map(|(n, _)| n)
             .collect()
     }
