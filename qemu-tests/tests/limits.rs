@@ -21,9 +21,9 @@ use berth_qemu::ssh::{free_port, ssh, KeyPair};
 use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
 
 /// The main process of a unit once it is active, from `berthctl status
-/// UNIT` (exit 0 when active). The ready line waits for neither etcd nor
-/// the idle units' readiness, so right after it etcd can still be
-/// starting on a slow first boot (`berthctl status` exits 3 then): this
+/// UNIT` (exit 0 when active). The ready line does not wait for etcd
+/// (only sshd, an idle unit, waits for it, at most 5 s), so right after it
+/// etcd can still be starting on a slow first boot (`berthctl status` exits 3 then): this
 /// waits for it, up to a minute, as a user would.
 #[track_caller]
 fn unit_pid(vm: &mut Vm, unit: &str) -> u32 {
