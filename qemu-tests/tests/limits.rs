@@ -23,19 +23,18 @@ use berth_qemu::{boot_timeout, shutdown_timeout, Vm, VmConfig, GIB};
 /// The main process of a unit once it is active, from `berthctl status
 /// UNIT` (exit 0 when active). The ready line does not wait for etcd
 /// (only sshd, an idle unit, waits for it, at most 5 s), so right after it
-/// etcd can still be starting on a slow first boot (`berthctl status` exits 3 then): this
-/// waits for it, up to a minute, as a user would.
+/// etcd can still be starting on a slow first boot (`berthctl status`
+/// exits 3 then): this waits for it, up to a minute, as a user would.
 #[track_caller]
 fn unit_pid(vm: &mut Vm, unit: &str) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let out = loop {
-        let (st, out) = vm.sh_status(&format!("berthctl status {unit}"));
-        if st == 0 {
-            break out;
-        }
-        assert!(Instant::now() < deadline, "{unit} is not active a minute after the ready line (exit {st}):\n{out}");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let out = berth_qemu::cluster::poll(
+        vm,
+        &format!("{unit} active after the ready line"),
+        &format!("berthctl status {unit}"),
+        Duration::from_secs(60),
+        |_| true,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     out.lines()
         .find_map(|l| l.trim().strip_prefix("PID:"))
         .and_then(|p| p.trim().parse().ok())

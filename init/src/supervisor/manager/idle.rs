@@ -31,8 +31,9 @@ impl Manager {
     /// `Type=idle` waits for all of the boot's jobs), leaving out idle
     /// units, oneshots nothing needs for readiness (they may wait for the
     /// world outside: a lease, a route) and units that wait for this one
-    /// (directly or through others). Empty when the unit is not idle, has started before, the
-    /// machine has been ready once, or the unit has waited `idle_limit`.
+    /// (directly or through others). Empty when the unit is not idle, has
+    /// started before, the machine has been ready once, or the unit has
+    /// waited `idle_limit`.
     pub(super) fn idle_waits_for(&self, name: &UnitName) -> Vec<&UnitName> {
         let Some(entry) = self.units.get(name) else { return Vec::new() };
         let expired = entry.idle_hold.as_ref().is_some_and(|h| h.expired);
