@@ -15,6 +15,7 @@
 //! `BERTH_FIRST_BOOT` is a command run in the admin shell of the first
 //! boot before it powers off (a unit written to /etc/berth/units that the
 //! measured reboot then runs: a sampler of /proc/stat, say).
+//! `BERTH_NO_NIC=1` boots without a NIC, as `berth-image bench` does.
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use berth_qemu::{boot_timeout, shutdown_timeout, with_debug_env, Vm, VmConfig, G
 
 fn main() -> Result<(), berth_qemu::Error> {
     let cfg = VmConfig::new().name("reboot").cpus(2).memory_mib(1024).disk_size(4 * GIB);
+    let cfg = if std::env::var_os("BERTH_NO_NIC").is_some() { cfg.net(Vec::new()) } else { cfg };
     let cfg = with_debug_env(cfg)?;
     let mut vm = Vm::start(cfg)?;
     vm.wait_ready(boot_timeout())?;
