@@ -38,6 +38,12 @@ pub const SECTOR_SIZES: std::ops::RangeInclusive<u64> = 512..=65536;
 pub enum GptError {
     #[error("reading the partition table: {0}")]
     Io(#[from] io::Error),
+    /// [`Gpt::write`] failed at `step` ("writing the backup table",
+    /// "syncing the backup table", "writing the primary table", "syncing
+    /// the primary table"): a failed sync means the step's sectors may not
+    /// be durable, and the step says which table is then at risk.
+    #[error("{step}: {source}")]
+    Write { step: &'static str, source: io::Error },
     #[error("no valid GPT: primary header: {primary}; backup header: {backup}")]
     NoValidTable { primary: Box<TableError>, backup: Box<TableError> },
     #[error("sector size {0} is not a power of two between 512 and 65536 bytes")]
@@ -375,6 +381,9 @@ impl Gpt {
     /// longer where [`Gpt::read`] looks for one, so without the first sync
     /// such a cut would leave no valid table at all and the disk would not
     /// boot. When this returns `Ok`, the whole table is durable.
+    ///
+    /// Errors: the table's own checks ([`Gpt::validate`]), and an I/O
+    /// error as [`GptError::Write`] naming the step it failed at.
     pub fn write<W: SyncWrite + ?Sized>(&self, w: &mut W) -> Result<(), GptError> {
         self.validate()?;
         let ss = self.sector_size;
@@ -384,20 +393,23 @@ impl Gpt {
         let offset = |lba: u64| {
             lba.checked_mul(ss).ok_or_else(|| GptError::Geometry(Box::new(TableError::Overflow("byte offset"))))
         };
+        let at = |step: &'static str| move |source: io::Error| GptError::Write { step, source };
         // Step 1: the backup, durable before the primary is touched.
-        w.seek(SeekFrom::Start(offset(lbas.entries)?))?;
-        w.write_all(&entries)?;
-        w.seek(SeekFrom::Start(offset(lbas.header)?))?;
-        w.write_all(&self.encode_header(false, crc, &lbas))?;
-        w.flush()?;
-        w.sync()?;
+        let backup = "writing the backup table";
+        w.seek(SeekFrom::Start(offset(lbas.entries)?)).map_err(at(backup))?;
+        w.write_all(&entries).map_err(at(backup))?;
+        w.seek(SeekFrom::Start(offset(lbas.header)?)).map_err(at(backup))?;
+        w.write_all(&self.encode_header(false, crc, &lbas)).map_err(at(backup))?;
+        w.flush().map_err(at(backup))?;
+        w.sync().map_err(at("syncing the backup table"))?;
         // Step 2: the primary, in any order the disk likes.
-        w.seek(SeekFrom::Start(0))?;
-        w.write_all(&self.protective_mbr())?;
-        w.write_all(&self.encode_header(true, crc, &lbas))?;
-        w.write_all(&entries)?;
-        w.flush()?;
-        w.sync()?;
+        let primary = "writing the primary table";
+        w.seek(SeekFrom::Start(0)).map_err(at(primary))?;
+        w.write_all(&self.protective_mbr()).map_err(at(primary))?;
+        w.write_all(&self.encode_header(true, crc, &lbas)).map_err(at(primary))?;
+        w.write_all(&entries).map_err(at(primary))?;
+        w.flush().map_err(at(primary))?;
+        w.sync().map_err(at("syncing the primary table"))?;
         Ok(())
     }
 }

@@ -637,3 +637,52 @@ fn a_power_cut_while_growing_leaves_the_old_or_the_new_table() {
         assert_eq!(second, (0..2 + array).collect::<Vec<_>>());
     }
 }
+
+/// A disk whose `sync` fails on its `fail_at`-th call (counted from 1).
+struct FailingSync {
+    inner: Cursor<Vec<u8>>,
+    syncs: usize,
+    fail_at: usize,
+}
+
+impl Write for FailingSync {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Seek for FailingSync {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+impl SyncWrite for FailingSync {
+    fn sync(&mut self) -> io::Result<()> {
+        self.syncs += 1;
+        if self.syncs == self.fail_at {
+            return Err(io::Error::other("the drive's cache flush failed"));
+        }
+        Ok(())
+    }
+}
+
+/// A failed write says which step of the two-table write failed, not that
+/// a table could not be read (it said "reading the partition table" for a
+/// failed sync of the table being written).
+#[test]
+fn a_failed_sync_names_the_table_being_written() {
+    for (fail_at, step) in [(1, "syncing the backup table"), (2, "syncing the primary table")] {
+        let g = sample(1 << 15);
+        let mut disk = FailingSync { inner: Cursor::new(vec![0u8; (1 << 15) * 512]), syncs: 0, fail_at };
+        let e = g.write(&mut disk).unwrap_err().to_string();
+        assert!(e.starts_with(step) && e.contains("cache flush failed"), "{fail_at}: {e}");
+    }
+    // A disk that ends before the backup table: its write fails first.
+    let mut short = CachedDisk::new(vec![0u8; 4096], 512);
+    let e = sample(1 << 15).write(&mut short).unwrap_err().to_string();
+    assert!(e.starts_with("writing the backup table") && e.contains("past the end"), "{e}");
+}
