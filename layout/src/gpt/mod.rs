@@ -393,22 +393,27 @@ impl Gpt {
         let offset = |lba: u64| {
             lba.checked_mul(ss).ok_or_else(|| GptError::Geometry(Box::new(TableError::Overflow("byte offset"))))
         };
+        let (entries_at, header_at) = (offset(lbas.entries)?, offset(lbas.header)?);
         let at = |step: &'static str| move |source: io::Error| GptError::Write { step, source };
         // Step 1: the backup, durable before the primary is touched.
-        let backup = "writing the backup table";
-        w.seek(SeekFrom::Start(offset(lbas.entries)?)).map_err(at(backup))?;
-        w.write_all(&entries).map_err(at(backup))?;
-        w.seek(SeekFrom::Start(offset(lbas.header)?)).map_err(at(backup))?;
-        w.write_all(&self.encode_header(false, crc, &lbas)).map_err(at(backup))?;
-        w.flush().map_err(at(backup))?;
+        let mut backup = || -> io::Result<()> {
+            w.seek(SeekFrom::Start(entries_at))?;
+            w.write_all(&entries)?;
+            w.seek(SeekFrom::Start(header_at))?;
+            w.write_all(&self.encode_header(false, crc, &lbas))?;
+            w.flush()
+        };
+        backup().map_err(at("writing the backup table"))?;
         w.sync().map_err(at("syncing the backup table"))?;
         // Step 2: the primary, in any order the disk likes.
-        let primary = "writing the primary table";
-        w.seek(SeekFrom::Start(0)).map_err(at(primary))?;
-        w.write_all(&self.protective_mbr()).map_err(at(primary))?;
-        w.write_all(&self.encode_header(true, crc, &lbas)).map_err(at(primary))?;
-        w.write_all(&entries).map_err(at(primary))?;
-        w.flush().map_err(at(primary))?;
+        let mut primary = || -> io::Result<()> {
+            w.seek(SeekFrom::Start(0))?;
+            w.write_all(&self.protective_mbr())?;
+            w.write_all(&self.encode_header(true, crc, &lbas))?;
+            w.write_all(&entries)?;
+            w.flush()
+        };
+        primary().map_err(at("writing the primary table"))?;
         w.sync().map_err(at("syncing the primary table"))?;
         Ok(())
     }

@@ -491,11 +491,22 @@ struct CachedDisk {
     pending: Vec<usize>,
     /// At each sync: the durable image before it and the sectors pending.
     syncs: Vec<(Vec<u8>, Vec<usize>)>,
+    /// The sync (counted from 1) that fails, as a drive's failed cache
+    /// flush: nothing pending becomes durable.
+    fail_sync: Option<usize>,
 }
 
 impl CachedDisk {
     fn new(image: Vec<u8>, ss: usize) -> CachedDisk {
-        CachedDisk { ss, durable: image.clone(), current: image, pos: 0, pending: Vec::new(), syncs: Vec::new() }
+        CachedDisk {
+            ss,
+            durable: image.clone(),
+            current: image,
+            pos: 0,
+            pending: Vec::new(),
+            syncs: Vec::new(),
+            fail_sync: None,
+        }
     }
 }
 
@@ -533,6 +544,9 @@ impl Seek for CachedDisk {
 
 impl SyncWrite for CachedDisk {
     fn sync(&mut self) -> io::Result<()> {
+        if self.fail_sync == Some(self.syncs.len() + 1) {
+            return Err(io::Error::other("the drive's cache flush failed"));
+        }
         let pending = std::mem::take(&mut self.pending);
         self.syncs.push((self.durable.clone(), pending.clone()));
         for s in pending {
@@ -638,38 +652,6 @@ fn a_power_cut_while_growing_leaves_the_old_or_the_new_table() {
     }
 }
 
-/// A disk whose `sync` fails on its `fail_at`-th call (counted from 1).
-struct FailingSync {
-    inner: Cursor<Vec<u8>>,
-    syncs: usize,
-    fail_at: usize,
-}
-
-impl Write for FailingSync {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl Seek for FailingSync {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.inner.seek(pos)
-    }
-}
-
-impl SyncWrite for FailingSync {
-    fn sync(&mut self) -> io::Result<()> {
-        self.syncs += 1;
-        if self.syncs == self.fail_at {
-            return Err(io::Error::other("the drive's cache flush failed"));
-        }
-        Ok(())
-    }
-}
-
 /// A failed write says which step of the two-table write failed, not that
 /// a table could not be read (it said "reading the partition table" for a
 /// failed sync of the table being written).
@@ -677,7 +659,8 @@ impl SyncWrite for FailingSync {
 fn a_failed_sync_names_the_table_being_written() {
     for (fail_at, step) in [(1, "syncing the backup table"), (2, "syncing the primary table")] {
         let g = sample(1 << 15);
-        let mut disk = FailingSync { inner: Cursor::new(vec![0u8; (1 << 15) * 512]), syncs: 0, fail_at };
+        let mut disk = CachedDisk::new(vec![0u8; (1 << 15) * 512], 512);
+        disk.fail_sync = Some(fail_at);
         let e = g.write(&mut disk).unwrap_err().to_string();
         assert!(e.starts_with(step) && e.contains("cache flush failed"), "{fail_at}: {e}");
     }
