@@ -34,6 +34,16 @@ fn mount_optional_fields(mountinfo: &str, target: &str) -> Option<Vec<String>> {
     })
 }
 
+/// The time of day in seconds of a log line that starts with an RFC 3339
+/// timestamp in UTC (`2026-12-05T07:20:24.932104Z ...`).
+fn log_seconds(line: &str) -> Option<f64> {
+    let time = line.split_whitespace().next()?.split_once('T')?.1.strip_suffix('Z')?;
+    let mut parts = time.split(':');
+    let (h, m, s): (f64, f64, f64) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
 #[test]
 fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
     let mut vm = Vm::start(VmConfig::new().name("boot")).expect("starting the VM");
@@ -67,6 +77,28 @@ fn boots_to_ready_on_a_verified_read_only_root_and_powers_off_cleanly() {
     // PID1 is berth-init (started as /sbin/init, so its comm is "init").
     let exe = vm.sh_ok("readlink /proc/1/exe");
     assert_eq!(exe.trim(), INIT, "PID1's executable");
+    // The admin shell (answering now) waited for the ready line or 5 s
+    // after the units started (right after user data's line), whichever
+    // came first, as systemd's serial getty (`Type=idle`) does: its exec is
+    // not among the units' starts.
+    let lines = vm.sh_ok(
+        "grep -h -e 'berth: admin shell on' -e 'berth: ready in' -e 'berth: user data: none found' \
+         /var/log/berth/berth.log",
+    );
+    let when = |needle: &str| {
+        lines
+            .lines()
+            .find(|l| l.contains(needle))
+            .and_then(log_seconds)
+            .unwrap_or_else(|| panic!("no timed `{needle}` line:\n{lines}"))
+    };
+    let (shell, ready, units) = (when("admin shell on"), when("ready in"), when("user data: none found"));
+    assert!(
+        shell >= ready || shell - units >= 4.9,
+        "the admin shell started {:.3} s after the units and {:.3} s before the ready line:\n{lines}",
+        shell - units,
+        ready - shell
+    );
 
     // / is EROFS, read-only, on the device-mapper device "root" over vda2.
     let mountinfo = vm.read_file("/proc/self/mountinfo").expect("reading mountinfo");

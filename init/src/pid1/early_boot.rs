@@ -4,8 +4,10 @@
 //! applied on a thread of its own, before the units are read, so that
 //! they see its result); then the services. A failure of the user data
 //! step never stops the boot: the machine comes up with its defaults. The
-//! admin shell starts with the services, or at once on an emergency, or
-//! when user data is slow.
+//! admin shell starts once the boot's units are ready (the ready line) or
+//! [`SHELL_IDLE_LIMIT`] after the services started, whichever is first, as
+//! systemd starts its serial getty (`Type=idle`); at once on an emergency;
+//! and when user data is slow.
 
 use std::future::pending;
 use std::io;
@@ -27,6 +29,12 @@ type Pending<T> = oneshot::Receiver<T>;
 /// units wait for it.
 pub(super) const USER_DATA_REMINDER: Duration = Duration::from_secs(30);
 type Outcome<T> = Result<T, oneshot::error::RecvError>;
+
+/// How long after the services start the admin shell waits at most for
+/// the ready line: systemd's limit on a `Type=idle` unit, which its serial
+/// getty is. Its exec (busybox, from a cold page cache) is then not among
+/// the units' starts, which use every vCPU of a booting VM.
+pub(super) const SHELL_IDLE_LIMIT: Duration = crate::supervisor::IDLE_LIMIT;
 
 /// Where early boot is.
 pub(super) enum Boot {
@@ -145,7 +153,7 @@ impl Pid1 {
                         info!("journal: {}: {e}", berth_layout::paths::LOG_DIR);
                     }
                 }
-                // The admin shell starts with the services (see `provisioned`).
+                // The admin shell starts after the services (see `provisioned`).
                 self.start_provisioning(report.machine_id, matches!(report.data.prepared, Prepared::Formatted { .. }));
             }
             Ok(Err(failure)) => {
@@ -174,7 +182,7 @@ impl Pid1 {
                 info!("{why}");
                 self.provisioning.set_status(failed_status(&why));
                 self.start_services(first_boot);
-                self.start_shell();
+                self.shell_after_services();
             }
         }
     }
@@ -200,9 +208,15 @@ impl Pid1 {
             }
         }
         self.start_services(first_boot);
-        // After the services, not before them: the supervisor thread starts
-        // them while this one starts the shell, whose exec (busybox, from a
-        // cold page cache) would otherwise hold them up.
-        self.start_shell();
+        self.shell_after_services();
+    }
+
+    /// The admin shell once the services are started: at the ready line
+    /// ([`Pid1::print_ready`]) or after [`SHELL_IDLE_LIMIT`], whichever is
+    /// first. A shell already started (user data was slow) is left alone.
+    fn shell_after_services(&mut self) {
+        if self.shell.last_start.is_none() && !self.ready_printed {
+            self.shell.next_attempt = Some(std::time::Instant::now() + SHELL_IDLE_LIMIT);
+        }
     }
 }

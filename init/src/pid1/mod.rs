@@ -408,6 +408,11 @@ impl Pid1 {
         let mut line = timing::ready_line(timing::loader_time(), before, userspace);
         line.push_str(&timing::not_ready_suffix(not_ready));
         log::line(line);
+        // The shell waited for this (`shell_after_services`); a shell that
+        // ran and exited keeps its own respawn delay.
+        if self.shell.last_start.is_none() {
+            self.start_shell();
+        }
         if let Err(e) = crate::memory::release_boot_memory() {
             info!("memory: the boot's pages stay resident: {e}");
         }
