@@ -14,6 +14,8 @@
 //!   mounted (vfat, nosuid, nodev, noexec) at [`ESP_MOUNT`] on the first
 //!   ESP operation and synced and unmounted by [`Target::esp_release`]
 //!   (and on drop), so it is mounted only while it is read or changed.
+//!   Targets of one process share the mount: the first to use it mounts
+//!   it, the last to release it unmounts it ([`ESP_USERS`]).
 //! - EFI variables are read from efivarfs ([`EFIVARS`]) under systemd-boot's
 //!   vendor GUID ([`LOADER_VENDOR_GUID`]).
 //! - The booted version is `VERSION_ID` of [`OS_RELEASE`].
@@ -23,6 +25,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::num::NonZeroU64;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use berth_layout::bootdisk::{self, NOT_DISKS};
 use berth_layout::cmdline::slot_of;
@@ -238,6 +241,47 @@ struct RootPart {
     file: Option<File>,
 }
 
+/// How many [`RealTarget`]s of this process hold each ESP mount point.
+/// The updater opens a target per operation and runs them at once (a
+/// status query while the boot is blessed or an install runs); each used
+/// to unmount the ESP when it was done, under the others: the unmount
+/// failed with EBUSY while another read an entry ("the A/B state cannot
+/// be loaded"), or succeeded, and the other's later writes went to the
+/// empty directory under the mount point. The lock is held across each
+/// mount and unmount.
+static ESP_USERS: Mutex<Vec<(PathBuf, usize)>> = Mutex::new(Vec::new());
+
+/// One more user of the ESP at `at` in `users`; true when it is the first,
+/// which mounts it.
+fn esp_acquire(users: &mut Vec<(PathBuf, usize)>, at: &Path) -> bool {
+    match users.iter_mut().find(|(p, _)| p == at) {
+        Some((_, n)) => {
+            *n += 1;
+            false
+        }
+        None => {
+            users.push((at.to_path_buf(), 1));
+            true
+        }
+    }
+}
+
+/// One user of the ESP at `at` less in `users`; true when it was the last,
+/// which unmounts it.
+fn esp_release_user(users: &mut Vec<(PathBuf, usize)>, at: &Path) -> bool {
+    let Some(i) = users.iter().position(|(p, _)| p == at) else { return true };
+    match users.get_mut(i) {
+        Some((_, n)) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        _ => {
+            users.swap_remove(i);
+            true
+        }
+    }
+}
+
 /// The real machine as a [`Target`]; see the module documentation.
 pub struct RealTarget {
     cmdline: String,
@@ -348,12 +392,22 @@ impl RealTarget {
             return Ok(());
         }
         let at = self.esp_mount.clone();
-        fs::create_dir_all(&at).map_err(|e| TargetError::io("creating", &at, None, e))?;
-        if !is_mount_point(&at) {
-            use rustix::mount::{mount, MountFlags};
-            let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-            mount(&self.esp_device, &at, "vfat", flags, None)
-                .map_err(|e| TargetError::io("mounting the ESP at", &at, None, e.into()))?;
+        let mut users = ESP_USERS.lock().unwrap_or_else(PoisonError::into_inner);
+        if esp_acquire(&mut users, &at) {
+            let mounted =
+                fs::create_dir_all(&at).map_err(|e| TargetError::io("creating", &at, None, e)).and_then(|()| {
+                    if is_mount_point(&at) {
+                        return Ok(());
+                    }
+                    use rustix::mount::{mount, MountFlags};
+                    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+                    mount(&self.esp_device, &at, "vfat", flags, None)
+                        .map_err(|e| TargetError::io("mounting the ESP at", &at, None, e.into()))
+                });
+            if let Err(e) = mounted {
+                esp_release_user(&mut users, &at);
+                return Err(e);
+            }
         }
         self.mounted = true;
         Ok(())
@@ -510,8 +564,14 @@ impl Target for RealTarget {
         }
         self.esp_sync()?;
         let at = self.esp_mount.clone();
-        rustix::mount::unmount(&at, rustix::mount::UnmountFlags::empty())
-            .map_err(|e| TargetError::io("unmounting the ESP at", &at, None, e.into()))?;
+        let mut users = ESP_USERS.lock().unwrap_or_else(PoisonError::into_inner);
+        if esp_release_user(&mut users, &at) {
+            if let Err(e) = rustix::mount::unmount(&at, rustix::mount::UnmountFlags::empty()) {
+                // Still held: a later release (or the drop) tries again.
+                esp_acquire(&mut users, &at);
+                return Err(TargetError::io("unmounting the ESP at", &at, None, e.into()));
+            }
+        }
         self.mounted = false;
         Ok(())
     }

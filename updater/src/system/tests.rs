@@ -157,3 +157,21 @@ fn naming_the_other_slot_rewrites_both_tables_and_nothing_else() {
     assert!(matches!(t.set_partuuid(Slot::A, Guid::derive("x")), Err(TargetError::BootedSlot { slot: "a" })));
     assert!(matches!(t.set_partuuid(Slot::B, booted), Err(TargetError::BootedSlot { .. })));
 }
+
+#[test]
+fn the_esp_is_mounted_by_its_first_user_and_unmounted_by_its_last() {
+    let (esp, other) = (Path::new("/run/berth/esp"), Path::new("/tmp/esp"));
+    let mut users = Vec::new();
+    // A bless, then a status query while it reads: one mount.
+    assert!(esp_acquire(&mut users, esp), "the first user mounts");
+    assert!(!esp_acquire(&mut users, esp), "the second finds it mounted");
+    assert!(esp_acquire(&mut users, other), "another mount point is counted apart");
+    // The status query is done first: the bless still reads.
+    assert!(!esp_release_user(&mut users, esp), "unmounted under the other user");
+    assert!(esp_release_user(&mut users, esp), "the last user unmounts");
+    assert!(esp_release_user(&mut users, other));
+    assert!(users.is_empty(), "{users:?}");
+    // A mount point nobody counted (a release after a failed unmount was
+    // counted again, then dropped): unmounted.
+    assert!(esp_release_user(&mut users, esp));
+}
