@@ -20,6 +20,7 @@
 //!   vendor GUID ([`LOADER_VENDOR_GUID`]).
 //! - The booted version is `VERSION_ID` of [`OS_RELEASE`].
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::num::NonZeroU64;
@@ -249,34 +250,26 @@ struct RootPart {
 /// be loaded"), or succeeded, and the other's later writes went to the
 /// empty directory under the mount point. The lock is held across each
 /// mount and unmount.
-static ESP_USERS: Mutex<Vec<(PathBuf, usize)>> = Mutex::new(Vec::new());
+static ESP_USERS: Mutex<BTreeMap<PathBuf, usize>> = Mutex::new(BTreeMap::new());
 
 /// One more user of the ESP at `at` in `users`; true when it is the first,
 /// which mounts it.
-fn esp_acquire(users: &mut Vec<(PathBuf, usize)>, at: &Path) -> bool {
-    match users.iter_mut().find(|(p, _)| p == at) {
-        Some((_, n)) => {
-            *n += 1;
-            false
-        }
-        None => {
-            users.push((at.to_path_buf(), 1));
-            true
-        }
-    }
+fn esp_acquire(users: &mut BTreeMap<PathBuf, usize>, at: &Path) -> bool {
+    let n = users.entry(at.to_path_buf()).or_insert(0);
+    *n += 1;
+    *n == 1
 }
 
-/// One user of the ESP at `at` less in `users`; true when it was the last,
-/// which unmounts it.
-fn esp_release_user(users: &mut Vec<(PathBuf, usize)>, at: &Path) -> bool {
-    let Some(i) = users.iter().position(|(p, _)| p == at) else { return true };
-    match users.get_mut(i) {
-        Some((_, n)) if *n > 1 => {
+/// One user of the ESP at `at` less in `users`; true when it was the last
+/// (or was never counted), which unmounts it.
+fn esp_release_user(users: &mut BTreeMap<PathBuf, usize>, at: &Path) -> bool {
+    match users.get_mut(at) {
+        Some(n) if *n > 1 => {
             *n -= 1;
             false
         }
         _ => {
-            users.swap_remove(i);
+            users.remove(at);
             true
         }
     }
@@ -394,23 +387,26 @@ impl RealTarget {
         let at = self.esp_mount.clone();
         let mut users = ESP_USERS.lock().unwrap_or_else(PoisonError::into_inner);
         if esp_acquire(&mut users, &at) {
-            let mounted =
-                fs::create_dir_all(&at).map_err(|e| TargetError::io("creating", &at, None, e)).and_then(|()| {
-                    if is_mount_point(&at) {
-                        return Ok(());
-                    }
-                    use rustix::mount::{mount, MountFlags};
-                    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-                    mount(&self.esp_device, &at, "vfat", flags, None)
-                        .map_err(|e| TargetError::io("mounting the ESP at", &at, None, e.into()))
-                });
-            if let Err(e) = mounted {
+            if let Err(e) = self.mount_esp(&at) {
                 esp_release_user(&mut users, &at);
                 return Err(e);
             }
         }
         self.mounted = true;
         Ok(())
+    }
+
+    /// Mounts the ESP at `at` (created if missing) unless something is
+    /// mounted there already (a mount left by an updater that died).
+    fn mount_esp(&self, at: &Path) -> Result<(), TargetError> {
+        use rustix::mount::{mount, MountFlags};
+        fs::create_dir_all(at).map_err(|e| TargetError::io("creating", at, None, e))?;
+        if is_mount_point(at) {
+            return Ok(());
+        }
+        let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        mount(&self.esp_device, at, "vfat", flags, None)
+            .map_err(|e| TargetError::io("mounting the ESP at", at, None, e.into()))
     }
 
     fn esp_path(&mut self, path: &str) -> Result<PathBuf, TargetError> {

@@ -161,7 +161,7 @@ fn naming_the_other_slot_rewrites_both_tables_and_nothing_else() {
 #[test]
 fn the_esp_is_mounted_by_its_first_user_and_unmounted_by_its_last() {
     let (esp, other) = (Path::new("/run/berth/esp"), Path::new("/tmp/esp"));
-    let mut users = Vec::new();
+    let mut users = std::collections::BTreeMap::new();
     // A bless, then a status query while it reads: one mount.
     assert!(esp_acquire(&mut users, esp), "the first user mounts");
     assert!(!esp_acquire(&mut users, esp), "the second finds it mounted");
