@@ -171,7 +171,10 @@ impl Pid1 {
     /// reaps the tools it runs. The services start when it is done.
     fn start_provisioning(&mut self, machine_id: String, first_boot: bool) {
         let shutdown = self.shutdown_flag.clone();
-        match spawn_phase("boot-userdata", &self.shutdown_flag, move |_| provision_at_boot(shutdown, machine_id)) {
+        match spawn_phase("boot-userdata", &self.shutdown_flag, move |_| {
+            super::services::page_in_units();
+            provision_at_boot(shutdown, machine_id)
+        }) {
             Ok(rx) => {
                 self.boot = Boot::Provisioning { rx, first_boot };
                 let now = std::time::Instant::now();

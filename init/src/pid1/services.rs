@@ -34,6 +34,17 @@ pub fn load_plan() -> Plan {
     plan
 }
 
+/// Reads and plans the unit files once without keeping the result, on the
+/// boot thread that then waits for the storage drivers' probing: the unit
+/// files (small LZMA files of the root) and PID1's own parsing code are
+/// paged in while the vCPUs wait for the probe, so that [`load_plan`],
+/// which runs after user data (which may write units) on every boot's
+/// critical path, takes 8 ms instead of about 55 ms on a reboot under TCG.
+/// Errors are not logged here: `load_plan` logs them.
+pub fn page_in_units() {
+    drop(unit::plan(unit::load_system()));
+}
+
 /// The running service manager, as PID1 holds it.
 pub struct Services {
     pub handle: SupervisorHandle,
