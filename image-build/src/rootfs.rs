@@ -246,7 +246,7 @@ pub fn build(
         symlink(format!("usr/{d}"), &link).map_err(io_at(&link))?;
     }
     // root's home is on the data partition (its ~/.ssh/authorized_keys must
-    // be writable; /etc/passwd says /var/root, the root-home unit makes it);
+    // be writable; /etc/passwd says /var/root, PID1 makes it with /var);
     // /root points there for whatever assumes the usual path.
     let home = root.join("root");
     symlink("var/root", &home).map_err(io_at(&home))?;

@@ -64,18 +64,7 @@ fn the_image_units_load_and_plan_without_errors() {
     let got: Vec<&str> = plan.units.keys().map(UnitName::as_str).collect();
     assert_eq!(
         got,
-        [
-            "containerd",
-            "etcd",
-            "network",
-            "network-online",
-            "ntp",
-            "root-home",
-            "router",
-            "ssh-keygen",
-            "sshd",
-            "updater"
-        ]
+        ["containerd", "etcd", "network", "network-online", "ntp", "router", "ssh-keygen", "sshd", "updater"]
     );
     // The updater's gate waits for the machine's readiness: it must not be
     // part of it, nor require the network (it blesses without one).
@@ -226,7 +215,7 @@ fn sshd_takes_keys_only_and_its_host_key_is_made_once() {
     assert!(!s.service.exec.iter().any(|a| a == "-w"), "-w would refuse root, the only user");
     assert_eq!(s.service.ready, Ready::Tcp("127.0.0.1:22".parse().unwrap()));
     assert_eq!(names(&s.dependencies.requires), ["ssh-keygen"].into());
-    assert!(names(&s.dependencies.after).is_superset(&["network", "root-home"].into()));
+    assert!(names(&s.dependencies.after).is_superset(&["network"].into()));
 
     // ssh-keygen makes exactly the key sshd reads, only when it is missing.
     let key = arg(s, "-r").unwrap();
@@ -239,13 +228,11 @@ fn sshd_takes_keys_only_and_its_host_key_is_made_once() {
     assert!(cond.len() == 1 && cond[0].negate && cond[0].path == Path::new(key), "{cond:?}");
     assert!(key.starts_with("/etc/"), "host keys persist on the /etc overlay");
 
-    // root's authorized_keys live on writable storage.
+    // root's authorized_keys live on writable storage: the home PID1 makes
+    // on /var (init/src/boot/data.rs).
     let passwd = std::fs::read_to_string(image_build().join("rootfs/etc/passwd")).unwrap();
     let root = passwd.lines().find(|l| l.starts_with("root:")).unwrap();
-    assert_eq!(root.split(':').nth(5), Some("/var/root"), "{root}");
-    let h = get(&plan, "root-home");
-    assert_eq!(h.service.kind, Kind::Oneshot);
-    assert!(h.service.exec.iter().any(|a| a == "/var/root/.ssh"), "{:?}", h.service.exec);
+    assert_eq!(root.split(':').nth(5), Some(berth_layout::paths::ROOT_HOME), "{root}");
 }
 
 #[test]

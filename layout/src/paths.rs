@@ -9,6 +9,12 @@ pub const DATA_MOUNT: &str = "/var";
 /// The writable half of the /etc overlay, on the data partition.
 pub const ETC_UPPER: &str = "/var/lib/berth/etc/upper";
 pub const ETC_WORK: &str = "/var/lib/berth/etc/work";
+/// root's home, on the data partition (`/root` links here; /etc/passwd
+/// names it), and its `.ssh`, where `authorized_keys` says who may log in
+/// as root over SSH. PID1 makes both (mode 0700) with the partition's
+/// other directories.
+pub const ROOT_HOME: &str = "/var/root";
+pub const ROOT_SSH_DIR: &str = "/var/root/.ssh";
 /// Where PID1 keeps its own state on the data partition.
 pub const STATE_DIR: &str = "/var/lib/berth";
 /// Identifies the build: `VERSION_ID=`, `BERTH_SLOT=` and friends.

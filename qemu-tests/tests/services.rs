@@ -217,7 +217,7 @@ fn container_host_services_are_up() {
 
     let (st, text, rows) = status_table(&mut vm);
     assert_eq!(st, 0, "`berthctl status` exited {st}:\n{text}");
-    for unit in ["network", "network-online", "containerd", "etcd", "ntp", "root-home", "ssh-keygen", "sshd"] {
+    for unit in ["network", "network-online", "containerd", "etcd", "ntp", "ssh-keygen", "sshd"] {
         row(&rows, unit, &text);
     }
     // The router runs only on a cluster host (with /etc/berth/router.toml,

@@ -362,6 +362,11 @@ pub fn setup(sys: &mut dyn System) -> Result<DataReport, DataError> {
     }
     mkdir(sys, "/var/log", 0o755)?;
     mkdir(sys, "/var/tmp", 0o1777)?;
+    // sshd reads root's authorized_keys from here. Made by PID1 rather
+    // than by a unit: a oneshot's exec (busybox's mkdir, LZMA) ran beside
+    // containerd's and etcd's start on every boot.
+    mkdir(sys, berth_layout::paths::ROOT_HOME, 0o700)?;
+    mkdir(sys, berth_layout::paths::ROOT_SSH_DIR, 0o700)?;
     Ok(DataReport { device, grew, prepared, resized })
 }
 

@@ -108,6 +108,8 @@ fn first_boot_formats_then_mounts_and_sets_up_etc() {
     assert!(sys.pos("mkdir /var/lib/berth/etc/work 755") < overlay);
     assert!(sys.pos("mkdir /var/tmp 1777") > mount_var);
     assert!(sys.pos("mkdir /var/log 755") > mount_var);
+    assert!(sys.pos("mkdir /var/root 700") > mount_var);
+    assert!(sys.pos("mkdir /var/root/.ssh 700") > sys.pos("mkdir /var/root 700"));
     assert!(sys.calls.contains(
         &"mount overlay overlay on /etc (lowerdir=/etc,upperdir=/var/lib/berth/etc/upper,workdir=/var/lib/berth/etc/work)"
             .to_string()

@@ -139,7 +139,7 @@ ready = {{ tcp = \"127.0.0.1:22\" }}\n\
 kill_mode = \"main\"\n\n\
 [dependencies]\n\
 requires = [\"ssh-keygen\"]\n\
-after = [\"root-home\", \"network\"]\n\
+after = [\"network\"]\n\
 required_for_ready = true\n\
 idle = true\n\n\
 [restart]\n\
