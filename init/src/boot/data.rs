@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use berth_layout::disk::{DATA_FORMATTING_ATTR, MIB};
 use berth_layout::gpt::GptError;
-use berth_layout::paths::{DATA_MOUNT, ETC_UPPER, ETC_WORK};
+use berth_layout::paths::{DATA_MOUNT, ETC_UPPER, ETC_WORK, ROOT_HOME, ROOT_SSH_DIR};
 use nix::mount::MsFlags;
 
 use super::discover::{self, DiscoverError, RootDisk};
@@ -113,6 +113,9 @@ pub struct DataReport {
     pub prepared: Prepared,
     /// Set when the filesystem was smaller than its partition.
     pub resized: Option<Resize>,
+    /// Why root's home or its `.ssh` could not be made (a file in the
+    /// way): a warning, since only SSH logins as root need them.
+    pub root_home: Option<String>,
 }
 
 /// Growing the filesystem to its partition.
@@ -155,6 +158,9 @@ impl DataReport {
                 mib(*partition)
             )),
             None => {}
+        }
+        if let Some(e) = &self.root_home {
+            out.push(format!("data: WARNING: {e}; root's SSH keys ({ROOT_SSH_DIR}/authorized_keys) cannot be read"));
         }
         out
     }
@@ -364,10 +370,11 @@ pub fn setup(sys: &mut dyn System) -> Result<DataReport, DataError> {
     mkdir(sys, "/var/tmp", 0o1777)?;
     // sshd reads root's authorized_keys from here. Made by PID1 rather
     // than by a unit: a oneshot's exec (busybox's mkdir, LZMA) ran beside
-    // containerd's and etcd's start on every boot.
-    mkdir(sys, berth_layout::paths::ROOT_HOME, 0o700)?;
-    mkdir(sys, berth_layout::paths::ROOT_SSH_DIR, 0o700)?;
-    Ok(DataReport { device, grew, prepared, resized })
+    // containerd's and etcd's start on every boot. Not a reason to stop
+    // the boot: only SSH logins as root need it.
+    let root_home =
+        [ROOT_HOME, ROOT_SSH_DIR].into_iter().try_for_each(|d| mkdir(sys, d, 0o700)).err().map(|e| e.to_string());
+    Ok(DataReport { device, grew, prepared, resized, root_home })
 }
 
 /// /etc becomes the image's /etc with a writable upper layer on /var.

@@ -372,6 +372,9 @@ impl System for FakeSystem {
     fn create_dir_all(&mut self, path: &Path, mode: u32) -> io::Result<()> {
         self.calls.push(format!("mkdir {} {mode:o}", path.display()));
         self.writable(path)?;
+        if path.ancestors().any(|a| self.files.contains_key(a)) {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
         self.add_dir(&path.to_string_lossy());
         Ok(())
     }

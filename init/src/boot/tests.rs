@@ -127,6 +127,18 @@ fn first_boot_formats_then_mounts_and_sets_up_etc() {
 }
 
 #[test]
+fn a_file_where_roots_home_goes_is_a_warning_and_the_boot_goes_on() {
+    let mut sys = FakeSystem::berth(10, 10);
+    assert_eq!(boot(&mut sys).unwrap().data.root_home, None);
+    sys.reboot();
+    sys.files.insert("/var/root/.ssh".into(), b"not a directory".to_vec());
+    let report = boot(&mut sys).unwrap();
+    let line = "data: WARNING: creating /var/root/.ssh: File exists (os error 17); root's SSH keys \
+                (/var/root/.ssh/authorized_keys) cannot be read";
+    assert!(report.lines().contains(&line.to_string()), "{:?}", report.lines());
+}
+
+#[test]
 fn second_boot_after_a_clean_shutdown_mounts_without_a_check_or_format() {
     let mut sys = FakeSystem::berth(10, 10);
     let first = boot(&mut sys).unwrap();
