@@ -63,27 +63,13 @@ impl From<ReadError> for io::Error {
 
 /// The contents of the regular file at `path` (symlinks followed), at most
 /// `limit` bytes. `/dev/null`, what a symlink mask points to, reads as
-/// empty. Anything else that is not a regular file is refused before it is
-/// opened, and checked again on the open descriptor (in case the path was
-/// replaced in between; it is opened `O_NONBLOCK | O_NOCTTY`, so even then
-/// a FIFO does not block and a terminal does not become the caller's).
-/// The limit is on what is read, not only on the size stat reports: files
-/// in /proc and /sys say 0.
+/// empty. Anything else that is not a regular file is refused as [`open`]
+/// refuses it. The limit is on what is read, not only on the size stat
+/// reports: files in /proc and /sys say 0.
 ///
 /// Errors: [`ReadError`].
 pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
-    if is_dev_null(&meta) {
-        return Ok(Vec::new());
-    }
-    check_regular(&meta)?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(ReadError::Io)?;
-    let meta = file.metadata().map_err(ReadError::Io)?;
-    check_regular(&meta)?;
+    let Some((file, meta)) = open(path)? else { return Ok(Vec::new()) };
     if meta.len() > limit {
         return Err(ReadError::TooLarge { size: meta.len(), limit });
     }
@@ -94,6 +80,33 @@ pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
         return Err(ReadError::TooLarge { size: read.max(meta.len()), limit });
     }
     Ok(bytes)
+}
+
+/// The regular file at `path` (symlinks followed), open for reading, and
+/// its metadata; `None` for `/dev/null` (what a symlink mask points to),
+/// which holds nothing. For a caller that streams a file of any size
+/// instead of reading it whole. Anything else that is not a regular file
+/// is refused before it is opened, and checked again on the open
+/// descriptor (in case the path was replaced in between; it is opened
+/// `O_NONBLOCK | O_NOCTTY`, so even then a FIFO does not block and a
+/// terminal does not become the caller's).
+///
+/// Errors: [`ReadError::Io`] (`NotFound` when there is no such file) and
+/// [`ReadError::NotRegular`].
+pub fn open(path: &Path) -> Result<Option<(std::fs::File, std::fs::Metadata)>, ReadError> {
+    let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
+    if is_dev_null(&meta) {
+        return Ok(None);
+    }
+    check_regular(&meta)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    check_regular(&meta)?;
+    Ok(Some((file, meta)))
 }
 
 /// The character device 1:3, `/dev/null`.

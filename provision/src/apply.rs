@@ -132,7 +132,7 @@ fn needed(host: &dyn Host, change: &Change) -> io::Result<bool> {
             let p = Path::new(path);
             match host.inspect(p)? {
                 Some(Existing::File { mode: m, uid: u, gid: g }) => {
-                    (m, u, g) != (*mode & 0o7777, *uid, *gid) || host.read(p)?.as_deref() != Some(content.as_slice())
+                    (m, u, g) != (*mode & 0o7777, *uid, *gid) || !host.same_content(p, content)?
                 }
                 _ => true,
             }
@@ -156,13 +156,16 @@ fn change_path(change: &Change) -> Option<&str> {
     }
 }
 
+/// A file's previous content to keep: the blob's name in [`BACKUP_DIR`]
+/// and the path it is copied from. Copied file to file, never read into
+/// memory: what user data replaces may be of any size, and PID1 applies it.
+struct Blob {
+    name: String,
+    from: String,
+}
+
 /// Records what `path` and its missing parents were, once.
-fn remember(
-    host: &dyn Host,
-    path: &str,
-    entries: &mut Vec<Entry>,
-    blobs: &mut Vec<(String, Vec<u8>)>,
-) -> io::Result<()> {
+fn remember(host: &dyn Host, path: &str, entries: &mut Vec<Entry>, blobs: &mut Vec<Blob>) -> io::Result<()> {
     // Missing parents, outermost first, so that putting back (in
     // reverse) removes the innermost first.
     let mut missing: Vec<String> = vec![];
@@ -187,9 +190,8 @@ fn remember(
         Some(Existing::Symlink { target }) => Was::Symlink { target },
         Some(Existing::Dir { mode, uid, gid }) => Was::Dir { mode, uid, gid },
         Some(Existing::File { mode, uid, gid }) => {
-            let bytes = host.read(Path::new(path))?.unwrap_or_default();
             let blob = blobs.len().to_string();
-            blobs.push((blob.clone(), bytes));
+            blobs.push(Blob { name: blob.clone(), from: path.to_string() });
             Was::File { mode, uid, gid, blob }
         }
     };
@@ -202,19 +204,37 @@ fn owner(uid: u32, gid: u32) -> String {
     format!("{}:{}", name(uid), name(gid))
 }
 
+/// What a line about a change says of the path before it.
+struct Before {
+    /// Something was there.
+    existed: bool,
+    /// `/etc/hostname`'s text (the one file whose old content a line shows).
+    hostname: Option<String>,
+}
+
+impl Before {
+    fn of(host: &dyn Host, path: &str) -> Before {
+        let hostname = (path == "/etc/hostname")
+            .then(|| host.read(Path::new(path)).ok().flatten())
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string());
+        Before { existed: host.exists(Path::new(path)), hostname }
+    }
+}
+
 /// A line for people about one change made.
-fn describe(change: &Change, before: Option<&[u8]>) -> Option<String> {
+fn describe(change: &Change, before: &Before) -> Option<String> {
     Some(match change {
         Change::Write { path, content, .. } if path == "/etc/hostname" => {
-            let old = before.map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default();
+            let old = before.hostname.as_deref().unwrap_or_default();
             let new = String::from_utf8_lossy(content).trim().to_string();
-            format!("hostname: {} -> {new}", if old.is_empty() { "(none)" } else { &old })
+            format!("hostname: {} -> {new}", if old.is_empty() { "(none)" } else { old })
         }
         Change::Write { path, content, .. } if path.starts_with("/etc/berth/units/") => {
             let name = unit_of_path(path).unwrap_or_default();
             let what = if content.iter().all(|b| b.is_ascii_whitespace()) {
                 "masked"
-            } else if before.is_some() {
+            } else if before.existed {
                 "changed"
             } else {
                 "added"
@@ -271,7 +291,7 @@ pub fn apply(host: &mut dyn Host, changes: &[Change], trial_until: Option<u64>) 
     // What needs doing, and what it replaces.
     let mut todo: Vec<&Change> = vec![];
     let mut entries: Vec<Entry> = vec![];
-    let mut blobs: Vec<(String, Vec<u8>)> = vec![];
+    let mut blobs: Vec<Blob> = vec![];
     for c in changes {
         let Some(path) = change_path(c) else {
             todo.push(c);
@@ -292,8 +312,8 @@ pub fn apply(host: &mut dyn Host, changes: &[Change], trial_until: Option<u64>) 
     // the set is whole).
     let index = Index { state: State::Applying, entries };
     let saved = (|| {
-        for (name, bytes) in &blobs {
-            host.write_atomic(&blob_path(name), bytes, 0o600, 0, 0)?;
+        for b in &blobs {
+            host.copy_atomic(Path::new(&b.from), &blob_path(&b.name), 0o600, 0, 0)?;
         }
         let json = serde_json::to_vec_pretty(&index).map_err(io::Error::other)?;
         host.write_atomic(Path::new(BACKUP_INDEX), &json, 0o600, 0, 0)
@@ -308,10 +328,7 @@ pub fn apply(host: &mut dyn Host, changes: &[Change], trial_until: Option<u64>) 
     }
     for c in &todo {
         let path = change_path(c);
-        let before = match path {
-            Some(p) => host.read(Path::new(p)).ok().flatten(),
-            None => None,
-        };
+        let before = path.map(|p| Before::of(&*host, p));
         if let Err(e) = make(host, c) {
             let what = match c {
                 Change::SetHostname(n) => format!("set the hostname {n}"),
@@ -320,9 +337,9 @@ pub fn apply(host: &mut dyn Host, changes: &[Change], trial_until: Option<u64>) 
             let restore_failed = restore_index(host, &index).err().map(|e| e.to_string());
             return Err(ApplyError { what, source: e, restore_failed });
         }
-        if let Some(p) = path {
+        if let (Some(p), Some(before)) = (path, &before) {
             out.paths.push(p.to_string());
-            if let Some(line) = describe(c, before.as_deref()) {
+            if let Some(line) = describe(c, before) {
                 out.lines.push(line);
             }
         }
@@ -440,11 +457,13 @@ fn restore_index(host: &mut dyn Host, index: &Index) -> io::Result<Vec<String>> 
             Was::Dir { mode, uid, gid } => host.create_dir(p, *mode, *uid, *gid),
             Was::File { mode, uid, gid, blob } => {
                 blobs += 1;
-                match host.read(&blob_path(blob)) {
-                    Ok(Some(bytes)) => host.write_atomic(p, &bytes, *mode, *uid, *gid),
-                    Ok(None) => Err(io::Error::new(io::ErrorKind::NotFound, format!("{BACKUP_DIR}/{blob} is missing"))),
-                    Err(e) => Err(e),
-                }
+                host.copy_atomic(&blob_path(blob), p, *mode, *uid, *gid).map_err(|e| {
+                    if e.kind() == io::ErrorKind::NotFound {
+                        io::Error::new(io::ErrorKind::NotFound, format!("{BACKUP_DIR}/{blob} is missing"))
+                    } else {
+                        e
+                    }
+                })
             }
         };
         match r {

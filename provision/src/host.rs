@@ -56,6 +56,27 @@ pub trait Host {
     /// Runs a command (bootcmd, the tools that apply settings).
     fn run(&mut self, argv: &[String], timeout: Duration) -> io::Result<Ran>;
 
+    /// Whether the file at `path` holds exactly `bytes` (`false` when
+    /// there is none). The default reads it whole with [`Host::read`];
+    /// [`FsHost`] compares sizes first and then streams, so a large file
+    /// is never held in memory (PID1 applies user data).
+    fn same_content(&self, path: &Path, bytes: &[u8]) -> io::Result<bool> {
+        Ok(self.read(path)?.as_deref() == Some(bytes))
+    }
+
+    /// Copies the file at `from` to `to` as [`Host::write_atomic`] writes
+    /// (a temporary file beside `to`, mode and owner, fsync, rename, the
+    /// directory fsynced). Apply's backups and their putting back go
+    /// through it: the default reads `from` whole with [`Host::read`],
+    /// [`FsHost`] streams it. Errors: `from` missing (`NotFound`) or not
+    /// a regular file, and what the write's steps return.
+    fn copy_atomic(&mut self, from: &Path, to: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+        match self.read(from)? {
+            Some(bytes) => self.write_atomic(to, &bytes, mode, uid, gid),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", from.display()))),
+        }
+    }
+
     /// What is at `path`, not following a final symlink; `None` when
     /// nothing is. Added for apply's backups (the mode and owner of what
     /// it replaces); the default answers from [`Host::read`] and
@@ -98,6 +119,40 @@ impl<R: Runner> FsHost<R> {
             }
         }
         p
+    }
+
+    /// What [`Host::write_atomic`] and [`Host::copy_atomic`] share: `fill`
+    /// writes the content into a new temporary file beside `path`, which
+    /// then gets its owner and mode, is fsynced and renamed over `path`,
+    /// and the directory is fsynced. The temporary file is removed on an
+    /// error.
+    fn replace_with(
+        &self,
+        path: &Path,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let real = self.under_root(path);
+        self.make_parents(&real)?;
+        let tmp = temp_beside(&real)?;
+        let _ = fs::remove_file(&tmp);
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            fill(&mut f)?;
+            chown_fd(&f, uid, gid)?;
+            // After chown, which clears set-id bits.
+            f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &real)?;
+            sync_dir(parent_of(&real))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
     }
 
     /// Makes the missing parents of `path` (0755, root; owner unchanged in
@@ -155,9 +210,13 @@ fn parent_of(real: &Path) -> &Path {
 }
 
 /// The most [`FsHost`]'s `read` takes, in bytes: the largest file user
-/// data may write (`MAX_INFLATED`, 64 MiB), so that a file it replaces can
-/// be backed up; more is an error naming the path.
+/// data may write (`MAX_INFLATED`, 64 MiB); more is an error naming the
+/// path. Apply's backups do not read: they stream ([`Host::copy_atomic`],
+/// [`Host::same_content`]), so a file of any size can be replaced.
 pub const READ_LIMIT: u64 = crate::interpret::MAX_INFLATED;
+
+/// The buffer [`FsHost`] compares a file through, in bytes.
+const COPY_CHUNK: usize = 64 * 1024;
 
 impl<R: Runner> Host for FsHost<R> {
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
@@ -178,25 +237,46 @@ impl<R: Runner> Host for FsHost<R> {
     }
 
     fn write_atomic(&mut self, path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
-        let real = self.under_root(path);
-        self.make_parents(&real)?;
-        let tmp = temp_beside(&real)?;
-        let _ = fs::remove_file(&tmp);
-        let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            f.write_all(bytes)?;
-            chown_fd(&f, uid, gid)?;
-            // After chown, which clears set-id bits.
-            f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, &real)?;
-            sync_dir(parent_of(&real))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        self.replace_with(path, mode, uid, gid, |f| f.write_all(bytes))
+    }
+
+    fn same_content(&self, path: &Path, bytes: &[u8]) -> io::Result<bool> {
+        let (mut file, meta) = match berth_layout::regular_file::open(&self.under_root(path)) {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return Ok(bytes.is_empty()),
+            Err(berth_layout::regular_file::ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(false)
+            }
+            Err(e) if e.is_directory() => return Ok(false),
+            Err(e) => return Err(e.into_io(path)),
+        };
+        if meta.len() != u64::try_from(bytes.len()).unwrap_or(u64::MAX) {
+            return Ok(false);
         }
-        result
+        let mut chunk = vec![0u8; COPY_CHUNK];
+        let mut rest = bytes;
+        loop {
+            let n = file.read(&mut chunk)?;
+            let Some(got) = chunk.get(..n) else { return Ok(false) };
+            if n == 0 {
+                return Ok(rest.is_empty());
+            }
+            match rest.strip_prefix(got) {
+                Some(r) => rest = r,
+                None => return Ok(false),
+            }
+        }
+    }
+
+    fn copy_atomic(&mut self, from: &Path, to: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+        let source = match berth_layout::regular_file::open(&self.under_root(from)) {
+            Ok(opened) => opened,
+            Err(e) => return Err(e.into_io(from)),
+        };
+        self.replace_with(to, mode, uid, gid, |f| match source {
+            Some((mut file, _)) => io::copy(&mut file, f).map(drop),
+            None => Ok(()),
+        })
     }
 
     /// Removes a file, a symlink or an empty directory (the last so that

@@ -122,6 +122,17 @@ impl Host for Faulty<'_> {
         self.writes += 1;
         self.inner.write_atomic(path, bytes, mode, uid, gid)
     }
+    fn copy_atomic(&mut self, from: &Path, to: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+        if self.fail_path.as_deref() == Some(to) {
+            return Err(io::Error::other(format!("injected failure at {}", to.display())));
+        }
+        self.step()?;
+        self.writes += 1;
+        self.inner.copy_atomic(from, to, mode, uid, gid)
+    }
+    fn same_content(&self, path: &Path, bytes: &[u8]) -> io::Result<bool> {
+        self.inner.same_content(path, bytes)
+    }
     fn remove(&mut self, path: &Path) -> io::Result<()> {
         self.step()?;
         self.inner.remove(path)

@@ -1,4 +1,4 @@
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use super::*;
 use crate::model::*;
@@ -168,4 +168,45 @@ fn a_power_cut_mid_apply_is_undone_from_the_backup() {
         assert_eq!(strip(&after), strip(&before), "cut after {cut_after}");
         assert!(pending(&rebooted).unwrap().is_none());
     }
+}
+
+#[test]
+fn a_file_larger_than_pid1_reads_whole_is_compared_backed_up_and_put_back_by_streaming() {
+    let (dir, mut host) = machine();
+    // One byte over what FsHost reads whole: its backup and comparison
+    // used to read it, so the apply failed ("inspect /etc/big").
+    let len = usize::try_from(crate::host::READ_LIMIT).unwrap() + 1;
+    let mut big = vec![0u8; len];
+    for (i, b) in big.iter_mut().enumerate().step_by(4093) {
+        *b = (i % 251) as u8;
+    }
+    let real = dir.path().join("etc/big");
+    std::fs::write(&real, &big).unwrap();
+    let write = |content: Vec<u8>| Change::Write { path: "/etc/big".into(), content, mode: 0o644, uid: 0, gid: 0 };
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (uid, gid) = {
+        let m = std::fs::metadata(&real).unwrap();
+        (m.uid(), m.gid())
+    };
+    let same = Change::Write { path: "/etc/big".into(), content: big.clone(), mode: 0o644, uid, gid };
+    // The same content: nothing to do, and nothing written.
+    let mut faulty = Faulty::new(&mut host);
+    let out = apply(&mut faulty, &[same], None).unwrap();
+    assert!(out.paths.is_empty(), "{out:?}");
+    assert_eq!(faulty.writes, 0);
+    // Replaced, then a later change fails: the big file is put back whole.
+    let mut last = big.clone();
+    *last.last_mut().unwrap() ^= 1;
+    let mut faulty = Faulty::new(&mut host);
+    faulty.fail_path = Some("/etc/after".into());
+    let other = Change::Write { path: "/etc/after".into(), content: b"x".to_vec(), mode: 0o644, uid: 0, gid: 0 };
+    let e = apply(&mut faulty, &[write(last.clone()), other], None).unwrap_err();
+    assert!(e.restore_failed.is_none(), "{e}");
+    assert!(std::fs::read(&real).unwrap() == big, "the file put back differs");
+    // A trial over it, reverted: the same.
+    apply(&mut host, &[write(b"small\n".to_vec())], Some(1_000)).unwrap();
+    assert_eq!(std::fs::read(&real).unwrap(), b"small\n");
+    restore(&mut host).unwrap().unwrap();
+    assert!(std::fs::read(&real).unwrap() == big, "the file put back differs");
+    assert!(!dir.path().join("var/lib/berth/provision/backup").exists());
 }
