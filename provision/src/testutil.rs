@@ -95,6 +95,17 @@ impl<'a> Faulty<'a> {
         Faulty { inner, fail_path: None, ops_left: None, writes: 0 }
     }
 
+    /// A file written at `path` (write_atomic, copy_atomic): the injected
+    /// failure, a change counted, a write counted.
+    fn write_step(&mut self, path: &Path) -> io::Result<()> {
+        if self.fail_path.as_deref() == Some(path) {
+            return Err(io::Error::other(format!("injected failure at {}", path.display())));
+        }
+        self.step()?;
+        self.writes += 1;
+        Ok(())
+    }
+
     fn step(&mut self) -> io::Result<()> {
         match &mut self.ops_left {
             Some(0) => Err(io::Error::other("power cut")),
@@ -115,19 +126,11 @@ impl Host for Faulty<'_> {
         self.inner.exists(path)
     }
     fn write_atomic(&mut self, path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
-        if self.fail_path.as_deref() == Some(path) {
-            return Err(io::Error::other(format!("injected failure at {}", path.display())));
-        }
-        self.step()?;
-        self.writes += 1;
+        self.write_step(path)?;
         self.inner.write_atomic(path, bytes, mode, uid, gid)
     }
     fn copy_atomic(&mut self, from: &Path, to: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
-        if self.fail_path.as_deref() == Some(to) {
-            return Err(io::Error::other(format!("injected failure at {}", to.display())));
-        }
-        self.step()?;
-        self.writes += 1;
+        self.write_step(to)?;
         self.inner.copy_atomic(from, to, mode, uid, gid)
     }
     fn same_content(&self, path: &Path, bytes: &[u8]) -> io::Result<bool> {
