@@ -11,7 +11,8 @@
 //! ```
 //!
 //! The key is a SHA-256 over the linux-source package version, the fragment's
-//! bytes and [`RECIPE_VERSION`]: the same inputs give the same key, and a hit
+//! bytes, [`OPTIMISED_FOR_SIZE`] and [`RECIPE_VERSION`]: the same inputs give
+//! the same key, and a hit
 //! returns without touching the source tree.
 
 use std::collections::BTreeMap;
@@ -214,8 +215,9 @@ pub fn verify(wants: &BTreeMap<String, Want>, config: &BTreeMap<String, String>)
 }
 
 /// The cache key: hex SHA-256 over the recipe version, the source package
-/// version and the fragment, each length-prefixed so no two input sets
-/// collide by concatenation.
+/// version, the fragment and the directories built for size
+/// ([`OPTIMISED_FOR_SIZE`], NUL-separated), each length-prefixed so no two
+/// input sets collide by concatenation.
 pub fn cache_key(package_version: &str, fragment: &[u8], size_dirs: &[&str]) -> String {
     let size_dirs = size_dirs.join("\0");
     let mut h = Sha256::new();
