@@ -12,8 +12,7 @@
 //!
 //! The key is a SHA-256 over the linux-source package version, the fragment's
 //! bytes, [`OPTIMISED_FOR_SIZE`] and [`RECIPE_VERSION`]: the same inputs give
-//! the same key, and a hit
-//! returns without touching the source tree.
+//! the same key, and a hit returns without touching the source tree.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -39,7 +38,7 @@ const RECIPE_VERSION: &str = "3";
 /// crypto/, the scheduler): `-O2` there alone made reboots 0.31 s shorter
 /// under TCG, the same as `-O2` everywhere (kernel-config/README.md). The
 /// list is part of the cache key.
-pub const OPTIMISED_FOR_SIZE: &[&str] = &["drivers", "net"];
+const OPTIMISED_FOR_SIZE: &[&str] = &["drivers", "net"];
 
 /// The line [`with_size_line`] adds to a listed directory's Makefile.
 /// kbuild passes `subdir-ccflags-y` to every file in the directory and
